@@ -1,0 +1,148 @@
+//! Admin handlers: rooms, SKUs, stock, sale windows and the orders export.
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{check_ids, require, ApiError};
+use crate::admin::RoomView;
+use crate::auth::Access;
+use crate::inventory::SkuDef;
+use crate::protocol::SkuState;
+use crate::server::AppState;
+
+/// Orders per export page when `limit` is not given, and the most a page may ask for.
+pub const DEFAULT_ORDERS_PAGE: usize = 1000;
+pub const MAX_ORDERS_PAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+pub struct RoomBody {
+    #[serde(default)]
+    pub title: String,
+}
+
+pub async fn put_room(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    body: Result<Json<RoomBody>, JsonRejection>,
+) -> Result<Json<RoomView>, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room)])?;
+    let Json(body) = body?;
+    Ok(Json(s.hub.put_room(&room, body.title).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SkuBody {
+    pub name: String,
+    pub price_fen: u64,
+    #[serde(default)]
+    pub stock: u64,
+    #[serde(default)]
+    pub limit_per_user: Option<u64>,
+    #[serde(default)]
+    pub opens_at_ms: Option<i64>,
+    #[serde(default)]
+    pub closes_at_ms: Option<i64>,
+}
+
+pub async fn put_sku(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((room, sku)): Path<(String, String)>,
+    body: Result<Json<SkuBody>, JsonRejection>,
+) -> Result<Json<SkuState>, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room), ("sku", &sku)])?;
+    let Json(b) = body?;
+    let def = SkuDef {
+        name: b.name,
+        price_fen: b.price_fen,
+        stock: b.stock,
+        limit_per_user: b.limit_per_user,
+        opens_at_ms: b.opens_at_ms,
+        closes_at_ms: b.closes_at_ms,
+    };
+    Ok(Json(s.hub.put_sku(&room, &sku, def).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StockBody {
+    pub delta: i64,
+}
+
+pub async fn change_stock(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((room, sku)): Path<(String, String)>,
+    body: Result<Json<StockBody>, JsonRejection>,
+) -> Result<Json<SkuState>, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room), ("sku", &sku)])?;
+    let Json(b) = body?;
+    Ok(Json(s.hub.change_stock(&room, &sku, b.delta).await?))
+}
+
+pub async fn open_sale(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((room, sku)): Path<(String, String)>,
+) -> Result<Json<SkuState>, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room), ("sku", &sku)])?;
+    Ok(Json(s.hub.open_sale(&room, &sku).await?))
+}
+
+pub async fn close_sale(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((room, sku)): Path<(String, String)>,
+) -> Result<Json<SkuState>, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room), ("sku", &sku)])?;
+    Ok(Json(s.hub.close_sale(&room, &sku).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OrdersQuery {
+    #[serde(default)]
+    pub after_seq: u64,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/rooms/{room}/orders`: NDJSON, one order a line, oldest first.
+pub async fn orders(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    q: Result<Query<OrdersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require(&s, &headers, Access::Admin)?;
+    check_ids(&[("room", &room)])?;
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
+    if limit == 0 || limit > MAX_ORDERS_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_ORDERS_PAGE}"
+        )));
+    }
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
+    let page = r.orders_after(q.after_seq, limit);
+    let mut body = String::with_capacity(page.len() * 200);
+    for o in &page {
+        body.push_str(&o.to_ndjson());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,88 @@
+//! The one error type of the REST API: `{"error": code, "detail": text}` with a fitting
+//! status. Internals are logged, never sent.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::admin::AdminError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            detail: detail.into(),
+        }
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            detail: detail.into(),
+        }
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            detail: detail.into(),
+        }
+    }
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::BadRequest(d) => ApiError::bad_request(d),
+            AdminError::NotFound(d) => ApiError::not_found(d),
+            AdminError::Conflict(d) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                detail: d,
+            },
+            AdminError::Unavailable(d) => {
+                tracing::error!(detail = %d, "admin change failed");
+                ApiError::unavailable("the change could not be made durable; nothing changed")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request(format!("invalid query: {}", e.body_text()))
+    }
+}

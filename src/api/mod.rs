@@ -1,0 +1,57 @@
+//! The REST API (PROTOCOL.md, "HTTP"): admin changes and viewer reads.
+
+pub mod admin;
+pub mod error;
+pub mod viewer;
+
+use axum::http::HeaderMap;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::auth::Access;
+use crate::ids;
+use crate::server::AppState;
+
+/// Routes under `/api`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/rooms", get(viewer::list_rooms))
+        .route("/api/rooms/{room}", put(admin::put_room))
+        .route("/api/rooms/{room}/skus/{sku}", put(admin::put_sku))
+        .route(
+            "/api/rooms/{room}/skus/{sku}/stock",
+            post(admin::change_stock),
+        )
+        .route("/api/rooms/{room}/skus/{sku}/open", post(admin::open_sale))
+        .route(
+            "/api/rooms/{room}/skus/{sku}/close",
+            post(admin::close_sale),
+        )
+        .route("/api/rooms/{room}/stats", get(viewer::stats))
+        .route("/api/rooms/{room}/orders", get(admin::orders))
+        .route("/api/rooms/{room}/audit", get(viewer::audit))
+}
+
+/// Checks the bearer token grants at least `needed`.
+pub fn require(state: &AppState, headers: &HeaderMap, needed: Access) -> Result<(), ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    match state.auth.access(token.trim()) {
+        Some(a) if a >= needed => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("this token cannot do that")),
+        None => Err(ApiError::unauthorized("invalid token")),
+    }
+}
+
+/// Checks path ids.
+pub fn check_ids(pairs: &[(&str, &str)]) -> Result<(), ApiError> {
+    for (field, id) in pairs {
+        ids::check_named(field, id).map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}

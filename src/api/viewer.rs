@@ -1,0 +1,115 @@
+//! Viewer handlers: room list, dashboard snapshot and the stock audit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::{check_ids, require, ApiError};
+use crate::admin::RoomView;
+use crate::auth::Access;
+use crate::server::AppState;
+
+pub async fn list_rooms(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<RoomView>>, ApiError> {
+    require(&s, &headers, Access::Viewer)?;
+    Ok(Json(
+        s.hub
+            .rooms()
+            .all()
+            .iter()
+            .filter_map(|r| s.hub.room_view(&r.id))
+            .collect(),
+    ))
+}
+
+/// One dashboard snapshot, with the whole trend.
+pub async fn stats(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    require(&s, &headers, Access::Viewer)?;
+    check_ids(&[("room", &room)])?;
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
+    let mut rx = r.snapshots.subscribe();
+    // A room created a moment ago may not have its first snapshot yet.
+    let published = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|p| p.is_some()))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|p| p.clone()))
+        .ok_or_else(|| ApiError::unavailable("no snapshot yet; try again"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        published.full_frame().to_string(),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Serialize)]
+pub struct SkuAudit {
+    pub sku: Arc<str>,
+    pub stock_total: u64,
+    pub sold: u64,
+    pub left: u64,
+    /// Units reserved by buys whose orders are being made durable right now.
+    pub in_flight: u64,
+    pub consistent: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Audit {
+    pub room: Arc<str>,
+    pub consistent: bool,
+    pub skus: Vec<SkuAudit>,
+}
+
+/// Stock totals against the journal's orders.
+pub async fn audit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<Audit>, ApiError> {
+    require(&s, &headers, Access::Viewer)?;
+    check_ids(&[("room", &room)])?;
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
+    let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
+    r.for_orders_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
+    let skus: Vec<SkuAudit> = r
+        .skus()
+        .iter()
+        .map(|s| {
+            let stock_total = s.stock_total();
+            let left = s.left();
+            let sold = sold.get(&s.id).copied().unwrap_or(0);
+            let in_flight = stock_total.saturating_sub(sold).saturating_sub(left);
+            SkuAudit {
+                sku: s.id.clone(),
+                stock_total,
+                sold,
+                left,
+                in_flight,
+                // As PROTOCOL.md defines it; a buy in flight makes it false for that moment.
+                consistent: sold + left == stock_total && sold <= stock_total && sold == s.sold(),
+            }
+        })
+        .collect();
+    Ok(Json(Audit {
+        room: r.id.clone(),
+        consistent: skus.iter().all(|s| s.consistent),
+        skus,
+    }))
+}

@@ -1,0 +1,140 @@
+//! The dashboard snapshot (PROTOCOL.md, "Dashboard WebSocket"), and its two renderings:
+//! with the whole trend (first message, REST) and with the new points only (later pushes).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::SkuState;
+
+/// Width of a trend point.
+pub const TREND_INTERVAL_MS: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkuFigures {
+    #[serde(flatten)]
+    pub state: SkuState,
+    pub gmv_fen: u64,
+    pub sold_out_at_ms: Option<i64>,
+    pub eta_sold_out_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referrer {
+    #[serde(rename = "ref")]
+    pub referrer: Arc<str>,
+    pub orders: u64,
+    pub gmv_fen: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrendPoint {
+    pub t_ms: i64,
+    pub gmv_fen: u64,
+    pub orders: u64,
+}
+
+/// Every figure of a snapshot but the trend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub room: Arc<str>,
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub gmv_fen: u64,
+    pub orders: u64,
+    pub units: u64,
+    pub buyers: u64,
+    pub viewers: u64,
+    pub peak_viewers: u64,
+    pub unique_viewers: u64,
+    pub aov_fen: u64,
+    pub conversion: f64,
+    pub gpm_fen: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub latency_us: Latency,
+    pub skus: Vec<SkuFigures>,
+    pub top_referrers: Vec<Referrer>,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    op: &'static str,
+    #[serde(flatten)]
+    figures: &'a Figures,
+    trend: Trend<'a>,
+}
+
+#[derive(Serialize)]
+struct Trend<'a> {
+    interval_ms: i64,
+    points: &'a [TrendPoint],
+}
+
+/// One published snapshot, shared by every dashboard of the room.
+#[derive(Debug)]
+pub struct Published {
+    /// Counts published snapshots; a dashboard that sees a gap gets the full rendering.
+    pub number: u64,
+    pub figures: Arc<Figures>,
+    /// The whole trend.
+    pub trend: Arc<Vec<TrendPoint>>,
+    /// Index in `trend` of the first point new or changed since the previous snapshot.
+    pub first_changed: usize,
+    delta: OnceLock<Utf8Bytes>,
+    full: OnceLock<Utf8Bytes>,
+}
+
+impl Published {
+    pub fn new(
+        number: u64,
+        figures: Arc<Figures>,
+        trend: Arc<Vec<TrendPoint>>,
+        first_changed: usize,
+    ) -> Self {
+        Published {
+            number,
+            figures,
+            trend,
+            first_changed,
+            delta: OnceLock::new(),
+            full: OnceLock::new(),
+        }
+    }
+
+    fn render(&self, points: &[TrendPoint]) -> Utf8Bytes {
+        let wire = Wire {
+            op: "snapshot",
+            figures: &self.figures,
+            trend: Trend {
+                interval_ms: TREND_INTERVAL_MS,
+                points,
+            },
+        };
+        serde_json::to_string(&wire)
+            .expect("snapshots serialize")
+            .into()
+    }
+
+    /// With the new points only; encoded once, whoever asks first.
+    pub fn delta_frame(&self) -> Utf8Bytes {
+        self.delta
+            .get_or_init(|| self.render(&self.trend[self.first_changed.min(self.trend.len())..]))
+            .clone()
+    }
+
+    /// With the whole trend; encoded once, whoever asks first.
+    pub fn full_frame(&self) -> Utf8Bytes {
+        self.full.get_or_init(|| self.render(&self.trend)).clone()
+    }
+}

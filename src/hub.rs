@@ -1,0 +1,286 @@
+//! The hub: shared state in one cloneable handle, and the buy path from a decoded `buy` frame
+//! to its ack: idempotency → inventory gate → journal (the durable point) → ack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::now_ms;
+use crate::inventory::{BuyRequest, Gate, LocalGate, Reservation};
+use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
+use crate::protocol::{Ack, BuyMsg, RejectCode};
+use crate::room::{Begin, Room};
+use crate::rooms::Rooms;
+
+/// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    pub journal: JournalOptions,
+    /// How often dashboards get a snapshot at most.
+    pub push_interval: Duration,
+}
+
+/// The hub. Clones share one state.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    rooms: Arc<Rooms>,
+    journal: Journal,
+    gate: LocalGate,
+    options: HubOptions,
+    /// Serialises admin changes so that their journal order is their memory order.
+    admin: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Hub {
+    /// Recovers the journal in the data dir and starts the hub.
+    pub fn open(
+        options: HubOptions,
+        shutdown: CancellationToken,
+    ) -> Result<(Hub, Replayed), JournalError> {
+        let rooms = Arc::new(Rooms::default());
+        let (journal, replayed) = Journal::open(&options.journal, rooms.clone())?;
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                rooms,
+                journal,
+                gate: LocalGate,
+                options,
+                admin: tokio::sync::Mutex::new(()),
+                shutdown,
+                tasks: TaskTracker::new(),
+            }),
+        };
+        for room in hub.rooms().all() {
+            hub.start_room_tasks(&room);
+        }
+        Ok((hub, replayed))
+    }
+
+    pub fn rooms(&self) -> &Rooms {
+        &self.inner.rooms
+    }
+
+    pub fn room(&self, id: &str) -> Option<Arc<Room>> {
+        self.inner.rooms.get(id)
+    }
+
+    pub fn options(&self) -> &HubOptions {
+        &self.inner.options
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    pub(crate) fn admin_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.admin
+    }
+
+    /// Starts a room's sale feed and dashboard aggregator, once.
+    pub fn start_room_tasks(&self, room: &Arc<Room>) {
+        if room
+            .tasks_started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let token = self.inner.shutdown.clone();
+        self.inner
+            .tasks
+            .spawn(crate::sale_feed::run(room.clone(), token.clone()));
+        let aggregator =
+            crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval);
+        self.inner.tasks.spawn(aggregator.run(token));
+    }
+
+    /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
+    pub async fn buy(&self, room: &Arc<Room>, user: &Arc<str>, msg: &BuyMsg) -> Ack {
+        loop {
+            match room.begin_request(user, &msg.req) {
+                Begin::Done(order) => return order_ack(&order, &msg.req),
+                // The other decision ends by dropping the sender; then ask again.
+                Begin::Wait(mut rx) => while rx.changed().await.is_ok() {},
+                Begin::Fresh => break,
+            }
+        }
+        let buy = BuyRequest {
+            user,
+            sku: &msg.sku,
+            qty: msg.qty,
+            now_ms: now_ms(),
+        };
+        let reservation = match self.inner.gate.reserve(room, buy).await {
+            Ok(r) => r,
+            Err(rej) => {
+                room.end_request(user, &msg.req);
+                return self.rejected(room, &msg.req, rej.code, rej.sku, rej.left);
+            }
+        };
+        let order = OrderRecord {
+            seq: 0,
+            number: 0,
+            room: room.id.clone(),
+            sku: reservation.sku.id.clone(),
+            user: user.clone(),
+            req: Arc::from(msg.req.as_str()),
+            qty: msg.qty,
+            price_fen: reservation.price_fen,
+            amount_fen: reservation.price_fen * msg.qty,
+            referrer: msg.referrer.as_deref().map(Arc::from),
+            ts_ms: buy.now_ms,
+            left_after: reservation.left_after,
+        };
+        let rx = match self.inner.journal.submit(Record::Order(Arc::new(order))) {
+            Ok(rx) => rx,
+            Err(e) => {
+                self.undo(room, user, &msg.req, &reservation).await;
+                return self.unavailable(room, &msg.req, &reservation, &e);
+            }
+        };
+        let mut in_flight = InFlight {
+            rx: Some(rx),
+            hub: self.clone(),
+            room: room.clone(),
+            user: user.clone(),
+            req: msg.req.clone(),
+            reservation,
+        };
+        let outcome = in_flight.rx.as_mut().expect("set above").await;
+        in_flight.rx = None;
+        match outcome {
+            Ok(Ok(Record::Order(o))) => order_ack(&o, &msg.req),
+            Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
+            Ok(Err(e)) => {
+                self.undo(room, user, &msg.req, &in_flight.reservation)
+                    .await;
+                self.unavailable(room, &msg.req, &in_flight.reservation, &e)
+            }
+            Err(_) => {
+                self.undo(room, user, &msg.req, &in_flight.reservation)
+                    .await;
+                self.unavailable(
+                    room,
+                    &msg.req,
+                    &in_flight.reservation,
+                    &JournalError::Stopped,
+                )
+            }
+        }
+    }
+
+    /// What became of an earlier buy.
+    pub async fn status(&self, room: &Room, user: &str, req: &str) -> Ack {
+        loop {
+            match room.request(user, req) {
+                Some(Ok(order)) => return order_ack(&order, req),
+                Some(Err(mut rx)) => while rx.changed().await.is_ok() {},
+                None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+            }
+        }
+    }
+
+    async fn undo(&self, room: &Room, user: &str, req: &str, r: &Reservation) {
+        self.inner.gate.release(room, user, r).await;
+        room.end_request(user, req);
+    }
+
+    fn unavailable(&self, room: &Room, req: &str, r: &Reservation, e: &JournalError) -> Ack {
+        tracing::warn!(room = %room.id, sku = %r.sku.id, error = %e, "buy refused: order could not be made durable");
+        self.rejected(
+            room,
+            req,
+            RejectCode::Unavailable,
+            Some(r.sku.id.clone()),
+            Some(r.sku.left()),
+        )
+    }
+
+    /// Counts and words a rejection.
+    pub fn rejected(
+        &self,
+        room: &Room,
+        req: &str,
+        code: RejectCode,
+        sku: Option<Arc<str>>,
+        left: Option<u64>,
+    ) -> Ack {
+        room.live.count_rejection(code);
+        metrics::counter!("livehub_buys_total", "result" => code.as_str()).increment(1);
+        Ack::rejected(req, code, sku, left)
+    }
+
+    /// Writes what is queued and stops the journal. Blocking; call from a blocking context.
+    pub fn close_journal(&self) {
+        self.inner.journal.close();
+    }
+}
+
+/// The ack of an order, for its first answer and for every repeat of its `req`.
+pub fn order_ack(o: &OrderRecord, req: &str) -> Ack {
+    metrics::counter!("livehub_buys_total", "result" => "ok").increment(1);
+    Ack {
+        req: req.to_owned(),
+        ok: true,
+        order: Some(Arc::from(o.order_id())),
+        error: None,
+        sku: Some(o.sku.clone()),
+        qty: Some(o.qty),
+        amount_fen: Some(o.amount_fen),
+        left: Some(o.left_after),
+    }
+}
+
+/// A reservation handed to the journal. If the buy's future is dropped before the journal
+/// answers (the buyer hung up), a task waits for the answer in its place, so a refused
+/// order's stock still goes back and its request is still forgotten.
+struct InFlight {
+    rx: Option<oneshot::Receiver<Result<Record, JournalError>>>,
+    hub: Hub,
+    room: Arc<Room>,
+    user: Arc<str>,
+    req: String,
+    reservation: Reservation,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(rx) = self.rx.take() else { return };
+        let (hub, room, user, req, r) = (
+            self.hub.clone(),
+            self.room.clone(),
+            self.user.clone(),
+            std::mem::take(&mut self.req),
+            self.reservation.clone(),
+        );
+        let settle = async move {
+            if !matches!(rx.await, Ok(Ok(_))) {
+                hub.undo(&room, &user, &req, &r).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(settle);
+            }
+            Err(_) => {
+                tracing::error!("buy dropped outside a runtime; its reservation may stay taken")
+            }
+        }
+    }
+}

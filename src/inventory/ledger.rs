@@ -1,0 +1,69 @@
+//! The per-user ledger of one SKU: units each user holds (orders and reservations in flight).
+
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::stock::UserLedger;
+
+/// Units per user, in a DashMap. The shard's write lock is the per-user critical section of
+/// [`UserLedger::update`]; it is held only for a few atomic operations, never across `.await`
+/// and never while touching this map again.
+#[derive(Debug, Default)]
+pub struct DashLedger {
+    held: DashMap<Arc<str>, u64>,
+}
+
+impl DashLedger {
+    /// Adds units of a recovered order (replay at start-up).
+    pub fn add(&self, user: &str, qty: u64) {
+        if let Some(mut h) = self.held.get_mut(user) {
+            *h += qty;
+            return;
+        }
+        *self.held.entry(Arc::from(user)).or_insert(0) += qty;
+    }
+
+    /// Users with an entry.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+impl UserLedger for DashLedger {
+    fn update<R, E>(&self, user: &str, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E> {
+        // Fast path without allocating the key: the user already has an entry.
+        if let Some(mut held) = self.held.get_mut(user) {
+            let (new, r) = f(*held)?;
+            *held = new;
+            return Ok(r);
+        }
+        match self.held.entry(Arc::from(user)) {
+            Entry::Occupied(mut o) => {
+                let (new, r) = f(*o.get())?;
+                *o.get_mut() = new;
+                Ok(r)
+            }
+            Entry::Vacant(v) => {
+                let (new, r) = f(0)?;
+                v.insert(new);
+                Ok(r)
+            }
+        }
+    }
+
+    fn give_back(&self, user: &str, qty: u64) {
+        if let Some(mut held) = self.held.get_mut(user) {
+            *held = held.saturating_sub(qty);
+        }
+    }
+
+    fn held(&self, user: &str) -> u64 {
+        self.held.get(user).map(|h| *h).unwrap_or(0)
+    }
+}

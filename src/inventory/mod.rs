@@ -1,0 +1,117 @@
+//! The inventory gate: stock, per-user limits and sale windows, decided without oversell.
+//!
+//! - [`stock`]: the compare-and-swap and per-user decision, generic for model checking;
+//! - [`ledger`]: units per user of one SKU;
+//! - [`sku`]: one SKU's counters and window.
+//!
+//! [`Gate`] is the interface the hub buys through; [`LocalGate`] keeps everything in this
+//! process. A shared store (several hubs on one Redis) implements the same trait.
+
+pub mod ledger;
+pub mod sku;
+pub mod stock;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use sku::{Reserved, Sku, SkuDef};
+
+use crate::protocol::RejectCode;
+use crate::room::Room;
+
+/// One buy as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BuyRequest<'a> {
+    pub user: &'a str,
+    pub sku: &'a str,
+    pub qty: u64,
+    pub now_ms: i64,
+}
+
+/// Stock and allowance taken for a buy, until its order is durable or refused.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub sku: Arc<Sku>,
+    pub qty: u64,
+    pub price_fen: u64,
+    pub left_after: u64,
+}
+
+/// Why the gate refused a buy; `left` when the SKU exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub sku: Option<Arc<str>>,
+    pub left: Option<u64>,
+}
+
+/// Decides buys. Every implementation promises: a SKU never sells more than its stock, a user
+/// never holds more than the limit, and no refusal is caused by a reservation that the same
+/// decision rolled back.
+pub trait Gate: Send + Sync + 'static {
+    /// Takes stock and the user's allowance, or says why not.
+    fn reserve(
+        &self,
+        room: &Room,
+        buy: BuyRequest<'_>,
+    ) -> impl Future<Output = Result<Reservation, Rejection>> + Send;
+    /// Gives back a reservation whose order was not made durable.
+    fn release(
+        &self,
+        room: &Room,
+        user: &str,
+        reservation: &Reservation,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// The embedded gate: counters in this process's memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalGate;
+
+impl LocalGate {
+    /// The decision itself, synchronous: what the benchmark measures.
+    #[inline]
+    pub fn decide(room: &Room, buy: BuyRequest<'_>) -> Result<Reservation, Rejection> {
+        let Some(sku) = room.sku(buy.sku) else {
+            return Err(Rejection {
+                code: RejectCode::UnknownSku,
+                sku: None,
+                left: None,
+            });
+        };
+        match sku.reserve(buy.user, buy.qty, buy.now_ms) {
+            Ok(r) => {
+                if r.left_after == 0 {
+                    room.state_changed();
+                }
+                Ok(Reservation {
+                    qty: buy.qty,
+                    price_fen: r.price_fen,
+                    left_after: r.left_after,
+                    sku,
+                })
+            }
+            Err((code, left)) => Err(Rejection {
+                code,
+                sku: Some(sku.id.clone()),
+                left: Some(left),
+            }),
+        }
+    }
+}
+
+impl Gate for LocalGate {
+    fn reserve(
+        &self,
+        room: &Room,
+        buy: BuyRequest<'_>,
+    ) -> impl Future<Output = Result<Reservation, Rejection>> + Send {
+        std::future::ready(Self::decide(room, buy))
+    }
+
+    fn release(&self, room: &Room, user: &str, r: &Reservation) -> impl Future<Output = ()> + Send {
+        r.sku.release(user, r.qty);
+        room.state_changed();
+        std::future::ready(())
+    }
+}

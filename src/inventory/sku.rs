@@ -1,0 +1,255 @@
+//! One SKU's live inventory: stock counters, sale window and per-user ledger.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::ledger::DashLedger;
+use super::stock::{self, Counter, Denied};
+use crate::protocol::{RejectCode, SaleState, SkuState};
+
+const NO_LIMIT: u64 = u64::MAX;
+const NO_OPEN: i64 = i64::MIN;
+const NO_CLOSE: i64 = i64::MAX;
+const NEVER: i64 = 0;
+
+/// A SKU as the admin API defines it (also the journal's SKU record).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkuDef {
+    pub name: String,
+    pub price_fen: u64,
+    /// Initial stock; only used when the SKU is created.
+    pub stock: u64,
+    pub limit_per_user: Option<u64>,
+    pub opens_at_ms: Option<i64>,
+    pub closes_at_ms: Option<i64>,
+}
+
+/// The inventory of one SKU. Hot fields are atomics so a buy takes no lock but the user's
+/// ledger entry; the name, read only for views, sits behind a `RwLock`.
+#[derive(Debug)]
+pub struct Sku {
+    pub id: Arc<str>,
+    name: RwLock<Arc<str>>,
+    price_fen: AtomicU64,
+    limit: AtomicU64,
+    opens_at: AtomicI64,
+    closes_at: AtomicI64,
+    /// Units that can still be sold. Reservations take from it first.
+    pub(crate) left: AtomicU64,
+    /// Initial stock plus restocks minus withdrawals.
+    total: AtomicU64,
+    /// Units of durable orders.
+    sold: AtomicU64,
+    sold_out_at: AtomicI64,
+    pub(crate) ledger: DashLedger,
+}
+
+/// A reservation the gate granted: stock and allowance are taken until it is committed
+/// (the order became durable) or released.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    pub price_fen: u64,
+    pub left_after: u64,
+}
+
+impl Sku {
+    pub fn new(id: Arc<str>, def: &SkuDef) -> Sku {
+        let sku = Sku {
+            id,
+            name: RwLock::new(Arc::from(def.name.as_str())),
+            price_fen: AtomicU64::new(def.price_fen),
+            limit: AtomicU64::new(NO_LIMIT),
+            opens_at: AtomicI64::new(NO_OPEN),
+            closes_at: AtomicI64::new(NO_CLOSE),
+            left: AtomicU64::new(def.stock),
+            total: AtomicU64::new(def.stock),
+            sold: AtomicU64::new(0),
+            sold_out_at: AtomicI64::new(NEVER),
+            ledger: DashLedger::default(),
+        };
+        sku.redefine(def);
+        sku
+    }
+
+    /// Applies an update: everything but the stock (which only `/stock` changes).
+    pub fn redefine(&self, def: &SkuDef) {
+        *self.name.write().expect("name lock") = Arc::from(def.name.as_str());
+        self.price_fen.store(def.price_fen, Ordering::Release);
+        self.limit
+            .store(def.limit_per_user.unwrap_or(NO_LIMIT), Ordering::Release);
+        self.set_window(def.opens_at_ms, def.closes_at_ms);
+    }
+
+    pub fn set_window(&self, opens_at_ms: Option<i64>, closes_at_ms: Option<i64>) {
+        self.opens_at
+            .store(opens_at_ms.unwrap_or(NO_OPEN), Ordering::Release);
+        self.closes_at
+            .store(closes_at_ms.unwrap_or(NO_CLOSE), Ordering::Release);
+    }
+
+    pub fn window(&self) -> (Option<i64>, Option<i64>) {
+        let o = self.opens_at.load(Ordering::Acquire);
+        let c = self.closes_at.load(Ordering::Acquire);
+        ((o != NO_OPEN).then_some(o), (c != NO_CLOSE).then_some(c))
+    }
+
+    pub fn limit_per_user(&self) -> Option<u64> {
+        let l = self.limit.load(Ordering::Acquire);
+        (l != NO_LIMIT).then_some(l)
+    }
+
+    pub fn price_fen(&self) -> u64 {
+        self.price_fen.load(Ordering::Acquire)
+    }
+
+    pub fn left(&self) -> u64 {
+        self.left.get()
+    }
+
+    pub fn sold(&self) -> u64 {
+        self.sold.get()
+    }
+
+    pub fn stock_total(&self) -> u64 {
+        self.total.get()
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.name.read().expect("name lock").clone()
+    }
+
+    pub fn sold_out_at_ms(&self) -> Option<i64> {
+        let t = self.sold_out_at.load(Ordering::Acquire);
+        (t != NEVER).then_some(t)
+    }
+
+    /// The sale state at `now_ms`: closed wins over scheduled, which wins over sold out.
+    pub fn state_at(&self, now_ms: i64) -> SaleState {
+        let (opens, closes) = self.window();
+        if closes.is_some_and(|c| now_ms >= c) {
+            SaleState::Closed
+        } else if opens.is_some_and(|o| now_ms < o) {
+            SaleState::Scheduled
+        } else if self.left() == 0 {
+            SaleState::SoldOut
+        } else {
+            SaleState::Open
+        }
+    }
+
+    /// The next instant after `now_ms` at which the state changes by the clock alone.
+    pub fn next_boundary_after(&self, now_ms: i64) -> Option<i64> {
+        let (opens, closes) = self.window();
+        [opens, closes]
+            .into_iter()
+            .flatten()
+            .filter(|&t| t > now_ms)
+            .min()
+    }
+
+    /// The state as REST and `hello` show it.
+    pub fn view(&self, now_ms: i64) -> SkuState {
+        let (opens_at_ms, closes_at_ms) = self.window();
+        SkuState {
+            sku: self.id.clone(),
+            name: self.name(),
+            price_fen: self.price_fen(),
+            stock_total: self.stock_total(),
+            sold: self.sold(),
+            left: self.left(),
+            limit_per_user: self.limit_per_user(),
+            opens_at_ms,
+            closes_at_ms,
+            state: self.state_at(now_ms),
+        }
+    }
+
+    /// The gate's decision for one buy: sale window, per-user limit, stock.
+    pub fn reserve(
+        &self,
+        user: &str,
+        qty: u64,
+        now_ms: i64,
+    ) -> Result<Reserved, (RejectCode, u64)> {
+        match self.state_at(now_ms) {
+            SaleState::Closed => return Err((RejectCode::Closed, self.left())),
+            SaleState::Scheduled => return Err((RejectCode::NotOpen, self.left())),
+            SaleState::SoldOut | SaleState::Open => {}
+        }
+        let limit = self.limit_per_user();
+        // Read the price before taking stock so the amount is the one in force at the decision.
+        let price_fen = self.price_fen();
+        match stock::reserve(&self.left, &self.ledger, user, qty, limit) {
+            Ok(left_after) => {
+                if left_after == 0 {
+                    let _ = self.sold_out_at.compare_exchange(
+                        NEVER,
+                        now_ms,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                Ok(Reserved {
+                    price_fen,
+                    left_after,
+                })
+            }
+            Err(Denied::Limit { left }) => Err((RejectCode::LimitExceeded, left)),
+            Err(Denied::Stock { left: 0 }) => Err((RejectCode::SoldOut, 0)),
+            Err(Denied::Stock { left }) => Err((RejectCode::InsufficientStock, left)),
+        }
+    }
+
+    /// Gives back a reservation that did not become an order.
+    pub fn release(&self, user: &str, qty: u64) {
+        stock::release(&self.left, &self.ledger, user, qty);
+        self.sold_out_at.store(NEVER, Ordering::Release);
+    }
+
+    /// A reserved order became durable.
+    pub fn commit(&self, qty: u64) {
+        self.sold.add(qty);
+    }
+
+    /// Replays a durable order at start-up (no reservation preceded it).
+    pub fn replay_order(&self, user: &str, qty: u64, ts_ms: i64) {
+        self.left.sub(qty.min(self.left.get()));
+        self.ledger.add(user, qty);
+        self.sold.add(qty);
+        if self.left.get() == 0 {
+            let _ = self.sold_out_at.compare_exchange(
+                NEVER,
+                ts_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Takes `n` units out of `left` for a withdrawal; `Err(left)` when fewer are left.
+    pub fn reserve_withdrawal(&self, n: u64) -> Result<u64, u64> {
+        stock::take(&self.left, n)
+    }
+
+    /// Undoes [`Sku::reserve_withdrawal`] when the journal refused it.
+    pub fn cancel_withdrawal(&self, n: u64) {
+        self.left.add(n);
+    }
+
+    /// A durable stock change. `left_taken` says a withdrawal's units already left `left`.
+    pub fn apply_stock_delta(&self, delta: i64, left_taken: bool) {
+        let n = delta.unsigned_abs();
+        if delta >= 0 {
+            self.total.add(n);
+            self.left.add(n);
+            if n > 0 {
+                self.sold_out_at.store(NEVER, Ordering::Release);
+            }
+        } else {
+            self.total.sub(n.min(self.total.get()));
+            if !left_taken {
+                self.left.sub(n.min(self.left.get()));
+            }
+        }
+    }
+}

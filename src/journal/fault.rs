@@ -1,0 +1,45 @@
+//! Fault injection for the journal's file I/O, so tests can prove that a failed write or
+//! fsync acknowledges nothing, gives stock back and leaves the hub serving.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Counts of upcoming I/O calls to fail. Zero (the default) injects nothing; production never
+/// sets them.
+#[derive(Debug, Default)]
+pub struct Faults {
+    writes: AtomicU32,
+    syncs: AtomicU32,
+}
+
+impl Faults {
+    /// Makes the next `n` batch writes fail (as a full disk would).
+    pub fn fail_next_writes(&self, n: u32) {
+        self.writes.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` fsyncs fail (as an I/O error would).
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.syncs.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn check_write(&self) -> io::Result<()> {
+        take_one(&self.writes, || {
+            io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected: no space left on device",
+            )
+        })
+    }
+
+    pub(crate) fn check_sync(&self) -> io::Result<()> {
+        take_one(&self.syncs, || io::Error::other("injected: fsync failed"))
+    }
+}
+
+fn take_one(counter: &AtomicU32, err: impl FnOnce() -> io::Error) -> io::Result<()> {
+    match counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+        Ok(_) => Err(err()),
+        Err(_) => Ok(()),
+    }
+}

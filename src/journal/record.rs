@@ -1,0 +1,231 @@
+//! What the journal records, and how one record is framed on disk.
+//!
+//! Frame: `len: u32 LE | crc32c(payload): u32 LE | payload` where payload is the record in
+//! postcard (a compact, stable serde format). A frame never has an empty payload.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::SkuDef;
+
+/// Bytes of a frame header.
+pub const HEADER_LEN: usize = 8;
+/// Largest payload accepted on replay; anything bigger is damage, not a record.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// One accepted purchase: the record of truth, and the NDJSON line of the orders export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    /// Per room, strictly increasing in the order orders became durable. Set by the writer.
+    pub seq: u64,
+    /// The journal's record number, from which the order id is made. Set by the writer.
+    pub number: u64,
+    pub room: Arc<str>,
+    pub sku: Arc<str>,
+    pub user: Arc<str>,
+    pub req: Arc<str>,
+    pub qty: u64,
+    pub price_fen: u64,
+    pub amount_fen: u64,
+    pub referrer: Option<Arc<str>>,
+    pub ts_ms: i64,
+    /// Stock left right after this order's units were taken (the ack's `left`).
+    pub left_after: u64,
+}
+
+impl OrderRecord {
+    /// The order id: unique and never reused, because record numbers only grow, restarts included.
+    pub fn order_id(&self) -> String {
+        format!("O{}", self.number)
+    }
+
+    /// One line of the NDJSON export, with its newline.
+    pub fn to_ndjson(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            order: String,
+            room: &'a str,
+            sku: &'a str,
+            user: &'a str,
+            req: &'a str,
+            qty: u64,
+            price_fen: u64,
+            amount_fen: u64,
+            #[serde(rename = "ref")]
+            referrer: Option<&'a str>,
+            ts_ms: i64,
+        }
+        let mut s = serde_json::to_string(&Line {
+            seq: self.seq,
+            order: self.order_id(),
+            room: &self.room,
+            sku: &self.sku,
+            user: &self.user,
+            req: &self.req,
+            qty: self.qty,
+            price_fen: self.price_fen,
+            amount_fen: self.amount_fen,
+            referrer: self.referrer.as_deref(),
+            ts_ms: self.ts_ms,
+        })
+        .expect("orders serialize");
+        s.push('\n');
+        s
+    }
+}
+
+/// Every change the hub makes durable, in the order it was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A room was created or its title changed.
+    Room {
+        room: Arc<str>,
+        title: String,
+        ts_ms: i64,
+    },
+    /// A SKU was created (`created`: its `stock` is the initial stock) or updated.
+    Sku {
+        room: Arc<str>,
+        sku: Arc<str>,
+        def: SkuDef,
+        created: bool,
+        ts_ms: i64,
+    },
+    /// A restock (`delta > 0`) or a withdrawal (`delta < 0`).
+    Stock {
+        room: Arc<str>,
+        sku: Arc<str>,
+        delta: i64,
+        ts_ms: i64,
+    },
+    /// A sale was opened or closed now: its new window.
+    Window {
+        room: Arc<str>,
+        sku: Arc<str>,
+        opens_at_ms: Option<i64>,
+        closes_at_ms: Option<i64>,
+        ts_ms: i64,
+    },
+    /// An order. Shared: the journal, the room's order list and the idempotency table hold it.
+    Order(Arc<OrderRecord>),
+}
+
+impl Record {
+    /// Appends this record's frame to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        let start = buf.len();
+        buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        let mut buf2 = std::mem::take(buf);
+        buf2 = postcard::to_extend(self, buf2).expect("records always encode");
+        *buf = buf2;
+        let payload_len = buf.len() - start - HEADER_LEN;
+        let crc = crc32c::crc32c(&buf[start + HEADER_LEN..]);
+        buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// What reading one frame at an offset found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole frame whose checksum matches: its payload and the frame's total length.
+    Valid { payload: &'a [u8], len: usize },
+    /// Fewer bytes than the frame announces, or an impossible length.
+    Truncated,
+    /// The checksum does not match.
+    Corrupt,
+}
+
+/// Reads the frame at the start of `buf`.
+pub fn read_frame(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < HEADER_LEN {
+        return Frame::Truncated;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_PAYLOAD || buf.len() < HEADER_LEN + len {
+        return Frame::Truncated;
+    }
+    let payload = &buf[HEADER_LEN..HEADER_LEN + len];
+    if crc32c::crc32c(payload) != crc {
+        return Frame::Corrupt;
+    }
+    Frame::Valid {
+        payload,
+        len: HEADER_LEN + len,
+    }
+}
+
+/// Decodes a payload.
+pub fn decode(payload: &[u8]) -> Result<Record, postcard::Error> {
+    postcard::from_bytes(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> Record {
+        Record::Order(Arc::new(OrderRecord {
+            seq: 7,
+            number: 42,
+            room: "r".into(),
+            sku: "A1".into(),
+            user: "u".into(),
+            req: "q".into(),
+            qty: 2,
+            price_fen: 9900,
+            amount_fen: 19800,
+            referrer: Some("s".into()),
+            ts_ms: 1,
+            left_after: 3,
+        }))
+    }
+
+    #[test]
+    fn a_frame_round_trips_and_detects_damage() {
+        let mut buf = Vec::new();
+        order().encode_into(&mut buf);
+        let Frame::Valid { payload, len } = read_frame(&buf) else {
+            panic!("valid frame")
+        };
+        assert_eq!(len, buf.len());
+        assert_eq!(decode(payload).unwrap(), order());
+        assert_eq!(read_frame(&buf[..buf.len() - 1]), Frame::Truncated);
+        let mut bad = buf.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(read_frame(&bad), Frame::Corrupt);
+        assert_eq!(
+            read_frame(&[0u8; 32]),
+            Frame::Truncated,
+            "zeros are never a frame"
+        );
+    }
+
+    #[test]
+    fn the_export_line_has_the_protocol_fields() {
+        let Record::Order(o) = order() else {
+            unreachable!()
+        };
+        let v: serde_json::Value = serde_json::from_str(o.to_ndjson().trim_end()).unwrap();
+        assert_eq!(v["order"], "O42");
+        assert_eq!(v["ref"], "s");
+        for k in [
+            "seq",
+            "order",
+            "room",
+            "sku",
+            "user",
+            "req",
+            "qty",
+            "price_fen",
+            "amount_fen",
+            "ref",
+            "ts_ms",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+}

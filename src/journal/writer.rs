@@ -1,0 +1,198 @@
+//! The group-commit writer: one thread that batches records, writes them, calls fdatasync
+//! once per batch, applies them to the hub's memory in journal order, and only then releases
+//! the batch's waiters. That call to `sync_data` is the one point after which an order is
+//! durable; no ack is sent before it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::fault::Faults;
+use super::record::Record;
+use super::segment;
+use super::{Apply, JournalError, Mode};
+
+/// A record waiting to be made durable, and who waits for it.
+pub(crate) struct Pending {
+    pub record: Record,
+    pub done: oneshot::Sender<Result<Record, JournalError>>,
+}
+
+pub(crate) enum Msg {
+    Append(Pending),
+    /// Write everything queued before this, then stop.
+    Stop,
+}
+
+/// The writer's state; lives on its own thread.
+pub(crate) struct Writer {
+    pub dir: PathBuf,
+    pub file: File,
+    /// Bytes of the current segment known to be durable.
+    pub durable_len: u64,
+    pub segment_bytes: u64,
+    pub next_number: u64,
+    pub seqs: HashMap<Arc<str>, u64>,
+    pub fsync: bool,
+    pub window: Duration,
+    pub max_batch: usize,
+    pub faults: Arc<Faults>,
+    pub apply: Arc<dyn Apply>,
+    /// Set when a failed batch could not be cut off the file; every batch fails until a
+    /// retried cut succeeds.
+    pub damaged: bool,
+}
+
+impl Writer {
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut stopping = false;
+        while !stopping {
+            match rx.recv() {
+                Ok(Msg::Append(p)) => batch.push(p),
+                Ok(Msg::Stop) | Err(_) => break,
+            }
+            let deadline = Instant::now() + self.window;
+            while batch.len() < self.max_batch {
+                let next = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(m) => m,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                stopping = true;
+                                break;
+                            }
+                        }
+                    }
+                };
+                match next {
+                    Msg::Append(p) => batch.push(p),
+                    Msg::Stop => {
+                        stopping = true;
+                        break;
+                    }
+                }
+            }
+            self.commit(&mut batch, &mut buf);
+        }
+        tracing::debug!(next_number = self.next_number, "journal writer stopped");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) {
+        if batch.is_empty() {
+            return;
+        }
+        buf.clear();
+        let first_number = self.next_number;
+        let mut seqs_before: Vec<(Arc<str>, u64)> = Vec::new();
+        for p in batch.iter_mut() {
+            let number = self.next_number;
+            self.next_number += 1;
+            if let Record::Order(o) = &mut p.record {
+                let seq = self.seqs.entry(o.room.clone()).or_insert(0);
+                if !seqs_before.iter().any(|(r, _)| *r == o.room) {
+                    seqs_before.push((o.room.clone(), *seq));
+                }
+                *seq += 1;
+                let o = Arc::get_mut(o).expect("an order being journaled has one owner");
+                o.seq = *seq;
+                o.number = number;
+            }
+            p.record.encode_into(buf);
+        }
+        let started = Instant::now();
+        match self.write_durably(buf) {
+            Ok(()) => {
+                self.durable_len += buf.len() as u64;
+                metrics::histogram!("livehub_journal_batch_records").record(batch.len() as f64);
+                metrics::histogram!("livehub_journal_fsync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for p in batch.drain(..) {
+                    self.apply.apply(&p.record, Mode::Live);
+                    let _ = p.done.send(Ok(p.record));
+                }
+                if self.durable_len >= self.segment_bytes {
+                    self.rotate();
+                }
+            }
+            Err(e) => {
+                metrics::counter!("livehub_journal_failed_batches_total").increment(1);
+                tracing::error!(error = %e, records = batch.len(), "journal write failed; the batch is refused");
+                self.next_number = first_number;
+                for (room, seq) in seqs_before {
+                    self.seqs.insert(room, seq);
+                }
+                self.cut_back();
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err(JournalError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.damaged {
+            self.cut_back();
+            if self.damaged {
+                return Err(std::io::Error::other("journal tail could not be repaired"));
+            }
+        }
+        self.faults.check_write()?;
+        self.file.write_all(buf)?;
+        if self.fsync {
+            self.faults.check_sync()?;
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts a failed batch off the segment so that a restart never finds records whose
+    /// buyers were told `unavailable`.
+    fn cut_back(&mut self) {
+        let res = self.file.set_len(self.durable_len).and_then(|_| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => self.damaged = false,
+            Err(e) => {
+                self.damaged = true;
+                tracing::error!(error = %e, "cannot cut the failed batch off the journal; refusing writes until it can");
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let path = segment::segment_path(&self.dir, self.next_number);
+        match segment::open_for_append(&path) {
+            Ok(f) => {
+                self.file = f;
+                self.durable_len = 0;
+                tracing::info!(path = %path.display(), "journal segment started");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot start a new segment; continuing the old one")
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! livehub: a real-time hub for live-commerce flash sales and the host's sales dashboard.
+//!
+//! The way of a buy: socket in → protocol → inventory gate → journal → ack out.
+//! The way of the figures: orders → aggregator → dashboards.
+//!
+//! - [`config`]: flags and `LIVEHUB_*` environment variables, with named defaults
+//! - [`server`]: the router and `run(listener, settings, shutdown)` that tests call directly
+//! - [`protocol`]: serde types of every buyer frame, SKU states and rejection codes
+//! - [`ids`]: the id grammar every edge checks
+//! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
+//! - [`buyer`]: one task per buyer socket
+//! - [`hub`]: shared state, and the buy path idempotency → gate → journal → ack
+//! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
+//! - [`journal`]: durable order log, group commit, recovery
+//! - [`room`] / [`rooms`]: per-room state, and how journal records change it
+//! - [`admin`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
+//! - [`sale_feed`]: stock and sale pushes to buyers
+//! - [`dashboard`]: per-room aggregator, snapshots, and the dashboard feed
+//! - [`api`]: admin and viewer REST
+//! - [`demo`]: the `--demo` livestream simulation
+//! - [`telemetry`]: Prometheus metrics and tracing
+//! - [`rate_limit`]: per-connection token bucket
+//! - [`clock`]: Unix milliseconds
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod buyer;
+pub mod clock;
+pub mod config;
+pub mod dashboard;
+pub mod demo;
+pub mod hub;
+pub mod ids;
+pub mod inventory;
+pub mod journal;
+pub mod protocol;
+pub mod rate_limit;
+pub mod room;
+pub mod rooms;
+pub mod sale_feed;
+pub mod server;
+pub mod telemetry;

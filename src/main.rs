@@ -1,0 +1,121 @@
+//! The `livehub` binary: parse flags, set up tracing and secrets, bind, and call
+//! `server::run`. It only wires.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use livehub::auth::{self, Auth};
+use livehub::buyer::BuyerLimits;
+use livehub::config::{secret_or_generate, Command, Config};
+use livehub::hub::HubOptions;
+use livehub::journal::JournalOptions;
+use livehub::server::{self, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    livehub::telemetry::init_tracing(cfg.log_format);
+
+    let (buyer_secret, _) = secret_or_generate(&cfg.buyer_secret, &cfg.data_dir, "buyer.secret")
+        .with_context(|| format!("cannot read or write secrets in {}", cfg.data_dir.display()))?;
+    if let Some(Command::Token { user, room, ttl_s }) = &cfg.command {
+        livehub::ids::check_named("user", user).map_err(anyhow::Error::msg)?;
+        println!(
+            "{}",
+            auth::sign_buyer_token(&buyer_secret, user, room.as_deref(), *ttl_s)
+        );
+        return Ok(());
+    }
+    let (admin_token, admin_new) =
+        secret_or_generate(&cfg.admin_token, &cfg.data_dir, "admin.token")?;
+    let (viewer_token, _) = secret_or_generate(&cfg.viewer_token, &cfg.data_dir, "viewer.token")?;
+    if admin_new {
+        println!(
+            "admin token (generated, stored in {}): {admin_token}",
+            cfg.data_dir.join("admin.token").display()
+        );
+    }
+    if cfg.open_buyers {
+        tracing::warn!("--open-buyers: buyers are accepted by ?user= without a token; for demos and tests only");
+    }
+    if cfg.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: acknowledged orders can be lost on a crash; for benchmarks only"
+        );
+    }
+
+    let mut journal = JournalOptions::new(&cfg.data_dir);
+    journal.fsync = !cfg.unsafe_no_fsync;
+    journal.commit_window = Duration::from_micros(cfg.commit_window_us);
+    let settings = Settings {
+        hub: HubOptions {
+            journal,
+            push_interval: Duration::from_millis(cfg.push_interval_ms.max(1)),
+        },
+        auth: Auth::new(
+            &admin_token,
+            &viewer_token,
+            Some(&buyer_secret),
+            cfg.open_buyers,
+        ),
+        buyer_limits: BuyerLimits {
+            frames_per_s: cfg.buyer_rate,
+            burst: cfg.buyer_burst,
+            ..BuyerLimits::default()
+        },
+        static_dir: static_dir(),
+        demo: cfg.demo,
+        shutdown_deadline: Duration::from_secs(cfg.shutdown_deadline_s),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "livehub listening");
+    if cfg.demo {
+        println!("\n  livehub demo is live. Open the host dashboard:\n\n    http://{addr}/?room={}&token={viewer_token}\n", livehub::demo::DEMO_ROOM);
+    }
+    server::run(listener, settings, shutdown_signal()).await
+}
+
+/// The page's files: `static/` next to the working directory, or the crate's own when run
+/// with `cargo run` from elsewhere.
+fn static_dir() -> PathBuf {
+    let local = PathBuf::from("static");
+    if local.join("index.html").exists() {
+        local
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM. A second signal exits at once.
+async fn shutdown_signal() {
+    wait_signal().await;
+    tokio::spawn(async {
+        wait_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,319 @@
+//! Serde types of every frame on the buyer WebSocket (PROTOCOL.md, "Buyer WebSocket"),
+//! and the SKU state shared by REST, `hello` and dashboard snapshots.
+//!
+//! Parsing is two-step: a typed parse for the happy path, and only when that fails a
+//! generic parse to recover `req` for the error frame.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids;
+
+/// Largest `qty` a single buy may ask for. Bigger values are a bad frame, which keeps
+/// `qty * price_fen` (price at most 10^12 fen) inside `u64`.
+pub const MAX_QTY: u64 = 1_000_000;
+
+/// A buyer frame's largest size in bytes; bigger closes the socket with 1009.
+pub const MAX_BUYER_FRAME: usize = 4 * 1024;
+
+/// Frames a buyer's app sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Buy(BuyMsg),
+    Status { req: String },
+    Ping {},
+}
+
+/// `{"op":"buy","req","sku","qty","ref"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BuyMsg {
+    pub req: String,
+    pub sku: String,
+    pub qty: u64,
+    #[serde(rename = "ref", default)]
+    pub referrer: Option<String>,
+}
+
+/// A frame that is not a valid message: the `error` frame's detail and, when readable, its `req`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub detail: String,
+    pub req: Option<String>,
+}
+
+impl ClientMsg {
+    /// Parses and validates one text frame.
+    pub fn parse(text: &str) -> Result<ClientMsg, FrameError> {
+        let msg: ClientMsg = serde_json::from_str(text).map_err(|e| FrameError {
+            detail: describe_json_error(text, &e),
+            req: salvage_req(text),
+        })?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    fn validate(&self) -> Result<(), FrameError> {
+        let fail = |detail: String, req: &str| FrameError {
+            detail,
+            req: ids::check(req).ok().map(|_| req.to_owned()),
+        };
+        match self {
+            ClientMsg::Buy(b) => {
+                ids::check_named("req", &b.req).map_err(|d| fail(d, &b.req))?;
+                ids::check_named("sku", &b.sku).map_err(|d| fail(d, &b.req))?;
+                if let Some(r) = &b.referrer {
+                    ids::check_named("ref", r).map_err(|d| fail(d, &b.req))?;
+                }
+                if b.qty < 1 || b.qty > MAX_QTY {
+                    return Err(fail(format!("qty must be between 1 and {MAX_QTY}"), &b.req));
+                }
+                Ok(())
+            }
+            ClientMsg::Status { req } => ids::check_named("req", req).map_err(|d| fail(d, req)),
+            ClientMsg::Ping {} => Ok(()),
+        }
+    }
+}
+
+fn describe_json_error(text: &str, e: &serde_json::Error) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Err(_) => format!("not JSON: {e}"),
+        Ok(serde_json::Value::Object(m)) => match m.get("op") {
+            None => "missing field `op`".to_owned(),
+            Some(serde_json::Value::String(op))
+                if !matches!(op.as_str(), "buy" | "status" | "ping") =>
+            {
+                format!("unknown op `{}`", op.chars().take(32).collect::<String>())
+            }
+            _ => e.to_string(),
+        },
+        Ok(_) => "a frame must be a JSON object".to_owned(),
+    }
+}
+
+/// Reads `req` from a frame that failed the typed parse, if it is a valid id.
+fn salvage_req(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let req = v.get("req")?.as_str()?;
+    ids::check(req).ok()?;
+    Some(req.to_owned())
+}
+
+/// The sale state of a SKU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+impl SaleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Scheduled => "scheduled",
+            SaleState::Open => "open",
+            SaleState::SoldOut => "sold_out",
+            SaleState::Closed => "closed",
+        }
+    }
+}
+
+/// SKU state as REST, `hello` and snapshots show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuState {
+    pub sku: Arc<str>,
+    pub name: Arc<str>,
+    pub price_fen: u64,
+    pub stock_total: u64,
+    pub sold: u64,
+    pub left: u64,
+    pub limit_per_user: Option<u64>,
+    pub opens_at_ms: Option<i64>,
+    pub closes_at_ms: Option<i64>,
+    pub state: SaleState,
+}
+
+/// Why a buy made nothing: the `error` code of a rejected ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    SoldOut,
+    InsufficientStock,
+    LimitExceeded,
+    NotOpen,
+    Closed,
+    UnknownSku,
+    BadRequest,
+    RateLimited,
+    Unavailable,
+    UnknownRequest,
+}
+
+impl RejectCode {
+    /// Every code, in a fixed order (used to index counters).
+    pub const ALL: [RejectCode; 10] = [
+        RejectCode::SoldOut,
+        RejectCode::InsufficientStock,
+        RejectCode::LimitExceeded,
+        RejectCode::NotOpen,
+        RejectCode::Closed,
+        RejectCode::UnknownSku,
+        RejectCode::BadRequest,
+        RejectCode::RateLimited,
+        RejectCode::Unavailable,
+        RejectCode::UnknownRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::SoldOut => "sold_out",
+            RejectCode::InsufficientStock => "insufficient_stock",
+            RejectCode::LimitExceeded => "limit_exceeded",
+            RejectCode::NotOpen => "not_open",
+            RejectCode::Closed => "closed",
+            RejectCode::UnknownSku => "unknown_sku",
+            RejectCode::BadRequest => "bad_request",
+            RejectCode::RateLimited => "rate_limited",
+            RejectCode::Unavailable => "unavailable",
+            RejectCode::UnknownRequest => "unknown_request",
+        }
+    }
+
+    /// Position in [`RejectCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Frames the hub sends to a buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello {
+        room: Arc<str>,
+        user: Arc<str>,
+        server_time_ms: i64,
+        skus: Vec<SkuState>,
+    },
+    Ack(Ack),
+    Pong {
+        server_time_ms: i64,
+    },
+    Stock {
+        sku: Arc<str>,
+        left: u64,
+        state: SaleState,
+    },
+    Sale {
+        sku: Arc<str>,
+        state: SaleState,
+        opens_at_ms: Option<i64>,
+        closes_at_ms: Option<i64>,
+    },
+    Error {
+        error: RejectCode,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        req: Option<String>,
+    },
+}
+
+/// The answer to a `buy` (or a `status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub req: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub order: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<RejectCode>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sku: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub qty: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amount_fen: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub left: Option<u64>,
+}
+
+impl Ack {
+    /// A rejection; `sku` and `left` are given when the SKU exists.
+    pub fn rejected(req: &str, code: RejectCode, sku: Option<Arc<str>>, left: Option<u64>) -> Ack {
+        Ack {
+            req: req.to_owned(),
+            ok: false,
+            order: None,
+            error: Some(code),
+            sku,
+            qty: None,
+            amount_fen: None,
+            left,
+        }
+    }
+}
+
+impl ServerMsg {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_buy_with_and_without_ref() {
+        let m =
+            ClientMsg::parse(r#"{"op":"buy","req":"r1","sku":"A1","qty":2,"ref":"s42"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::Buy(BuyMsg {
+                req: "r1".into(),
+                sku: "A1".into(),
+                qty: 2,
+                referrer: Some("s42".into())
+            })
+        );
+        let m = ClientMsg::parse(r#"{"op":"buy","req":"r1","sku":"A1","qty":1}"#).unwrap();
+        assert!(matches!(m, ClientMsg::Buy(BuyMsg { referrer: None, .. })));
+        assert_eq!(
+            ClientMsg::parse(r#"{"op":"ping"}"#).unwrap(),
+            ClientMsg::Ping {}
+        );
+    }
+
+    #[test]
+    fn bad_frames_echo_req_when_readable() {
+        let e = ClientMsg::parse(r#"{"op":"buy","req":"r9","sku":"A1","qty":0}"#).unwrap_err();
+        assert_eq!(e.req.as_deref(), Some("r9"));
+        assert!(e.detail.contains("qty"), "{}", e.detail);
+        let e = ClientMsg::parse(r#"{"op":"buy","req":"r9","sku":"A1","qty":-1}"#).unwrap_err();
+        assert_eq!(e.req.as_deref(), Some("r9"));
+        let e = ClientMsg::parse(r#"{"op":"fly","req":"r3"}"#).unwrap_err();
+        assert!(e.detail.contains("unknown op"), "{}", e.detail);
+        let e = ClientMsg::parse("nope").unwrap_err();
+        assert!(e.detail.starts_with("not JSON"), "{}", e.detail);
+        assert_eq!(e.req, None);
+    }
+
+    #[test]
+    fn acks_serialize_as_the_protocol_says() {
+        let ack = ServerMsg::Ack(Ack::rejected(
+            "r1",
+            RejectCode::SoldOut,
+            Some("A1".into()),
+            Some(0),
+        ));
+        assert_eq!(
+            ack.to_json(),
+            r#"{"op":"ack","req":"r1","ok":false,"error":"sold_out","sku":"A1","left":0}"#
+        );
+    }
+}

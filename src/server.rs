@@ -1,0 +1,219 @@
+//! The router and [`run`]: serve until the shutdown future fires, then shut down in three
+//! steps — tell every task (a `CancellationToken`), drain with a deadline (a `TaskTracker`),
+//! and close the journal after the last buy is answered.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::auth::{Access, Auth, AuthError};
+use crate::buyer::BuyerLimits;
+use crate::hub::{Hub, HubOptions};
+use crate::protocol::MAX_BUYER_FRAME;
+
+/// Everything [`run`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub hub: HubOptions,
+    pub auth: Auth,
+    pub buyer_limits: BuyerLimits,
+    pub static_dir: PathBuf,
+    pub demo: bool,
+    pub shutdown_deadline: Duration,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub auth: Auth,
+    pub buyer_limits: BuyerLimits,
+}
+
+/// The page's Content-Security-Policy: only its own scripts and sockets.
+pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
+
+/// Builds the router.
+pub fn router(state: AppState, static_dir: PathBuf) -> Router {
+    let static_files = ServeDir::new(static_dir).append_index_html_on_directories(true);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|| async { crate::telemetry::render() }))
+        .route("/ws/buy", get(ws_buy))
+        .route("/ws/dashboard", get(ws_dashboard))
+        .merge(crate::api::router())
+        .fallback_service(static_files)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .with_state(state)
+}
+
+/// Recovers the journal, serves `listener` until `shutdown` completes, then drains and exits.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = crate::telemetry::prometheus();
+    let token = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let (hub, replayed) = {
+        let opts = settings.hub.clone();
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || Hub::open(opts, token)).await??
+    };
+    tracing::info!(
+        records = replayed.records,
+        orders = replayed.orders,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal recovered"
+    );
+    if settings.demo {
+        hub.tasks()
+            .spawn(crate::demo::run(hub.clone(), hub.shutdown_token().clone()));
+    }
+    let state = AppState {
+        hub: hub.clone(),
+        auth: settings.auth.clone(),
+        buyer_limits: settings.buyer_limits,
+    };
+    let app = router(state, settings.static_dir.clone());
+    {
+        let token = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, answering buys in flight");
+            token.cancel();
+        });
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.clone().cancelled_owned())
+    .await?;
+    hub.tasks().close();
+    if tokio::time::timeout(settings.shutdown_deadline, hub.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline_s = settings.shutdown_deadline.as_secs(),
+            "connections still open at the deadline"
+        );
+    }
+    let h = hub.clone();
+    tokio::task::spawn_blocking(move || h.close_journal()).await?;
+    tracing::info!("journal closed; bye");
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BuyQuery {
+    room: Option<String>,
+    token: Option<String>,
+    user: Option<String>,
+}
+
+fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": code, "detail": detail})),
+    )
+        .into_response()
+}
+
+/// Upgrade limits shared by both sockets: the buyer's 4 KiB rule is enforced on each frame
+/// (close 1009); the library's own limits only bound memory.
+fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(16 * MAX_BUYER_FRAME)
+        .max_frame_size(16 * MAX_BUYER_FRAME)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
+}
+
+async fn ws_buy(
+    State(s): State<AppState>,
+    Query(q): Query<BuyQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(room_id) = q.room.as_deref() else {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request", "missing room");
+    };
+    let user = match s.auth.buyer(room_id, q.token.as_deref(), q.user.as_deref()) {
+        Ok(u) => u,
+        Err(e @ (AuthError::Missing | AuthError::Invalid | AuthError::WrongRoom)) => {
+            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
+        }
+    };
+    let Some(room) = s.hub.room(room_id) else {
+        return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+    };
+    let (hub, limits) = (s.hub.clone(), s.buyer_limits);
+    let tracker = s.hub.tasks().clone();
+    configure(ws).on_upgrade(move |socket| {
+        tracker.track_future(crate::buyer::serve(hub, room, user, socket, limits))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DashboardQuery {
+    room: Option<String>,
+    token: Option<String>,
+}
+
+async fn ws_dashboard(
+    State(s): State<AppState>,
+    Query(q): Query<DashboardQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(room_id) = q.room.as_deref() else {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request", "missing room");
+    };
+    match q.token.as_deref().and_then(|t| s.auth.access(t)) {
+        Some(a) if a >= Access::Viewer => {}
+        _ => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a viewer or admin token is required",
+            )
+        }
+    }
+    let Some(room) = s.hub.room(room_id) else {
+        return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+    };
+    let shutdown = s.hub.shutdown_token().clone();
+    let tracker = s.hub.tasks().clone();
+    let room: Arc<_> = room;
+    configure(ws).on_upgrade(move |socket| {
+        tracker.track_future(crate::dashboard::feed::serve(room, socket, shutdown))
+    })
+}
