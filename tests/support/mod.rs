@@ -1,0 +1,299 @@
+//! Test support: a livehub on 127.0.0.1:0 in this process, REST helpers, and buyer and
+//! dashboard WebSocket clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use livehub::auth::{sign_buyer_token, Auth};
+use livehub::buyer::BuyerLimits;
+use livehub::hub::HubOptions;
+use livehub::journal::{Faults, JournalOptions};
+use livehub::server::{self, Settings};
+
+pub const ADMIN: &str = "test-admin-token";
+pub const VIEWER: &str = "test-viewer-token";
+pub const SECRET: &str = "test-buyer-secret";
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub faults: Arc<Faults>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+/// Options a test may change before the server starts.
+pub struct Options {
+    pub open_buyers: bool,
+    pub limits: BuyerLimits,
+    pub push_interval: Duration,
+    pub fsync: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            open_buyers: true,
+            limits: BuyerLimits { frames_per_s: 1e6, burst: 1e6, max_in_flight: 256 },
+            push_interval: Duration::from_millis(50),
+            fsync: true,
+        }
+    }
+}
+
+pub fn temp_dir() -> PathBuf {
+    tempfile::Builder::new().prefix("livehub-test-").tempdir().expect("temp dir").keep()
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_in(&temp_dir(), Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestServer {
+        Self::start_in(&temp_dir(), opts).await
+    }
+
+    /// Starts a server on `dir`; fails the test if it cannot start.
+    pub async fn start_in(dir: &Path, opts: Options) -> TestServer {
+        Self::try_start_in(dir, opts).await.expect("server starts")
+    }
+
+    pub async fn try_start_in(dir: &Path, opts: Options) -> anyhow::Result<TestServer> {
+        let faults = Arc::new(Faults::default());
+        let mut journal = JournalOptions::new(dir);
+        journal.faults = faults.clone();
+        journal.fsync = opts.fsync;
+        let settings = Settings {
+            hub: HubOptions { journal, push_interval: opts.push_interval },
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
+            buyer_limits: opts.limits,
+            static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
+            demo: false,
+            shutdown_deadline: Duration::from_secs(5),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, settings, async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        // Ready when /healthz answers, or failed when run() returned.
+        let t0 = std::time::Instant::now();
+        loop {
+            if task.is_finished() {
+                return Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("server stopped at start")));
+            }
+            if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            anyhow::ensure!(t0.elapsed() < WAIT, "server did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(TestServer { addr, data_dir: dir.to_path_buf(), faults, stop: Some(stop), task: Some(task), http })
+    }
+
+    /// Graceful shutdown; returns the data dir for a restart.
+    pub async fn stop(mut self) -> PathBuf {
+        let _ = self.stop.take().expect("running").send(());
+        let res = tokio::time::timeout(WAIT, self.task.take().expect("running")).await;
+        res.expect("server stops in time").expect("server task").expect("server run ok");
+        self.data_dir.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("http request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.request(method, path, Some(ADMIN), body).await;
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        v
+    }
+
+    pub async fn create_room(&self, room: &str) {
+        self.admin("PUT", &format!("/api/rooms/{room}"), Some(json!({"title": format!("room {room}")}))).await;
+    }
+
+    pub async fn create_sku(&self, room: &str, sku: &str, price_fen: u64, stock: u64, limit: Option<u64>) -> Value {
+        self.admin(
+            "PUT",
+            &format!("/api/rooms/{room}/skus/{sku}"),
+            Some(json!({"name": format!("item {sku}"), "price_fen": price_fen, "stock": stock, "limit_per_user": limit, "opens_at_ms": null, "closes_at_ms": null})),
+        )
+        .await
+    }
+
+    /// Every order of a room, through the paged export.
+    pub async fn export(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = self
+                .http
+                .get(self.url(&format!("/api/rooms/{room}/orders?after_seq={after}&limit=500")))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("export");
+            assert_eq!(r.status().as_u16(), 200);
+            let text = r.text().await.unwrap();
+            let page: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
+            let n = page.len();
+            if let Some(last) = page.last() {
+                after = last["seq"].as_u64().unwrap();
+            }
+            out.extend(page);
+            if n < 500 {
+                return out;
+            }
+        }
+    }
+
+    pub async fn audit(&self, room: &str) -> Value {
+        let (s, v) = self.request("GET", &format!("/api/rooms/{room}/audit"), Some(VIEWER), None).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn stats(&self, room: &str) -> Value {
+        let (s, v) = self.request("GET", &format!("/api/rooms/{room}/stats"), Some(VIEWER), None).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// A buyer connected with a JWT for `user`.
+    pub async fn buyer(&self, room: &str, user: &str) -> Client {
+        let token = sign_buyer_token(SECRET, user, Some(room), 600);
+        Client::connect(&format!("ws://{}/ws/buy?room={room}&token={token}", self.addr)).await.expect("buyer connects")
+    }
+
+    pub async fn dashboard(&self, room: &str) -> Client {
+        Client::connect(&format!("ws://{}/ws/dashboard?room={room}&token={VIEWER}", self.addr))
+            .await
+            .expect("dashboard connects")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that skips pushes when waiting for an answer.
+pub struct Client {
+    pub ws: Ws,
+    /// Pushes (`stock`, `sale`) seen while waiting for answers.
+    pub pushes: Vec<Value>,
+    pub hello: Option<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut c = Client { ws, pushes: Vec::new(), hello: None };
+        if url.contains("/ws/buy") {
+            let hello = c.next_json().await.expect("hello");
+            assert_eq!(hello["op"], "hello", "{hello}");
+            c.hello = Some(hello);
+        }
+        Ok(c)
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    /// The next text frame as JSON, or None when the socket closed.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time")?;
+            match m.ok()? {
+                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame that is not a `stock`/`sale` push.
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let v = self.next_json().await.expect("socket open");
+            match v["op"].as_str() {
+                Some("stock" | "sale") => self.pushes.push(v),
+                _ => return v,
+            }
+        }
+    }
+
+    pub async fn buy(&mut self, req: &str, sku: &str, qty: u64) -> Value {
+        self.send_json(json!({"op": "buy", "req": req, "sku": sku, "qty": qty})).await;
+        self.reply().await
+    }
+
+    /// Waits for a push matching `pred`.
+    pub async fn push_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pushes.iter().position(&pred) {
+            return self.pushes.remove(i);
+        }
+        loop {
+            let v = self.next_json().await.expect("socket open");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The close code the server sent, waiting for it.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time");
+            match m {
+                Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
