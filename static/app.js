@@ -1,0 +1,960 @@
+// livehub host dashboard (实时大屏).
+//
+// Plain ES2020, no build step. Loaded with `defer` after vendor/echarts.min.js.
+// Contract: /ws/dashboard pushes {"op":"snapshot",...} frames (see PROTOCOL.md,
+// "Dashboard WebSocket"); host controls call the admin REST API.
+//
+// Everything the server sends is rendered with textContent (never innerHTML):
+// SKU names, referrer ids and error details are untrusted text.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------- i18n --
+
+  const I18N = {
+    zh: {
+      title: '实时大屏',
+      setup_hint: '输入直播间和观看令牌以打开大屏。',
+      room: '直播间',
+      viewer_token: '观看令牌',
+      open_dashboard: '打开大屏',
+      gmv: '成交额',
+      last_60s: '近60秒',
+      orders: '订单数',
+      units: '成交件数',
+      buyers: '下单人数',
+      viewers: '在线人数',
+      peak: '峰值',
+      aov: '客单价',
+      conversion: '转化率',
+      unique_viewers: '累计观看',
+      gpm: '千次观看成交 GPM',
+      rejected_total: '拒单',
+      trend: '成交趋势',
+      series_per_sec: '每秒成交额',
+      series_cum: '累计成交额',
+      tooltip_orders: '订单',
+      latency: '下单延迟',
+      rejections: '拒单原因',
+      none_yet: '暂无',
+      skus: '商品',
+      no_skus: '暂无商品',
+      col_product: '商品',
+      col_price: '价格',
+      col_state: '状态',
+      col_stock: '库存',
+      col_sold: '已售',
+      col_left: '剩余',
+      col_gmv: '成交额',
+      col_limit: '限购',
+      col_soldout: '售罄 / 预计',
+      referrers: '分享裂变 Top',
+      ref_orders: '单',
+      controls: '主播控制台',
+      admin_token: '管理令牌',
+      admin_token_hint: '仅保存在本标签页（sessionStorage）',
+      btn_open: '开售',
+      btn_close: '停售',
+      btn_restock: '补货',
+      restock_placeholder: '+数量',
+      state_scheduled: '待开售',
+      state_open: '抢购中',
+      state_sold_out: '已售罄',
+      state_closed: '已停售',
+      no_limit: '不限',
+      limit_n: '{n}件/人',
+      sold_out_at: '{t} 售罄',
+      eta: '约{d}',
+      opens_at: '{t} 开售',
+      closes_at: '{t} 停售',
+      conn_connecting: '连接中…',
+      conn_open: '实时',
+      conn_reconnecting: '重连中 {s}s',
+      conn_offline: '已断开',
+      age_none: '等待数据',
+      age: '{a} 前更新',
+      err_unauthorized: '令牌无效',
+      err_not_found: '直播间不存在',
+      err_unreachable: '无法连接服务器',
+      need_admin_token: '请先输入管理令牌',
+      bad_delta: '请输入非零整数（负数为减库存）',
+      ok_open: '{sku} 已开售',
+      ok_close: '{sku} 已停售',
+      ok_stock: '{sku} 库存调整 {delta}，剩余 {left}',
+      failed: '{sku} 操作失败',
+      dur_s: '{s}秒',
+      dur_ms: '{m}分{s}秒',
+      dur_h: '{h}小时{m}分',
+      rej: {
+        sold_out: '已售罄', insufficient_stock: '库存不足', limit_exceeded: '超出限购',
+        not_open: '未开售', closed: '已停售', unknown_sku: '未知商品', bad_request: '请求错误',
+        rate_limited: '限流', unavailable: '服务不可用',
+      },
+    },
+    en: {
+      title: 'Live Dashboard',
+      setup_hint: 'Enter the room and a viewer token to open the dashboard.',
+      room: 'Room',
+      viewer_token: 'Viewer token',
+      open_dashboard: 'Open dashboard',
+      gmv: 'GMV',
+      last_60s: 'last 60 s',
+      orders: 'Orders',
+      units: 'Units sold',
+      buyers: 'Buyers',
+      viewers: 'Viewers now',
+      peak: 'peak',
+      aov: 'Avg. order value',
+      conversion: 'Conversion',
+      unique_viewers: 'unique',
+      gpm: 'GPM (per 1k viewers)',
+      rejected_total: 'Rejected',
+      trend: 'Sales trend',
+      series_per_sec: 'GMV / s',
+      series_cum: 'Cumulative GMV',
+      tooltip_orders: 'orders',
+      latency: 'Order latency',
+      rejections: 'Rejections',
+      none_yet: 'none yet',
+      skus: 'Products',
+      no_skus: 'No products yet',
+      col_product: 'Product',
+      col_price: 'Price',
+      col_state: 'State',
+      col_stock: 'Stock',
+      col_sold: 'Sold',
+      col_left: 'Left',
+      col_gmv: 'GMV',
+      col_limit: 'Limit',
+      col_soldout: 'Sold out / ETA',
+      referrers: 'Top sharers',
+      ref_orders: 'orders',
+      controls: 'Host controls',
+      admin_token: 'Admin token',
+      admin_token_hint: 'kept in this tab only (sessionStorage)',
+      btn_open: 'Open',
+      btn_close: 'Close',
+      btn_restock: 'Restock',
+      restock_placeholder: '+qty',
+      state_scheduled: 'Scheduled',
+      state_open: 'Open',
+      state_sold_out: 'SOLD OUT',
+      state_closed: 'Closed',
+      no_limit: 'none',
+      limit_n: '{n}/user',
+      sold_out_at: 'at {t}',
+      eta: '~{d}',
+      opens_at: 'opens {t}',
+      closes_at: 'closes {t}',
+      conn_connecting: 'Connecting…',
+      conn_open: 'Live',
+      conn_reconnecting: 'Reconnecting {s}s',
+      conn_offline: 'Offline',
+      age_none: 'waiting for data',
+      age: 'updated {a} ago',
+      err_unauthorized: 'invalid token',
+      err_not_found: 'room not found',
+      err_unreachable: 'server unreachable',
+      need_admin_token: 'Enter the admin token first',
+      bad_delta: 'Enter a non-zero integer (negative withdraws stock)',
+      ok_open: '{sku} opened',
+      ok_close: '{sku} closed',
+      ok_stock: '{sku} stock {delta}, {left} left',
+      failed: '{sku}: request failed',
+      dur_s: '{s}s',
+      dur_ms: '{m}m{s}s',
+      dur_h: '{h}h{m}m',
+      rej: {
+        sold_out: 'Sold out', insufficient_stock: 'Insufficient stock', limit_exceeded: 'Over limit',
+        not_open: 'Not open', closed: 'Closed', unknown_sku: 'Unknown SKU', bad_request: 'Bad request',
+        rate_limited: 'Rate limited', unavailable: 'Unavailable',
+      },
+    },
+  };
+
+  const LANG_KEY = 'livehub.lang';
+  const ADMIN_KEY = 'livehub.adminToken';
+
+  /** Reads a Web Storage key; returns null when storage is unavailable. */
+  function storageGet(storage, key) {
+    try { return window[storage].getItem(key); } catch (_) { return null; }
+  }
+  /** Writes a Web Storage key; silently does nothing when storage is unavailable. */
+  function storageSet(storage, key, value) {
+    try { window[storage].setItem(key, value); } catch (_) { /* private mode */ }
+  }
+
+  let lang = storageGet('localStorage', LANG_KEY) === 'en' ? 'en' : 'zh';
+
+  /** Translates `key` in the current language, filling {name} placeholders from `vars`. */
+  function t(key, vars) {
+    const s = I18N[lang][key] ?? I18N.zh[key] ?? key;
+    return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
+  }
+  /** Human name of a rejection code; unknown codes are shown as they are. */
+  function rejName(code) { return I18N[lang].rej[code] || code; }
+
+  /** Applies the current language to every [data-i18n] element and to dynamic parts. */
+  function applyLang() {
+    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+    for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+    for (const b of document.querySelectorAll('.lang-toggle')) {
+      b.textContent = lang === 'zh' ? 'EN' : '中文';
+      b.title = lang === 'zh' ? 'Switch to English' : '切换到中文';
+    }
+    const restock = document.querySelectorAll('.ctl input[type=number]');
+    for (const i of restock) i.placeholder = t('restock_placeholder');
+    document.title = (room ? room + ' · ' : '') + 'livehub ' + t('title');
+    if (last) renderSnapshot(last);
+    renderConn();
+    renderAge();
+    if (!$('dashboard').hidden) {
+      chartDirty = true;
+      renderChart();
+    }
+  }
+
+  function toggleLang() {
+    lang = lang === 'zh' ? 'en' : 'zh';
+    storageSet('localStorage', LANG_KEY, lang);
+    applyLang();
+  }
+
+  // ---------------------------------------------------------- formatting --
+
+  /** "1234567" -> "1,234,567" for a safe integer (sign kept). */
+  function group(n) {
+    const s = String(Math.trunc(Math.abs(n)));
+    return (n < 0 ? '-' : '') + s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  }
+
+  /** Exact money text: integer fen -> "¥12,345.00" (no floating-point rounding). */
+  function fmtFen(fen) {
+    const n = Math.round(Number(fen) || 0);
+    const a = Math.abs(n);
+    return (n < 0 ? '-' : '') + '¥' + group(Math.floor(a / 100)) + '.' + String(a % 100).padStart(2, '0');
+  }
+
+  /** Short money text for labels and axes: "¥1.23万" / "¥1.23亿" (zh), "¥12.3k" / "¥1.23M" (en). */
+  function fmtFenShort(fen) {
+    const y = (Number(fen) || 0) / 100;
+    const a = Math.abs(y);
+    if (lang === 'zh') {
+      if (a >= 1e8) return '¥' + trimZeros((y / 1e8).toFixed(2)) + '亿';
+      if (a >= 1e4) return '¥' + trimZeros((y / 1e4).toFixed(2)) + '万';
+    } else {
+      if (a >= 1e6) return '¥' + trimZeros((y / 1e6).toFixed(2)) + 'M';
+      if (a >= 1e3) return '¥' + trimZeros((y / 1e3).toFixed(1)) + 'k';
+    }
+    const [i, f] = trimZeros(y.toFixed(2)).split('.');
+    return '¥' + group(Number(i)) + (f ? '.' + f : '');
+  }
+
+  /** True when fmtFenShort abbreviates (¥1万+ in zh, ¥1k+ in en). */
+  function isBigFen(fen) { return Math.abs(fen) >= (lang === 'zh' ? 1e6 : 1e5); }
+  function trimZeros(s) { return s.includes('.') ? s.replace(/\.?0+$/, '') : s; }
+
+  /** Microseconds -> milliseconds text with 2-3 significant digits ("0.31", "12.5", "1,234"). */
+  function fmtMs(us) {
+    if (us == null || !isFinite(us)) return '–';
+    const ms = us / 1000;
+    if (ms < 10) return ms.toFixed(2);
+    if (ms < 100) return ms.toFixed(1);
+    return group(Math.round(ms));
+  }
+
+  /** Local wall-clock "HH:MM:SS" of a Unix-ms time. */
+  function fmtClock(ms) {
+    const d = new Date(ms);
+    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, '0')).join(':');
+  }
+
+  /** Seconds -> "12秒" / "3分05秒" (zh) or "12s" / "3m05s" (en). */
+  function fmtDuration(sec) {
+    const s = Math.max(0, Math.round(sec));
+    if (s < 60) return t('dur_s', { s });
+    if (s < 3600) return t('dur_ms', { m: Math.floor(s / 60), s: String(s % 60).padStart(2, '0') });
+    return t('dur_h', { h: Math.floor(s / 3600), m: String(Math.floor((s % 3600) / 60)).padStart(2, '0') });
+  }
+
+  /** Data age -> "0.3秒" style text with one decimal below 10 s. */
+  function fmtAge(ms) {
+    if (ms < 10000) return t('dur_s', { s: (ms / 1000).toFixed(1) });
+    return fmtDuration(ms / 1000);
+  }
+
+  // ------------------------------------------------------------- helpers --
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Creates an element: h('td', {class: 'r', 'data-testid': 'x'}, 'text', child...). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    if (attrs) for (const [k, v] of Object.entries(attrs)) if (v != null) el.setAttribute(k, v);
+    for (const c of children) if (c != null) el.append(c);
+    return el;
+  }
+
+  /** Sets text only when it changed (avoids needless layout); big numerals are shrunk to fit. */
+  function setText(el, text) {
+    if (el.textContent === text) return;
+    el.textContent = text;
+    if (el.classList.contains('num')) fitText(el);
+  }
+
+  /**
+   * Shrinks an element's font so its one-line text fits its box (never grows past the CSS size).
+   * Called when the text changes and on resize.
+   */
+  function fitText(el) {
+    el.style.fontSize = '';
+    const avail = el.clientWidth;
+    const need = el.scrollWidth;
+    if (avail > 0 && need > avail) {
+      const size = parseFloat(getComputedStyle(el).fontSize);
+      el.style.fontSize = Math.floor(size * avail / need * 0.97) + 'px';
+    }
+  }
+
+  /** Sets a counter card: exact grouped integer text and data-value="<integer>". */
+  function setCount(el, n) {
+    el.dataset.value = String(n);
+    setText(el, group(n));
+  }
+
+  // --------------------------------------------------------------- state --
+
+  const params = new URLSearchParams(location.search);
+  const room = (params.get('room') || '').trim();
+  const token = (params.get('token') || '').trim();
+
+  /** Latest snapshot, or null before the first one. */
+  let last = null;
+  /** Trend points by t_ms: {t_ms, gmv_fen, orders}; replaced by the first snapshot of each connection. */
+  const trend = new Map();
+  let trendInterval = 1000;
+  /** Client-minus-server clock offset samples (ms): receive time minus ts_ms. */
+  const offsetSamples = [];
+  let clockOffset = 0;
+  let lastRecvAt = 0;
+
+  /** Estimated server "now" in ms: the client clock corrected by the smallest observed offset. */
+  function serverNow() { return Date.now() - clockOffset; }
+
+  // -------------------------------------------------------- GMV counter --
+
+  /**
+   * Animated GMV counter. setGmv(fen) stores the exact value in data-value-fen at once,
+   * then tweens the visible text from what is shown now; the last frame always shows
+   * exactly fmtFen(fen). Decreases, hidden tabs and reduced-motion users jump directly.
+   */
+  const gmv = { el: null, shown: 0, from: 0, to: 0, start: 0, dur: 700, raf: 0 };
+  const reducedMotion = window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+
+  function drawGmv() {
+    const text = fmtFen(gmv.shown);
+    if (gmv.el.textContent === text) return;
+    const refit = text.length !== gmv.el.textContent.length;
+    gmv.el.textContent = text;
+    if (refit) fitText(gmv.el);
+  }
+
+  function setGmv(fen, instant) {
+    gmv.el.dataset.valueFen = String(fen);
+    if (fen === gmv.to && (gmv.raf || gmv.shown === fen)) return;
+    gmv.to = fen;
+    if (instant || reducedMotion || document.hidden || fen < gmv.shown) {
+      finishGmv();
+      return;
+    }
+    gmv.from = gmv.shown;
+    gmv.start = performance.now();
+    gmv.el.classList.add('bump');
+    if (!gmv.raf) gmv.raf = requestAnimationFrame(stepGmv);
+  }
+
+  function stepGmv(now) {
+    const p = Math.min(1, (now - gmv.start) / gmv.dur);
+    const eased = 1 - Math.pow(1 - p, 3);
+    gmv.shown = p >= 1 ? gmv.to : Math.round(gmv.from + (gmv.to - gmv.from) * eased);
+    drawGmv();
+    if (p < 1) gmv.raf = requestAnimationFrame(stepGmv);
+    else finishGmv();
+  }
+
+  /** Ends any tween and shows the exact target value. */
+  function finishGmv() {
+    if (gmv.raf) cancelAnimationFrame(gmv.raf);
+    gmv.raf = 0;
+    gmv.shown = gmv.to;
+    drawGmv();
+    gmv.el.classList.remove('bump');
+  }
+
+  // ------------------------------------------------------------ snapshot --
+
+  /**
+   * Applies one snapshot frame. `first` is true for the first frame of a connection,
+   * whose trend is the whole history and so replaces what we had.
+   */
+  function applySnapshot(s, first) {
+    const now = Date.now();
+    lastRecvAt = now;
+    if (typeof s.ts_ms === 'number') {
+      offsetSamples.push(now - s.ts_ms);
+      if (offsetSamples.length > 64) offsetSamples.shift();
+      clockOffset = Math.min(...offsetSamples);
+    }
+
+    const tr = s.trend || {};
+    if (first) trend.clear();
+    if (tr.interval_ms > 0) trendInterval = tr.interval_ms;
+    for (const p of tr.points || []) {
+      if (p && typeof p.t_ms === 'number') trend.set(p.t_ms, { t_ms: p.t_ms, gmv_fen: p.gmv_fen || 0, orders: p.orders || 0 });
+    }
+    chartDirty = true;
+
+    setGmv(s.gmv_fen || 0, first && last === null);
+    last = s;
+    renderSnapshot(s);
+    renderAge();
+    scheduleChart();
+  }
+
+  /** Renders every figure of a snapshot except the GMV counter and the chart. */
+  function renderSnapshot(s) {
+    setText($('room-name'), s.room || room);
+    const big = isBigFen(s.gmv_fen || 0);
+    setText($('gmv-compact'), big ? '≈ ' + fmtFenShort(s.gmv_fen || 0) : '');
+    $('gmv-compact').hidden = !big;
+    $('gmv-sep').hidden = !big;
+    setText($('gmv-60s'), '+' + fmtFen(sumRecent(60000)));
+
+    setCount($('orders'), s.orders || 0);
+    setCount($('units'), s.units || 0);
+    setCount($('buyers'), s.buyers || 0);
+    setCount($('viewers'), s.viewers || 0);
+    setText($('peak-viewers'), group(s.peak_viewers || 0));
+    setText($('unique-viewers'), group(s.unique_viewers || 0));
+    setText($('aov'), fmtFen(s.aov_fen || 0));
+    setText($('conversion'), ((Number(s.conversion) || 0) * 100).toFixed(2) + '%');
+    setText($('gpm'), fmtFen(s.gpm_fen || 0));
+
+    renderLatency(s.latency_us || {});
+    renderRejections(s.rejected || {});
+    renderSkus(s.skus || []);
+    renderReferrers(s.top_referrers || []);
+    renderControls(s.skus || []);
+  }
+
+  /** GMV (fen) of the trend buckets that started within the last `ms` of server time. */
+  function sumRecent(ms) {
+    const since = serverNow() - ms;
+    let sum = 0;
+    for (const p of trend.values()) if (p.t_ms >= since) sum += p.gmv_fen;
+    return sum;
+  }
+
+  function renderLatency(l) {
+    for (const k of ['p50', 'p90', 'p99', 'p999', 'max']) {
+      const el = $('lat-' + k);
+      setText(el, fmtMs(l[k]));
+      const ms = (l[k] || 0) / 1000;
+      el.className = 'v ' + (ms < 5 ? 'good' : ms < 50 ? 'fair' : 'bad');
+    }
+  }
+
+  function renderRejections(rej) {
+    const entries = Object.entries(rej).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+    const total = Object.values(rej).reduce((a, n) => a + (Number(n) || 0), 0);
+    setCount($('rejected-total'), total);
+    const max = entries.length ? entries[0][1] : 1;
+    const ul = $('rejections');
+    ul.replaceChildren(...entries.map(([code, n]) => {
+      const fill = h('span', { class: 'fill' });
+      fill.style.width = (100 * n / max).toFixed(1) + '%';
+      return h('li', { 'data-code': code },
+        h('span', { class: 'name' }, rejName(code)),
+        h('span', { class: 'bar' }, fill),
+        h('span', { class: 'count' }, group(n)));
+    }));
+    $('rejections-empty').hidden = entries.length > 0;
+  }
+
+  function renderReferrers(refs) {
+    const ol = $('referrers');
+    ol.replaceChildren(...refs.slice(0, 10).map((r, i) => h('li', { 'data-ref': r.ref },
+      h('span', { class: 'rank' + (i < 3 ? ' top' : '') }, String(i + 1)),
+      h('span', { class: 'ref' }, r.ref),
+      h('span', { class: 'orders' }, group(r.orders || 0) + ' ' + t('ref_orders')),
+      h('span', { class: 'gmv' }, fmtFen(r.gmv_fen || 0)))));
+    $('referrers-empty').hidden = refs.length > 0;
+  }
+
+  // ----------------------------------------------------------- SKU table --
+
+  /** sku id -> {tr, cells..., state}: rows are updated in place, never rebuilt. */
+  const skuRows = new Map();
+
+  function makeSkuRow(sku) {
+    const fill = h('span', { class: 'fill' });
+    const r = {
+      tr: h('tr', { 'data-sku': sku }),
+      name: h('span', { class: 'sku-name' }),
+      id: h('span', { class: 'sku-id' }),
+      price: h('td', { class: 'r num-cell' }),
+      badge: h('span', { class: 'badge', 'data-testid': 'sku-state' }),
+      fill,
+      stockText: h('span', { class: 'stock-text' }),
+      sold: h('td', { class: 'r num-cell big', 'data-testid': 'sku-sold' }),
+      left: h('td', { class: 'r num-cell big', 'data-testid': 'sku-left' }),
+      gmv: h('td', { class: 'r num-cell', 'data-testid': 'sku-gmv' }),
+      limit: h('td', { class: 'r' }),
+      eta: h('td', { class: 'eta', 'data-testid': 'sku-eta' }),
+      state: null,
+    };
+    r.tr.append(
+      h('td', { class: 'product' }, r.name, r.id),
+      r.price,
+      h('td', null, r.badge),
+      h('td', { class: 'stock-col' }, h('span', { class: 'stockbar' }, fill), r.stockText),
+      r.sold, r.left, r.gmv, r.limit, r.eta);
+    return r;
+  }
+
+  /** Text of the "sold out / ETA" cell for one SKU. */
+  function skuEtaText(k) {
+    if (k.state === 'sold_out' || k.sold_out_at_ms != null) {
+      return k.sold_out_at_ms != null ? t('sold_out_at', { t: fmtClock(k.sold_out_at_ms) }) : '—';
+    }
+    if (k.state === 'scheduled' && k.opens_at_ms != null) return t('opens_at', { t: fmtClock(k.opens_at_ms) });
+    if (k.state === 'open' && k.eta_sold_out_s != null && isFinite(k.eta_sold_out_s)) {
+      return t('eta', { d: fmtDuration(k.eta_sold_out_s) });
+    }
+    if (k.state === 'open' && k.closes_at_ms != null) return t('closes_at', { t: fmtClock(k.closes_at_ms) });
+    return '—';
+  }
+
+  function renderSkus(skus) {
+    const body = $('sku-body');
+    const seen = new Set();
+    let i = 0;
+    for (const k of skus) {
+      seen.add(k.sku);
+      let r = skuRows.get(k.sku);
+      if (!r) { r = makeSkuRow(k.sku); skuRows.set(k.sku, r); }
+      if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
+      i++;
+
+      setText(r.name, k.name || k.sku);
+      setText(r.id, k.sku);
+      setText(r.price, fmtFen(k.price_fen || 0));
+      if (r.state && r.state !== 'sold_out' && k.state === 'sold_out') flash(r.tr);
+      r.state = k.state;
+      r.tr.dataset.state = k.state;
+      r.badge.className = 'badge state-' + k.state;
+      setText(r.badge, t('state_' + k.state));
+
+      const total = k.stock_total || 0;
+      const left = k.left || 0;
+      const frac = total > 0 ? Math.max(0, Math.min(1, left / total)) : 0;
+      r.fill.style.width = (frac * 100).toFixed(1) + '%';
+      r.fill.className = 'fill ' + (frac > 0.5 ? 'hi' : frac > 0.2 ? 'mid' : 'lo');
+      setText(r.stockText, group(left) + ' / ' + group(total));
+
+      r.sold.dataset.value = String(k.sold || 0);
+      setText(r.sold, group(k.sold || 0));
+      r.left.dataset.value = String(left);
+      setText(r.left, group(left));
+      setText(r.gmv, fmtFen(k.gmv_fen || 0));
+      setText(r.limit, k.limit_per_user == null ? t('no_limit') : t('limit_n', { n: k.limit_per_user }));
+      setText(r.eta, skuEtaText(k));
+      r.eta.classList.toggle('soon', k.state === 'open' && k.eta_sold_out_s != null && k.eta_sold_out_s < 30);
+    }
+    for (const [sku, r] of skuRows) if (!seen.has(sku)) { r.tr.remove(); skuRows.delete(sku); }
+    $('skus-empty').hidden = skus.length > 0;
+  }
+
+  /** Briefly highlights a row (a SKU just sold out). */
+  function flash(el) {
+    el.classList.remove('flash');
+    void el.offsetWidth; // restart the CSS animation
+    el.classList.add('flash');
+    setTimeout(() => el.classList.remove('flash'), 4000);
+  }
+
+  // --------------------------------------------------------- trend chart --
+
+  let chart = null;
+  let chartDirty = false;
+  let chartTimer = 0;
+  let chartLastDraw = 0;
+  const CHART_MIN_GAP_MS = 300; // at most ~3 redraws a second, whatever the push rate
+
+  /** Redraws the chart soon (throttled); the data is in `trend`. */
+  function scheduleChart() {
+    if (chartTimer) return;
+    const wait = Math.max(0, CHART_MIN_GAP_MS - (performance.now() - chartLastDraw));
+    chartTimer = setTimeout(() => { chartTimer = 0; renderChart(); }, wait);
+  }
+
+  /**
+   * Draws per-interval GMV (bars, left axis) and cumulative GMV (line, right axis)
+   * from `trend`, sorted by t_ms. Sets data-points on the container to the number of points.
+   */
+  function renderChart() {
+    const el = $('trend-chart');
+    if (!chartDirty || !el) return;
+    chartDirty = false;
+    chartLastDraw = performance.now();
+    const pts = [...trend.values()].sort((a, b) => a.t_ms - b.t_ms);
+    el.dataset.points = String(pts.length);
+    if (!window.echarts) return; // vendor script missing: figures still work
+    if (!chart) {
+      chart = window.echarts.init(el, null, { renderer: 'canvas' });
+      new ResizeObserver(() => chart && chart.resize()).observe(el);
+    }
+    let cum = 0;
+    const bars = [];
+    const line = [];
+    for (const p of pts) {
+      cum += p.gmv_fen;
+      bars.push([p.t_ms, p.gmv_fen, p.orders]);
+      line.push([p.t_ms, cum]);
+    }
+    const lastT = pts.length ? pts[pts.length - 1].t_ms : serverNow();
+    const firstT = pts.length ? pts[0].t_ms : lastT;
+    const axisText = { color: '#8a97b8', fontSize: 14 };
+    const split = { lineStyle: { color: 'rgba(138,151,184,0.12)' } };
+    chart.setOption({
+      animation: false,
+      backgroundColor: 'transparent',
+      grid: { left: 8, right: 8, top: 36, bottom: 8, containLabel: true },
+      legend: {
+        top: 0, right: 0, textStyle: { color: '#c8d1ea', fontSize: 14 }, itemWidth: 18, itemHeight: 10,
+        data: [t('series_per_sec'), t('series_cum')],
+      },
+      tooltip: {
+        trigger: 'axis',
+        backgroundColor: 'rgba(12,18,32,0.95)', borderColor: '#2a3656', textStyle: { color: '#e8edf8' },
+        formatter: (items) => {
+          const bar = items.find((x) => x.seriesIndex === 0);
+          const ln = items.find((x) => x.seriesIndex === 1);
+          const tm = fmtClock((bar || ln).data[0]);
+          const lines = [tm];
+          if (bar) lines.push(`${t('series_per_sec')}: ${fmtFen(bar.data[1])} (${bar.data[2]} ${t('tooltip_orders')})`);
+          if (ln) lines.push(`${t('series_cum')}: ${fmtFen(ln.data[1])}`);
+          return lines.map(escapeHtml).join('<br>');
+        },
+      },
+      xAxis: {
+        type: 'time',
+        min: Math.min(firstT, lastT - 59 * trendInterval) - trendInterval / 2,
+        max: lastT + trendInterval / 2,
+        axisLabel: { ...axisText, formatter: (v) => fmtClock(v), hideOverlap: true },
+        axisLine: { lineStyle: { color: '#2a3656' } },
+        splitLine: { show: false },
+      },
+      yAxis: [
+        { type: 'value', axisLabel: { ...axisText, formatter: fmtFenShort }, splitLine: split, min: 0 },
+        { type: 'value', axisLabel: { ...axisText, formatter: fmtFenShort }, splitLine: { show: false }, min: 0 },
+      ],
+      series: [
+        {
+          name: t('series_per_sec'), type: 'bar', yAxisIndex: 0, data: bars, barMaxWidth: 18,
+          large: bars.length > 2000,
+          itemStyle: { color: '#ff7a45', borderRadius: [3, 3, 0, 0] },
+          encode: { x: 0, y: 1 },
+        },
+        {
+          name: t('series_cum'), type: 'line', yAxisIndex: 1, data: line, showSymbol: false, smooth: false,
+          sampling: 'lttb', step: false,
+          lineStyle: { color: '#ffd23f', width: 3 },
+          itemStyle: { color: '#ffd23f' },
+          areaStyle: {
+            color: new window.echarts.graphic.LinearGradient(0, 0, 0, 1, [
+              { offset: 0, color: 'rgba(255,210,63,0.28)' }, { offset: 1, color: 'rgba(255,210,63,0)' },
+            ]),
+          },
+          encode: { x: 0, y: 1 },
+        },
+      ],
+    }, { lazyUpdate: true });
+  }
+
+  /** Escapes text for ECharts' HTML tooltip. */
+  function escapeHtml(s) {
+    return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+  }
+
+  // ---------------------------------------------------------- connection --
+
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const STALL_MS = 5000; // server sends at least once a second; 5 s of silence = dead link
+
+  /** state: connecting | open | reconnecting | error; retryAt: when the next attempt starts. */
+  const conn = { ws: null, state: 'connecting', attempt: 0, timer: 0, retryAt: 0, problem: '' };
+
+  function wsUrl() {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return `${proto}//${location.host}/ws/dashboard?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`;
+  }
+
+  /** Opens the dashboard socket; on any close, schedules a retry with backoff. */
+  function connect() {
+    clearTimeout(conn.timer);
+    conn.timer = 0;
+    conn.state = 'connecting';
+    renderConn();
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch (_) {
+      scheduleReconnect();
+      return;
+    }
+    conn.ws = ws;
+    let opened = false;
+    let first = true;
+    ws.onopen = () => {
+      if (conn.ws !== ws) return;
+      opened = true;
+      conn.state = 'open';
+      conn.problem = '';
+      lastRecvAt = Date.now(); // start the stall watchdog now
+      renderConn();
+    };
+    ws.onmessage = (ev) => {
+      if (conn.ws !== ws) return;
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (_) { return; }
+      if (!msg || msg.op !== 'snapshot') return;
+      applySnapshot(msg, first);
+      first = false;
+      conn.attempt = 0; // a working feed resets the backoff
+    };
+    ws.onclose = () => {
+      if (conn.ws !== ws) return; // superseded (e.g. by the stall watchdog)
+      conn.ws = null;
+      if (!opened) diagnose();
+      scheduleReconnect();
+    };
+    ws.onerror = () => { /* a close event always follows */ };
+  }
+
+  /** Waits 0.5 s · 2^attempt (max 10 s, ±20% jitter), then connects again. */
+  function scheduleReconnect() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, conn.attempt));
+    const delay = Math.min(BACKOFF_MAX_MS, Math.round(base * (0.8 + 0.4 * Math.random())));
+    conn.attempt++;
+    conn.state = 'reconnecting';
+    conn.retryAt = Date.now() + delay;
+    clearTimeout(conn.timer);
+    conn.timer = setTimeout(connect, delay);
+    renderConn();
+  }
+
+  /** Drops the current socket (without waiting for its close handshake) and retries. */
+  function dropAndReconnect() {
+    const ws = conn.ws;
+    conn.ws = null;
+    if (ws) { try { ws.close(); } catch (_) { /* ignore */ } }
+    scheduleReconnect();
+  }
+
+  /** Skips the remaining backoff wait (network came back, tab became visible). */
+  function retryNow() {
+    if (conn.state === 'reconnecting') { conn.attempt = 0; connect(); }
+  }
+
+  /**
+   * After a socket failed before opening, asks the REST API why (a refused upgrade
+   * gives the browser no status code): 401 -> bad token, 404 -> unknown room.
+   */
+  async function diagnose() {
+    try {
+      const r = await fetch(`/api/rooms/${encodeURIComponent(room)}/stats`, {
+        headers: { Authorization: 'Bearer ' + token }, cache: 'no-store',
+      });
+      conn.problem = r.status === 401 ? t('err_unauthorized') : r.status === 404 ? t('err_not_found') : '';
+    } catch (_) {
+      conn.problem = t('err_unreachable');
+    }
+    renderConn();
+  }
+
+  function renderConn() {
+    const el = $('conn-state');
+    if (!el) return;
+    el.dataset.state = conn.state;
+    let text;
+    if (conn.state === 'open') text = t('conn_open');
+    else if (conn.state === 'connecting') text = t('conn_connecting');
+    else text = t('conn_reconnecting', { s: Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) });
+    if (conn.problem && conn.state !== 'open') text = conn.problem + ' · ' + text;
+    setText(el, text);
+  }
+
+  // ------------------------------------------------- data age and ticker --
+
+  /** Shows how old the displayed snapshot is, in server time; class "stale" past 3 s. */
+  function renderAge() {
+    const el = $('data-age');
+    if (!el) return;
+    if (!last) {
+      setText(el, t('age_none'));
+      el.dataset.ageMs = '';
+      el.classList.add('stale');
+      return;
+    }
+    const age = Math.max(0, serverNow() - last.ts_ms);
+    el.dataset.ageMs = String(Math.round(age));
+    el.classList.toggle('stale', age > 3000);
+    setText(el, t('age', { a: fmtAge(age) }));
+    el.title = `seq ${last.seq} · ts ${new Date(last.ts_ms).toISOString()}`;
+  }
+
+  /** Runs every 250 ms: age badge, clock, retry countdown, stall watchdog, stuck tween. */
+  function tick() {
+    renderAge();
+    setText($('clock'), fmtClock(serverNow()));
+    if (conn.state !== 'open') renderConn();
+    if (conn.state === 'open' && Date.now() - lastRecvAt > STALL_MS) dropAndReconnect();
+    if (gmv.raf && performance.now() - gmv.start > gmv.dur + 1000) finishGmv(); // rAF throttled
+    if (last) setText($('gmv-60s'), '+' + fmtFen(sumRecent(60000)));
+  }
+
+  // ------------------------------------------------------- host controls --
+
+  /** Keeps the controls table in step with the SKU list, preserving typed restock amounts. */
+  const ctlRows = new Map();
+
+  function renderControls(skus) {
+    const body = $('ctl-body');
+    const seen = new Set();
+    let i = 0;
+    for (const k of skus) {
+      seen.add(k.sku);
+      let r = ctlRows.get(k.sku);
+      if (!r) {
+        r = {
+          tr: h('tr', { 'data-sku': k.sku }),
+          name: h('td', { class: 'product' }),
+          badge: h('span', { class: 'badge' }),
+          open: h('button', { type: 'button', class: 'btn ok', 'data-action': 'open', 'data-testid': 'ctl-open' }),
+          close: h('button', { type: 'button', class: 'btn danger', 'data-action': 'close', 'data-testid': 'ctl-close' }),
+          qty: h('input', { type: 'number', step: '1', inputmode: 'numeric', 'data-testid': 'ctl-delta' }),
+          stock: h('button', { type: 'button', class: 'btn', 'data-action': 'stock', 'data-testid': 'ctl-stock' }),
+        };
+        r.tr.append(r.name, h('td', null, r.badge), h('td', null, r.open, r.close), h('td', { class: 'restock' }, r.qty, r.stock));
+        ctlRows.set(k.sku, r);
+      }
+      if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
+      i++;
+      setText(r.name, `${k.name || k.sku} (${k.sku})`);
+      r.badge.className = 'badge small state-' + k.state;
+      setText(r.badge, t('state_' + k.state));
+      setText(r.open, t('btn_open'));
+      setText(r.close, t('btn_close'));
+      setText(r.stock, t('btn_restock'));
+      r.qty.placeholder = t('restock_placeholder');
+    }
+    for (const [sku, r] of ctlRows) if (!seen.has(sku)) { r.tr.remove(); ctlRows.delete(sku); }
+  }
+
+  function showCtlMsg(text, ok) {
+    const el = $('ctl-msg');
+    el.textContent = `${fmtClock(Date.now())}  ${text}`;
+    el.className = 'ctl-msg ' + (ok ? 'ok' : 'err');
+  }
+
+  /**
+   * POSTs /api/rooms/{room}/skus/{sku}/{action} with the admin token. `body` (stock only)
+   * is sent as JSON. Shows the outcome; on failure shows the error's `detail`.
+   */
+  async function hostAction(action, sku, button) {
+    const adminToken = $('admin-token').value.trim();
+    if (!adminToken) { showCtlMsg(t('need_admin_token'), false); $('admin-token').focus(); return; }
+    const init = { method: 'POST', headers: { Authorization: 'Bearer ' + adminToken }, cache: 'no-store' };
+    let delta = 0;
+    if (action === 'stock') {
+      const input = ctlRows.get(sku).qty;
+      delta = Number(input.value);
+      if (!Number.isInteger(delta) || delta === 0) { showCtlMsg(t('bad_delta'), false); input.focus(); return; }
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify({ delta });
+    }
+    button.disabled = true;
+    try {
+      const url = `/api/rooms/${encodeURIComponent(room)}/skus/${encodeURIComponent(sku)}/${action}`;
+      const res = await fetch(url, init);
+      const text = await res.text();
+      let json = null;
+      try { json = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+      if (!res.ok) {
+        const detail = json && (json.detail || json.error) ? `${json.detail || ''}${json.error ? ` [${json.error}]` : ''}` : `HTTP ${res.status} ${res.statusText}`;
+        showCtlMsg(`${t('failed', { sku })}: ${detail}`, false);
+        return;
+      }
+      if (action === 'stock') {
+        ctlRows.get(sku).qty.value = '';
+        showCtlMsg(t('ok_stock', { sku, delta: (delta > 0 ? '+' : '') + delta, left: json && json.left != null ? group(json.left) : '?' }), true);
+      } else {
+        showCtlMsg(t(action === 'open' ? 'ok_open' : 'ok_close', { sku }), true);
+      }
+    } catch (e) {
+      showCtlMsg(`${t('failed', { sku })}: ${e && e.message ? e.message : e}`, false);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function initControls() {
+    const input = $('admin-token');
+    input.value = storageGet('sessionStorage', ADMIN_KEY) || '';
+    input.addEventListener('input', () => storageSet('sessionStorage', ADMIN_KEY, input.value.trim()));
+    $('ctl-body').addEventListener('click', (ev) => {
+      const b = ev.target.closest('button[data-action]');
+      if (!b) return;
+      hostAction(b.dataset.action, b.closest('tr').dataset.sku, b);
+    });
+    $('ctl-body').addEventListener('keydown', (ev) => {
+      if (ev.key !== 'Enter' || ev.target.tagName !== 'INPUT') return;
+      const b = ev.target.closest('tr').querySelector('button[data-action=stock]');
+      hostAction('stock', ev.target.closest('tr').dataset.sku, b);
+    });
+  }
+
+  // ---------------------------------------------------------------- boot --
+
+  function boot() {
+    for (const b of document.querySelectorAll('.lang-toggle')) b.addEventListener('click', toggleLang);
+    if (!room || !token) {
+      $('setup').hidden = false;
+      $('setup-room').value = room;
+      $('setup-token').value = token;
+      applyLang();
+      (room ? $('setup-token') : $('setup-room')).focus();
+      return;
+    }
+    $('dashboard').hidden = false;
+    gmv.el = $('gmv');
+    setText($('room-name'), room);
+    initControls();
+    applyLang();
+    connect();
+    setInterval(tick, 250);
+    tick();
+    window.addEventListener('online', retryNow);
+    window.addEventListener('resize', () => { for (const el of document.querySelectorAll('.num')) fitText(el); });
+    document.addEventListener('visibilitychange', () => {
+      if (document.hidden) return;
+      finishGmv();
+      retryNow();
+    });
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+})();
