@@ -21,7 +21,11 @@ async fn two_thousand_buyers_on_stock_100_get_exactly_100_orders() {
     let mut tasks = Vec::new();
     for i in 0..n {
         let (barrier, gate) = (barrier.clone(), gate.clone());
-        let url = format!("ws://{}/ws/buy?room=spike&token={}", s.addr, livehub::auth::sign_buyer_token(SECRET, &format!("u{i}"), None, 600));
+        let url = format!(
+            "ws://{}/ws/buy?room=spike&token={}",
+            s.addr,
+            livehub::auth::sign_buyer_token(SECRET, &format!("u{i}"), None, 600)
+        );
         tasks.push(tokio::spawn(async move {
             let mut c = {
                 let _p = gate.acquire().await.unwrap();
@@ -46,10 +50,17 @@ async fn two_thousand_buyers_on_stock_100_get_exactly_100_orders() {
     }
     assert_eq!(ok.len(), 100, "exactly the stock is sold");
     assert_eq!(sold_out, n - 100);
-    assert_eq!(ok.iter().collect::<HashSet<_>>().len(), 100, "order ids are unique");
+    assert_eq!(
+        ok.iter().collect::<HashSet<_>>().len(),
+        100,
+        "order ids are unique"
+    );
     let export = s.export("spike").await;
     assert_eq!(export.len(), 100);
-    let exported: HashSet<&str> = export.iter().map(|o| o["order"].as_str().unwrap()).collect();
+    let exported: HashSet<&str> = export
+        .iter()
+        .map(|o| o["order"].as_str().unwrap())
+        .collect();
     assert!(ok.iter().all(|o| exported.contains(o.as_str())));
     let audit = s.audit("spike").await;
     assert_eq!(audit["consistent"], true, "{audit}");
@@ -67,7 +78,9 @@ async fn one_user_on_several_connections_never_exceeds_the_limit() {
         let mut client = s.buyer("lim", "alice").await;
         tasks.push(tokio::spawn(async move {
             for r in 0..3 {
-                client.send_json(json!({"op":"buy","req":format!("c{c}r{r}"),"sku":"A1","qty":1})).await;
+                client
+                    .send_json(json!({"op":"buy","req":format!("c{c}r{r}"),"sku":"A1","qty":1}))
+                    .await;
             }
             let mut acks = Vec::new();
             for _ in 0..3 {
@@ -203,7 +216,10 @@ fn bad_frames() -> Vec<String> {
         r#"{"op":"buy","req":"b18","sku":"A1","qty":1"#.into(),
         "\u{0}\u{1}\u{2}".into(),
     ];
-    v.push(format!(r#"{{"op":"buy","req":"b19","sku":"{}","qty":1}}"#, "A".repeat(100)));
+    v.push(format!(
+        r#"{{"op":"buy","req":"b19","sku":"{}","qty":1}}"#,
+        "A".repeat(100)
+    ));
     v
 }
 
@@ -223,17 +239,28 @@ async fn bad_frames_get_errors_make_nothing_and_leave_the_socket_usable() {
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
     // req is echoed when it could be read.
-    c.send_text(r#"{"op":"buy","req":"echo1","sku":"A1","qty":0}"#).await;
+    c.send_text(r#"{"op":"buy","req":"echo1","sku":"A1","qty":0}"#)
+        .await;
     assert_eq!(c.reply().await["req"], "echo1");
     // Binary frames are refused with an error too.
     use futures_util::SinkExt;
-    c.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    c.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1u8, 2, 3,
+    ]))
+    .await
+    .unwrap();
     assert_eq!(c.reply().await["op"], "error");
     // An unknown SKU is an ack, not a bad frame.
     let unknown = c.buy("u1", "NOPE", 1).await;
     assert_eq!(unknown["error"], "unknown_sku");
-    assert!(unknown.get("left").is_none(), "no left for a SKU that does not exist");
-    assert!(s.export("bad").await.is_empty(), "no bad frame made an order");
+    assert!(
+        unknown.get("left").is_none(),
+        "no left for a SKU that does not exist"
+    );
+    assert!(
+        s.export("bad").await.is_empty(),
+        "no bad frame made an order"
+    );
     let ok = c.buy("good", "A1", 1).await;
     assert_eq!(ok["ok"], true, "{ok}");
     assert_eq!(s.export("bad").await.len(), 1);
@@ -244,7 +271,8 @@ async fn a_frame_over_4_kib_closes_with_1009() {
     let s = TestServer::start().await;
     s.create_room("big").await;
     let mut c = s.buyer("big", "gina").await;
-    c.send_text(format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(4200))).await;
+    c.send_text(format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(4200)))
+        .await;
     assert_eq!(c.close_code().await, Some(1009));
     // A frame far over the library's own limit closes too.
     let mut c = s.buyer("big", "gina").await;
@@ -260,7 +288,11 @@ async fn a_frame_over_4_kib_closes_with_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_valid_token_are_refused() {
-    let s = TestServer::start_with(Options { open_buyers: false, ..Options::default() }).await;
+    let s = TestServer::start_with(Options {
+        open_buyers: false,
+        ..Options::default()
+    })
+    .await;
     s.create_room("auth").await;
     let base = format!("ws://{}/ws/buy?room=auth", s.addr);
     let status = |r: Result<Client, tokio_tungstenite::tungstenite::Error>| match r {
@@ -269,25 +301,79 @@ async fn requests_without_a_valid_token_are_refused() {
         Ok(_) => 101,
     };
     assert_eq!(status(Client::connect(&base).await), 401, "no token");
-    assert_eq!(status(Client::connect(&format!("{base}&user=ivy")).await), 401, "?user= needs --open-buyers");
-    assert_eq!(status(Client::connect(&format!("{base}&token=garbage")).await), 401);
+    assert_eq!(
+        status(Client::connect(&format!("{base}&user=ivy")).await),
+        401,
+        "?user= needs --open-buyers"
+    );
+    assert_eq!(
+        status(Client::connect(&format!("{base}&token=garbage")).await),
+        401
+    );
     let forged = livehub::auth::sign_buyer_token("wrong-secret", "ivy", None, 600);
-    assert_eq!(status(Client::connect(&format!("{base}&token={forged}")).await), 401, "wrong secret");
+    assert_eq!(
+        status(Client::connect(&format!("{base}&token={forged}")).await),
+        401,
+        "wrong secret"
+    );
     let other_room = livehub::auth::sign_buyer_token(SECRET, "ivy", Some("elsewhere"), 600);
-    assert_eq!(status(Client::connect(&format!("{base}&token={other_room}")).await), 401, "other room");
+    assert_eq!(
+        status(Client::connect(&format!("{base}&token={other_room}")).await),
+        401,
+        "other room"
+    );
     let good = livehub::auth::sign_buyer_token(SECRET, "ivy", Some("auth"), 600);
-    assert_eq!(status(Client::connect(&format!("{base}&token={good}")).await), 101);
+    assert_eq!(
+        status(Client::connect(&format!("{base}&token={good}")).await),
+        101
+    );
     let dash = format!("ws://{}/ws/dashboard?room=auth", s.addr);
-    assert_eq!(status(Client::connect(&format!("{dash}&token=nope")).await), 401);
+    assert_eq!(
+        status(Client::connect(&format!("{dash}&token=nope")).await),
+        401
+    );
     assert_eq!(status(Client::connect(&dash).await), 401);
     // REST: no token, a bad token, and a viewer token on an admin route.
-    let (st, v) = s.request("PUT", "/api/rooms/x", None, Some(json!({"title":"t"}))).await;
+    let (st, v) = s
+        .request("PUT", "/api/rooms/x", None, Some(json!({"title":"t"})))
+        .await;
     assert_eq!((st, v["error"].clone()), (401, json!("unauthorized")));
-    assert_eq!(s.request("PUT", "/api/rooms/x", Some("bad"), Some(json!({"title":"t"}))).await.0, 401);
-    assert_eq!(s.request("PUT", "/api/rooms/x", Some(VIEWER), Some(json!({"title":"t"}))).await.0, 401);
-    assert_eq!(s.request("GET", "/api/rooms/auth/orders", Some(VIEWER), None).await.0, 401);
-    assert_eq!(s.request("GET", "/api/rooms", Some(VIEWER), None).await.0, 200);
-    assert_eq!(s.request("GET", "/api/rooms", Some(ADMIN), None).await.0, 200);
+    assert_eq!(
+        s.request(
+            "PUT",
+            "/api/rooms/x",
+            Some("bad"),
+            Some(json!({"title":"t"}))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        s.request(
+            "PUT",
+            "/api/rooms/x",
+            Some(VIEWER),
+            Some(json!({"title":"t"}))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        s.request("GET", "/api/rooms/auth/orders", Some(VIEWER), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        s.request("GET", "/api/rooms", Some(VIEWER), None).await.0,
+        200
+    );
+    assert_eq!(
+        s.request("GET", "/api/rooms", Some(ADMIN), None).await.0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,30 +393,61 @@ async fn sale_windows_decide_and_push_their_changes() {
     let early = c.buy("e1", "F1", 1).await;
     assert_eq!(early["error"], "not_open");
     // The clock opens it: a `sale` push arrives without anyone asking.
-    let opened = c.push_where(|v| v["op"] == "sale" && v["state"] == "open").await;
+    let opened = c
+        .push_where(|v| v["op"] == "sale" && v["state"] == "open")
+        .await;
     assert_eq!(opened["sku"], "F1");
     assert_eq!(c.buy("o1", "F1", 3).await["ok"], true);
-    let sold_out = c.push_where(|v| v["op"] == "sale" && v["state"] == "sold_out").await;
+    let sold_out = c
+        .push_where(|v| v["op"] == "sale" && v["state"] == "sold_out")
+        .await;
     assert_eq!(sold_out["sku"], "F1");
     assert_eq!(c.buy("o2", "F1", 1).await["error"], "sold_out");
     let stock = c.push_where(|v| v["op"] == "stock" && v["left"] == 0).await;
     assert_eq!(stock["state"], "sold_out");
     // Restock, then close by hand: closed wins.
-    s.admin("POST", "/api/rooms/win/skus/F1/stock", Some(json!({"delta": 5}))).await;
-    c.push_where(|v| v["op"] == "sale" && v["state"] == "open").await;
+    s.admin(
+        "POST",
+        "/api/rooms/win/skus/F1/stock",
+        Some(json!({"delta": 5})),
+    )
+    .await;
+    c.push_where(|v| v["op"] == "sale" && v["state"] == "open")
+        .await;
     let closed = s.admin("POST", "/api/rooms/win/skus/F1/close", None).await;
     assert_eq!(closed["state"], "closed");
-    c.push_where(|v| v["op"] == "sale" && v["state"] == "closed").await;
+    c.push_where(|v| v["op"] == "sale" && v["state"] == "closed")
+        .await;
     assert_eq!(c.buy("c1", "F1", 1).await["error"], "closed");
     let reopened = s.admin("POST", "/api/rooms/win/skus/F1/open", None).await;
     assert_eq!(reopened["state"], "open");
     assert_eq!(reopened["closes_at_ms"], Value::Null);
     assert_eq!(c.buy("c2", "F1", 1).await["ok"], true);
     // Withdrawal beyond what is left is a conflict and changes nothing.
-    let (st, v) = s.request("POST", "/api/rooms/win/skus/F1/stock", Some(ADMIN), Some(json!({"delta": -5}))).await;
+    let (st, v) = s
+        .request(
+            "POST",
+            "/api/rooms/win/skus/F1/stock",
+            Some(ADMIN),
+            Some(json!({"delta": -5})),
+        )
+        .await;
     assert_eq!((st, v["error"].clone()), (409, json!("conflict")));
-    let w = s.admin("POST", "/api/rooms/win/skus/F1/stock", Some(json!({"delta": -4}))).await;
-    assert_eq!((w["left"].as_u64(), w["stock_total"].as_u64(), w["sold"].as_u64()), (Some(0), Some(4), Some(4)));
+    let w = s
+        .admin(
+            "POST",
+            "/api/rooms/win/skus/F1/stock",
+            Some(json!({"delta": -4})),
+        )
+        .await;
+    assert_eq!(
+        (
+            w["left"].as_u64(),
+            w["stock_total"].as_u64(),
+            w["sold"].as_u64()
+        ),
+        (Some(0), Some(4), Some(4))
+    );
     assert_eq!(s.audit("win").await["consistent"], true);
 }
 
@@ -338,39 +455,109 @@ async fn sale_windows_decide_and_push_their_changes() {
 async fn rest_input_is_validated_with_a_clear_400() {
     let s = TestServer::start().await;
     s.create_room("val").await;
-    let sku = |body: Value| async { s.request("PUT", "/api/rooms/val/skus/A1", Some(ADMIN), Some(body)).await };
+    let sku = |body: Value| async {
+        s.request("PUT", "/api/rooms/val/skus/A1", Some(ADMIN), Some(body))
+            .await
+    };
     for (body, needle) in [
         (json!({"name":"n","price_fen":-1,"stock":1}), "price_fen"),
-        (json!({"name":"n","price_fen":1_000_000_000_001u64,"stock":1}), "price_fen"),
-        (json!({"name":"n","price_fen":1,"stock":1_000_000_001u64}), "stock"),
+        (
+            json!({"name":"n","price_fen":1_000_000_000_001u64,"stock":1}),
+            "price_fen",
+        ),
+        (
+            json!({"name":"n","price_fen":1,"stock":1_000_000_001u64}),
+            "stock",
+        ),
         (json!({"name":"n","price_fen":1.5,"stock":1}), "price_fen"),
         (json!({"name":"","price_fen":1,"stock":1}), "name"),
         (json!({"price_fen":1,"stock":1}), "name"),
-        (json!({"name":"n","price_fen":1,"stock":1,"limit_per_user":0}), "limit_per_user"),
-        (json!({"name":"n","price_fen":1,"stock":1,"opens_at_ms":2000,"closes_at_ms":1000}), "closes_at_ms"),
+        (
+            json!({"name":"n","price_fen":1,"stock":1,"limit_per_user":0}),
+            "limit_per_user",
+        ),
+        (
+            json!({"name":"n","price_fen":1,"stock":1,"opens_at_ms":2000,"closes_at_ms":1000}),
+            "closes_at_ms",
+        ),
     ] {
         let (st, v) = sku(body.clone()).await;
         assert_eq!(st, 400, "{body} -> {v}");
         assert_eq!(v["error"], "bad_request");
-        assert!(v["detail"].as_str().unwrap().contains(needle), "{body} -> {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(needle),
+            "{body} -> {v}"
+        );
     }
-    let (st, v) = s.request("PUT", "/api/rooms/val/skus/bad%20id", Some(ADMIN), Some(json!({"name":"n","price_fen":1,"stock":1}))).await;
+    let (st, v) = s
+        .request(
+            "PUT",
+            "/api/rooms/val/skus/bad%20id",
+            Some(ADMIN),
+            Some(json!({"name":"n","price_fen":1,"stock":1})),
+        )
+        .await;
     assert_eq!((st, v["error"].clone()), (400, json!("bad_request")));
-    let (st, _) = s.request("PUT", "/api/rooms/nope/skus/A1", Some(ADMIN), Some(json!({"name":"n","price_fen":1,"stock":1}))).await;
+    let (st, _) = s
+        .request(
+            "PUT",
+            "/api/rooms/nope/skus/A1",
+            Some(ADMIN),
+            Some(json!({"name":"n","price_fen":1,"stock":1})),
+        )
+        .await;
     assert_eq!(st, 404);
-    let (st, _) = s.request("POST", "/api/rooms/val/skus/NOPE/open", Some(ADMIN), None).await;
+    let (st, _) = s
+        .request("POST", "/api/rooms/val/skus/NOPE/open", Some(ADMIN), None)
+        .await;
     assert_eq!(st, 404);
-    let (st, _) = s.request("GET", "/api/rooms/val/orders?limit=0", Some(ADMIN), None).await;
+    let (st, _) = s
+        .request("GET", "/api/rooms/val/orders?limit=0", Some(ADMIN), None)
+        .await;
     assert_eq!(st, 400);
-    let (st, _) = s.request("GET", "/api/rooms/val/orders?limit=10001", Some(ADMIN), None).await;
+    let (st, _) = s
+        .request(
+            "GET",
+            "/api/rooms/val/orders?limit=10001",
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(st, 400);
-    let (st, _) = s.request("GET", "/api/rooms/val/orders?after_seq=x", Some(ADMIN), None).await;
+    let (st, _) = s
+        .request(
+            "GET",
+            "/api/rooms/val/orders?after_seq=x",
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(st, 400);
     // Nothing was created by the refused bodies.
-    let room = s.admin("PUT", "/api/rooms/val", Some(json!({"title":"still empty"}))).await;
+    let room = s
+        .admin(
+            "PUT",
+            "/api/rooms/val",
+            Some(json!({"title":"still empty"})),
+        )
+        .await;
     assert_eq!(room["skus"], json!([]));
     // An update keeps the stock and changes the rest.
     s.create_sku("val", "A1", 100, 7, None).await;
-    let up = s.admin("PUT", "/api/rooms/val/skus/A1", Some(json!({"name":"renamed","price_fen":250,"stock":999,"limit_per_user":3}))).await;
-    assert_eq!((up["name"].as_str(), up["price_fen"].as_u64(), up["stock_total"].as_u64(), up["limit_per_user"].as_u64()), (Some("renamed"), Some(250), Some(7), Some(3)));
+    let up = s
+        .admin(
+            "PUT",
+            "/api/rooms/val/skus/A1",
+            Some(json!({"name":"renamed","price_fen":250,"stock":999,"limit_per_user":3})),
+        )
+        .await;
+    assert_eq!(
+        (
+            up["name"].as_str(),
+            up["price_fen"].as_u64(),
+            up["stock_total"].as_u64(),
+            up["limit_per_user"].as_u64()
+        ),
+        (Some("renamed"), Some(250), Some(7), Some(3))
+    );
 }

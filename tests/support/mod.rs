@@ -48,7 +48,11 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             open_buyers: true,
-            limits: BuyerLimits { frames_per_s: 1e6, burst: 1e6, max_in_flight: 256 },
+            limits: BuyerLimits {
+                frames_per_s: 1e6,
+                burst: 1e6,
+                max_in_flight: 256,
+            },
             push_interval: Duration::from_millis(50),
             fsync: true,
         }
@@ -56,7 +60,11 @@ impl Default for Options {
 }
 
 pub fn temp_dir() -> PathBuf {
-    tempfile::Builder::new().prefix("livehub-test-").tempdir().expect("temp dir").keep()
+    tempfile::Builder::new()
+        .prefix("livehub-test-")
+        .tempdir()
+        .expect("temp dir")
+        .keep()
 }
 
 impl TestServer {
@@ -79,7 +87,10 @@ impl TestServer {
         journal.faults = faults.clone();
         journal.fsync = opts.fsync;
         let settings = Settings {
-            hub: HubOptions { journal, push_interval: opts.push_interval },
+            hub: HubOptions {
+                journal,
+                push_interval: opts.push_interval,
+            },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
@@ -97,7 +108,10 @@ impl TestServer {
         let t0 = std::time::Instant::now();
         loop {
             if task.is_finished() {
-                return Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("server stopped at start")));
+                return Err(task
+                    .await?
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("server stopped at start")));
             }
             if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
                 if r.status().is_success() {
@@ -107,14 +121,23 @@ impl TestServer {
             anyhow::ensure!(t0.elapsed() < WAIT, "server did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(TestServer { addr, data_dir: dir.to_path_buf(), faults, stop: Some(stop), task: Some(task), http })
+        Ok(TestServer {
+            addr,
+            data_dir: dir.to_path_buf(),
+            faults,
+            stop: Some(stop),
+            task: Some(task),
+            http,
+        })
     }
 
     /// Graceful shutdown; returns the data dir for a restart.
     pub async fn stop(mut self) -> PathBuf {
         let _ = self.stop.take().expect("running").send(());
         let res = tokio::time::timeout(WAIT, self.task.take().expect("running")).await;
-        res.expect("server stops in time").expect("server task").expect("server run ok");
+        res.expect("server stops in time")
+            .expect("server task")
+            .expect("server run ok");
         self.data_dir.clone()
     }
 
@@ -122,7 +145,13 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut rb = self.http.request(method.parse().unwrap(), self.url(path));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
@@ -133,7 +162,10 @@ impl TestServer {
         let r = rb.send().await.expect("http request");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -143,10 +175,22 @@ impl TestServer {
     }
 
     pub async fn create_room(&self, room: &str) {
-        self.admin("PUT", &format!("/api/rooms/{room}"), Some(json!({"title": format!("room {room}")}))).await;
+        self.admin(
+            "PUT",
+            &format!("/api/rooms/{room}"),
+            Some(json!({"title": format!("room {room}")})),
+        )
+        .await;
     }
 
-    pub async fn create_sku(&self, room: &str, sku: &str, price_fen: u64, stock: u64, limit: Option<u64>) -> Value {
+    pub async fn create_sku(
+        &self,
+        room: &str,
+        sku: &str,
+        price_fen: u64,
+        stock: u64,
+        limit: Option<u64>,
+    ) -> Value {
         self.admin(
             "PUT",
             &format!("/api/rooms/{room}/skus/{sku}"),
@@ -162,14 +206,19 @@ impl TestServer {
         loop {
             let r = self
                 .http
-                .get(self.url(&format!("/api/rooms/{room}/orders?after_seq={after}&limit=500")))
+                .get(self.url(&format!(
+                    "/api/rooms/{room}/orders?after_seq={after}&limit=500"
+                )))
                 .bearer_auth(ADMIN)
                 .send()
                 .await
                 .expect("export");
             assert_eq!(r.status().as_u16(), 200);
             let text = r.text().await.unwrap();
-            let page: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("ndjson line")).collect();
+            let page: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("ndjson line"))
+                .collect();
             let n = page.len();
             if let Some(last) = page.last() {
                 after = last["seq"].as_u64().unwrap();
@@ -182,13 +231,27 @@ impl TestServer {
     }
 
     pub async fn audit(&self, room: &str) -> Value {
-        let (s, v) = self.request("GET", &format!("/api/rooms/{room}/audit"), Some(VIEWER), None).await;
+        let (s, v) = self
+            .request(
+                "GET",
+                &format!("/api/rooms/{room}/audit"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         v
     }
 
     pub async fn stats(&self, room: &str) -> Value {
-        let (s, v) = self.request("GET", &format!("/api/rooms/{room}/stats"), Some(VIEWER), None).await;
+        let (s, v) = self
+            .request(
+                "GET",
+                &format!("/api/rooms/{room}/stats"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         v
     }
@@ -196,13 +259,34 @@ impl TestServer {
     /// A buyer connected with a JWT for `user`.
     pub async fn buyer(&self, room: &str, user: &str) -> Client {
         let token = sign_buyer_token(SECRET, user, Some(room), 600);
-        Client::connect(&format!("ws://{}/ws/buy?room={room}&token={token}", self.addr)).await.expect("buyer connects")
+        Client::connect(&format!(
+            "ws://{}/ws/buy?room={room}&token={token}",
+            self.addr
+        ))
+        .await
+        .expect("buyer connects")
+    }
+
+    /// The stats once they include every order up to `seq` (snapshots lag by a push interval).
+    pub async fn stats_at(&self, room: &str, seq: u64) -> Value {
+        let t0 = std::time::Instant::now();
+        loop {
+            let v = self.stats(room).await;
+            if v["seq"].as_u64().unwrap_or(0) >= seq {
+                return v;
+            }
+            assert!(t0.elapsed() < WAIT, "stats never reached seq {seq}: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn dashboard(&self, room: &str) -> Client {
-        Client::connect(&format!("ws://{}/ws/dashboard?room={room}&token={VIEWER}", self.addr))
-            .await
-            .expect("dashboard connects")
+        Client::connect(&format!(
+            "ws://{}/ws/dashboard?room={room}&token={VIEWER}",
+            self.addr
+        ))
+        .await
+        .expect("dashboard connects")
     }
 }
 
@@ -227,7 +311,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        let mut c = Client { ws, pushes: Vec::new(), hello: None };
+        let mut c = Client {
+            ws,
+            pushes: Vec::new(),
+            hello: None,
+        };
         if url.contains("/ws/buy") {
             let hello = c.next_json().await.expect("hello");
             assert_eq!(hello["op"], "hello", "{hello}");
@@ -237,7 +325,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_json(&mut self, v: Value) {
@@ -247,9 +338,13 @@ impl Client {
     /// The next text frame as JSON, or None when the socket closed.
     pub async fn next_json(&mut self) -> Option<Value> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time")?;
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")?;
             match m.ok()? {
-                Message::Text(t) => return Some(serde_json::from_str(&t).expect("server sends JSON")),
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(&t).expect("server sends JSON"))
+                }
                 Message::Close(_) => return None,
                 _ => continue,
             }
@@ -268,7 +363,8 @@ impl Client {
     }
 
     pub async fn buy(&mut self, req: &str, sku: &str, qty: u64) -> Value {
-        self.send_json(json!({"op": "buy", "req": req, "sku": sku, "qty": qty})).await;
+        self.send_json(json!({"op": "buy", "req": req, "sku": sku, "qty": qty}))
+            .await;
         self.reply().await
     }
 
@@ -288,7 +384,9 @@ impl Client {
     /// The close code the server sent, waiting for it.
     pub async fn close_code(&mut self) -> Option<u16> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time");
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close in time");
             match m {
                 Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
                 Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,

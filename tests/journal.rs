@@ -1,0 +1,275 @@
+//! The journal through the whole server: restart keeps everything, failed writes acknowledge
+//! nothing and lose nothing, a torn tail is cut, corruption before the tail refuses to start.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use serde_json::json;
+use support::*;
+
+async fn setup(s: &TestServer, room: &str) {
+    s.create_room(room).await;
+    s.create_sku(room, "A1", 1234, 50, Some(5)).await;
+    s.create_sku(room, "B2", 500, 10, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_orders_idempotency_stock_and_figures() {
+    let s = TestServer::start().await;
+    setup(&s, "r").await;
+    let mut c = s.buyer("r", "u1").await;
+    let a = c.buy("q1", "A1", 2).await;
+    let b = c.buy("q2", "B2", 3).await;
+    assert_eq!(
+        (a["ok"].as_bool(), b["ok"].as_bool()),
+        (Some(true), Some(true))
+    );
+    s.admin(
+        "POST",
+        "/api/rooms/r/skus/B2/stock",
+        Some(json!({"delta": 4})),
+    )
+    .await;
+    s.admin("POST", "/api/rooms/r/skus/A1/close", None).await;
+    let before_export = s.export("r").await;
+    let before_stats = s.stats_at("r", 2).await;
+    drop(c);
+    let dir = s.stop().await;
+
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    assert_eq!(
+        s.export("r").await,
+        before_export,
+        "the export is the same after a restart"
+    );
+    let audit = s.audit("r").await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    let b2 = &audit["skus"][1];
+    assert_eq!(
+        (
+            b2["stock_total"].as_u64(),
+            b2["sold"].as_u64(),
+            b2["left"].as_u64()
+        ),
+        (Some(14), Some(3), Some(11))
+    );
+    let stats = s.stats_at("r", 2).await;
+    for k in ["gmv_fen", "orders", "units", "buyers", "seq"] {
+        assert_eq!(stats[k], before_stats[k], "{k}");
+    }
+    assert_eq!(stats["trend"]["points"], before_stats["trend"]["points"]);
+    let mut c = s.buyer("r", "u1").await;
+    // The sale stayed closed; the repeated req gets its original order.
+    assert_eq!(c.buy("q9", "A1", 1).await["error"], "closed");
+    assert_eq!(c.buy("q1", "A1", 2).await, a);
+    c.send_json(json!({"op":"status","req":"q2"})).await;
+    assert_eq!(c.reply().await, b);
+    // The per-user count survived: limit 5, 2 bought before.
+    s.admin("POST", "/api/rooms/r/skus/A1/open", None).await;
+    assert_eq!(c.buy("q3", "A1", 4).await["error"], "limit_exceeded");
+    let q4 = c.buy("q4", "A1", 3).await;
+    assert_eq!(q4["ok"], true);
+    // Order ids stay unique across restarts, and seq keeps growing.
+    let export = s.export("r").await;
+    let ids: HashSet<&str> = export
+        .iter()
+        .map(|o| o["order"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), export.len());
+    assert_eq!(export.last().unwrap()["seq"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_acknowledges_nothing_gives_stock_back_and_keeps_serving() {
+    let s = TestServer::start().await;
+    setup(&s, "f").await;
+    let mut c = s.buyer("f", "u1").await;
+    assert_eq!(c.buy("ok1", "B2", 1).await["ok"], true);
+    s.faults.fail_next_syncs(1);
+    let failed = c.buy("bad1", "B2", 2).await;
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["error"], "unavailable");
+    assert_eq!(failed["left"], 9, "its stock went back");
+    c.send_json(json!({"op":"status","req":"bad1"})).await;
+    assert_eq!(
+        c.reply().await["error"],
+        "unknown_request",
+        "the refused req made nothing"
+    );
+    s.faults.fail_next_writes(1);
+    assert_eq!(c.buy("bad2", "A1", 5).await["error"], "unavailable");
+    // The hub keeps serving; the same reqs are decided afresh.
+    let retry = c.buy("bad1", "B2", 2).await;
+    assert_eq!(retry["ok"], true, "{retry}");
+    assert_eq!(retry["left"], 7);
+    assert_eq!(
+        c.buy("bad2", "A1", 5).await["ok"],
+        true,
+        "limit 5 was not used up by the failed buy"
+    );
+    // An admin change whose write fails changes nothing.
+    s.faults.fail_next_syncs(1);
+    let (st, v) = s
+        .request(
+            "POST",
+            "/api/rooms/f/skus/B2/stock",
+            Some(ADMIN),
+            Some(json!({"delta": -3})),
+        )
+        .await;
+    assert_eq!((st, v["error"].clone()), (503, json!("unavailable")));
+    let audit = s.audit("f").await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["skus"][1]["left"], 7);
+    let orders: Vec<String> = s
+        .export("f")
+        .await
+        .iter()
+        .map(|o| o["req"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(orders, ["ok1", "bad1", "bad2"]);
+    let dir = s.stop().await;
+    // After a restart, nothing of the failed batches is there.
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    let after: Vec<String> = s
+        .export("f")
+        .await
+        .iter()
+        .map(|o| o["req"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(after, ["ok1", "bad1", "bad2"]);
+    let audit = s.audit("f").await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["skus"][1]["stock_total"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_under_concurrent_load_never_ack_a_lost_order() {
+    let s = TestServer::start().await;
+    s.create_room("L").await;
+    s.create_sku("L", "A1", 100, 100_000, None).await;
+    let mut tasks = Vec::new();
+    for u in 0..20 {
+        let mut c = s.buyer("L", &format!("u{u}")).await;
+        tasks.push(tokio::spawn(async move {
+            let mut ok = Vec::new();
+            for r in 0..60 {
+                let ack = c.buy(&format!("r{r}"), "A1", 1).await;
+                if ack["ok"] == true {
+                    ok.push(ack["order"].as_str().unwrap().to_owned());
+                } else {
+                    assert_eq!(ack["error"], "unavailable", "{ack}");
+                }
+            }
+            ok
+        }));
+    }
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        s.faults.fail_next_syncs(1);
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        s.faults.fail_next_writes(1);
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(
+        acked.len() < 1200,
+        "some buys were refused by the injected faults"
+    );
+    let dir = s.stop().await;
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    let export = s.export("L").await;
+    let exported: HashSet<&str> = export
+        .iter()
+        .map(|o| o["order"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        exported.len(),
+        acked.len(),
+        "exactly the acknowledged orders are durable"
+    );
+    assert!(acked.iter().all(|o| exported.contains(o.as_str())));
+    let audit = s.audit("L").await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["skus"][0]["sold"], acked.len());
+}
+
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    livehub::journal::segment::list(&dir.join("journal"))
+        .unwrap()
+        .pop()
+        .expect("a segment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
+    let s = TestServer::start().await;
+    setup(&s, "t").await;
+    let mut c = s.buyer("t", "u1").await;
+    for i in 0..5 {
+        assert_eq!(c.buy(&format!("q{i}"), "B2", 1).await["ok"], true);
+    }
+    drop(c);
+    let dir = s.stop().await;
+    let seg = last_segment(&dir);
+    let good_len = std::fs::metadata(&seg).unwrap().len();
+    // A frame header announcing more bytes than were written, as a crash mid-write leaves.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]).unwrap();
+    drop(f);
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    assert_eq!(s.export("t").await.len(), 5);
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        good_len,
+        "the torn tail was cut"
+    );
+    let mut c = s.buyer("t", "u1").await;
+    assert_eq!(
+        c.buy("q5", "B2", 1).await["ok"],
+        true,
+        "and the journal appends after it"
+    );
+    drop(c);
+    let dir = s.stop().await;
+    // Zeros after the last frame (a file extended but never written) are a torn tail too.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(last_segment(&dir))
+        .unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    assert_eq!(s.export("t").await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_before_the_tail_refuses_to_start_and_names_the_place() {
+    let s = TestServer::start().await;
+    setup(&s, "c").await;
+    let mut c = s.buyer("c", "u1").await;
+    for i in 0..5 {
+        assert_eq!(c.buy(&format!("q{i}"), "B2", 1).await["ok"], true);
+    }
+    drop(c);
+    let dir = s.stop().await;
+    let seg = last_segment(&dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = match TestServer::try_start_in(&dir, Options::default()).await {
+        Ok(_) => panic!("a server must not start on a damaged journal"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&seg.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(err.contains("offset"), "names the offset: {err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
