@@ -96,7 +96,8 @@ pub fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
 pub struct Room {
     pub id: Arc<str>,
     title: RwLock<String>,
-    skus: DashMap<Arc<str>, Arc<Sku>>,
+    /// foldhash: fast on short ids, randomly seeded per map.
+    skus: DashMap<Arc<str>, Arc<Sku>, foldhash::fast::RandomState>,
     /// SKUs in creation order, for listings.
     sku_list: RwLock<Vec<Arc<Sku>>>,
     requests: DashMap<String, RequestState>,
@@ -118,7 +119,7 @@ impl Room {
         Room {
             id,
             title: RwLock::new(title),
-            skus: DashMap::new(),
+            skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
             requests: DashMap::new(),
             orders: RwLock::new(Vec::new()),
