@@ -1,1 +1,114 @@
-fn main() {}
+//! livehub-loadtest: a separate client of livehub's public protocol (PROTOCOL.md) that puts
+//! load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
+//! soaks), then checks the server's invariants against what it saw.
+//!
+//! Exit codes: 0 every check passed; 1 a check failed (printed); 2 the run could not be done
+//! (bad flags, server unreachable, setup refused); 3 `--max-seconds` ran out.
+
+mod buyer;
+mod cli;
+mod ctx;
+mod dash;
+mod dashboards;
+mod echo;
+mod ids;
+mod invariants;
+mod net;
+mod output;
+mod ramp;
+mod record;
+mod report;
+mod rest;
+mod scenario;
+mod soak;
+mod spike;
+mod steady;
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Cmd};
+
+fn main() {
+    let cli = Cli::parse();
+    net::raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(run(cli));
+    // Sockets still open (an echo server thread, tasks cut short) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let common = cli.common.clone();
+    if let Cmd::EchoServer(a) = &cli.cmd {
+        return match tokio::net::TcpListener::bind(a.listen).await {
+            Ok(l) => {
+                eprintln!("echo server listening on {} (ctrl-c to stop)", a.listen);
+                tokio::select! {
+                    _ = echo::serve(l, echo::EchoOptions { nodelay: !a.nagle, push_every: a.push_every }) => 0,
+                    _ = tokio::signal::ctrl_c() => 0,
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: binding {}: {}",
+                    a.listen,
+                    net::describe_io(&e, None)
+                );
+                2
+            }
+        };
+    }
+    // The scenario's nominal length, for the default --max-seconds.
+    let nominal = match &cli.cmd {
+        Cmd::Spike(_) => Duration::from_secs(60),
+        Cmd::Steady(a) => a.duration * if a.against_echo { 2 } else { 1 },
+        Cmd::Ramp(a) => {
+            Duration::from_secs_f64(a.connections as f64 / a.per_second.max(1e-3)) + a.hold
+        }
+        Cmd::Dashboards(a) => a.duration,
+        Cmd::Soak(a) => a.duration,
+        Cmd::EchoServer(_) => Duration::ZERO,
+    };
+    let ttl = nominal.as_secs() + 3600;
+    let ctx = match ctx::Ctx::new(common, nominal, ttl).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    // Every phase watches ctx.deadline; this is the backstop.
+    let hard = ctx.deadline + Duration::from_secs(30);
+    let fut = async {
+        match cli.cmd {
+            Cmd::Spike(a) => spike::spike(ctx.clone(), a).await,
+            Cmd::Steady(a) => steady::steady(ctx.clone(), a).await,
+            Cmd::Ramp(a) => ramp::ramp(ctx.clone(), a).await,
+            Cmd::Dashboards(a) => dashboards::dashboards(ctx.clone(), a).await,
+            Cmd::Soak(a) => soak::soak(ctx.clone(), a).await,
+            Cmd::EchoServer(_) => unreachable!(),
+        }
+    };
+    match tokio::time::timeout_at(hard.into(), fut).await {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            ctx.pb.finish_and_clear();
+            eprintln!("error: {e:#}");
+            2
+        }
+        Err(_) => {
+            ctx.pb.finish_and_clear();
+            eprintln!(
+                "error: --max-seconds ({} s) ran out before the run finished",
+                ctx.deadline.duration_since(ctx.started).as_secs()
+            );
+            3
+        }
+    }
+}

@@ -30,17 +30,60 @@ pub struct Replayed {
     pub cut: Option<(PathBuf, u64, u64)>,
 }
 
-/// Replays the segments in `dir`.
+/// Records handed from the reading thread to the applying one at a time.
+const CHUNK: usize = 4096;
+
+/// What the reading thread found besides the records.
+#[derive(Default)]
+struct Read {
+    last_segment: Option<(PathBuf, u64)>,
+    cut: Option<(PathBuf, u64, u64)>,
+}
+
+/// Replays the segments in `dir`. One thread reads, checks and decodes frames while the
+/// caller's thread applies them, so recovery uses two cores.
 pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| JournalError::Io { path, source }
-    };
-    let segments = segment::list(dir).map_err(io(dir))?;
+    let segments = segment::list(dir).map_err(|source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut out = Replayed {
         next_number: 1,
         ..Default::default()
     };
+    let read = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
+        let reader = s.spawn(move || read_segments(&segments, tx));
+        for chunk in rx {
+            for rec in chunk {
+                out.records += 1;
+                out.next_number += 1;
+                if let Record::Order(o) = &rec {
+                    out.orders += 1;
+                    out.next_number = out.next_number.max(o.number + 1);
+                    let s = out.seqs.entry(o.room.clone()).or_insert(0);
+                    *s = (*s).max(o.seq);
+                }
+                apply.apply(&rec, Mode::Replay);
+            }
+        }
+        reader.join().expect("journal reader thread")
+    })?;
+    out.last_segment = read.last_segment;
+    out.cut = read.cut;
+    Ok(out)
+}
+
+fn read_segments(
+    segments: &[PathBuf],
+    tx: std::sync::mpsc::SyncSender<Vec<Record>>,
+) -> Result<Read, JournalError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JournalError::Io { path, source }
+    };
+    let mut out = Read::default();
+    let mut chunk = Vec::with_capacity(CHUNK);
     for (i, path) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
         let buf = fs::read(path).map_err(io(path))?;
@@ -53,15 +96,14 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
                         offset: pos as u64,
                         detail: format!("undecodable record: {e}"),
                     })?;
-                    out.records += 1;
-                    out.next_number += 1;
-                    if let Record::Order(o) = &rec {
-                        out.orders += 1;
-                        out.next_number = out.next_number.max(o.number + 1);
-                        let s = out.seqs.entry(o.room.clone()).or_insert(0);
-                        *s = (*s).max(o.seq);
+                    chunk.push(rec);
+                    if chunk.len() == CHUNK
+                        && tx
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                            .is_err()
+                    {
+                        return Ok(out);
                     }
-                    apply.apply(&rec, Mode::Replay);
                     pos += len;
                 }
                 bad => {
@@ -96,6 +138,7 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
             out.last_segment = Some((path.clone(), len));
         }
     }
+    let _ = tx.send(chunk);
     Ok(out)
 }
 

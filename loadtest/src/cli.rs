@@ -1,0 +1,277 @@
+//! Command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Load tests for livehub: flash-sale spikes, steady buy load, connection ramps, dashboard
+/// fan-out and soaks, each followed by invariant checks against the server's REST API.
+#[derive(Debug, Parser)]
+#[command(name = "livehub-loadtest", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Flags every scenario takes (they may come before or after the subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The livehub server (http only).
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// Admin bearer token (rooms, SKUs, the orders export).
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Viewer bearer token (stats, audit, dashboards); defaults to the admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_VIEWER_TOKEN",
+        hide_env_values = true
+    )]
+    pub viewer_token: Option<String>,
+    /// HS256 secret to sign buyer JWTs with (claims `sub`, `exp`, `room`).
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_BUYER_SECRET",
+        hide_env_values = true
+    )]
+    pub buyer_secret: Option<String>,
+    /// Connect buyers with `?user=` (the server must run with --open-buyers).
+    #[arg(long, global = true)]
+    pub open_buyers: bool,
+    /// Room to use; default a fresh `lt-<unix ms>`. It should be fresh: the checks compare
+    /// the whole room's figures with what this run saw.
+    #[arg(long, global = true)]
+    pub room: Option<String>,
+    /// Print the summary as one JSON object on stdout instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Bind client sockets to 127.0.0.1 .. 127.0.0.N, round robin (more source ports).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub sources: u8,
+    /// Hard bound on the whole run, checks included (default: the scenario's nominal time + 120 s).
+    #[arg(long, global = true)]
+    pub max_seconds: Option<u64>,
+    /// Write a self-contained HTML report with charts to this file.
+    #[arg(long, global = true)]
+    pub report: Option<PathBuf>,
+    /// A buy without an ack after this long counts as timed out.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub ack_timeout: Duration,
+    /// Connection attempts in progress at once.
+    #[arg(long, global = true, default_value_t = 128)]
+    pub connect_concurrency: usize,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Trigger {
+    /// Each buyer buys the moment its socket receives `{"op":"sale","state":"open"}`.
+    Push,
+    /// Every buyer buys once the `POST .../open` call has returned.
+    Response,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Flash sale: N buyers wait on a scheduled SKU, the sale opens, everyone buys at once.
+    Spike(SpikeArgs),
+    /// Steady buy load: open loop at a total rate, or closed loop with P buys in flight per connection.
+    Steady(SteadyArgs),
+    /// Connections grow to N at R/s, then hold; server memory per connection from /metrics.
+    Ramp(RampArgs),
+    /// N dashboard sockets: snapshots/s per socket and the delay from a snapshot's ts_ms to receipt.
+    Dashboards(DashboardsArgs),
+    /// Mixed buyers and dashboards for a long time, with invariant checks every minute.
+    Soak(SoakArgs),
+    /// A plain WebSocket echo server speaking the buyer frames (hello on connect, ack per buy).
+    EchoServer(EchoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpikeArgs {
+    /// Buyers (one connection and one buy each).
+    #[arg(long)]
+    pub buyers: usize,
+    /// The SKU's stock.
+    #[arg(long)]
+    pub stock: u64,
+    /// limit_per_user (default none).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Units per buy.
+    #[arg(long, default_value_t = 1)]
+    pub qty: u64,
+    #[arg(long, default_value_t = 9900)]
+    pub price_fen: u64,
+    #[arg(long, default_value = "A1")]
+    pub sku: String,
+    /// When buyers send their buy.
+    #[arg(long, value_enum, default_value_t = Trigger::Push)]
+    pub trigger: Trigger,
+    /// With --trigger push: a buyer that has not seen the open push this long after the open
+    /// call returned buys anyway (and is counted as a missed push).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub push_grace: Duration,
+    /// Also run the same buyers and frames against an in-process echo server and compare.
+    #[arg(long)]
+    pub against_echo: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["rate", "in_flight"])))]
+pub struct SteadyArgs {
+    /// Buyer connections.
+    #[arg(long)]
+    pub connections: usize,
+    /// How long the load runs (e.g. 30s, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Open loop: total buys a second over all connections (latency from the intended send time).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: buys in flight per connection.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
+    /// SKUs the buys spread over.
+    #[arg(long, default_value_t = 1)]
+    pub skus: usize,
+    /// Stock of each SKU.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub stock: u64,
+    #[arg(long, default_value_t = 1)]
+    pub qty: u64,
+    #[arg(long, default_value_t = 9900)]
+    pub price_fen: u64,
+    /// Also run the same load against an in-process echo server and report livehub / echo.
+    #[arg(long)]
+    pub against_echo: bool,
+    /// The --url is an echo server (`echo-server`): skip the REST setup and the checks.
+    #[arg(long)]
+    pub echo_target: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RampArgs {
+    /// Connections to reach.
+    #[arg(long)]
+    pub connections: usize,
+    /// New connections a second.
+    #[arg(long)]
+    pub per_second: f64,
+    /// How long to hold them once all are up (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub hold: Duration,
+    /// While holding, each connection sends `{"op":"ping"}` this often (0 for never).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ping_every: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardsArgs {
+    /// Dashboard sockets.
+    #[arg(long)]
+    pub count: usize,
+    /// How long to watch once all are connected.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Run a steady open-loop buy load of this many buys/s alongside.
+    #[arg(long)]
+    pub with_buys: Option<f64>,
+    /// Buyer connections for --with-buys.
+    #[arg(long, default_value_t = 20)]
+    pub buy_connections: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Buyer connections.
+    #[arg(long)]
+    pub buyers: usize,
+    /// Dashboard sockets.
+    #[arg(long)]
+    pub dashboards: usize,
+    /// Total buys a second (open loop); default one per buyer a second.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value_t = 4)]
+    pub skus: usize,
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub stock: u64,
+    /// Invariant checks this often while the load runs (and once at the end).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub check_every: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    #[arg(long, default_value = "127.0.0.1:18790")]
+    pub listen: SocketAddr,
+    /// Leave Nagle's algorithm on for accepted sockets (no TCP_NODELAY), as a server that does
+    /// not set it would: shows what that costs in latency.
+    #[arg(long)]
+    pub nagle: bool,
+    /// Also push a `{"op":"stock",...}` frame to every socket this often, like livehub's stock
+    /// pushes (at most 10 a second per SKU). 0 for none.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub push_every: Duration,
+}
+
+/// `250ms`, `30s`, `2m`, `1h`, or plain seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 2m, 1h)"))?;
+    if !(v.is_finite() && v >= 0.0) || v * mult > 1e7 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! A plain WebSocket server on the same stack as livehub's clients (tokio + tokio-tungstenite)
+//! that speaks just enough of the buyer protocol for the same client code to run against it:
+//! `hello` on connect, an ack-shaped frame of similar size for every buy, `pong` for `ping`.
+//! No journal, no fsync, no inventory: the transport's ceiling on this machine.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::net::now_ms;
+
+#[derive(Deserialize)]
+struct In<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    req: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sku: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    qty: Option<u64>,
+}
+
+/// The answer to one text frame.
+fn answer(text: &str, orders: &AtomicU64) -> String {
+    match serde_json::from_str::<In>(text) {
+        Ok(m) if m.op == "buy" => {
+            let n = orders.fetch_add(1, Ordering::Relaxed) + 1;
+            let qty = m.qty.unwrap_or(1);
+            format!(
+                r#"{{"op":"ack","req":"{}","ok":true,"order":"E{n}","sku":"{}","qty":{qty},"amount_fen":{},"left":0}}"#,
+                m.req.as_deref().unwrap_or(""),
+                m.sku.as_deref().unwrap_or(""),
+                9900 * qty
+            )
+        }
+        Ok(m) if m.op == "ping" => format!(r#"{{"op":"pong","server_time_ms":{}}}"#, now_ms()),
+        _ => r#"{"op":"error","error":"bad_request","detail":"echo server: not a buy"}"#.to_owned(),
+    }
+}
+
+/// How the echo server treats its sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoOptions {
+    /// TCP_NODELAY on accepted sockets.
+    pub nodelay: bool,
+    /// Push a `stock` frame to every socket this often (zero: never).
+    pub push_every: Duration,
+}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        EchoOptions {
+            nodelay: true,
+            push_every: Duration::ZERO,
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
+    let _ = stream.set_nodelay(opts.nodelay);
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let hello = format!(
+        r#"{{"op":"hello","room":"echo","user":"echo","server_time_ms":{},"skus":[]}}"#,
+        now_ms()
+    );
+    if ws.send(Message::text(hello)).await.is_err() {
+        return;
+    }
+    let pushing = !opts.push_every.is_zero();
+    let mut pushes = tokio::time::interval(if pushing {
+        opts.push_every
+    } else {
+        Duration::from_secs(3600)
+    });
+    let mut left: u64 = 1_000_000_000;
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let reply = answer(&t, &orders);
+                    if ws.send(Message::text(reply)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            _ = pushes.tick(), if pushing => {
+                left = left.saturating_sub(1);
+                let push = format!(r#"{{"op":"stock","sku":"S1","left":{left},"state":"open"}}"#);
+                if ws.send(Message::text(push)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Serves until the process ends.
+pub async fn serve(listener: TcpListener, opts: EchoOptions) {
+    let orders = Arc::new(AtomicU64::new(0));
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                tokio::spawn(handle(s, orders.clone(), opts));
+            }
+            // Out of file descriptors and the like: back off a little.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Starts an echo server on `127.0.0.1:0` on its own runtime (two worker threads, like a
+/// separate server process would have), and returns its address.
+pub fn spawn_in_process() -> anyhow::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("echo-server".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("echo-worker")
+                .enable_all()
+                .build()
+                .expect("echo runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("echo listener");
+                serve(listener, EchoOptions::default()).await
+            });
+        })?;
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_buys_with_acks() {
+        let n = AtomicU64::new(0);
+        let a: serde_json::Value =
+            serde_json::from_str(&answer(r#"{"op":"buy","req":"r1","sku":"A1","qty":2}"#, &n))
+                .unwrap();
+        assert_eq!(a["op"], "ack");
+        assert_eq!(a["req"], "r1");
+        assert_eq!(a["ok"], true);
+        assert_eq!(a["order"], "E1");
+        assert_eq!(a["amount_fen"], 19800);
+        let p: serde_json::Value = serde_json::from_str(&answer(r#"{"op":"ping"}"#, &n)).unwrap();
+        assert_eq!(p["op"], "pong");
+    }
+}

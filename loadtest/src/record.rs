@@ -1,0 +1,247 @@
+//! Latency recorders: one HDR histogram for the whole run, plus a timeline of fixed-width
+//! buckets (count, ok, rejected, p50/p99/max) for the charts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Latencies are recorded in microseconds, up to an hour.
+const MAX_US: u64 = 3_600_000_000;
+
+pub enum Outcome<'a> {
+    /// An accepted buy.
+    Ok,
+    /// A rejected buy, with its error code.
+    Rejected(&'a str),
+    /// Anything else that has a latency (a snapshot, a pong, a connect).
+    Event,
+}
+
+/// One bucket of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Bucket start, seconds since the recorder started.
+    pub t: f64,
+    pub count: u64,
+    pub ok: u64,
+    pub rejected: u64,
+    /// Events a second in this bucket.
+    pub rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+struct Inner {
+    all: Histogram<u64>,
+    cur_idx: u64,
+    cur: Histogram<u64>,
+    cur_count: u64,
+    cur_ok: u64,
+    cur_rej: u64,
+    points: Vec<Point>,
+    reasons: BTreeMap<String, u64>,
+}
+
+pub struct Recorder {
+    pub name: String,
+    pub start: Instant,
+    bucket: Duration,
+    pub count: AtomicU64,
+    pub ok: AtomicU64,
+    pub rejected: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+fn hist(sigfig: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, sigfig).expect("valid histogram bounds")
+}
+
+pub fn ms(us: u64) -> f64 {
+    (us as f64 / 1000.0 * 1000.0).round() / 1000.0
+}
+
+impl Recorder {
+    pub fn new(name: &str, start: Instant, bucket: Duration) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            name: name.to_owned(),
+            start,
+            bucket,
+            count: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                all: hist(3),
+                cur_idx: 0,
+                cur: hist(2),
+                cur_count: 0,
+                cur_ok: 0,
+                cur_rej: 0,
+                points: Vec::new(),
+                reasons: BTreeMap::new(),
+            }),
+        })
+    }
+
+    fn idx(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.start).as_nanos() / self.bucket.as_nanos().max(1)) as u64
+    }
+
+    pub fn record(&self, at: Instant, latency_us: u64, outcome: Outcome) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let idx = self.idx(at);
+        let mut g = self.inner.lock().unwrap();
+        self.roll(&mut g, idx);
+        let v = latency_us.clamp(1, MAX_US);
+        g.all.saturating_record(v);
+        g.cur.saturating_record(v);
+        g.cur_count += 1;
+        match outcome {
+            Outcome::Ok => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                g.cur_ok += 1;
+            }
+            Outcome::Rejected(code) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                g.cur_rej += 1;
+                if let Some(n) = g.reasons.get_mut(code) {
+                    *n += 1;
+                } else {
+                    g.reasons.insert(code.to_owned(), 1);
+                }
+            }
+            Outcome::Event => {}
+        }
+    }
+
+    /// Closes the buckets that ended before `now`.
+    pub fn tick(&self, now: Instant) {
+        let idx = self.idx(now);
+        let mut g = self.inner.lock().unwrap();
+        self.roll(&mut g, idx);
+    }
+
+    fn roll(&self, g: &mut Inner, idx: u64) {
+        let secs = self.bucket.as_secs_f64();
+        while g.cur_idx < idx {
+            let empty = g.cur_count == 0;
+            let p = Point {
+                t: g.cur_idx as f64 * secs,
+                count: g.cur_count,
+                ok: g.cur_ok,
+                rejected: g.cur_rej,
+                rate: g.cur_count as f64 / secs,
+                p50_ms: (!empty).then(|| ms(g.cur.value_at_quantile(0.5))),
+                p99_ms: (!empty).then(|| ms(g.cur.value_at_quantile(0.99))),
+                max_ms: (!empty).then(|| ms(g.cur.max())),
+            };
+            g.points.push(p);
+            g.cur.reset();
+            g.cur_count = 0;
+            g.cur_ok = 0;
+            g.cur_rej = 0;
+            g.cur_idx += 1;
+        }
+    }
+
+    /// Everything recorded, with the timeline closed at `end`.
+    pub fn finish(&self, end: Instant) -> Finished {
+        // Close the bucket `end` falls in too; its rate is over the part that elapsed.
+        let idx = self.idx(end) + 1;
+        let mut g = self.inner.lock().unwrap();
+        self.roll(&mut g, idx);
+        if let Some(last) = g.points.last_mut() {
+            let covered = end.saturating_duration_since(self.start).as_secs_f64() - last.t;
+            if covered > 0.0 && covered < self.bucket.as_secs_f64() {
+                last.rate = last.count as f64 / covered.max(0.05 * self.bucket.as_secs_f64());
+            }
+        }
+        Finished {
+            name: self.name.clone(),
+            bucket_s: self.bucket.as_secs_f64(),
+            hist: g.all.clone(),
+            points: g.points.clone(),
+            reasons: g.reasons.clone(),
+            count: self.count.load(Ordering::Relaxed),
+            ok: self.ok.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A recorder's final figures.
+#[derive(Clone)]
+pub struct Finished {
+    pub name: String,
+    pub bucket_s: f64,
+    pub hist: Histogram<u64>,
+    pub points: Vec<Point>,
+    pub reasons: BTreeMap<String, u64>,
+    pub count: u64,
+    pub ok: u64,
+    pub rejected: u64,
+}
+
+/// Percentiles the distribution chart shows.
+pub const DIST_PERCENTILES: [f64; 17] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999,
+    99.9999, 100.0,
+];
+
+impl Finished {
+    pub fn latency_json(&self) -> Value {
+        latency_json(&self.hist)
+    }
+
+    pub fn p(&self, q: f64) -> f64 {
+        ms(self.hist.value_at_quantile(q))
+    }
+
+    pub fn distribution(&self) -> Vec<(f64, f64)> {
+        if self.hist.is_empty() {
+            return Vec::new();
+        }
+        DIST_PERCENTILES
+            .iter()
+            .map(|&p| (p, ms(self.hist.value_at_percentile(p))))
+            .collect()
+    }
+}
+
+pub fn latency_json(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    json!({
+        "count": h.len(),
+        "mean_ms": (h.mean() / 1000.0 * 1000.0).round() / 1000.0,
+        "p50_ms": ms(h.value_at_quantile(0.5)),
+        "p90_ms": ms(h.value_at_quantile(0.9)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+/// A plain histogram for things measured once per connection (connect times and the like).
+pub struct Simple(Mutex<Histogram<u64>>);
+
+impl Simple {
+    pub fn new() -> Simple {
+        Simple(Mutex::new(hist(3)))
+    }
+    pub fn record(&self, us: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .saturating_record(us.clamp(1, MAX_US));
+    }
+    pub fn json(&self) -> Value {
+        latency_json(&self.0.lock().unwrap())
+    }
+}

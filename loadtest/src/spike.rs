@@ -1,0 +1,263 @@
+//! `spike`: a flash sale. N buyers connect to a room whose SKU is scheduled far in the future;
+//! the sale is opened with `POST .../open`; each buyer sends one buy the moment its socket
+//! gets the `{"op":"sale","state":"open"}` push (default), or, with `--trigger response`,
+//! once the open call returned. Measures the time from the open call to sell-out (the last
+//! ok ack), ack latency, the push fan-out, and rejections by reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use crate::buyer::{connect_many, spike_buyer, SpikeResult, SpikeShared};
+use crate::cli::{SpikeArgs, Trigger};
+use crate::ctx::Ctx;
+use crate::invariants::{Checker, Expect};
+use crate::net::Target;
+use crate::record::{ms, Finished, Recorder, Simple};
+use crate::scenario::{self, Totals};
+
+struct Run {
+    totals: Totals,
+    finished: Finished,
+    /// µs after the open call: first ok, last ok (sell-out), last ack.
+    first_ok_us: Option<u64>,
+    last_ok_us: Option<u64>,
+    last_ack_us: Option<u64>,
+    open_call_us: u64,
+    push_us: Vec<u64>,
+    missed_push: u64,
+    connected: usize,
+    connect_times: Arc<Simple>,
+}
+
+async fn run(
+    ctx: &Arc<Ctx>,
+    a: &SpikeArgs,
+    target: &Target,
+    echo: bool,
+    name: &str,
+) -> anyhow::Result<Run> {
+    let rec = Recorder::new(name, Instant::now(), Duration::from_millis(100));
+    ctx.add_recorder(&rec);
+    let times = Arc::new(Simple::new());
+    ctx.pb
+        .set_message(format!("{name}: connecting {} buyers", a.buyers));
+    let conns = connect_many(
+        ctx,
+        target,
+        a.buyers,
+        scenario::buyer_path(ctx, echo, "b")?,
+        true,
+        &times,
+    )
+    .await;
+    let connected = conns.len();
+    let (go_tx, go_rx) = watch::channel(false);
+    let shared = Arc::new(SpikeShared::default());
+    let use_push = !echo && a.trigger == Trigger::Push;
+    let sku: Arc<str> = Arc::from(a.sku.as_str());
+    let price = (!echo).then_some(a.price_fen);
+    let prefix: Arc<str> = Arc::from(format!("{}{}", ctx.run_id, if echo { "e" } else { "s" }));
+    let mut set = tokio::task::JoinSet::new();
+    for c in conns {
+        set.spawn(spike_buyer(
+            ctx.clone(),
+            c,
+            sku.clone(),
+            a.qty,
+            price,
+            use_push,
+            go_rx.clone(),
+            shared.clone(),
+            rec.clone(),
+            prefix.clone(),
+        ));
+    }
+    // Let every buyer task start reading its socket.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ctx.pb.set_length(connected as u64);
+    ctx.pb.set_position(0);
+    ctx.pb.set_message(format!("{name}: open"));
+    let t_open = Instant::now();
+    let _ = shared.t_open.set(t_open);
+    let open_call_us;
+    if echo {
+        open_call_us = 0;
+        let _ = go_tx.send(true);
+    } else {
+        let state = ctx.rest.open(&ctx.room, &a.sku).await?;
+        open_call_us = t_open.elapsed().as_micros() as u64;
+        if state["state"] != "open" && state["state"] != "sold_out" {
+            ctx.anomaly(format!("open returned state {}", state["state"]));
+        }
+        match a.trigger {
+            Trigger::Response => {
+                let _ = go_tx.send(true);
+            }
+            Trigger::Push => {
+                let grace = a.push_grace;
+                let tx = go_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = tx.send(true);
+                });
+            }
+        }
+    }
+    let mut totals = Totals::default();
+    let (mut first_ok, mut last_ok, mut last_ack): (
+        Option<Instant>,
+        Option<Instant>,
+        Option<Instant>,
+    ) = (None, None, None);
+    while let Some(r) = set.join_next().await {
+        let Ok(SpikeResult { res, acked_at }) = r else {
+            continue;
+        };
+        ctx.pb.inc(1);
+        if let Some((at, ok)) = acked_at {
+            last_ack = last_ack.max(Some(at));
+            if ok {
+                last_ok = last_ok.max(Some(at));
+                first_ok = Some(first_ok.map_or(at, |f: Instant| f.min(at)));
+            }
+        }
+        totals.add(res);
+    }
+    drop(go_tx);
+    let us = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t_open).as_micros() as u64);
+    let mut push_us = shared.push_us.lock().unwrap().clone();
+    push_us.sort_unstable();
+    Ok(Run {
+        totals,
+        finished: rec.finish(Instant::now()),
+        first_ok_us: us(first_ok),
+        last_ok_us: us(last_ok),
+        last_ack_us: us(last_ack),
+        open_call_us,
+        push_us,
+        missed_push: shared.missed_push.load(Ordering::Relaxed),
+        connected,
+        connect_times: times,
+    })
+}
+
+fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
+    let pct = |v: &[u64], q: f64| -> Option<f64> {
+        (!v.is_empty()).then(|| ms(v[((v.len() - 1) as f64 * q).round() as usize]))
+    };
+    json!({
+        "connections": scenario::connections_json(ctx, buyers, r.connected, &r.connect_times),
+        "buys": {
+            "sent": r.totals.sent,
+            "acks": r.finished.count,
+            "ok": r.finished.ok,
+            "rejected": r.finished.rejected,
+            "timed_out": r.totals.timed_out.len(),
+            "rejections": r.finished.reasons,
+            "latency": r.finished.latency_json(),
+        },
+        "timing_ms": {
+            "open_call": ms(r.open_call_us),
+            "first_ok_after_open": r.first_ok_us.map(ms),
+            "sell_out_after_open": r.last_ok_us.map(ms),
+            "last_ack_after_open": r.last_ack_us.map(ms),
+        },
+        "open_push_ms_after_open": {
+            "received": r.push_us.len(),
+            "missed": r.missed_push,
+            "first": pct(&r.push_us, 0.0),
+            "p50": pct(&r.push_us, 0.5),
+            "p99": pct(&r.push_us, 0.99),
+            "last": pct(&r.push_us, 1.0),
+        },
+    })
+}
+
+pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.buyers > 0 && a.qty > 0,
+        "--buyers and --qty must be at least 1"
+    );
+    scenario::setup_room(&ctx, &format!("load test spike {}", ctx.run_id)).await?;
+    scenario::setup_sku(
+        &ctx,
+        &a.sku,
+        a.price_fen,
+        a.stock,
+        a.limit,
+        Some(scenario::FAR_FUTURE_MS),
+    )
+    .await?;
+    let mut checker = Checker::new(ctx.rest.clone(), &ctx.room).await?;
+    let sampler = ctx.spawn_sampler(Duration::from_millis(100));
+    let target = ctx.target.clone();
+    let r = run(&ctx, &a, &target, false, "buys").await?;
+
+    // Demand: every buyer that sent its buy; a per-user limit below qty makes every buy fail.
+    let sent_units = r.totals.sent * a.qty;
+    let expected = if a.limit.is_some_and(|l| a.qty > l) {
+        0
+    } else if sent_units >= a.stock {
+        a.stock - a.stock % a.qty
+    } else {
+        sent_units
+    };
+    let stock = HashMap::from([(a.sku.clone(), a.stock)]);
+    let expect_sold = HashMap::from([(a.sku.clone(), expected)]);
+    ctx.pb.set_message("checking");
+    let checks = checker
+        .run(&Expect {
+            oks: &r.totals.oks,
+            timed_out: &r.totals.timed_out,
+            stock: &stock,
+            expect_sold: Some(&expect_sold),
+            limit_per_user: a.limit,
+            final_check: true,
+        })
+        .await;
+
+    let mut results = Map::new();
+    let mut main = run_json(&ctx, &r, a.buyers);
+    main["demand_units"] = json!(sent_units);
+    main["expected_sold"] = json!(expected);
+    results.insert("livehub".into(), main);
+    let mut recs = vec![r.finished.clone()];
+    if a.against_echo {
+        let addr = crate::echo::spawn_in_process()?;
+        let echo_target = Target::from_addr(addr);
+        let before_failed = ctx.conn_failed.load(Ordering::Relaxed);
+        let e = run(&ctx, &a, &echo_target, true, "echo buys").await?;
+        let mut ej = run_json(&ctx, &e, a.buyers);
+        ej["address"] = json!(addr.to_string());
+        ej["connections"]["failed"] =
+            json!(ctx.conn_failed.load(Ordering::Relaxed) - before_failed);
+        results.insert("echo".into(), ej);
+        let ratio = |x: Option<u64>, y: Option<u64>| match (x, y) {
+            (Some(x), Some(y)) if y > 0 => Some(((x as f64 / y as f64) * 100.0).round() / 100.0),
+            _ => None,
+        };
+        results.insert(
+            "livehub_vs_echo".into(),
+            json!({
+                "all_acked_time_ratio": ratio(r.last_ack_us, e.last_ack_us),
+                "p50_latency_ratio": (e.finished.p(0.5) > 0.0).then(|| ((r.finished.p(0.5) / e.finished.p(0.5)) * 100.0).round() / 100.0),
+                "p99_latency_ratio": (e.finished.p(0.99) > 0.0).then(|| ((r.finished.p(0.99) / e.finished.p(0.99)) * 100.0).round() / 100.0),
+                "note": "livehub figure / echo figure for the same buyers and frames (>1: slower than the echo ceiling)",
+            }),
+        );
+        recs.push(e.finished);
+    }
+    sampler.store(true, Ordering::Relaxed);
+    let params = json!({
+        "buyers": a.buyers, "stock": a.stock, "limit": a.limit, "qty": a.qty, "price_fen": a.price_fen,
+        "sku": a.sku, "trigger": format!("{:?}", a.trigger).to_lowercase(), "sources": ctx.common.sources,
+    });
+    Ok(scenario::finish(
+        &ctx, "spike", params, results, checks, recs, &target,
+    ))
+}

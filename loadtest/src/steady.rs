@@ -1,0 +1,237 @@
+//! `steady`: a buy load held for a duration. Open loop (`--rate R`, total buys/s; each
+//! connection sends on a fixed schedule and latency counts from the intended send time, so a
+//! stalled server is not hidden by the client waiting: coordinated omission corrected) or
+//! closed loop (`--in-flight P` buys waiting per connection; latency from the actual send).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::buyer::{connect_many, Mode, Plan};
+use crate::cli::SteadyArgs;
+use crate::ctx::Ctx;
+use crate::invariants::{Checker, Expect};
+use crate::net::Target;
+use crate::record::{Finished, Recorder, Simple};
+use crate::scenario::{self, Totals};
+
+pub struct LoadRun {
+    pub totals: Totals,
+    pub finished: Finished,
+    pub acks_by_end: u64,
+    pub window: Duration,
+    pub connected: usize,
+    pub connect_times: Arc<Simple>,
+}
+
+impl LoadRun {
+    pub fn json(&self, ctx: &Ctx, wanted: usize) -> Value {
+        json!({
+            "connections": scenario::connections_json(ctx, wanted, self.connected, &self.connect_times),
+            "window_s": (self.window.as_secs_f64() * 100.0).round() / 100.0,
+            "buys": scenario::buy_json(&self.finished, self.window, self.acks_by_end, &self.totals),
+        })
+    }
+
+    pub fn acks_per_s(&self) -> f64 {
+        self.acks_by_end as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+}
+
+pub struct LoadSpec<'a> {
+    pub name: &'a str,
+    pub connections: usize,
+    pub duration: Duration,
+    pub mode: Mode,
+    pub skus: Vec<String>,
+    pub prices: Option<HashMap<String, u64>>,
+    pub qty: u64,
+    pub echo: bool,
+    pub user_prefix: &'static str,
+    pub req_tag: &'static str,
+}
+
+/// Connects, runs the load, closes; the recorder goes into the context (progress, report).
+pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyhow::Result<LoadRun> {
+    let times = Arc::new(Simple::new());
+    ctx.pb
+        .set_message(format!("{}: connecting {}", s.name, s.connections));
+    let conns = connect_many(
+        ctx,
+        target,
+        s.connections,
+        scenario::buyer_path(ctx, s.echo, s.user_prefix)?,
+        true,
+        &times,
+    )
+    .await;
+    let connected = conns.len();
+    let rec = Recorder::new(s.name, Instant::now(), Duration::from_secs(1));
+    ctx.add_recorder(&rec);
+    let t0 = scenario::soon();
+    let reserve = ctx.common.ack_timeout + Duration::from_secs(20);
+    let end = ctx.clamp(t0 + s.duration, reserve);
+    let drain_until = ctx.clamp(end + ctx.common.ack_timeout, Duration::from_secs(15));
+    let plan = Arc::new(Plan {
+        t0,
+        end,
+        drain_until,
+        mode: s.mode,
+        skus: s.skus,
+        prices: s.prices,
+        qty: s.qty,
+        req_prefix: format!("{}{}", ctx.run_id, s.req_tag),
+        sink: None,
+    });
+    ctx.pb.set_length(s.duration.as_secs().max(1));
+    ctx.pb.set_position(0);
+    let pb = ctx.pb.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pb.set_position(t0.elapsed().as_secs());
+        }
+    });
+    let (totals, acks_by_end) = scenario::run_buys(ctx, conns, plan, &rec).await;
+    ticker.abort();
+    Ok(LoadRun {
+        totals,
+        finished: rec.finish(Instant::now()),
+        acks_by_end,
+        window: end.saturating_duration_since(t0),
+        connected,
+        connect_times: times,
+    })
+}
+
+pub fn mode_of(
+    rate: Option<f64>,
+    in_flight: Option<usize>,
+    connections: usize,
+) -> anyhow::Result<Mode> {
+    match (rate, in_flight) {
+        (Some(r), None) => {
+            anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
+            let per_conn = r / connections.max(1) as f64;
+            Ok(Mode::Open {
+                interval: Duration::from_secs_f64(1.0 / per_conn),
+                conns: connections,
+            })
+        }
+        (None, Some(p)) => {
+            anyhow::ensure!(p > 0, "--in-flight must be at least 1");
+            Ok(Mode::Closed { in_flight: p })
+        }
+        _ => anyhow::bail!("give exactly one of --rate (open loop) or --in-flight (closed loop)"),
+    }
+}
+
+pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.connections > 0 && a.skus > 0 && a.qty > 0,
+        "--connections, --skus and --qty must be at least 1"
+    );
+    let mode = mode_of(a.rate, a.in_flight, a.connections)?;
+    let skus: Vec<String> = (1..=a.skus).map(|i| format!("S{i}")).collect();
+    let target = ctx.target.clone();
+    let mut checker = None;
+    if !a.echo_target {
+        scenario::setup_room(&ctx, &format!("load test steady {}", ctx.run_id)).await?;
+        for s in &skus {
+            scenario::setup_sku(&ctx, s, a.price_fen, a.stock, None, None).await?;
+        }
+        checker = Some(Checker::new(ctx.rest.clone(), &ctx.room).await?);
+    }
+    let sampler = ctx.spawn_sampler(Duration::from_secs(1));
+    let r = run_load(
+        &ctx,
+        &target,
+        LoadSpec {
+            name: "buys",
+            connections: a.connections,
+            duration: a.duration,
+            mode,
+            skus: skus.clone(),
+            prices: (!a.echo_target).then(|| scenario::prices(&skus, a.price_fen)),
+            qty: a.qty,
+            echo: a.echo_target,
+            user_prefix: "c",
+            req_tag: "s",
+        },
+    )
+    .await?;
+    let mut checks = Vec::new();
+    if let Some(c) = checker.as_mut() {
+        ctx.pb.set_message("checking");
+        let stock: HashMap<String, u64> = skus.iter().map(|s| (s.clone(), a.stock)).collect();
+        checks = c
+            .run(&Expect {
+                oks: &r.totals.oks,
+                timed_out: &r.totals.timed_out,
+                stock: &stock,
+                expect_sold: None,
+                limit_per_user: None,
+                final_check: true,
+            })
+            .await;
+    }
+    let mut results = Map::new();
+    results.insert(
+        if a.echo_target {
+            "echo".into()
+        } else {
+            "livehub".into()
+        },
+        r.json(&ctx, a.connections),
+    );
+    let mut recs = vec![r.finished.clone()];
+    if a.against_echo && !a.echo_target {
+        let addr = crate::echo::spawn_in_process()?;
+        let e = run_load(
+            &ctx,
+            &Target::from_addr(addr),
+            LoadSpec {
+                name: "echo buys",
+                connections: a.connections,
+                duration: a.duration,
+                mode,
+                skus: skus.clone(),
+                prices: None,
+                qty: a.qty,
+                echo: true,
+                user_prefix: "c",
+                req_tag: "e",
+            },
+        )
+        .await?;
+        let mut ej = e.json(&ctx, a.connections);
+        ej["address"] = json!(addr.to_string());
+        results.insert("echo".into(), ej);
+        let (lp, ep) = (r.finished.p(0.99), e.finished.p(0.99));
+        let (l5, e5) = (r.finished.p(0.5), e.finished.p(0.5));
+        results.insert(
+            "livehub_vs_echo".into(),
+            json!({
+                "throughput_ratio": (e.acks_per_s() > 0.0).then(|| ((r.acks_per_s() / e.acks_per_s()) * 1000.0).round() / 1000.0),
+                "p50_latency_ratio": (e5 > 0.0).then(|| ((l5 / e5) * 100.0).round() / 100.0),
+                "p99_latency_ratio": (ep > 0.0).then(|| ((lp / ep) * 100.0).round() / 100.0),
+                "note": "livehub figure / echo figure, same connections, frames and mode, same machine",
+            }),
+        );
+        recs.push(e.finished);
+    }
+    sampler.store(true, Ordering::Relaxed);
+    let params = json!({
+        "connections": a.connections,
+        "duration_s": a.duration.as_secs_f64(),
+        "mode": if a.rate.is_some() { "open" } else { "closed" },
+        "rate": a.rate, "in_flight": a.in_flight, "skus": a.skus, "stock": a.stock, "qty": a.qty,
+        "sources": ctx.common.sources,
+    });
+    Ok(scenario::finish(
+        &ctx, "steady", params, results, checks, recs, &target,
+    ))
+}
