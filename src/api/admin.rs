@@ -1,14 +1,14 @@
 //! Admin handlers: rooms, SKUs, stock, sale windows and the orders export.
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{check_ids, require, ApiError};
+use super::{check_ids, require, ApiError, JsonBody};
 use crate::admin::RoomView;
 use crate::auth::Access;
 use crate::inventory::SkuDef;
@@ -29,11 +29,10 @@ pub async fn put_room(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(room): Path<String>,
-    body: Result<Json<RoomBody>, JsonRejection>,
+    JsonBody(body): JsonBody<RoomBody>,
 ) -> Result<Json<RoomView>, ApiError> {
     require(&s, &headers, Access::Admin)?;
     check_ids(&[("room", &room)])?;
-    let Json(body) = body?;
     Ok(Json(s.hub.put_room(&room, body.title).await?))
 }
 
@@ -55,11 +54,11 @@ pub async fn put_sku(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((room, sku)): Path<(String, String)>,
-    body: Result<Json<SkuBody>, JsonRejection>,
+    JsonBody(body): JsonBody<SkuBody>,
 ) -> Result<Json<SkuState>, ApiError> {
     require(&s, &headers, Access::Admin)?;
     check_ids(&[("room", &room), ("sku", &sku)])?;
-    let Json(b) = body?;
+    let b = body;
     let def = SkuDef {
         name: b.name,
         price_fen: b.price_fen,
@@ -80,11 +79,11 @@ pub async fn change_stock(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((room, sku)): Path<(String, String)>,
-    body: Result<Json<StockBody>, JsonRejection>,
+    JsonBody(body): JsonBody<StockBody>,
 ) -> Result<Json<SkuState>, ApiError> {
     require(&s, &headers, Access::Admin)?;
     check_ids(&[("room", &room), ("sku", &sku)])?;
-    let Json(b) = body?;
+    let b = body;
     Ok(Json(s.hub.change_stock(&room, &sku, b.delta).await?))
 }
 

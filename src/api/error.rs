@@ -1,7 +1,7 @@
 //! The one error type of the REST API: `{"error": code, "detail": text}` with a fitting
 //! status. Internals are logged, never sent.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -72,12 +72,6 @@ impl From<AdminError> for ApiError {
                 ApiError::unavailable("the change could not be made durable; nothing changed")
             }
         }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
-        ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
     }
 }
 

@@ -48,6 +48,38 @@ pub fn require(state: &AppState, headers: &HeaderMap, needed: Access) -> Result<
     }
 }
 
+/// A JSON request body, read whatever its `Content-Type` says (operators send JSON with
+/// `curl -d` too); a body that is not valid JSON for `T` is a 400 saying why.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!("cannot read the body: {}", e.body_text()))
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    ApiError::bad_request(format!("invalid JSON body: {inner}"))
+                } else {
+                    ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
+                }
+            })
+    }
+}
+
 /// Checks path ids.
 pub fn check_ids(pairs: &[(&str, &str)]) -> Result<(), ApiError> {
     for (field, id) in pairs {
