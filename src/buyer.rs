@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::now_ms;
@@ -77,12 +77,26 @@ pub async fn serve(
                 close = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
-            Some((ack, started, is_buy)) = in_flight.next(), if !in_flight.is_empty() => {
-                open = send(&mut tx, &ServerMsg::Ack(ack)).await;
-                if is_buy {
-                    let us = started.elapsed().as_micros() as u64;
-                    room.live.record_latency(us);
-                    metrics::histogram!("livehub_buy_ack_seconds").record(us as f64 / 1e6);
+            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                // Every ack that is ready goes out with one flush: one write for a whole batch.
+                let mut ready = vec![first];
+                while let Some(Some(more)) = in_flight.next().now_or_never() {
+                    ready.push(more);
+                }
+                let mut timings = Vec::with_capacity(ready.len());
+                for (ack, started, is_buy) in ready {
+                    timings.push((started, is_buy));
+                    if open {
+                        open = tx.feed(Message::Text(Utf8Bytes::from(ServerMsg::Ack(ack).to_json()))).await.is_ok();
+                    }
+                }
+                open = open && tx.flush().await.is_ok();
+                for (started, is_buy) in timings {
+                    if is_buy {
+                        let us = started.elapsed().as_micros() as u64;
+                        room.live.record_latency(us);
+                        metrics::histogram!("livehub_buy_ack_seconds").record(us as f64 / 1e6);
+                    }
                 }
             }
             push = pushes.recv() => match push {
