@@ -11,6 +11,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -112,6 +113,11 @@ pub async fn run(
             token.cancel();
         });
     }
+    // Acks are small frames that must leave at once: without TCP_NODELAY, Nagle's algorithm
+    // holds them back behind the delayed ACK of the previous one (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -173,6 +173,9 @@ pub struct Plan {
     /// When given, ok acks go here as they come (for checks while the load runs) instead of
     /// into the connection's result.
     pub sink: Option<Arc<Mutex<Vec<OkAck>>>>,
+    /// Every this many buys, one is sent twice in a row with the same req (0: never): both
+    /// answers must be the same order (idempotency while the first is in flight).
+    pub dup_every: u64,
 }
 
 /// A connection's share of the results.
@@ -265,6 +268,9 @@ pub async fn run_load(
     let Conn { mut ws, idx, user } = conn;
     let mut out = ConnResult::default();
     let mut pending: HashMap<u64, Instant> = HashMap::new();
+    // Repeated buys: seq → the first answer once it came (Ok(order) or Err(code)).
+    let mut dups: HashMap<u64, Option<Result<String, String>>> = HashMap::new();
+    let is_dup = |seq: u64| plan.dup_every > 0 && seq % plan.dup_every == plan.dup_every - 1;
     let mut seq: u64 = 0;
     let k = plan.skus.len().max(1) as u64;
     let sku_of = |seq: u64| plan.skus[((seq + idx as u64) % k) as usize].as_str();
@@ -279,7 +285,7 @@ pub async fn run_load(
     'run: loop {
         let now = Instant::now();
         let sending = now < plan.end;
-        if !sending && (pending.is_empty() || now >= plan.drain_until) {
+        if !sending && ((pending.is_empty() && dups.is_empty()) || now >= plan.drain_until) {
             break;
         }
         let wake = match (sending, plan.mode) {
@@ -320,10 +326,25 @@ pub async fn run_load(
                 match f.op.as_str() {
                     "ack" | "error" => {
                         let s = f.req.as_deref().and_then(|r| req_seq(r, &plan.req_prefix, idx));
+                        let answer = match (&f.ok, &f.order) {
+                            (Some(true), Some(o)) => Ok(o.clone()),
+                            _ => Err(f.error.clone().unwrap_or_else(|| f.op.clone())),
+                        };
+                        // The second answer to a repeated buy: must match the first.
+                        if let Some(Some(first)) = s.and_then(|s| dups.get(&s)) {
+                            if (first.is_ok() || answer.is_ok()) && *first != answer {
+                                ctx.anomaly(format!("idempotency: req {} answered {first:?} then {answer:?}", f.req.as_deref().unwrap_or("")));
+                            }
+                            dups.remove(&s.unwrap_or_default());
+                            continue;
+                        }
                         let Some((s, t)) = s.and_then(|s| pending.remove(&s).map(|t| (s, t))) else {
                             ctx.anomaly(format!("{} for a req not in flight: {:.160}", f.op, text.as_str()));
                             continue;
                         };
+                        if let Some(first) = dups.get_mut(&s) {
+                            *first = Some(answer);
+                        }
                         let lat = at.saturating_duration_since(t).as_micros() as u64;
                         if f.op == "error" {
                             ctx.anomaly(format!("error frame for a valid buy: {:.160}", text.as_str()));
@@ -342,6 +363,10 @@ pub async fn run_load(
                             if Instant::now() < plan.end {
                                 let frame = buy_frame(&plan.req_prefix, idx, seq, sku_of(seq), plan.qty);
                                 pending.insert(seq, Instant::now());
+                                if is_dup(seq) {
+                                    dups.insert(seq, None);
+                                    let _ = ws.feed(Message::text(frame.clone())).await;
+                                }
                                 seq += 1;
                                 out.sent += 1;
                                 if ws.send(Message::text(frame)).await.is_err() {
@@ -367,6 +392,10 @@ pub async fn run_load(
                             let frame = buy_frame(&plan.req_prefix, idx, seq, sku_of(seq), plan.qty);
                             // Latency counts from when the buy should have gone out.
                             pending.insert(seq, next_due);
+                            if is_dup(seq) {
+                                dups.insert(seq, None);
+                                let _ = ws.feed(Message::text(frame.clone())).await;
+                            }
                             seq += 1;
                             next_due += interval;
                             n += 1;
@@ -383,6 +412,10 @@ pub async fn run_load(
                             for _ in 0..in_flight {
                                 let frame = buy_frame(&plan.req_prefix, idx, seq, sku_of(seq), plan.qty);
                                 pending.insert(seq, Instant::now());
+                                if is_dup(seq) {
+                                    dups.insert(seq, None);
+                                    let _ = ws.feed(Message::text(frame.clone())).await;
+                                }
                                 seq += 1;
                                 n += 1;
                                 if ws.feed(Message::text(frame)).await.is_err() {
@@ -402,6 +435,10 @@ pub async fn run_load(
                 }
             }
         }
+    }
+    let unanswered = dups.values().filter(|a| a.is_some()).count();
+    if unanswered > 0 {
+        ctx.anomaly(format!("{unanswered} repeated buys got only one answer"));
     }
     out.timed_out = pending
         .keys()
@@ -438,6 +475,7 @@ impl SpikeShared {
 }
 
 pub struct SpikeResult {
+    pub user: Arc<str>,
     pub res: ConnResult,
     /// When the ack came (any ack), and whether it was ok.
     pub acked_at: Option<(Instant, bool)>,
@@ -460,6 +498,7 @@ pub async fn spike_buyer(
 ) -> SpikeResult {
     let Conn { mut ws, idx, user } = conn;
     let mut out = SpikeResult {
+        user: user.clone(),
         res: ConnResult::default(),
         acked_at: None,
     };

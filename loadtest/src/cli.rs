@@ -117,6 +117,10 @@ pub struct SpikeArgs {
     /// limit_per_user (default none).
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Distinct users (default: one per buyer). Fewer users than buyers puts several
+    /// connections on one user, which tests limit_per_user across connections.
+    #[arg(long)]
+    pub users: Option<usize>,
     /// Units per buy.
     #[arg(long, default_value_t = 1)]
     pub qty: u64,
@@ -167,6 +171,10 @@ pub struct SteadyArgs {
     /// The --url is an echo server (`echo-server`): skip the REST setup and the checks.
     #[arg(long)]
     pub echo_target: bool,
+    /// Every Nth buy is sent twice back to back with the same req: both answers must be the
+    /// same order, and only one order may exist (idempotency under load). 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub dup_every: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -221,6 +229,9 @@ pub struct SoakArgs {
     /// Invariant checks this often while the load runs (and once at the end).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub check_every: Duration,
+    /// Every Nth buy is sent twice with the same req (see `steady --dup-every`). 0: never.
+    #[arg(long, default_value_t = 0)]
+    pub dup_every: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -84,9 +84,9 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
         .await;
     }
     let bconnected = bconns.len();
-    let srec = Recorder::new("snapshots", Instant::now(), Duration::from_secs(1));
+    let srec = Recorder::new("snapshots", ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&srec);
-    let brec = Recorder::new("buys", Instant::now(), Duration::from_secs(1));
+    let brec = Recorder::new("buys", ctx.started, Duration::from_secs(1));
     if a.with_buys.is_some() {
         ctx.add_recorder(&brec);
     }
@@ -113,6 +113,7 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
             qty: 1,
             req_prefix: format!("{}d", ctx.run_id),
             sink: None,
+            dup_every: 0,
         });
         let (ctx, brec) = (ctx.clone(), brec.clone());
         tokio::spawn(async move { scenario::run_buys(&ctx, bconns, plan, &brec).await })

@@ -137,7 +137,7 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
     ctx.warn_fds(a.connections);
     let m0 = ctx.rest.metrics().await.unwrap_or_default();
     let sampler = ctx.spawn_sampler(Duration::from_secs(1));
-    let rec = Recorder::new("pongs", Instant::now(), Duration::from_secs(1));
+    let rec = Recorder::new("pongs", ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
     let times = Arc::new(Simple::new());
     let (stop_tx, stop_rx) = watch::channel(false);

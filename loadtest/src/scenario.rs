@@ -61,15 +61,25 @@ pub async fn setup_sku(
     Ok(v)
 }
 
-/// The path buyer `i` connects with.
+/// The path buyer `i` connects with: user `{prefix}{i}`.
 pub fn buyer_path<'a>(
     ctx: &'a Ctx,
     echo: bool,
     prefix: &'static str,
 ) -> anyhow::Result<impl Fn(usize) -> (Arc<str>, String) + 'a> {
+    buyer_path_users(ctx, echo, prefix, usize::MAX)
+}
+
+/// The path buyer `i` connects with, for `users` distinct users: user `{prefix}{i % users}`.
+pub fn buyer_path_users<'a>(
+    ctx: &'a Ctx,
+    echo: bool,
+    prefix: &'static str,
+    users: usize,
+) -> anyhow::Result<impl Fn(usize) -> (Arc<str>, String) + 'a> {
     let auth = if echo { None } else { Some(ctx.buyer_auth()?) };
     Ok(move |i: usize| {
-        let user = format!("{prefix}{i}");
+        let user = format!("{prefix}{}", i % users.max(1));
         let p = match auth {
             Some(a) => a.buy_path(&ctx.room, &user),
             None => format!("/ws/buy?room=echo&user={user}"),

@@ -60,8 +60,8 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
         Vec::new()
     };
     let dconnected = dconns.len();
-    let brec = Recorder::new("buys", Instant::now(), Duration::from_secs(1));
-    let srec = Recorder::new("snapshots", Instant::now(), Duration::from_secs(1));
+    let brec = Recorder::new("buys", ctx.started, Duration::from_secs(1));
+    let srec = Recorder::new("snapshots", ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&brec);
     ctx.add_recorder(&srec);
     let t0 = scenario::soon();
@@ -83,6 +83,7 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
         qty: 1,
         req_prefix: format!("{}k", ctx.run_id),
         sink: Some(sink.clone()),
+        dup_every: a.dup_every,
     });
     let buys = {
         let (ctx, brec, plan) = (ctx.clone(), brec.clone(), plan.clone());
@@ -185,7 +186,7 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
         json!(m.rss_bytes.map(|b| (b / 1048576.0 * 10.0).round() / 10.0)),
     );
     results.insert("check_rounds".into(), json!(rounds));
-    let params = json!({"duration_s": a.duration.as_secs_f64(), "buyers": a.buyers, "dashboards": a.dashboards, "rate": rate, "skus": a.skus, "stock": a.stock, "check_every_s": a.check_every.as_secs_f64(), "sources": ctx.common.sources});
+    let params = json!({"duration_s": a.duration.as_secs_f64(), "buyers": a.buyers, "dashboards": a.dashboards, "rate": rate, "skus": a.skus, "stock": a.stock, "check_every_s": a.check_every.as_secs_f64(), "dup_every": a.dup_every, "sources": ctx.common.sources});
     Ok(scenario::finish(
         &ctx,
         "soak",

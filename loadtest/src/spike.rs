@@ -32,6 +32,8 @@ struct Run {
     missed_push: u64,
     connected: usize,
     connect_times: Arc<Simple>,
+    /// Buys sent per user.
+    sent_by_user: HashMap<Arc<str>, u64>,
 }
 
 async fn run(
@@ -41,7 +43,7 @@ async fn run(
     echo: bool,
     name: &str,
 ) -> anyhow::Result<Run> {
-    let rec = Recorder::new(name, Instant::now(), Duration::from_millis(100));
+    let rec = Recorder::new(name, ctx.started, Duration::from_millis(100));
     ctx.add_recorder(&rec);
     let times = Arc::new(Simple::new());
     ctx.pb
@@ -50,7 +52,7 @@ async fn run(
         ctx,
         target,
         a.buyers,
-        scenario::buyer_path(ctx, echo, "b")?,
+        scenario::buyer_path_users(ctx, echo, "b", a.users.unwrap_or(usize::MAX))?,
         true,
         &times,
     )
@@ -109,16 +111,23 @@ async fn run(
         }
     }
     let mut totals = Totals::default();
+    let mut sent_by_user: HashMap<Arc<str>, u64> = HashMap::new();
     let (mut first_ok, mut last_ok, mut last_ack): (
         Option<Instant>,
         Option<Instant>,
         Option<Instant>,
     ) = (None, None, None);
     while let Some(r) = set.join_next().await {
-        let Ok(SpikeResult { res, acked_at }) = r else {
+        let Ok(SpikeResult {
+            res,
+            acked_at,
+            user,
+        }) = r
+        else {
             continue;
         };
         ctx.pb.inc(1);
+        *sent_by_user.entry(user).or_default() += res.sent;
         if let Some((at, ok)) = acked_at {
             last_ack = last_ack.max(Some(at));
             if ok {
@@ -143,6 +152,7 @@ async fn run(
         missed_push: shared.missed_push.load(Ordering::Relaxed),
         connected,
         connect_times: times,
+        sent_by_user,
     })
 }
 
@@ -179,6 +189,7 @@ fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
 }
 
 pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(a.users != Some(0), "--users must be at least 1");
     anyhow::ensure!(
         a.buyers > 0 && a.qty > 0,
         "--buyers and --qty must be at least 1"
@@ -198,14 +209,20 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     let target = ctx.target.clone();
     let r = run(&ctx, &a, &target, false, "buys").await?;
 
-    // Demand: every buyer that sent its buy; a per-user limit below qty makes every buy fail.
+    // Demand: every buyer that sent its buy, each user capped by the limit (whole buys of qty).
     let sent_units = r.totals.sent * a.qty;
-    let expected = if a.limit.is_some_and(|l| a.qty > l) {
-        0
-    } else if sent_units >= a.stock {
+    let allowed: u64 = r
+        .sent_by_user
+        .values()
+        .map(|&n| match a.limit {
+            Some(l) => n.min(l / a.qty) * a.qty,
+            None => n * a.qty,
+        })
+        .sum();
+    let expected = if allowed >= a.stock {
         a.stock - a.stock % a.qty
     } else {
-        sent_units
+        allowed
     };
     let stock = HashMap::from([(a.sku.clone(), a.stock)]);
     let expect_sold = HashMap::from([(a.sku.clone(), expected)]);
@@ -224,6 +241,8 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     let mut results = Map::new();
     let mut main = run_json(&ctx, &r, a.buyers);
     main["demand_units"] = json!(sent_units);
+    main["demand_units_within_limits"] = json!(allowed);
+    main["users"] = json!(r.sent_by_user.len());
     main["expected_sold"] = json!(expected);
     results.insert("livehub".into(), main);
     let mut recs = vec![r.finished.clone()];
@@ -255,7 +274,7 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     sampler.store(true, Ordering::Relaxed);
     let params = json!({
         "buyers": a.buyers, "stock": a.stock, "limit": a.limit, "qty": a.qty, "price_fen": a.price_fen,
-        "sku": a.sku, "trigger": format!("{:?}", a.trigger).to_lowercase(), "sources": ctx.common.sources,
+        "sku": a.sku, "users": a.users, "trigger": format!("{:?}", a.trigger).to_lowercase(), "sources": ctx.common.sources,
     });
     Ok(scenario::finish(
         &ctx, "spike", params, results, checks, recs, &target,

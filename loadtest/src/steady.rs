@@ -52,6 +52,7 @@ pub struct LoadSpec<'a> {
     pub echo: bool,
     pub user_prefix: &'static str,
     pub req_tag: &'static str,
+    pub dup_every: u64,
 }
 
 /// Connects, runs the load, closes; the recorder goes into the context (progress, report).
@@ -69,7 +70,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
     )
     .await;
     let connected = conns.len();
-    let rec = Recorder::new(s.name, Instant::now(), Duration::from_secs(1));
+    let rec = Recorder::new(s.name, ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
     let t0 = scenario::soon();
     let reserve = ctx.common.ack_timeout + Duration::from_secs(20);
@@ -85,6 +86,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
         qty: s.qty,
         req_prefix: format!("{}{}", ctx.run_id, s.req_tag),
         sink: None,
+        dup_every: s.dup_every,
     });
     ctx.pb.set_length(s.duration.as_secs().max(1));
     ctx.pb.set_position(0);
@@ -160,6 +162,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
             echo: a.echo_target,
             user_prefix: "c",
             req_tag: "s",
+            dup_every: a.dup_every,
         },
     )
     .await?;
@@ -204,6 +207,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
                 echo: true,
                 user_prefix: "c",
                 req_tag: "e",
+                dup_every: a.dup_every,
             },
         )
         .await?;
@@ -228,7 +232,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
         "connections": a.connections,
         "duration_s": a.duration.as_secs_f64(),
         "mode": if a.rate.is_some() { "open" } else { "closed" },
-        "rate": a.rate, "in_flight": a.in_flight, "skus": a.skus, "stock": a.stock, "qty": a.qty,
+        "rate": a.rate, "in_flight": a.in_flight, "skus": a.skus, "stock": a.stock, "qty": a.qty, "dup_every": a.dup_every,
         "sources": ctx.common.sources,
     });
     Ok(scenario::finish(
