@@ -8,10 +8,17 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use livehub::inventory::{BuyRequest, LocalGate, Sku, SkuDef};
-use livehub::room::Room;
+use livehub::room::{Room, UserRef};
 
 /// Users a benchmark cycles through (distinct ledger entries, as in a real sale).
 const USERS: usize = 100_000;
+
+fn users() -> usize {
+    std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(USERS)
+}
 /// Stock large enough never to run out during a measurement.
 const STOCK: u64 = 1 << 50;
 
@@ -33,7 +40,7 @@ fn room_with(skus: usize) -> (Arc<Room>, Vec<String>) {
 }
 
 /// Runs `iters` decisions split over `threads` threads; returns the wall time.
-fn run(room: &Room, skus: &[String], users: &[String], threads: usize, iters: u64) -> Duration {
+fn run(room: &Room, skus: &[String], users: &[UserRef], threads: usize, iters: u64) -> Duration {
     let per = iters / threads as u64;
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -62,14 +69,17 @@ fn run(room: &Room, skus: &[String], users: &[String], threads: usize, iters: u6
 }
 
 fn gate(c: &mut Criterion) {
-    let users: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
+    let users: Vec<String> = (0..users()).map(|i| format!("user{i}")).collect();
+    // Each buyer connection interns its user once; decisions then use the key.
+    let (probe, _) = room_with(1);
+    let users: Vec<UserRef> = users.iter().map(|u| probe.user(u)).collect();
     let mut g = c.benchmark_group("gate");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
     for (label, n_skus) in [("one_contended_sku", 1), ("spread_over_1000_skus", 1000)] {
         let (room, skus) = room_with(n_skus);
         // Warm the ledgers so the measurement sees the steady state (entries exist).
-        run(&room, &skus, &users, 1, USERS as u64);
+        run(&room, &skus, &users, 1, users.len() as u64);
         for threads in [1, 2] {
             g.bench_with_input(
                 BenchmarkId::new(label, format!("{threads}_threads")),

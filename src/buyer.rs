@@ -55,6 +55,8 @@ pub async fn serve(
     limits: BuyerLimits,
 ) {
     room.live.viewer_joined(&user);
+    // Interned once per connection: the gate keys its ledgers by this.
+    let who = room.user(&user);
     metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
     let (mut tx, mut rx) = socket.split();
     let mut pushes = room.buyer_pushes.subscribe();
@@ -144,8 +146,8 @@ pub async fn serve(
                         open = send(&mut tx, &ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None))).await;
                     }
                     Ok(ClientMsg::Buy(b)) => {
-                        let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                        in_flight.push(Box::pin(async move { (hub.buy(&room, &user, &b).await, started, true) }));
+                        let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
+                        in_flight.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
                     }
                     Ok(ClientMsg::Status { req }) => {
                         let (hub, room, user) = (hub.clone(), room.clone(), user.clone());

@@ -2,7 +2,6 @@
 //! newcomer sees a live dashboard within seconds. Buys go through the same hub path (gate,
 //! journal, ack) as real ones; only the sockets are skipped.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -76,7 +75,7 @@ pub async fn run(hub: Hub, shutdown: CancellationToken) {
         return;
     };
     let started = Instant::now();
-    let mut viewers: Vec<Arc<str>> = Vec::new();
+    let mut viewers: Vec<crate::room::UserRef> = Vec::new();
     let mut next_user = 0u64;
     let mut req = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -93,8 +92,8 @@ pub async fn run(hub: Hub, shutdown: CancellationToken) {
         let mut rng = rand::rng();
         while viewers.len() < target {
             next_user += 1;
-            let u: Arc<str> = Arc::from(format!("viewer{next_user}"));
-            room.live.viewer_joined(&u);
+            let u = room.user(&format!("viewer{next_user}"));
+            room.live.viewer_joined(&u.id);
             viewers.push(u);
         }
         for _ in 0..rng.random_range(0..=3) {

@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::inventory::{BuyRequest, Gate, LocalGate, Reservation};
 use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::room::{Begin, Room};
+use crate::room::{Begin, Room, UserRef};
 use crate::rooms::Rooms;
 
 /// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
@@ -111,9 +111,9 @@ impl Hub {
     }
 
     /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
-    pub async fn buy(&self, room: &Arc<Room>, user: &Arc<str>, msg: &BuyMsg) -> Ack {
+    pub async fn buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Ack {
         loop {
-            match room.begin_request(user, &msg.req) {
+            match room.begin_request(&user.id, &msg.req) {
                 Begin::Done(order) => return order_ack(&order, &msg.req),
                 // The other decision ends by dropping the sender; then ask again.
                 Begin::Wait(mut rx) => while rx.changed().await.is_ok() {},
@@ -129,7 +129,7 @@ impl Hub {
         let reservation = match self.inner.gate.reserve(room, buy).await {
             Ok(r) => r,
             Err(rej) => {
-                room.end_request(user, &msg.req);
+                room.end_request(&user.id, &msg.req);
                 return self.rejected(room, &msg.req, rej.code, rej.sku, rej.left);
             }
         };
@@ -138,7 +138,7 @@ impl Hub {
             number: 0,
             room: room.id.clone(),
             sku: reservation.sku.id.clone(),
-            user: user.clone(),
+            user: user.id.clone(),
             req: Arc::from(msg.req.as_str()),
             qty: msg.qty,
             price_fen: reservation.price_fen,
@@ -196,9 +196,9 @@ impl Hub {
         }
     }
 
-    async fn undo(&self, room: &Room, user: &str, req: &str, r: &Reservation) {
+    async fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
         self.inner.gate.release(room, user, r).await;
-        room.end_request(user, req);
+        room.end_request(&user.id, req);
     }
 
     fn unavailable(&self, room: &Room, req: &str, r: &Reservation, e: &JournalError) -> Ack {
@@ -254,7 +254,7 @@ struct InFlight {
     rx: Option<oneshot::Receiver<Result<Record, JournalError>>>,
     hub: Hub,
     room: Arc<Room>,
-    user: Arc<str>,
+    user: UserRef,
     req: String,
     reservation: Reservation,
 }

@@ -1,7 +1,7 @@
 //! Everything the hub keeps for one live room: its SKUs, the idempotency table, the durable
 //! orders in seq order, live audience figures, and the channels that carry pushes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -91,6 +91,14 @@ pub fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+/// A user of a room: the id, and the small key the gate's ledgers use. A buyer connection
+/// interns its user once, so a buy never hashes the user's string in the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: Arc<str>,
+    pub key: u32,
+}
+
 /// One room.
 #[derive(Debug)]
 pub struct Room {
@@ -101,6 +109,9 @@ pub struct Room {
     /// SKUs in creation order, for listings.
     sku_list: RwLock<Vec<Arc<Sku>>>,
     requests: DashMap<String, RequestState>,
+    /// User ids interned to ledger keys.
+    users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    next_user: AtomicU32,
     /// Durable orders by seq. Appended only by the journal writer, in seq order.
     orders: RwLock<Vec<Arc<OrderRecord>>>,
     pub live: LiveStats,
@@ -122,6 +133,8 @@ impl Room {
             skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
             requests: DashMap::new(),
+            users: DashMap::default(),
+            next_user: AtomicU32::new(0),
             orders: RwLock::new(Vec::new()),
             live: LiveStats::new(),
             buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
@@ -129,6 +142,22 @@ impl Room {
             snapshots: watch::channel(None).0,
             tasks_started: AtomicBool::new(false),
         }
+    }
+
+    /// The user `id` of this room, interned on first sight.
+    pub fn user(&self, id: &str) -> UserRef {
+        if let Some(k) = self.users.get(id) {
+            return UserRef {
+                id: k.key().clone(),
+                key: *k.value(),
+            };
+        }
+        let id: Arc<str> = Arc::from(id);
+        let key = *self
+            .users
+            .entry(id.clone())
+            .or_insert_with(|| self.next_user.fetch_add(1, Ordering::Relaxed));
+        UserRef { id, key }
     }
 
     pub fn title(&self) -> String {

@@ -85,7 +85,7 @@ impl Apply for Rooms {
                 };
                 match mode {
                     Mode::Live => s.commit(o.qty),
-                    Mode::Replay => s.replay_order(&o.user, o.qty, o.ts_ms),
+                    Mode::Replay => s.replay_order(r.user(&o.user).key, o.qty, o.ts_ms),
                 }
                 r.add_order(o.clone());
             }

@@ -49,7 +49,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Buy { user, qty } => {
-                    let got = sku.reserve(&format!("u{user}"), qty, 0);
+                    let got = sku.reserve(user as u32, qty, 0);
                     let held = m.held.get(&user).copied().unwrap_or(0);
                     let want = if limit.is_some_and(|l| held + qty > l) {
                         Err((RejectCode::LimitExceeded, m.left))
@@ -67,7 +67,7 @@ proptest! {
                 }
                 Op::Release(i) if !live.is_empty() => {
                     let (user, qty) = live.remove(i % live.len());
-                    sku.release(&format!("u{user}"), qty);
+                    sku.release(user as u32, qty);
                     m.left += qty;
                     *m.held.get_mut(&user).unwrap() -= qty;
                 }

@@ -30,40 +30,35 @@ impl Counter for ShuttleCounter {
 
 /// One lock per user, like the DashMap entry the hub uses.
 #[derive(Default)]
-struct ShuttleLedger(Mutex<HashMap<String, Arc<Mutex<u64>>>>);
+struct ShuttleLedger(Mutex<HashMap<u32, Arc<Mutex<u64>>>>);
 
 impl ShuttleLedger {
-    fn slot(&self, user: &str) -> Arc<Mutex<u64>> {
-        self.0
-            .lock()
-            .unwrap()
-            .entry(user.to_owned())
-            .or_default()
-            .clone()
+    fn slot(&self, user: u32) -> Arc<Mutex<u64>> {
+        self.0.lock().unwrap().entry(user).or_default().clone()
     }
 }
 
 impl UserLedger for ShuttleLedger {
-    fn update<R, E>(&self, user: &str, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E> {
+    fn update<R, E>(&self, user: u32, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E> {
         let slot = self.slot(user);
         let mut held = slot.lock().unwrap();
         let (new, r) = f(*held)?;
         *held = new;
         Ok(r)
     }
-    fn give_back(&self, user: &str, qty: u64) {
+    fn give_back(&self, user: u32, qty: u64) {
         let slot = self.slot(user);
         let mut held = slot.lock().unwrap();
         *held = held.saturating_sub(qty);
     }
-    fn held(&self, user: &str) -> u64 {
+    fn held(&self, user: u32) -> u64 {
         *self.slot(user).lock().unwrap()
     }
 }
 
 /// Buyers (user, qty) race on `stock` with `limit`; checks no oversell, no limit overrun,
 /// and that every refusal was true of the final state (nothing is ever given back here).
-fn race(stock_units: u64, limit: Option<u64>, buyers: &'static [(&'static str, u64)]) {
+fn race(stock_units: u64, limit: Option<u64>, buyers: &'static [(u32, u64)]) {
     let left = Arc::new(ShuttleCounter(AtomicU64::new(stock_units)));
     let ledger = Arc::new(ShuttleLedger::default());
     let handles: Vec<_> = buyers
@@ -104,7 +99,7 @@ fn race(stock_units: u64, limit: Option<u64>, buyers: &'static [(&'static str, u
     for (user, qty, r) in &results {
         match r {
             Err(Denied::Limit { .. }) => {
-                let bought = ledger.held(user);
+                let bought = ledger.held(*user);
                 assert!(
                     bought + qty > limit.unwrap(),
                     "false limit_exceeded for {user}: holds {bought}"
@@ -127,8 +122,8 @@ fn race(stock_units: u64, limit: Option<u64>, buyers: &'static [(&'static str, u
     }
 }
 
-const SAME_USER_AND_OTHERS: &[(&str, u64)] = &[("a", 1), ("a", 1), ("b", 1), ("c", 2)];
-const MANY: &[(&str, u64)] = &[("a", 1), ("b", 1), ("c", 1), ("a", 2), ("d", 1)];
+const SAME_USER_AND_OTHERS: &[(u32, u64)] = &[(1, 1), (1, 1), (2, 1), (3, 2)];
+const MANY: &[(u32, u64)] = &[(1, 1), (2, 1), (3, 1), (1, 2), (4, 1)];
 
 #[test]
 fn no_oversell_and_no_false_refusal_random() {
@@ -149,7 +144,7 @@ fn the_harness_catches_a_rollback_gate() {
     fn bad_reserve(
         left: &ShuttleCounter,
         ledger: &ShuttleLedger,
-        user: &str,
+        user: u32,
         qty: u64,
         limit: u64,
     ) -> Result<u64, Denied> {
@@ -167,11 +162,11 @@ fn the_harness_catches_a_rollback_gate() {
             || {
                 let left = Arc::new(ShuttleCounter(AtomicU64::new(1)));
                 let ledger = Arc::new(ShuttleLedger::default());
-                ledger.update("a", |_| Ok::<_, ()>((1, ()))).unwrap();
+                ledger.update(1, |_| Ok::<_, ()>((1, ()))).unwrap();
                 let (l1, g1) = (left.clone(), ledger.clone());
-                let t1 = thread::spawn(move || bad_reserve(&l1, &g1, "a", 1, 1));
+                let t1 = thread::spawn(move || bad_reserve(&l1, &g1, 1, 1, 1));
                 let (l2, g2) = (left.clone(), ledger.clone());
-                let t2 = thread::spawn(move || bad_reserve(&l2, &g2, "b", 1, 1));
+                let t2 = thread::spawn(move || bad_reserve(&l2, &g2, 2, 1, 1));
                 let _ = t1.join().unwrap();
                 let r2 = t2.join().unwrap();
                 if let Err(Denied::Stock { .. }) = r2 {

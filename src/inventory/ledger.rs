@@ -1,7 +1,5 @@
 //! The per-user ledger of one SKU: units each user holds (orders and reservations in flight).
 
-use std::sync::Arc;
-
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
@@ -11,21 +9,17 @@ use super::stock::UserLedger;
 /// [`UserLedger::update`]; it is held only for a few atomic operations, never across `.await`
 /// and never while touching this map again.
 ///
-/// Keys hash with foldhash: several times faster than SipHash on short ids, and seeded at
+/// Keys are interned user keys, hashed with foldhash: several times faster than SipHash on short ids, and seeded at
 /// random per map so user-chosen ids cannot aim at one shard.
 #[derive(Debug, Default)]
 pub struct DashLedger {
-    held: DashMap<Arc<str>, u64, foldhash::fast::RandomState>,
+    held: DashMap<u32, u64, foldhash::fast::RandomState>,
 }
 
 impl DashLedger {
     /// Adds units of a recovered order (replay at start-up).
-    pub fn add(&self, user: &str, qty: u64) {
-        if let Some(mut h) = self.held.get_mut(user) {
-            *h += qty;
-            return;
-        }
-        *self.held.entry(Arc::from(user)).or_insert(0) += qty;
+    pub fn add(&self, user: u32, qty: u64) {
+        *self.held.entry(user).or_insert(0) += qty;
     }
 
     /// Users with an entry.
@@ -39,14 +33,8 @@ impl DashLedger {
 }
 
 impl UserLedger for DashLedger {
-    fn update<R, E>(&self, user: &str, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E> {
-        // Fast path without allocating the key: the user already has an entry.
-        if let Some(mut held) = self.held.get_mut(user) {
-            let (new, r) = f(*held)?;
-            *held = new;
-            return Ok(r);
-        }
-        match self.held.entry(Arc::from(user)) {
+    fn update<R, E>(&self, user: u32, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E> {
+        match self.held.entry(user) {
             Entry::Occupied(mut o) => {
                 let (new, r) = f(*o.get())?;
                 *o.get_mut() = new;
@@ -60,13 +48,13 @@ impl UserLedger for DashLedger {
         }
     }
 
-    fn give_back(&self, user: &str, qty: u64) {
-        if let Some(mut held) = self.held.get_mut(user) {
+    fn give_back(&self, user: u32, qty: u64) {
+        if let Some(mut held) = self.held.get_mut(&user) {
             *held = held.saturating_sub(qty);
         }
     }
 
-    fn held(&self, user: &str) -> u64 {
-        self.held.get(user).map(|h| *h).unwrap_or(0)
+    fn held(&self, user: u32) -> u64 {
+        self.held.get(&user).map(|h| *h).unwrap_or(0)
     }
 }

@@ -17,12 +17,12 @@ use std::sync::Arc;
 pub use sku::{Reserved, Sku, SkuDef};
 
 use crate::protocol::RejectCode;
-use crate::room::Room;
+use crate::room::{Room, UserRef};
 
 /// One buy as the gate sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct BuyRequest<'a> {
-    pub user: &'a str,
+    pub user: &'a UserRef,
     pub sku: &'a str,
     pub qty: u64,
     pub now_ms: i64,
@@ -59,7 +59,7 @@ pub trait Gate: Send + Sync + 'static {
     fn release(
         &self,
         room: &Room,
-        user: &str,
+        user: &UserRef,
         reservation: &Reservation,
     ) -> impl Future<Output = ()> + Send;
 }
@@ -79,7 +79,7 @@ impl LocalGate {
                 left: None,
             });
         };
-        match sku.reserve(buy.user, buy.qty, buy.now_ms) {
+        match sku.reserve(buy.user.key, buy.qty, buy.now_ms) {
             Ok(r) => {
                 if r.left_after == 0 {
                     room.state_changed();
@@ -109,8 +109,13 @@ impl Gate for LocalGate {
         std::future::ready(Self::decide(room, buy))
     }
 
-    fn release(&self, room: &Room, user: &str, r: &Reservation) -> impl Future<Output = ()> + Send {
-        r.sku.release(user, r.qty);
+    fn release(
+        &self,
+        room: &Room,
+        user: &UserRef,
+        r: &Reservation,
+    ) -> impl Future<Output = ()> + Send {
+        r.sku.release(user.key, r.qty);
         room.state_changed();
         std::future::ready(())
     }

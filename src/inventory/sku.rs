@@ -165,12 +165,7 @@ impl Sku {
     }
 
     /// The gate's decision for one buy: sale window, per-user limit, stock.
-    pub fn reserve(
-        &self,
-        user: &str,
-        qty: u64,
-        now_ms: i64,
-    ) -> Result<Reserved, (RejectCode, u64)> {
+    pub fn reserve(&self, user: u32, qty: u64, now_ms: i64) -> Result<Reserved, (RejectCode, u64)> {
         match self.state_at(now_ms) {
             SaleState::Closed => return Err((RejectCode::Closed, self.left())),
             SaleState::Scheduled => return Err((RejectCode::NotOpen, self.left())),
@@ -201,7 +196,7 @@ impl Sku {
     }
 
     /// Gives back a reservation that did not become an order.
-    pub fn release(&self, user: &str, qty: u64) {
+    pub fn release(&self, user: u32, qty: u64) {
         stock::release(&self.left, &self.ledger, user, qty);
         self.sold_out_at.store(NEVER, Ordering::Release);
     }
@@ -212,7 +207,7 @@ impl Sku {
     }
 
     /// Replays a durable order at start-up (no reservation preceded it).
-    pub fn replay_order(&self, user: &str, qty: u64, ts_ms: i64) {
+    pub fn replay_order(&self, user: u32, qty: u64, ts_ms: i64) {
         self.left.sub(qty.min(self.left.get()));
         self.ledger.add(user, qty);
         self.sold.add(qty);

@@ -43,15 +43,16 @@ impl Counter for std::sync::atomic::AtomicU64 {
     }
 }
 
-/// Units each user holds of one SKU, with a per-user critical section.
+/// Units each user holds of one SKU, with a per-user critical section. Users are the room's
+/// interned user keys ([`crate::room::UserRef`]), so a decision never hashes a string.
 pub trait UserLedger {
     /// Runs `f` with the units `user` holds (0 if none) while no other call for the same
     /// user can run; on `Ok((held, r))` stores `held` and returns `r`; on `Err` stores nothing.
-    fn update<R, E>(&self, user: &str, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E>;
+    fn update<R, E>(&self, user: u32, f: impl FnOnce(u64) -> Result<(u64, R), E>) -> Result<R, E>;
     /// Gives back `qty` units of a reservation that did not become an order.
-    fn give_back(&self, user: &str, qty: u64);
+    fn give_back(&self, user: u32, qty: u64);
     /// Units `user` holds.
-    fn held(&self, user: &str) -> u64;
+    fn held(&self, user: u32) -> u64;
 }
 
 /// Why stock or limit refused a buy; `left` is the stock seen at that moment.
@@ -85,7 +86,7 @@ pub fn take<C: Counter>(left: &C, qty: u64) -> Result<u64, u64> {
 pub fn reserve<C: Counter, L: UserLedger>(
     left: &C,
     ledger: &L,
-    user: &str,
+    user: u32,
     qty: u64,
     limit: Option<u64>,
 ) -> Result<u64, Denied> {
@@ -102,7 +103,7 @@ pub fn reserve<C: Counter, L: UserLedger>(
 }
 
 /// Undoes a [`reserve`] whose order could not be made durable. Returns the stock left after.
-pub fn release<C: Counter, L: UserLedger>(left: &C, ledger: &L, user: &str, qty: u64) -> u64 {
+pub fn release<C: Counter, L: UserLedger>(left: &C, ledger: &L, user: u32, qty: u64) -> u64 {
     ledger.give_back(user, qty);
     left.add(qty) + qty
 }
