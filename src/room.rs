@@ -108,7 +108,7 @@ pub struct Room {
     skus: DashMap<Arc<str>, Arc<Sku>, foldhash::fast::RandomState>,
     /// SKUs in creation order, for listings.
     sku_list: RwLock<Vec<Arc<Sku>>>,
-    requests: DashMap<String, RequestState>,
+    requests: DashMap<String, RequestState, foldhash::fast::RandomState>,
     /// User ids interned to ledger keys.
     users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     next_user: AtomicU32,
@@ -132,7 +132,7 @@ impl Room {
             title: RwLock::new(title),
             skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
-            requests: DashMap::new(),
+            requests: DashMap::default(),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
             orders: RwLock::new(Vec::new()),
