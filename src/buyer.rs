@@ -74,7 +74,10 @@ pub async fn serve(
     let mut close: Option<(u16, &'static str)> = None;
 
     while open {
+        // Biased, in this order: shutdown, acks of decided buys, pushes, then new frames, so a
+        // burst of pushes (a sale opening for thousands) never holds back answers.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => {
                 close = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
