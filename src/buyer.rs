@@ -1,15 +1,19 @@
 //! One task per buyer socket: reads frames, runs buys through the hub (several may wait for
-//! the journal at once), writes acks, and forwards the room's stock and sale pushes.
+//! the journal at once), queues acks and the room's stock and sale pushes for the socket's
+//! writer task, pings, and closes idle, abusive and non-reading clients.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::clock::now_ms;
 use crate::hub::Hub;
@@ -21,6 +25,12 @@ use crate::room::Room;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code when the hub shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a connection that kept sending over its rate limit.
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code for a connection that sent nothing for the idle timeout.
+pub const CLOSE_IDLE: u16 = 1000;
+/// How long a closing socket's last frames may take to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -29,22 +39,110 @@ pub struct BuyerLimits {
     pub frames_per_s: f64,
     /// Frames it may send at once above the average.
     pub burst: f64,
+    /// Rate-limited frames a connection may send before it is closed with 1008. They refill at
+    /// `frames_per_s`, so a client that overshoots now and then is only answered
+    /// `rate_limited`, and one that keeps sending several times its rate is cut off.
+    pub abuse_strikes: f64,
     /// Buys and statuses one connection may have waiting at once; beyond it the socket is not
     /// read until one finishes (backpressure, not an error).
     pub max_in_flight: usize,
+    /// Frames waiting to be written to the socket. A buyer that lets more pile up (it does
+    /// not read) is disconnected and counted in `livehub_slow_consumers_dropped_total`:
+    /// a queue that cannot grow is what keeps memory bounded when clients stop reading.
+    pub outbound_queue: usize,
+    /// A socket that sends nothing for this long (pongs count) is closed; the server pings
+    /// every third of it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for BuyerLimits {
     fn default() -> Self {
         BuyerLimits {
-            frames_per_s: 200.0,
-            burst: 400.0,
+            frames_per_s: crate::config::DEFAULT_BUYER_RATE,
+            burst: crate::config::DEFAULT_BUYER_BURST,
+            abuse_strikes: crate::config::DEFAULT_BUYER_ABUSE_STRIKES,
             max_in_flight: 256,
+            outbound_queue: crate::config::DEFAULT_OUTBOUND_QUEUE,
+            idle_timeout: Duration::from_secs(crate::config::DEFAULT_IDLE_TIMEOUT_S),
         }
     }
 }
 
 type Pending = Pin<Box<dyn Future<Output = (Ack, Instant, bool)> + Send>>;
+
+/// The socket's write half behind a bounded queue, drained by its own task.
+struct Outbound {
+    queue: mpsc::Sender<Message>,
+    writer: JoinHandle<()>,
+}
+
+/// Whether a socket can still be written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Open,
+    /// The writer stopped: the peer is gone.
+    Closed,
+    /// The queue is full: the peer does not read.
+    Overflow,
+}
+
+impl Outbound {
+    fn new(sink: SplitSink<WebSocket, Message>, capacity: usize) -> Self {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        Outbound {
+            queue,
+            writer: tokio::spawn(write_frames(sink, rx)),
+        }
+    }
+
+    fn push(&self, msg: Message) -> Flow {
+        match self.queue.try_send(msg) {
+            Ok(()) => Flow::Open,
+            Err(TrySendError::Closed(_)) => Flow::Closed,
+            Err(TrySendError::Full(_)) => Flow::Overflow,
+        }
+    }
+
+    fn push_msg(&self, msg: &ServerMsg) -> Flow {
+        self.push(Message::Text(Utf8Bytes::from(msg.to_json())))
+    }
+
+    /// Lets what is queued (and a close frame) leave, for at most [`CLOSE_GRACE`].
+    async fn finish(self, close: Option<(u16, &'static str)>) {
+        if let Some((code, reason)) = close {
+            let _ = self.queue.try_send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })));
+        }
+        drop(self.queue);
+        let mut writer = self.writer;
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+
+    /// Drops the socket at once: its peer does not read, so nothing more can reach it.
+    fn abandon(self) {
+        self.writer.abort();
+    }
+}
+
+/// Writes queued frames, every frame that is ready with one flush.
+async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        for m in batch.drain(..) {
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
 
 /// Serves one buyer until it leaves or the hub shuts down.
 pub async fn serve(
@@ -58,11 +156,17 @@ pub async fn serve(
     // Interned once per connection: the gate keys its ledgers by this.
     let who = room.user(&user);
     metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
-    let (mut tx, mut rx) = socket.split();
+    let (sink, mut rx) = socket.split();
+    let out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
+    let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
     let shutdown = hub.shutdown_token().clone();
+    let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
 
     let hello = ServerMsg::Hello {
         room: room.id.clone(),
@@ -70,10 +174,10 @@ pub async fn serve(
         server_time_ms: now_ms(),
         skus: room.sku_states(now_ms()),
     };
-    let mut open = tx.send(Message::Text(hello.to_json().into())).await.is_ok();
+    let mut flow = out.push_msg(&hello);
     let mut close: Option<(u16, &'static str)> = None;
 
-    while open {
+    while flow == Flow::Open {
         // Biased, in this order: shutdown, acks of decided buys, pushes, then new frames, so a
         // burst of pushes (a sale opening for thousands) never holds back answers.
         tokio::select! {
@@ -83,20 +187,15 @@ pub async fn serve(
                 break;
             }
             Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                // Every ack that is ready goes out with one flush: one write for a whole batch.
+                // Every ack that is ready is queued at once; the writer sends them with one flush.
                 let mut ready = vec![first];
                 while let Some(Some(more)) = in_flight.next().now_or_never() {
                     ready.push(more);
                 }
-                let mut timings = Vec::with_capacity(ready.len());
                 for (ack, started, is_buy) in ready {
-                    timings.push((started, is_buy));
-                    if open {
-                        open = tx.feed(Message::Text(Utf8Bytes::from(ServerMsg::Ack(ack).to_json()))).await.is_ok();
+                    if flow == Flow::Open {
+                        flow = out.push_msg(&ServerMsg::Ack(ack));
                     }
-                }
-                open = open && tx.flush().await.is_ok();
-                for (started, is_buy) in timings {
                     if is_buy {
                         let us = started.elapsed().as_micros() as u64;
                         room.live.record_latency(us);
@@ -105,12 +204,21 @@ pub async fn serve(
                 }
             }
             push = pushes.recv() => match push {
-                Ok(frame) => open = tx.send(Message::Text(frame)).await.is_ok(),
-                Err(RecvError::Lagged(_)) => open = resend_state(&mut tx, &room).await,
+                Ok(frame) => flow = out.push(Message::Text(frame)),
+                Err(RecvError::Lagged(_)) => flow = resend_state(&out, &room),
                 Err(RecvError::Closed) => {}
             },
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() >= limits.idle_timeout {
+                    metrics::counter!("livehub_idle_closed_total", "kind" => "buyer").increment(1);
+                    close = Some((CLOSE_IDLE, "idle timeout"));
+                    break;
+                }
+                flow = out.push(Message::Ping(Default::default()));
+            }
             msg = rx.next(), if in_flight.len() < limits.max_in_flight => {
                 let started = Instant::now();
+                last_heard = started;
                 let text = match msg {
                     None | Some(Ok(Message::Close(_))) => break,
                     Some(Err(e)) => {
@@ -125,7 +233,7 @@ pub async fn serve(
                             close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
                             break;
                         }
-                        open = send(&mut tx, &frame_error("binary frames are not accepted; send JSON text", None)).await;
+                        flow = out.push_msg(&frame_error("binary frames are not accepted; send JSON text", None));
                         continue;
                     }
                     Some(Ok(Message::Text(t))) => t,
@@ -134,45 +242,54 @@ pub async fn serve(
                     close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
                     break;
                 }
-                let limited = !bucket.try_take(Instant::now());
-                match ClientMsg::parse(&text) {
+                let limited = !bucket.try_take(started);
+                if limited && !strikes.try_take(started) {
+                    tracing::info!(room = %room.id, %user, "buyer closed: kept sending over its rate limit");
+                    metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
+                    close = Some((CLOSE_POLICY, "rate limit exceeded, repeatedly"));
+                    break;
+                }
+                flow = match ClientMsg::parse(&text) {
                     Err(e) => {
                         room.live.count_rejection(RejectCode::BadRequest);
-                        open = send(&mut tx, &frame_error(&e.detail, e.req)).await;
+                        out.push_msg(&frame_error(&e.detail, e.req))
                     }
-                    Ok(ClientMsg::Ping {}) => open = send(&mut tx, &ServerMsg::Pong { server_time_ms: now_ms() }).await,
+                    Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
                     Ok(ClientMsg::Buy(b)) if limited => {
                         let ack = hub.rejected(&room, &b.req, RejectCode::RateLimited, None, None);
-                        open = send(&mut tx, &ServerMsg::Ack(ack)).await;
+                        out.push_msg(&ServerMsg::Ack(ack))
                     }
                     Ok(ClientMsg::Status { req }) if limited => {
-                        open = send(&mut tx, &ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None))).await;
+                        out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
                     }
                     Ok(ClientMsg::Buy(b)) => {
                         let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
                         in_flight.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
+                        Flow::Open
                     }
                     Ok(ClientMsg::Status { req }) => {
                         let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
                         in_flight.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
+                        Flow::Open
                     }
-                }
+                };
             }
         }
     }
-    // Answer what is in flight before closing: those buys may already be durable.
-    while let Some((ack, _, _)) = in_flight.next().await {
-        if open {
-            open = send(&mut tx, &ServerMsg::Ack(ack)).await;
+    if flow == Flow::Overflow {
+        tracing::info!(room = %room.id, %user, "buyer dropped: it does not read its socket");
+        metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
+        out.abandon();
+        // Its buys still finish (they may already be durable); nobody hears the answers.
+        while in_flight.next().await.is_some() {}
+    } else {
+        // Answer what is in flight before closing: those buys may already be durable.
+        while let Some((ack, _, _)) = in_flight.next().await {
+            if flow == Flow::Open {
+                flow = out.push_msg(&ServerMsg::Ack(ack));
+            }
         }
-    }
-    if let (true, Some((code, reason))) = (open, close) {
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        out.finish(close).await;
     }
     room.live.viewer_left();
     metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
@@ -186,20 +303,8 @@ fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {
     }
 }
 
-async fn send<S>(tx: &mut S, msg: &ServerMsg) -> bool
-where
-    S: SinkExt<Message> + Unpin,
-{
-    tx.send(Message::Text(Utf8Bytes::from(msg.to_json())))
-        .await
-        .is_ok()
-}
-
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
-async fn resend_state<S>(tx: &mut S, room: &Room) -> bool
-where
-    S: SinkExt<Message> + Unpin,
-{
+fn resend_state(out: &Outbound, room: &Room) -> Flow {
     let now = now_ms();
     for s in room.skus() {
         let (o, c) = s.window();
@@ -215,9 +320,12 @@ where
             left: s.left(),
             state,
         };
-        if !send(tx, &sale).await || !send(tx, &stock).await {
-            return false;
+        for m in [sale, stock] {
+            let f = out.push_msg(&m);
+            if f != Flow::Open {
+                return f;
+            }
         }
     }
-    true
+    Flow::Open
 }

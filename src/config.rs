@@ -13,6 +13,13 @@
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 200 |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
+//! | `--max-connections` | `LIVEHUB_MAX_CONNECTIONS` | open-file limit − 512 |
+//! | `--max-connections-per-ip` | `LIVEHUB_MAX_CONNECTIONS_PER_IP` | 0 (no limit) |
+//! | `--handshake-timeout-s` | `LIVEHUB_HANDSHAKE_TIMEOUT_S` | 10 |
+//! | `--idle-timeout-s` | `LIVEHUB_IDLE_TIMEOUT_S` | 60 |
+//! | `--outbound-queue` | `LIVEHUB_OUTBOUND_QUEUE` | 1024 frames |
+//! | `--buyer-abuse-strikes` | `LIVEHUB_BUYER_ABUSE_STRIKES` | 2000 |
+//! | `--dashboard-write-timeout-s` | `LIVEHUB_DASHBOARD_WRITE_TIMEOUT_S` | 10 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
 
@@ -28,6 +35,17 @@ pub const DEFAULT_BUYER_RATE: f64 = 200.0;
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
 pub const DEFAULT_COMMIT_WINDOW_US: u64 = 200;
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
+/// File descriptors kept free for the journal, the listener and headroom when
+/// `--max-connections` is derived from the open-file limit.
+pub const FD_RESERVE: u64 = 512;
+/// 0: no per-IP limit by default, because behind a reverse proxy or a carrier's NAT many
+/// buyers share one address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
+pub const DEFAULT_DASHBOARD_WRITE_TIMEOUT_S: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -75,6 +93,30 @@ pub struct Config {
     /// Longest time a graceful shutdown may take.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_DEADLINE_S", default_value_t = DEFAULT_SHUTDOWN_DEADLINE_S)]
     pub shutdown_deadline_s: u64,
+    /// Open connections of every kind at once. Default: the open-file limit minus 512.
+    #[arg(long, env = "LIVEHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one source IP at once (0: no limit).
+    #[arg(long, env = "LIVEHUB_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a new connection has to send its request (WebSocket upgrade included).
+    #[arg(long, env = "LIVEHUB_HANDSHAKE_TIMEOUT_S", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_S)]
+    pub handshake_timeout_s: u64,
+    /// A socket that sends nothing (not even a pong to the server's pings, sent every third
+    /// of this) for this many seconds is closed.
+    #[arg(long, env = "LIVEHUB_IDLE_TIMEOUT_S", default_value_t = DEFAULT_IDLE_TIMEOUT_S)]
+    pub idle_timeout_s: u64,
+    /// Frames waiting to be written to one buyer socket; a buyer that lets more pile up is
+    /// disconnected as a slow consumer.
+    #[arg(long, env = "LIVEHUB_OUTBOUND_QUEUE", default_value_t = DEFAULT_OUTBOUND_QUEUE)]
+    pub outbound_queue: usize,
+    /// Rate-limited frames a buyer connection may send (refilled at --buyer-rate) before it is
+    /// closed with 1008.
+    #[arg(long, env = "LIVEHUB_BUYER_ABUSE_STRIKES", default_value_t = DEFAULT_BUYER_ABUSE_STRIKES)]
+    pub buyer_abuse_strikes: f64,
+    /// Seconds one snapshot write to a dashboard may take before that dashboard is dropped.
+    #[arg(long, env = "LIVEHUB_DASHBOARD_WRITE_TIMEOUT_S", default_value_t = DEFAULT_DASHBOARD_WRITE_TIMEOUT_S)]
+    pub dashboard_write_timeout_s: u64,
     #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.

@@ -3,6 +3,7 @@
 //! The way of a buy: socket in → protocol → inventory gate → journal → ack out.
 //! The way of the figures: orders → aggregator → dashboards.
 //!
+//! - [`accept`]: the accept loop: connection limits overall and per IP, handshake timeout
 //! - [`config`]: flags and `LIVEHUB_*` environment variables, with named defaults
 //! - [`server`]: the router and `run(listener, settings, shutdown)` that tests call directly
 //! - [`protocol`]: serde types of every buyer frame, SKU states and rejection codes
@@ -22,6 +23,7 @@
 //! - [`rate_limit`]: per-connection token bucket
 //! - [`clock`]: Unix milliseconds
 
+pub mod accept;
 pub mod admin;
 pub mod api;
 pub mod auth;

@@ -9,7 +9,9 @@ use clap::Parser;
 
 use livehub::auth::{self, Auth};
 use livehub::buyer::BuyerLimits;
-use livehub::config::{secret_or_generate, Command, Config};
+use livehub::accept::ConnLimits;
+use livehub::config::{secret_or_generate, Command, Config, FD_RESERVE};
+use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
 use livehub::journal::JournalOptions;
 use livehub::server::{self, Settings};
@@ -64,11 +66,23 @@ async fn main() -> anyhow::Result<()> {
         buyer_limits: BuyerLimits {
             frames_per_s: cfg.buyer_rate,
             burst: cfg.buyer_burst,
+            abuse_strikes: cfg.buyer_abuse_strikes,
+            outbound_queue: cfg.outbound_queue,
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
             ..BuyerLimits::default()
         },
         static_dir: static_dir(),
         demo: cfg.demo,
         shutdown_deadline: Duration::from_secs(cfg.shutdown_deadline_s),
+        conn_limits: ConnLimits {
+            max_connections: cfg.max_connections.unwrap_or_else(max_connections_from_fd_limit),
+            max_per_ip: cfg.max_connections_per_ip,
+            handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
+        },
+        feed_limits: FeedLimits {
+            write_timeout: Duration::from_secs(cfg.dashboard_write_timeout_s.max(1)),
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
+        },
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -79,6 +93,17 @@ async fn main() -> anyhow::Result<()> {
         println!("\n  livehub demo is live. Open the host dashboard:\n\n    http://{addr}/?room={}&token={viewer_token}\n", livehub::demo::DEMO_ROOM);
     }
     server::run(listener, settings, shutdown_signal()).await
+}
+
+/// Raises the soft open-file limit to the hard one and leaves [`FD_RESERVE`] of it for the
+/// journal, the listener and headroom; every connection is one file descriptor.
+fn max_connections_from_fd_limit() -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024);
+    let max = limit.saturating_sub(FD_RESERVE).max(16);
+    tracing::info!(open_file_limit = limit, max_connections = max, "connection limit");
+    max as usize
 }
 
 /// The page's files: `static/` next to the working directory, or the crate's own when run

@@ -11,7 +11,6 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -19,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::accept::{ConnCounts, ConnLimits};
 use crate::auth::{Access, Auth, AuthError};
 use crate::buyer::BuyerLimits;
+use crate::dashboard::feed::FeedLimits;
 use crate::hub::{Hub, HubOptions};
 use crate::protocol::MAX_BUYER_FRAME;
 
@@ -33,6 +34,8 @@ pub struct Settings {
     pub static_dir: PathBuf,
     pub demo: bool,
     pub shutdown_deadline: Duration,
+    pub conn_limits: ConnLimits,
+    pub feed_limits: FeedLimits,
 }
 
 /// Shared by every handler.
@@ -41,6 +44,9 @@ pub struct AppState {
     pub hub: Hub,
     pub auth: Auth,
     pub buyer_limits: BuyerLimits,
+    pub feed_limits: FeedLimits,
+    /// Open connections, overall and by source IP.
+    pub conns: Arc<ConnCounts>,
 }
 
 /// The page's Content-Security-Policy: only its own scripts and sockets.
@@ -103,7 +109,10 @@ pub async fn run(
         hub: hub.clone(),
         auth: settings.auth.clone(),
         buyer_limits: settings.buyer_limits,
+        feed_limits: settings.feed_limits,
+        conns: Arc::new(ConnCounts::default()),
     };
+    let conns = state.conns.clone();
     let app = router(state, settings.static_dir.clone());
     {
         let token = token.clone();
@@ -113,17 +122,15 @@ pub async fn run(
             token.cancel();
         });
     }
-    // Acks are small frames that must leave at once: without TCP_NODELAY, Nagle's algorithm
-    // holds them back behind the delayed ACK of the previous one (up to 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
+    crate::accept::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app,
+        settings.conn_limits,
+        conns,
+        token.clone(),
+        hub.tasks().clone(),
     )
-    .with_graceful_shutdown(token.clone().cancelled_owned())
-    .await?;
+    .await;
     hub.tasks().close();
     if tokio::time::timeout(settings.shutdown_deadline, hub.tasks().wait())
         .await
@@ -219,7 +226,8 @@ async fn ws_dashboard(
     let shutdown = s.hub.shutdown_token().clone();
     let tracker = s.hub.tasks().clone();
     let room: Arc<_> = room;
+    let limits = s.feed_limits;
     configure(ws).on_upgrade(move |socket| {
-        tracker.track_future(crate::dashboard::feed::serve(room, socket, shutdown))
+        tracker.track_future(crate::dashboard::feed::serve(room, socket, shutdown, limits))
     })
 }

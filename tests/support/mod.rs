@@ -14,8 +14,10 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use livehub::accept::ConnLimits;
 use livehub::auth::{sign_buyer_token, Auth};
 use livehub::buyer::BuyerLimits;
+use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
 use livehub::journal::{Faults, JournalOptions};
 use livehub::server::{self, Settings};
@@ -42,6 +44,8 @@ pub struct Options {
     pub limits: BuyerLimits,
     pub push_interval: Duration,
     pub fsync: bool,
+    pub conn_limits: ConnLimits,
+    pub feed_limits: FeedLimits,
 }
 
 impl Default for Options {
@@ -51,10 +55,12 @@ impl Default for Options {
             limits: BuyerLimits {
                 frames_per_s: 1e6,
                 burst: 1e6,
-                max_in_flight: 256,
+                ..BuyerLimits::default()
             },
             push_interval: Duration::from_millis(50),
             fsync: true,
+            conn_limits: ConnLimits::default(),
+            feed_limits: FeedLimits::default(),
         }
     }
 }
@@ -96,6 +102,8 @@ impl TestServer {
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
             shutdown_deadline: Duration::from_secs(5),
+            conn_limits: opts.conn_limits,
+            feed_limits: opts.feed_limits,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -1,0 +1,283 @@
+//! The accept loop: TCP_NODELAY, connection limits (overall and per source IP), the handshake
+//! timeout, and a graceful stop.
+//!
+//! A connection's slot lives in its I/O object ([`Counted`]), so an upgraded WebSocket holds
+//! its slot until the socket closes, and a plain HTTP connection until it ends. A connection
+//! over a limit gets a one-shot `503` written without waiting and is closed: it never costs a
+//! task. The handshake timeout is hyper's header-read timeout: a client that does not finish
+//! its request head (a WebSocket upgrade included) within it is dropped (slowloris).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use dashmap::DashMap;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Limits the accept loop enforces. Zero means no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections of every kind at once.
+    pub max_connections: usize,
+    /// Open connections from one source IP at once.
+    pub max_per_ip: usize,
+    /// Time a new connection has to send its request head (the WebSocket upgrade included).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 0,
+            max_per_ip: 0,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MaxConnections,
+    MaxPerIp,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Open connections, overall and by source IP. Atomics for the total (one add per accept);
+/// a DashMap for the per-IP counts, whose entry lock makes check-and-increment one step.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    total: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+impl ConnCounts {
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a connection from `ip`, or says which limit is full.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr, limits: &ConnLimits) -> Result<Slot, Refusal> {
+        let before = self.total.fetch_add(1, Ordering::AcqRel);
+        if limits.max_connections > 0 && before >= limits.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::MaxConnections);
+        }
+        {
+            let mut n = self.per_ip.entry(ip).or_insert(0);
+            if limits.max_per_ip > 0 && *n >= limits.max_per_ip {
+                drop(n);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::MaxPerIp);
+            }
+            *n += 1;
+        }
+        Ok(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in the counts, given back on drop.
+#[derive(Debug)]
+pub struct Slot {
+    counts: Arc<ConnCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+        }
+        self.counts.per_ip.remove_if(&self.ip, |_, n| *n == 0);
+        self.counts.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A TCP stream that holds its connection slot.
+#[derive(Debug)]
+pub struct Counted {
+    tcp: TcpStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Accepts and serves connections with `app` until `stop` is cancelled. Each connection's
+/// task is tracked by `tasks`; on stop, idle HTTP connections close and requests in progress
+/// finish (WebSockets are told by the same token through their own tasks).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    counts: Arc<ConnCounts>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors (EMFILE/ENFILE) or a connection reset before accept:
+                // say which, and back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                metrics::counter!("livehub_accept_errors_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        // Acks are small frames that must leave at once: without TCP_NODELAY, Nagle's
+        // algorithm holds them back behind the delayed ACK of the previous one (up to 40 ms).
+        let _ = tcp.set_nodelay(true);
+        let slot = match counts.try_take(remote.ip(), &limits) {
+            Ok(s) => s,
+            Err(why) => {
+                refuse(&tcp, why);
+                continue;
+            }
+        };
+        let io = TokioIo::new(Counted { tcp, _slot: slot });
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+                req
+            },
+        ));
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(Some(limits.handshake_timeout));
+            let conn = http.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+/// Answers a connection over a limit with a 503 if its send buffer takes it at once, and
+/// closes it.
+fn refuse(tcp: &TcpStream, why: Refusal) {
+    metrics::counter!("livehub_connections_refused_total", "reason" => why.as_str()).increment(1);
+    let body = format!(
+        r#"{{"error":"unavailable","detail":"connection limit reached ({})"}}"#,
+        why.as_str()
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.try_write(response.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_limit_overall_and_per_ip_and_give_back_on_drop() {
+        let counts = Arc::new(ConnCounts::default());
+        let limits = ConnLimits {
+            max_connections: 3,
+            max_per_ip: 2,
+            ..ConnLimits::default()
+        };
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let a1 = counts.try_take(a, &limits).unwrap();
+        let _a2 = counts.try_take(a, &limits).unwrap();
+        assert_eq!(counts.try_take(a, &limits).unwrap_err(), Refusal::MaxPerIp);
+        let _b1 = counts.try_take(b, &limits).unwrap();
+        assert_eq!(
+            counts.try_take(b, &limits).unwrap_err(),
+            Refusal::MaxConnections
+        );
+        assert_eq!(counts.open(), 3);
+        drop(a1);
+        assert_eq!(counts.open(), 2);
+        let _a3 = counts.try_take(a, &limits).unwrap();
+        assert_eq!(counts.per_ip.get(&a).map(|n| *n), Some(2));
+    }
+
+    #[test]
+    fn an_ip_with_no_connections_leaves_no_entry() {
+        let counts = Arc::new(ConnCounts::default());
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let s = counts.try_take(ip, &ConnLimits::default()).unwrap();
+        drop(s);
+        assert!(counts.per_ip.is_empty());
+        assert_eq!(counts.open(), 0);
+    }
+}
