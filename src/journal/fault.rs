@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Faults {
     writes: AtomicU32,
     syncs: AtomicU32,
+    sync_delay_ms: AtomicU32,
 }
 
 impl Faults {
@@ -23,6 +24,11 @@ impl Faults {
         self.syncs.store(n, Ordering::SeqCst);
     }
 
+    /// Makes every fsync take `ms` longer (a saturated disk), until set back to 0.
+    pub fn slow_syncs(&self, ms: u32) {
+        self.sync_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub(crate) fn check_write(&self) -> io::Result<()> {
         take_one(&self.writes, || {
             io::Error::new(
@@ -33,6 +39,10 @@ impl Faults {
     }
 
     pub(crate) fn check_sync(&self) -> io::Result<()> {
+        let delay = self.sync_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay as u64));
+        }
         take_one(&self.syncs, || io::Error::other("injected: fsync failed"))
     }
 }

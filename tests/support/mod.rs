@@ -46,6 +46,8 @@ pub struct Options {
     pub fsync: bool,
     pub conn_limits: ConnLimits,
     pub feed_limits: FeedLimits,
+    /// Records the journal queue holds before buys are refused `unavailable`.
+    pub journal_queue: Option<usize>,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             fsync: true,
             conn_limits: ConnLimits::default(),
             feed_limits: FeedLimits::default(),
+            journal_queue: None,
         }
     }
 }
@@ -92,6 +95,9 @@ impl TestServer {
         let mut journal = JournalOptions::new(dir);
         journal.faults = faults.clone();
         journal.fsync = opts.fsync;
+        if let Some(q) = opts.journal_queue {
+            journal.queue = q;
+        }
         let settings = Settings {
             hub: HubOptions {
                 journal,
@@ -317,6 +323,32 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on a socket of its own making: bound to `source` (a 127.0.0.x address) and
+    /// with a small receive buffer when given, so a test can play a distant or stalled peer.
+    pub async fn connect_from(
+        url: &str,
+        source: Option<std::net::IpAddr>,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let addr: SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("ws://IP:PORT/...");
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        if let Some(n) = recv_buffer {
+            sock.set_recv_buffer_size(n)?;
+        }
+        if let Some(ip) = source {
+            sock.bind(SocketAddr::new(ip, 0))?;
+        }
+        let tcp = sock.connect(addr).await?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(ws)
+    }
+
     pub async fn connect(url: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         let mut c = Client {

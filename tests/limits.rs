@@ -1,0 +1,407 @@
+//! Hostile and broken clients: connection limits, the handshake and idle timeouts, clients
+//! that never read, clients that flood, and a saturated journal. None of them may slow or stop
+//! anyone else, and none may cost an acknowledged order.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The value of one Prometheus series in `/metrics`, 0 when absent.
+async fn metric(s: &TestServer, series: &str) -> f64 {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `series` reaches at least `at_least`.
+async fn wait_metric(s: &TestServer, series: &str, at_least: f64) -> f64 {
+    let t0 = Instant::now();
+    loop {
+        let v = metric(s, series).await;
+        if v >= at_least {
+            return v;
+        }
+        assert!(t0.elapsed() < WAIT, "{series} stayed at {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn refused_with_503(r: Result<Ws, tungstenite::Error>) -> bool {
+    matches!(r, Err(tungstenite::Error::Http(resp)) if resp.status() == 503)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_still_connect() {
+    let mut opts = Options::default();
+    opts.conn_limits.max_per_ip = 2;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    let url = format!("ws://{}/ws/dashboard?room=r&token={VIEWER}", s.addr);
+    let a1 = Client::connect_from(&url, Some(ip("127.0.0.3")), None)
+        .await
+        .unwrap();
+    let _a2 = Client::connect_from(&url, Some(ip("127.0.0.3")), None)
+        .await
+        .unwrap();
+    assert!(refused_with_503(
+        Client::connect_from(&url, Some(ip("127.0.0.3")), None).await
+    ));
+    let _b1 = Client::connect_from(&url, Some(ip("127.0.0.4")), None)
+        .await
+        .expect("another address is not limited by the first one's count");
+    drop(a1);
+    // The slot comes back once the server sees the close.
+    let t0 = Instant::now();
+    loop {
+        match Client::connect_from(&url, Some(ip("127.0.0.3")), None).await {
+            Ok(_) => break,
+            Err(e) => assert!(t0.elapsed() < WAIT, "slot never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&s, "livehub_connections_refused_total{reason=\"max_connections_per_ip\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_overall_limit_are_refused_until_one_closes() {
+    let mut opts = Options::default();
+    opts.conn_limits.max_connections = 4;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    let url = format!("ws://{}/ws/dashboard?room=r&token={VIEWER}", s.addr);
+    // The test's HTTP client may hold a pooled connection too; open until refused.
+    let mut open = Vec::new();
+    loop {
+        let r = Client::connect_from(&url, Some(ip("127.0.0.5")), None).await;
+        match r {
+            Ok(ws) => open.push(ws),
+            Err(e) => {
+                assert!(refused_with_503(Err(e)), "refused with 503");
+                break;
+            }
+        }
+        assert!(open.len() <= 4, "the limit of 4 was not enforced");
+    }
+    assert!(!open.is_empty());
+    open.pop();
+    let t0 = Instant::now();
+    while Client::connect_from(&url, Some(ip("127.0.0.6")), None)
+        .await
+        .is_err()
+    {
+        assert!(t0.elapsed() < WAIT, "a closed connection's slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_is_dropped_at_the_handshake_timeout() {
+    let mut opts = Options::default();
+    opts.conn_limits.handshake_timeout = Duration::from_millis(500);
+    let s = TestServer::start_with(opts).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    // Half a request head, then silence (slowloris).
+    tcp.write_all(b"GET /ws/buy?room=r HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // hyper may answer 408 first
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept a half-sent request open");
+    // A complete request on a fresh connection is served.
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A WebSocket client made by hand that, after the upgrade, never writes a byte (so never
+/// answers a ping) and only reads. Returns everything the server sent until it closed.
+async fn silent_client(addr: std::net::SocketAddr, path: String, wait: Duration) -> Vec<u8> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(wait).await;
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut all))
+        .await
+        .expect("server closed in time")
+        .expect("read");
+    assert!(all.starts_with(b"HTTP/1.1 101"), "upgraded");
+    all
+}
+
+/// Whether `bytes` hold a server close frame with `code` (unmasked: 0x88, length, code).
+fn has_close_frame(bytes: &[u8], code: u16) -> bool {
+    let [hi, lo] = code.to_be_bytes();
+    bytes
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[1] >= 2 && w[2] == hi && w[3] == lo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_close_at_the_idle_timeout_and_sockets_that_answer_pings_stay() {
+    let mut opts = Options::default();
+    opts.limits.idle_timeout = Duration::from_millis(600);
+    opts.feed_limits.idle_timeout = Duration::from_millis(600);
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 100, 10, None).await;
+    // These two never answer a ping.
+    let quiet_buyer = tokio::spawn(silent_client(
+        s.addr,
+        "/ws/buy?room=r&user=quiet".to_owned(),
+        Duration::from_millis(100),
+    ));
+    let quiet_dash = tokio::spawn(silent_client(
+        s.addr,
+        format!("/ws/dashboard?room=r&token={VIEWER}"),
+        Duration::from_millis(100),
+    ));
+    // This one reads all along; tungstenite answers each ping with a pong as it reads.
+    let mut live = s.buyer("r", "live").await;
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(100), live.ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Close(f)))) => panic!("a socket answering pings was closed: {f:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("live socket ended: {other:?}"),
+        }
+    }
+    let (buyer_bytes, dash_bytes) = (quiet_buyer.await.unwrap(), quiet_dash.await.unwrap());
+    // Pinged (opcode 0x89) before being closed with 1000.
+    assert!(buyer_bytes.contains(&0x89) && has_close_frame(&buyer_bytes, 1000));
+    assert!(dash_bytes.contains(&0x89) && has_close_frame(&dash_bytes, 1000));
+    let ack = live.buy("r1", "A", 1).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert!(metric(&s, "livehub_idle_closed_total{kind=\"buyer\"}").await >= 1.0);
+    assert!(metric(&s, "livehub_idle_closed_total{kind=\"dashboard\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_that_never_reads_is_dropped_and_counted_and_others_keep_buying() {
+    let mut opts = Options::default();
+    opts.limits.outbound_queue = 16;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 100, 1_000, None).await;
+    let url = format!("ws://{}/ws/buy?room=r&user=stuck", s.addr);
+    let stuck = Client::connect_from(&url, None, Some(4096)).await.unwrap();
+    let (mut tx, _rx_never_read) = stuck.split();
+    // Pings make pongs without buying anything; the pongs pile up unread.
+    let mut sent = 0u32;
+    let dropped_before = metric(&s, "livehub_slow_consumers_dropped_total{kind=\"buyer\"}").await;
+    while sent < 400_000 {
+        let mut batch = futures_util::stream::iter(
+            (0..1000).map(|_| Ok(Message::text(r#"{"op":"ping"}"#))),
+        );
+        let r = tokio::time::timeout(WAIT, tx.send_all(&mut batch)).await;
+        sent += 1000;
+        if !matches!(r, Ok(Ok(()))) {
+            break; // the server hung up on us
+        }
+        if metric(&s, "livehub_slow_consumers_dropped_total{kind=\"buyer\"}").await > dropped_before {
+            break;
+        }
+    }
+    wait_metric(
+        &s,
+        "livehub_slow_consumers_dropped_total{kind=\"buyer\"}",
+        dropped_before + 1.0,
+    )
+    .await;
+    let mut other = s.buyer("r", "reader").await;
+    let ack = other.buy("b1", "A", 1).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_that_never_reads_holds_up_neither_buys_nor_other_dashboards() {
+    let mut opts = Options::default();
+    opts.feed_limits.write_timeout = Duration::from_millis(500);
+    opts.push_interval = Duration::from_millis(20);
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    // Many SKUs make each snapshot large, so the stalled socket's buffers fill quickly.
+    for i in 0..150 {
+        s.create_sku("r", &format!("SKU-with-a-long-name-{i:03}"), 100, 1_000_000, None)
+            .await;
+    }
+    let url = format!("ws://{}/ws/dashboard?room=r&token={VIEWER}", s.addr);
+    let _stalled = Client::connect_from(&url, None, Some(4096)).await.unwrap();
+    let mut reader = s.dashboard("r").await;
+    let mut buyers = Vec::new();
+    for i in 0..4 {
+        buyers.push(s.buyer("r", &format!("u{i}")).await);
+    }
+    let series = "livehub_slow_consumers_dropped_total{kind=\"dashboard\"}";
+    let t0 = Instant::now();
+    let mut ok = 0u64;
+    let mut n = 0u64;
+    // Buy until the stalled dashboard is dropped: every buy must still be answered.
+    while metric(&s, series).await < 1.0 {
+        assert!(t0.elapsed() < WAIT * 2, "the stalled dashboard was never dropped");
+        for b in buyers.iter_mut() {
+            n += 1;
+            let sku = format!("SKU-with-a-long-name-{:03}", n % 150);
+            let ack = b.buy(&format!("q{n}"), &sku, 1).await;
+            assert_eq!(ack["ok"], true, "{ack}");
+            ok += 1;
+        }
+    }
+    // The reading dashboard sees every order.
+    let t0 = Instant::now();
+    loop {
+        let snap = reader.next_json().await.expect("reader dashboard stays open");
+        if snap["orders"].as_u64() == Some(ok) {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "reader never caught up: {}", snap["orders"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others_are_not() {
+    let mut opts = Options::default();
+    opts.limits.frames_per_s = 50.0;
+    opts.limits.burst = 50.0;
+    opts.limits.abuse_strikes = 200.0;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 100, 1_000_000, None).await;
+    let flood = s.buyer("r", "bot").await;
+    let mut polite = s.buyer("r", "human").await;
+
+    let polite_task = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for i in 0..10 {
+            acks.push(polite.buy(&format!("p{i}"), "A", 1).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acks
+    });
+    let (mut tx, mut rx) = flood.ws.split();
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..3000 {
+            tick.tick().await;
+            let f = json!({"op": "buy", "req": format!("f{i}"), "sku": "A", "qty": 1});
+            if tx.send(Message::text(f.to_string())).await.is_err() {
+                return i;
+            }
+        }
+        3000
+    });
+    let mut limited = 0;
+    let mut ok = 0;
+    let code = loop {
+        match tokio::time::timeout(WAIT, rx.next()).await.expect("frames in time") {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["op"] == "ack" {
+                    match v["error"].as_str() {
+                        None => ok += 1,
+                        Some("rate_limited") => limited += 1,
+                        Some(e) => panic!("unexpected {e}"),
+                    }
+                }
+            }
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break None,
+        }
+    };
+    let _ = sender.await;
+    assert_eq!(code, Some(1008), "closed for policy after {ok} ok, {limited} limited");
+    assert!(limited > 0 && ok > 0, "ok {ok}, limited {limited}");
+    for ack in polite_task.await.unwrap() {
+        assert_eq!(ack["ok"], true, "a polite buyer was limited: {ack}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_journal_answers_unavailable_and_loses_no_acked_order() {
+    let dir = temp_dir();
+    let mut opts = Options::default();
+    opts.journal_queue = Some(64);
+    let s = TestServer::start_in(&dir, opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 250, 1_000_000, None).await;
+    s.faults.slow_syncs(50);
+    let mut tasks = Vec::new();
+    for c in 0..20 {
+        let mut b = s.buyer("r", &format!("u{c}")).await;
+        tasks.push(tokio::spawn(async move {
+            // All 200 in flight at once, answered in any order.
+            for i in 0..200 {
+                let f = json!({"op": "buy", "req": format!("r{i}"), "sku": "A", "qty": 1});
+                b.send_json(f).await;
+            }
+            let mut acks = Vec::new();
+            while acks.len() < 200 {
+                let v = b.reply().await;
+                assert_eq!(v["op"], "ack", "{v}");
+                acks.push(v);
+            }
+            acks
+        }));
+    }
+    let mut ok_orders = Vec::new();
+    let mut unavailable = 0;
+    for t in tasks {
+        for a in t.await.unwrap() {
+            match (a["ok"].as_bool(), a["error"].as_str()) {
+                (Some(true), _) => ok_orders.push(a["order"].as_str().unwrap().to_owned()),
+                (_, Some("unavailable")) => unavailable += 1,
+                _ => panic!("unexpected ack {a}"),
+            }
+        }
+    }
+    assert_eq!(ok_orders.len() + unavailable, 4000);
+    assert!(unavailable > 0, "admission control never refused a buy");
+    assert!(!ok_orders.is_empty());
+    s.faults.slow_syncs(0);
+    let dir = s.stop().await;
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    let export = s.export("r").await;
+    let exported: std::collections::HashSet<_> = export
+        .iter()
+        .map(|o| o["order"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(export.len(), ok_orders.len(), "only acked orders exist");
+    for o in &ok_orders {
+        assert!(exported.contains(o), "acked order {o} lost");
+    }
+    let audit = s.audit("r").await;
+    assert_eq!(audit["consistent"], true, "{audit}");
+    assert_eq!(audit["skus"][0]["sold"], ok_orders.len() as u64);
+}
