@@ -205,7 +205,8 @@ pub async fn serve(
         let io = TokioIo::new(Counted { tcp, _slot: slot });
         let service = TowerToHyperService::new(app.clone().map_request(
             move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+                req.extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(remote));
                 req
             },
         ));

@@ -117,7 +117,10 @@ impl Outbound {
         }
         drop(self.queue);
         let mut writer = self.writer;
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }
@@ -164,7 +167,8 @@ pub async fn serve(
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
     let shutdown = hub.shutdown_token().clone();
     let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 

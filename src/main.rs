@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
+use livehub::accept::ConnLimits;
 use livehub::auth::{self, Auth};
 use livehub::buyer::BuyerLimits;
-use livehub::accept::ConnLimits;
 use livehub::config::{secret_or_generate, Command, Config, FD_RESERVE};
 use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
@@ -75,7 +75,9 @@ async fn main() -> anyhow::Result<()> {
         demo: cfg.demo,
         shutdown_deadline: Duration::from_secs(cfg.shutdown_deadline_s),
         conn_limits: ConnLimits {
-            max_connections: cfg.max_connections.unwrap_or_else(max_connections_from_fd_limit),
+            max_connections: cfg
+                .max_connections
+                .unwrap_or_else(max_connections_from_fd_limit),
             max_per_ip: cfg.max_connections_per_ip,
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
         },
@@ -102,7 +104,11 @@ fn max_connections_from_fd_limit() -> usize {
         .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
         .unwrap_or(1024);
     let max = limit.saturating_sub(FD_RESERVE).max(16);
-    tracing::info!(open_file_limit = limit, max_connections = max, "connection limit");
+    tracing::info!(
+        open_file_limit = limit,
+        max_connections = max,
+        "connection limit"
+    );
     max as usize
 }
 

@@ -228,6 +228,8 @@ async fn ws_dashboard(
     let room: Arc<_> = room;
     let limits = s.feed_limits;
     configure(ws).on_upgrade(move |socket| {
-        tracker.track_future(crate::dashboard::feed::serve(room, socket, shutdown, limits))
+        tracker.track_future(crate::dashboard::feed::serve(
+            room, socket, shutdown, limits,
+        ))
     })
 }

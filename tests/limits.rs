@@ -79,7 +79,14 @@ async fn connections_over_the_per_ip_limit_are_refused_and_other_addresses_still
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(metric(&s, "livehub_connections_refused_total{reason=\"max_connections_per_ip\"}").await >= 1.0);
+    assert!(
+        metric(
+            &s,
+            "livehub_connections_refused_total{reason=\"max_connections_per_ip\"}"
+        )
+        .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +116,10 @@ async fn connections_over_the_overall_limit_are_refused_until_one_closes() {
         .await
         .is_err()
     {
-        assert!(t0.elapsed() < WAIT, "a closed connection's slot never came back");
+        assert!(
+            t0.elapsed() < WAIT,
+            "a closed connection's slot never came back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -221,15 +231,15 @@ async fn a_buyer_that_never_reads_is_dropped_and_counted_and_others_keep_buying(
     let mut sent = 0u32;
     let dropped_before = metric(&s, "livehub_slow_consumers_dropped_total{kind=\"buyer\"}").await;
     while sent < 400_000 {
-        let mut batch = futures_util::stream::iter(
-            (0..1000).map(|_| Ok(Message::text(r#"{"op":"ping"}"#))),
-        );
+        let mut batch =
+            futures_util::stream::iter((0..1000).map(|_| Ok(Message::text(r#"{"op":"ping"}"#))));
         let r = tokio::time::timeout(WAIT, tx.send_all(&mut batch)).await;
         sent += 1000;
         if !matches!(r, Ok(Ok(()))) {
             break; // the server hung up on us
         }
-        if metric(&s, "livehub_slow_consumers_dropped_total{kind=\"buyer\"}").await > dropped_before {
+        if metric(&s, "livehub_slow_consumers_dropped_total{kind=\"buyer\"}").await > dropped_before
+        {
             break;
         }
     }
@@ -253,8 +263,14 @@ async fn a_dashboard_that_never_reads_holds_up_neither_buys_nor_other_dashboards
     s.create_room("r").await;
     // Many SKUs make each snapshot large, so the stalled socket's buffers fill quickly.
     for i in 0..150 {
-        s.create_sku("r", &format!("SKU-with-a-long-name-{i:03}"), 100, 1_000_000, None)
-            .await;
+        s.create_sku(
+            "r",
+            &format!("SKU-with-a-long-name-{i:03}"),
+            100,
+            1_000_000,
+            None,
+        )
+        .await;
     }
     let url = format!("ws://{}/ws/dashboard?room=r&token={VIEWER}", s.addr);
     let _stalled = Client::connect_from(&url, None, Some(4096)).await.unwrap();
@@ -269,7 +285,10 @@ async fn a_dashboard_that_never_reads_holds_up_neither_buys_nor_other_dashboards
     let mut n = 0u64;
     // Buy until the stalled dashboard is dropped: every buy must still be answered.
     while metric(&s, series).await < 1.0 {
-        assert!(t0.elapsed() < WAIT * 2, "the stalled dashboard was never dropped");
+        assert!(
+            t0.elapsed() < WAIT * 2,
+            "the stalled dashboard was never dropped"
+        );
         for b in buyers.iter_mut() {
             n += 1;
             let sku = format!("SKU-with-a-long-name-{:03}", n % 150);
@@ -281,11 +300,18 @@ async fn a_dashboard_that_never_reads_holds_up_neither_buys_nor_other_dashboards
     // The reading dashboard sees every order.
     let t0 = Instant::now();
     loop {
-        let snap = reader.next_json().await.expect("reader dashboard stays open");
+        let snap = reader
+            .next_json()
+            .await
+            .expect("reader dashboard stays open");
         if snap["orders"].as_u64() == Some(ok) {
             break;
         }
-        assert!(t0.elapsed() < WAIT, "reader never caught up: {}", snap["orders"]);
+        assert!(
+            t0.elapsed() < WAIT,
+            "reader never caught up: {}",
+            snap["orders"]
+        );
     }
 }
 
@@ -324,7 +350,10 @@ async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others
     let mut limited = 0;
     let mut ok = 0;
     let code = loop {
-        match tokio::time::timeout(WAIT, rx.next()).await.expect("frames in time") {
+        match tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("frames in time")
+        {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 if v["op"] == "ack" {
@@ -341,7 +370,11 @@ async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others
         }
     };
     let _ = sender.await;
-    assert_eq!(code, Some(1008), "closed for policy after {ok} ok, {limited} limited");
+    assert_eq!(
+        code,
+        Some(1008),
+        "closed for policy after {ok} ok, {limited} limited"
+    );
     assert!(limited > 0 && ok > 0, "ok {ok}, limited {limited}");
     for ack in polite_task.await.unwrap() {
         assert_eq!(ack["ok"], true, "a polite buyer was limited: {ack}");

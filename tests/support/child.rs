@@ -1,0 +1,145 @@
+//! A livehub child process on 127.0.0.1:0, for tests that kill or signal it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ADMIN, SECRET, VIEWER, WAIT};
+
+pub struct ChildHub {
+    pub child: Child,
+    pub addr: String,
+}
+
+/// Starts the `livehub` binary on `dir` with `extra` flags and waits until it serves.
+pub async fn spawn(dir: &Path, extra: &[&str]) -> ChildHub {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livehub"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--open-buyers",
+        ])
+        .args(["--buyer-rate", "1000000", "--buyer-burst", "1000000"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LIVEHUB_ADMIN_TOKEN", ADMIN)
+        .env("LIVEHUB_VIEWER_TOKEN", VIEWER)
+        .env("LIVEHUB_BUYER_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn livehub");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read the listening address, then keep draining so the child never blocks on its pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "livehub listening" {
+                    if let Some(tx) = tx.take() {
+                        let _ =
+                            tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(WAIT).expect("livehub reports its address");
+    let t0 = std::time::Instant::now();
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(t0.elapsed() < WAIT, "livehub did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ChildHub { child, addr }
+}
+
+impl ChildHub {
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(t0.elapsed() < WAIT, "livehub did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An HTTP request with a bearer token: status and body.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let c = reqwest::Client::new();
+        let mut rb = c
+            .request(
+                method.parse().unwrap(),
+                format!("http://{}{path}", self.addr),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("http");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Every order of a room through the paged export.
+    pub async fn export(&self, room: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut after = 0;
+        loop {
+            let (st, body) = self
+                .http(
+                    "GET",
+                    &format!("/api/rooms/{room}/orders?after_seq={after}&limit=10000"),
+                    ADMIN,
+                    None,
+                )
+                .await;
+            assert_eq!(st, 200);
+            let page: Vec<Value> = body
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let n = page.len();
+            if let Some(l) = page.last() {
+                after = l["seq"].as_u64().unwrap();
+            }
+            out.extend(page);
+            if n < 10000 {
+                return out;
+            }
+        }
+    }
+}
+
+impl Drop for ChildHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
