@@ -109,6 +109,7 @@ fn main() {
             HubOptions {
                 journal: opts.clone(),
                 push_interval: Duration::from_millis(100),
+                max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
             },
             CancellationToken::new(),
         )

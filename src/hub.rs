@@ -1,6 +1,7 @@
 //! The hub: shared state in one cloneable handle, and the buy path from a decoded `buy` frame
 //! to its ack: idempotency → inventory gate → journal (the durable point) → ack.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ pub struct HubOptions {
     pub journal: JournalOptions,
     /// How often dashboards get a snapshot at most.
     pub push_interval: Duration,
+    /// Buys being decided or made durable at once, over all connections; beyond it new buys
+    /// are answered `unavailable` at once (admission control), so an overload turns into quick
+    /// refusals rather than a queue that grows without bound. By Little's law, the queueing
+    /// delay it allows is this divided by the acks a second the machine sustains.
+    pub max_pending_buys: usize,
 }
 
 /// The hub. Clones share one state.
@@ -36,6 +42,8 @@ struct HubInner {
     options: HubOptions,
     /// Serialises admin changes so that their journal order is their memory order.
     admin: tokio::sync::Mutex<()>,
+    /// Buys admitted and not yet answered; one atomic add per buy.
+    pending: AtomicUsize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -55,6 +63,7 @@ impl Hub {
                 gate: LocalGate,
                 options,
                 admin: tokio::sync::Mutex::new(()),
+                pending: AtomicUsize::new(0),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -120,6 +129,18 @@ impl Hub {
                 Begin::Fresh => break,
             }
         }
+        let Some(_admitted) = self.admit() else {
+            room.end_request(&user.id, &msg.req);
+            metrics::counter!("livehub_buys_shed_total").increment(1);
+            let sku = room.sku(&msg.sku);
+            return self.rejected(
+                room,
+                &msg.req,
+                RejectCode::Unavailable,
+                sku.as_ref().map(|s| s.id.clone()),
+                sku.map(|s| s.left()),
+            );
+        };
         let buy = BuyRequest {
             user,
             sku: &msg.sku,
@@ -185,6 +206,21 @@ impl Hub {
         }
     }
 
+    /// A place among the pending buys, or `None` when they are full.
+    fn admit(&self) -> Option<Admitted<'_>> {
+        let pending = &self.inner.pending;
+        if pending.fetch_add(1, Ordering::AcqRel) >= self.inner.options.max_pending_buys {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(pending))
+    }
+
+    /// Buys admitted and not yet answered.
+    pub fn pending_buys(&self) -> usize {
+        self.inner.pending.load(Ordering::Relaxed)
+    }
+
     /// What became of an earlier buy.
     pub async fn status(&self, room: &Room, user: &str, req: &str) -> Ack {
         loop {
@@ -229,6 +265,15 @@ impl Hub {
     /// Writes what is queued and stops the journal. Blocking; call from a blocking context.
     pub fn close_journal(&self) {
         self.inner.journal.close();
+    }
+}
+
+/// One admitted buy; leaves the count when the buy is answered (or dropped).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         hub: HubOptions {
             journal,
             push_interval: Duration::from_millis(cfg.push_interval_ms.max(1)),
+            max_pending_buys: cfg.max_pending_buys.max(1),
         },
         auth: Auth::new(
             &admin_token,

@@ -381,20 +381,12 @@ async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saturated_journal_answers_unavailable_and_loses_no_acked_order() {
-    let dir = temp_dir();
-    let mut opts = Options::default();
-    opts.journal_queue = Some(64);
-    let s = TestServer::start_in(&dir, opts).await;
-    s.create_room("r").await;
-    s.create_sku("r", "A", 250, 1_000_000, None).await;
-    s.faults.slow_syncs(50);
+/// Buys from 20 connections, 200 each all in flight at once; the acks.
+async fn flood(s: &TestServer) -> Vec<Value> {
     let mut tasks = Vec::new();
     for c in 0..20 {
         let mut b = s.buyer("r", &format!("u{c}")).await;
         tasks.push(tokio::spawn(async move {
-            // All 200 in flight at once, answered in any order.
             for i in 0..200 {
                 let f = json!({"op": "buy", "req": format!("r{i}"), "sku": "A", "qty": 1});
                 b.send_json(f).await;
@@ -408,21 +400,29 @@ async fn a_saturated_journal_answers_unavailable_and_loses_no_acked_order() {
             acks
         }));
     }
-    let mut ok_orders = Vec::new();
-    let mut unavailable = 0;
+    let mut all = Vec::new();
     for t in tasks {
-        for a in t.await.unwrap() {
-            match (a["ok"].as_bool(), a["error"].as_str()) {
-                (Some(true), _) => ok_orders.push(a["order"].as_str().unwrap().to_owned()),
-                (_, Some("unavailable")) => unavailable += 1,
-                _ => panic!("unexpected ack {a}"),
-            }
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Splits acks into ok order ids and the count of `unavailable`; nothing else is expected.
+fn ok_and_unavailable(acks: &[Value]) -> (Vec<String>, usize) {
+    let mut ok = Vec::new();
+    let mut unavailable = 0;
+    for a in acks {
+        match (a["ok"].as_bool(), a["error"].as_str()) {
+            (Some(true), _) => ok.push(a["order"].as_str().unwrap().to_owned()),
+            (_, Some("unavailable")) => unavailable += 1,
+            _ => panic!("unexpected ack {a}"),
         }
     }
-    assert_eq!(ok_orders.len() + unavailable, 4000);
-    assert!(unavailable > 0, "admission control never refused a buy");
-    assert!(!ok_orders.is_empty());
-    s.faults.slow_syncs(0);
+    (ok, unavailable)
+}
+
+/// After a restart: exactly the acked orders exist, and the audit holds.
+async fn only_acked_orders_after_restart(s: TestServer, ok_orders: &[String]) {
     let dir = s.stop().await;
     let s = TestServer::start_in(&dir, Options::default()).await;
     let export = s.export("r").await;
@@ -431,10 +431,62 @@ async fn a_saturated_journal_answers_unavailable_and_loses_no_acked_order() {
         .map(|o| o["order"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(export.len(), ok_orders.len(), "only acked orders exist");
-    for o in &ok_orders {
+    for o in ok_orders {
         assert!(exported.contains(o), "acked order {o} lost");
     }
     let audit = s.audit("r").await;
     assert_eq!(audit["consistent"], true, "{audit}");
     assert_eq!(audit["skus"][0]["sold"], ok_orders.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_queue_answers_unavailable_and_loses_no_acked_order() {
+    let mut opts = Options::default();
+    opts.journal_queue = Some(64);
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 250, 1_000_000, None).await;
+    s.faults.slow_syncs(50);
+    let acks = flood(&s).await;
+    let (ok, unavailable) = ok_and_unavailable(&acks);
+    assert_eq!(ok.len() + unavailable, 4000);
+    assert!(
+        unavailable > 0 && !ok.is_empty(),
+        "ok {}, unavailable {unavailable}",
+        ok.len()
+    );
+    s.faults.slow_syncs(0);
+    only_acked_orders_after_restart(s, &ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_pending_buys_limit_buys_are_shed_and_no_acked_order_is_lost() {
+    let mut opts = Options::default();
+    opts.max_pending_buys = 50;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 250, 1_000_000, None).await;
+    s.faults.slow_syncs(50);
+    let acks = flood(&s).await;
+    let (ok, unavailable) = ok_and_unavailable(&acks);
+    assert_eq!(ok.len() + unavailable, 4000);
+    assert!(
+        unavailable > 0 && !ok.is_empty(),
+        "ok {}, unavailable {unavailable}",
+        ok.len()
+    );
+    let shed = metric(&s, "livehub_buys_shed_total").await;
+    assert!(
+        shed >= unavailable as f64,
+        "shed {shed} < unavailable {unavailable}"
+    );
+    // A refused req made nothing and is decided afresh: once the load is gone it buys.
+    s.faults.slow_syncs(0);
+    let mut b = s.buyer("r", "u0").await;
+    let refused = acks.iter().find(|a| a["error"] == "unavailable").unwrap();
+    let again = b.buy(refused["req"].as_str().unwrap(), "A", 1).await;
+    assert_eq!(again["ok"], true, "{again}");
+    let mut ok = ok;
+    ok.push(again["order"].as_str().unwrap().to_owned());
+    only_acked_orders_after_restart(s, &ok).await;
 }

@@ -50,6 +50,7 @@ pub struct Options {
     pub feed_limits: FeedLimits,
     /// Records the journal queue holds before buys are refused `unavailable`.
     pub journal_queue: Option<usize>,
+    pub max_pending_buys: usize,
 }
 
 impl Default for Options {
@@ -66,6 +67,7 @@ impl Default for Options {
             conn_limits: ConnLimits::default(),
             feed_limits: FeedLimits::default(),
             journal_queue: None,
+            max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
         }
     }
 }
@@ -104,6 +106,7 @@ impl TestServer {
             hub: HubOptions {
                 journal,
                 push_interval: opts.push_interval,
+                max_pending_buys: opts.max_pending_buys,
             },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
             buyer_limits: opts.limits,
