@@ -2,10 +2,12 @@
 # Overload benchmark: open-loop buys at RATE (set it to at least twice what the server acks)
 # for SECONDS, sampling the server's resident memory from /metrics every second.
 # Prints "elapsed_s rss_mib" lines, then the loadtest's summary (invariants checked).
-# usage: scripts/flood-memory.sh [RATE] [SECONDS] [CONNECTIONS]
+# With STOCK set, the SKU sells out during the flood (a flash sale): from then on every buy
+# is answered sold_out and memory must stay flat.
+# usage: scripts/flood-memory.sh [RATE] [SECONDS] [CONNECTIONS] [STOCK]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATE=${1:-120000}; SECS=${2:-60}; CONNS=${3:-100}
+RATE=${1:-120000}; SECS=${2:-60}; CONNS=${3:-100}; STOCK=${4:-1000000000}
 PORT=18871
 DATA=$(mktemp -d /tmp/livehub-flood.XXXXXX)
 cargo build --release --workspace -q
@@ -24,7 +26,7 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && br
 ) &
 SAMPLER=$!
 ./target/release/livehub-loadtest --open-buyers --admin-token adm --viewer-token view --no-progress \
-  --url http://127.0.0.1:$PORT steady --connections "$CONNS" --rate "$RATE" --duration "${SECS}s" \
+  --url http://127.0.0.1:$PORT steady --connections "$CONNS" --rate "$RATE" --duration "${SECS}s" --stock "$STOCK" \
   --max-seconds $((SECS + 120)) || echo "loadtest exit $?"
 sleep 3
 kill $SAMPLER 2>/dev/null || true

@@ -12,6 +12,7 @@ use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -46,10 +47,15 @@ pub struct BuyerLimits {
     /// Buys and statuses one connection may have waiting at once; beyond it the socket is not
     /// read until one finishes (backpressure, not an error).
     pub max_in_flight: usize,
-    /// Frames waiting to be written to the socket. A buyer that lets more pile up (it does
-    /// not read) is disconnected and counted in `livehub_slow_consumers_dropped_total`:
-    /// a queue that cannot grow is what keeps memory bounded when clients stop reading.
+    /// Frames waiting to be written to the socket. While it is more than half full, the
+    /// buyer's socket is not read and stock and sale pushes wait (the buyer gets the latest
+    /// state when it catches up, never a backlog). A queue that cannot grow is what keeps
+    /// memory bounded when clients stop reading.
     pub outbound_queue: usize,
+    /// A buyer whose queue stays more than half full this long (it does not read), or whose
+    /// queue overflows, is disconnected and counted in
+    /// `livehub_slow_consumers_dropped_total{kind="buyer"}`.
+    pub write_timeout: Duration,
     /// A socket that sends nothing for this long (pongs count) is closed; the server pings
     /// every third of it.
     pub idle_timeout: Duration,
@@ -64,6 +70,7 @@ impl Default for BuyerLimits {
             max_in_flight: 256,
             outbound_queue: crate::config::DEFAULT_OUTBOUND_QUEUE,
             idle_timeout: Duration::from_secs(crate::config::DEFAULT_IDLE_TIMEOUT_S),
+            write_timeout: Duration::from_secs(crate::config::DEFAULT_WRITE_TIMEOUT_S),
         }
     }
 }
@@ -74,6 +81,8 @@ type Pending = Pin<Box<dyn Future<Output = (Ack, Instant, bool)> + Send>>;
 struct Outbound {
     queue: mpsc::Sender<Message>,
     writer: JoinHandle<()>,
+    /// Told each time the writer has written a batch, so a backlogged reader looks again.
+    drained: Arc<Notify>,
 }
 
 /// Whether a socket can still be written to.
@@ -88,11 +97,18 @@ enum Flow {
 
 impl Outbound {
     fn new(sink: SplitSink<WebSocket, Message>, capacity: usize) -> Self {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let (queue, rx) = mpsc::channel(capacity.max(2));
+        let drained = Arc::new(Notify::new());
         Outbound {
             queue,
-            writer: tokio::spawn(write_frames(sink, rx)),
+            writer: tokio::spawn(write_frames(sink, rx, drained.clone())),
+            drained,
         }
+    }
+
+    /// Whether at least half the queue is free.
+    fn has_room(&self) -> bool {
+        self.queue.capacity() * 2 >= self.queue.max_capacity()
     }
 
     fn push(&self, msg: Message) -> Flow {
@@ -132,7 +148,11 @@ impl Outbound {
 }
 
 /// Writes queued frames, every frame that is ready with one flush.
-async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    drained: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 64).await > 0 {
         for m in batch.drain(..) {
@@ -143,6 +163,7 @@ async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Rec
         if sink.flush().await.is_err() {
             return;
         }
+        drained.notify_one();
     }
     let _ = sink.close().await;
 }
@@ -171,6 +192,8 @@ pub async fn serve(
         tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // Since when the outbound queue has been more than half full, if it is.
+    let mut backlogged_since: Option<tokio::time::Instant> = None;
 
     let hello = ServerMsg::Hello {
         room: room.id.clone(),
@@ -182,6 +205,13 @@ pub async fn serve(
     let mut close: Option<(u16, &'static str)> = None;
 
     while flow == Flow::Open {
+        let room_to_write = out.has_room();
+        backlogged_since = match (room_to_write, backlogged_since) {
+            (true, _) => None,
+            (false, None) => Some(tokio::time::Instant::now()),
+            (false, since) => since,
+        };
+        let stall_deadline = backlogged_since.map(|t| t + limits.write_timeout);
         // Biased, in this order: shutdown, acks of decided buys, pushes, then new frames, so a
         // burst of pushes (a sale opening for thousands) never holds back answers.
         tokio::select! {
@@ -207,7 +237,9 @@ pub async fn serve(
                     }
                 }
             }
-            push = pushes.recv() => match push {
+            // Pushes are taken only while the queue has room: a buyer that reads slowly lags on
+            // the broadcast instead, and then gets the latest state (never a backlog).
+            push = pushes.recv(), if room_to_write => match push {
                 Ok(frame) => flow = out.push(Message::Text(frame)),
                 Err(RecvError::Lagged(_)) => flow = resend_state(&out, &room),
                 Err(RecvError::Closed) => {}
@@ -220,7 +252,13 @@ pub async fn serve(
                 }
                 flow = out.push(Message::Ping(Default::default()));
             }
-            msg = rx.next(), if in_flight.len() < limits.max_in_flight => {
+            _ = out.drained.notified(), if !room_to_write => {}
+            _ = sleep_until_some(stall_deadline) => {
+                flow = Flow::Overflow;
+                break;
+            }
+            // A buyer whose answers pile up unread is not read either (backpressure).
+            msg = rx.next(), if in_flight.len() < limits.max_in_flight && room_to_write => {
                 let started = Instant::now();
                 last_heard = started;
                 let text = match msg {
@@ -304,6 +342,14 @@ fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {
         error: RejectCode::BadRequest,
         detail: detail.to_owned(),
         req,
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

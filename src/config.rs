@@ -19,7 +19,7 @@
 //! | `--idle-timeout-s` | `LIVEHUB_IDLE_TIMEOUT_S` | 60 |
 //! | `--outbound-queue` | `LIVEHUB_OUTBOUND_QUEUE` | 1024 frames |
 //! | `--buyer-abuse-strikes` | `LIVEHUB_BUYER_ABUSE_STRIKES` | 2000 |
-//! | `--dashboard-write-timeout-s` | `LIVEHUB_DASHBOARD_WRITE_TIMEOUT_S` | 10 |
+//! | `--write-timeout-s` | `LIVEHUB_WRITE_TIMEOUT_S` | 10 |
 //! | `--max-pending-buys` | `LIVEHUB_MAX_PENDING_BUYS` | 8192 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
@@ -46,7 +46,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
-pub const DEFAULT_DASHBOARD_WRITE_TIMEOUT_S: u64 = 10;
+pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// About a quarter of a second of queueing at the ~33,000 durable acks/s of a 2-core machine.
 pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
 
@@ -109,17 +109,18 @@ pub struct Config {
     /// of this) for this many seconds is closed.
     #[arg(long, env = "LIVEHUB_IDLE_TIMEOUT_S", default_value_t = DEFAULT_IDLE_TIMEOUT_S)]
     pub idle_timeout_s: u64,
-    /// Frames waiting to be written to one buyer socket; a buyer that lets more pile up is
-    /// disconnected as a slow consumer.
+    /// Frames waiting to be written to one buyer socket; while more than half are waiting the
+    /// socket is not read.
     #[arg(long, env = "LIVEHUB_OUTBOUND_QUEUE", default_value_t = DEFAULT_OUTBOUND_QUEUE)]
     pub outbound_queue: usize,
     /// Rate-limited frames a buyer connection may send (refilled at --buyer-rate) before it is
     /// closed with 1008.
     #[arg(long, env = "LIVEHUB_BUYER_ABUSE_STRIKES", default_value_t = DEFAULT_BUYER_ABUSE_STRIKES)]
     pub buyer_abuse_strikes: f64,
-    /// Seconds one snapshot write to a dashboard may take before that dashboard is dropped.
-    #[arg(long, env = "LIVEHUB_DASHBOARD_WRITE_TIMEOUT_S", default_value_t = DEFAULT_DASHBOARD_WRITE_TIMEOUT_S)]
-    pub dashboard_write_timeout_s: u64,
+    /// Seconds a socket may leave its frames unread (a dashboard's snapshot write pending, a
+    /// buyer's queue more than half full) before it is dropped as a slow consumer.
+    #[arg(long, env = "LIVEHUB_WRITE_TIMEOUT_S", default_value_t = DEFAULT_WRITE_TIMEOUT_S)]
+    pub write_timeout_s: u64,
     /// Buys being decided or made durable at once; beyond it new buys are answered
     /// `unavailable` at once (admission control).
     #[arg(long, env = "LIVEHUB_MAX_PENDING_BUYS", default_value_t = DEFAULT_MAX_PENDING_BUYS)]

@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             abuse_strikes: cfg.buyer_abuse_strikes,
             outbound_queue: cfg.outbound_queue,
             idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
+            write_timeout: Duration::from_secs(cfg.write_timeout_s.max(1)),
             ..BuyerLimits::default()
         },
         static_dir: static_dir(),
@@ -83,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
         },
         feed_limits: FeedLimits {
-            write_timeout: Duration::from_secs(cfg.dashboard_write_timeout_s.max(1)),
+            write_timeout: Duration::from_secs(cfg.write_timeout_s.max(1)),
             idle_timeout: Duration::from_secs(cfg.idle_timeout_s.max(1)),
         },
     };

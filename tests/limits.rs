@@ -221,6 +221,7 @@ async fn silent_sockets_close_at_the_idle_timeout_and_sockets_that_answer_pings_
 async fn a_buyer_that_never_reads_is_dropped_and_counted_and_others_keep_buying() {
     let mut opts = Options::default();
     opts.limits.outbound_queue = 16;
+    opts.limits.write_timeout = Duration::from_millis(500);
     let s = TestServer::start_with(opts).await;
     s.create_room("r").await;
     s.create_sku("r", "A", 100, 1_000, None).await;

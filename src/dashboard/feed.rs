@@ -33,7 +33,7 @@ pub struct FeedLimits {
 impl Default for FeedLimits {
     fn default() -> Self {
         FeedLimits {
-            write_timeout: Duration::from_secs(crate::config::DEFAULT_DASHBOARD_WRITE_TIMEOUT_S),
+            write_timeout: Duration::from_secs(crate::config::DEFAULT_WRITE_TIMEOUT_S),
             idle_timeout: Duration::from_secs(crate::config::DEFAULT_IDLE_TIMEOUT_S),
         }
     }
