@@ -1,7 +1,7 @@
 //! Everything the hub keeps for one live room: its SKUs, the idempotency table, the durable
 //! orders in seq order, live audience figures, and the channels that carry pushes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -123,6 +123,8 @@ pub struct Room {
     pub snapshots: watch::Sender<Option<Arc<Published>>>,
     /// Whether the room's background tasks run.
     pub tasks_started: AtomicBool,
+    /// Dashboards connected now; the aggregator paces snapshots by it.
+    pub dashboards: AtomicUsize,
 }
 
 impl Room {
@@ -141,6 +143,7 @@ impl Room {
             sale_changed: Notify::new(),
             snapshots: watch::channel(None).0,
             tasks_started: AtomicBool::new(false),
+            dashboards: AtomicUsize::new(0),
         }
     }
 

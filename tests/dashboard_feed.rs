@@ -137,6 +137,46 @@ async fn publishes_only_on_change_and_at_least_once_a_second() {
     assert_eq!(room.snapshots.borrow().as_ref().unwrap().number, n + 2);
 }
 
+#[test]
+fn the_push_interval_stretches_with_the_audience_up_to_a_second() {
+    use livehub::dashboard::aggregator::stretched_interval;
+    let base = Duration::from_millis(100);
+    assert_eq!(stretched_interval(base, 0), base);
+    assert_eq!(stretched_interval(base, 1_000), base);
+    assert_eq!(stretched_interval(base, 10_000), Duration::from_millis(500));
+    assert_eq!(stretched_interval(base, 1_000_000), Duration::from_secs(1));
+    assert_eq!(
+        stretched_interval(Duration::from_secs(2), 10),
+        Duration::from_secs(2),
+        "a configured interval above a second stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_ten_thousand_dashboards_changes_publish_every_500_ms() {
+    let rooms = rooms_with_sku();
+    let room = rooms.get("r").unwrap();
+    room.dashboards
+        .store(10_000, std::sync::atomic::Ordering::Relaxed);
+    let mut agg = Aggregator::new(room.clone(), Duration::from_millis(100));
+    assert!(agg.step(1_000, false));
+    let mut published = 0;
+    for seq in 1..=20u64 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        rooms.apply(
+            &order(seq, 1_000 + seq as i64 * 100, 1, 100, "u", None),
+            Mode::Replay,
+        );
+        if agg.step(1_000 + seq as i64 * 100, false) {
+            published += 1;
+        }
+    }
+    // 2 s of changes every 100 ms: one snapshot per 500 ms, none of the orders lost.
+    assert_eq!(published, 4);
+    let v = parse(&room.snapshots.borrow().as_ref().unwrap().full_frame());
+    assert_eq!(v["orders"], 20);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_trend_has_the_whole_history_first_and_increments_after() {
     let rooms = rooms_with_sku();

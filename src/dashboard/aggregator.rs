@@ -21,6 +21,19 @@ use crate::room::{new_latency_histogram, Room};
 
 /// A snapshot goes out at least this often, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Snapshot frames a second the feed may write to one room's dashboards. Each frame is one
+/// socket write (several microseconds of CPU on the same cores as the buys), so with many
+/// dashboards the push interval stretches to stay within this: 10,000 dashboards get a
+/// snapshot every 500 ms instead of every 100 ms. It never stretches past [`HEARTBEAT`].
+pub const FANOUT_FRAMES_PER_S: u64 = 20_000;
+
+/// The interval between snapshots for `dashboards` connected: the configured one, or longer
+/// to keep the room's fan-out within [`FANOUT_FRAMES_PER_S`], at most [`HEARTBEAT`].
+pub fn stretched_interval(base: Duration, dashboards: usize) -> Duration {
+    let fair = Duration::from_micros(dashboards as u64 * 1_000_000 / FANOUT_FRAMES_PER_S);
+    base.max(fair).min(HEARTBEAT.max(base))
+}
 /// Velocity for the sell-out ETA is measured over this much recent time.
 pub const VELOCITY_WINDOW_MS: i64 = 10_000;
 /// Latency percentiles cover this many recent seconds.
@@ -107,8 +120,16 @@ impl Aggregator {
             None => true,
             Some(prev) => !same_but_time(prev, &figures),
         };
-        let due = self.last_published.elapsed() >= HEARTBEAT;
-        if !(force || changed || due) {
+        let since = self.last_published.elapsed();
+        let due = since >= HEARTBEAT;
+        let dashboards = self.room.dashboards.load(Ordering::Relaxed);
+        // Ticks come every `interval`; half a tick of slack keeps a stretched interval from
+        // slipping by a whole tick.
+        let stretched = stretched_interval(self.interval, dashboards);
+        let ready = self.last.is_none()
+            || stretched <= self.interval
+            || since + self.interval / 2 >= stretched;
+        if !(force || (changed && ready) || due) {
             return false;
         }
         let figures = Arc::new(figures);

@@ -3,6 +3,7 @@
 //! rendering (whole trend) instead of the delta, so it never misses a trend point; it never
 //! gets a backlog and never slows anyone else, because each socket only reads the `watch`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,7 @@ pub async fn serve(
     limits: FeedLimits,
 ) {
     metrics::gauge!("livehub_connections", "kind" => "dashboard").increment(1.0);
+    room.dashboards.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
     let mut snapshots = room.snapshots.subscribe();
     let mut last_sent: Option<u64> = None;
@@ -110,6 +112,7 @@ pub async fn serve(
         )
         .await;
     }
+    room.dashboards.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("livehub_connections", "kind" => "dashboard").decrement(1.0);
 }
 
