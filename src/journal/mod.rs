@@ -108,6 +108,9 @@ pub struct JournalOptions {
     pub queue: usize,
     /// Records between snapshots; 0 takes none.
     pub snapshot_every_records: u64,
+    /// Delete old snapshots and the segments they cover after each snapshot. Off only in
+    /// tests that compare a snapshot's restart with a full replay of every segment.
+    pub compact: bool,
     pub faults: Arc<Faults>,
 }
 
@@ -121,6 +124,7 @@ impl JournalOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             queue: DEFAULT_QUEUE,
             snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
+            compact: true,
             faults: Arc::default(),
         }
     }
@@ -161,10 +165,10 @@ impl Journal {
         let (snapshots, snapshot_thread) = if opts.snapshot_every_records > 0 {
             let (tx, rx) = sync_channel(1);
             let idle = Arc::new(AtomicBool::new(true));
-            let (d, i) = (dir.clone(), idle.clone());
+            let (d, i, c) = (dir.clone(), idle.clone(), opts.compact);
             let t = std::thread::Builder::new()
                 .name("journal-snapshot".into())
-                .spawn(move || snapshot::run(d, rx, i))
+                .spawn(move || snapshot::run(d, rx, i, c))
                 .map_err(&spawn_err)?;
             (
                 Some(writer::Snapshots {

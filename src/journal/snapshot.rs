@@ -233,7 +233,7 @@ pub fn compact(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// The snapshot thread: encodes and writes each job, then compacts. `idle` tells the writer
 /// it may hand over the next capture. Ends when the writer drops its sender.
-pub(crate) fn run(dir: PathBuf, rx: Receiver<Job>, idle: Arc<AtomicBool>) {
+pub(crate) fn run(dir: PathBuf, rx: Receiver<Job>, idle: Arc<AtomicBool>, compaction: bool) {
     for job in rx {
         let number = job.meta.next_number;
         let t = Instant::now();
@@ -253,7 +253,11 @@ pub(crate) fn run(dir: PathBuf, rx: Receiver<Job>, idle: Arc<AtomicBool>) {
                     total_ms = written.as_millis() as u64,
                     "snapshot written"
                 );
-                match compact(&dir) {
+                match if compaction {
+                    compact(&dir)
+                } else {
+                    Ok(Vec::new())
+                } {
                     Ok(removed) if !removed.is_empty() => {
                         tracing::info!(
                             files = removed.len(),
