@@ -151,7 +151,7 @@ impl Rooms {
 
 fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
     let err = |e: postcard::Error| format!("undecodable state: {e}");
-    let (head, mut rest): (RoomHead, _) = postcard::take_from_bytes(bytes).map_err(err)?;
+    let (head, rest): (RoomHead, _) = postcard::take_from_bytes(bytes).map_err(err)?;
     let capacity = usize::try_from(head.orders).unwrap_or(0).min(1 << 28);
     let room = Room::with_capacity(Arc::from(head.id), head.title.to_owned(), capacity);
     let mut skus: HashMap<&str, Arc<Sku>> = HashMap::new();
@@ -161,11 +161,45 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
         room.add_sku(sku.clone());
         skus.insert(&row.id, sku);
     }
+    // Two threads, as in a journal replay: this one decodes orders and counts each user's
+    // units; the other fills the idempotency table and the order list.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<OrderRecord>>>(16);
+    let (decoded, rest) = std::thread::scope(|s| {
+        let filler = s.spawn(|| {
+            for chunk in rx {
+                room.restore_orders(chunk);
+            }
+        });
+        let decoded = decode_orders(&room, &skus, rest, tx);
+        filler.join().expect("snapshot restore thread");
+        decoded
+    })?;
+    if decoded != head.orders {
+        return Err(format!(
+            "room {} announces {} orders and holds {decoded}",
+            head.id, head.orders
+        ));
+    }
+    Ok((Arc::new(room), rest))
+}
+
+/// Orders handed from the decoding thread to the filling one at a time.
+const CHUNK: usize = 4096;
+
+/// Decodes a room's order stream up to its end; returns the count and the bytes after it.
+fn decode_orders<'a>(
+    room: &Room,
+    skus: &HashMap<&str, Arc<Sku>>,
+    mut rest: &'a [u8],
+    tx: std::sync::mpsc::SyncSender<Vec<Arc<OrderRecord>>>,
+) -> Result<(u64, &'a [u8]), String> {
+    let err = |e: postcard::Error| format!("undecodable state: {e}");
     // The string table, and per entry the SKU or user key it resolved to (on first use).
     let mut strings: Vec<Arc<str>> = Vec::new();
     let mut as_sku: Vec<Option<Arc<Sku>>> = Vec::new();
     let mut as_user: Vec<Option<u32>> = Vec::new();
-    let mut orders: Vec<Arc<OrderRecord>> = Vec::with_capacity(capacity);
+    let mut chunk: Vec<Arc<OrderRecord>> = Vec::with_capacity(CHUNK);
+    let mut count = 0u64;
     loop {
         let (item, r): (Item, _) = postcard::take_from_bytes(rest).map_err(err)?;
         rest = r;
@@ -193,7 +227,7 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
         }
         let key = *as_user[ui].get_or_insert_with(|| room.user(&strings[ui]).key);
         as_sku[si].as_ref().expect("set above").add_held(key, o.qty);
-        orders.push(Arc::new(OrderRecord {
+        chunk.push(Arc::new(OrderRecord {
             seq: o.seq,
             number: o.number,
             room: room.id.clone(),
@@ -207,17 +241,13 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
             ts_ms: o.ts_ms,
             left_after: o.left_after,
         }));
+        count += 1;
+        if chunk.len() == CHUNK {
+            let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+        }
     }
-    if orders.len() as u64 != head.orders {
-        return Err(format!(
-            "room {} announces {} orders and holds {}",
-            head.id,
-            head.orders,
-            orders.len()
-        ));
-    }
-    room.restore_orders(orders);
-    Ok((Arc::new(room), rest))
+    let _ = tx.send(chunk);
+    Ok((count, rest))
 }
 
 impl Capture for RoomsCapture {
