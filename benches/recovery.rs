@@ -1,13 +1,18 @@
 //! Recovery time: writes a journal of N orders (default 1,000,000; `RECOVERY_ORDERS` sets it)
-//! through the real writer, then times `Hub::open`, which replays it and rebuilds stock,
-//! per-user counts, the idempotency table and the order list. Prints one line per run.
+//! through the real writer, taking snapshots every `RECOVERY_SNAPSHOT_EVERY` records (default
+//! the production default) without compaction, then times `Hub::open` three ways, three runs
+//! each, alternating: from the newest snapshot plus the records after it, and as a full replay
+//! of every segment (the snapshots moved aside). Each rebuilds stock, per-user
+//! counts, the idempotency table and the order list. Then it times what a snapshot of that
+//! state costs: the capture on the writer thread (the buy path's only stall), and the encode
+//! and write on the snapshot thread. Prints one line per measurement.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use livehub::hub::{Hub, HubOptions};
 use livehub::inventory::SkuDef;
-use livehub::journal::{Journal, JournalOptions, OrderRecord, Record};
+use livehub::journal::{snapshot, Capture, Journal, JournalOptions, OrderRecord, Record};
 use livehub::rooms::Rooms;
 use tokio_util::sync::CancellationToken;
 
@@ -16,9 +21,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let every: u64 = std::env::var("RECOVERY_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(livehub::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let mut opts = JournalOptions::new(dir.path());
     opts.fsync = false; // Writing the fixture only; recovery reads it back.
+    opts.snapshot_every_records = every;
+    opts.compact = false; // Keep every segment so the full replay can be timed too.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let t0 = Instant::now();
     {
@@ -102,26 +113,96 @@ fn main() {
         bytes as f64 / 1048576.0,
         t0.elapsed()
     );
-    for run in 1..=3 {
+    let journal_dir = dir.path().join("journal");
+    let snaps = snapshot::list(&journal_dir).unwrap();
+    let (snap_number, snap_path) = snaps.last().cloned().expect("a snapshot was taken");
+    let snap_bytes = std::fs::metadata(&snap_path).unwrap().len();
+    println!(
+        "newest snapshot: holds records below {snap_number} ({:.1} MiB); every {every} records",
+        snap_bytes as f64 / 1048576.0
+    );
+    // Recovery must not take new snapshots while it is being timed.
+    let mut ropts = opts.clone();
+    ropts.snapshot_every_records = 0;
+    let open = |label: &str, run: u32| -> Hub {
         let _guard = rt.enter();
         let t = Instant::now();
-        let (hub, replayed) = Hub::open(
-            HubOptions {
-                journal: opts.clone(),
-                push_interval: Duration::from_millis(100),
-                max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
-            },
-            CancellationToken::new(),
-        )
-        .unwrap();
+        let cpu0 = cpu_time();
+        let (hub, replayed) =
+            Hub::open(HubOptions::new(ropts.clone()), CancellationToken::new()).unwrap();
         let took = t.elapsed();
-        assert_eq!(replayed.orders, n);
+        let cpu = cpu_time() - cpu0;
         assert_eq!(hub.room("r").unwrap().order_count() as u64, n);
         println!(
-            "recovery run {run}: {n} orders replayed in {took:.2?} ({:.0} orders/s)",
-            n as f64 / took.as_secs_f64()
+            "{label} run {run}: {n} orders recovered in {took:.2?}, {cpu:.2?} CPU (snapshot {:?}, {} records replayed)",
+            replayed.snapshot, replayed.records
         );
+        hub
+    };
+    // Alternating, so that load from elsewhere on the machine hits both ways alike.
+    for run in 1..=3 {
+        let hub = open("from snapshot", run);
         hub.shutdown_token().cancel();
         hub.close_journal();
+        drop(hub);
+        let aside: Vec<_> = snaps
+            .iter()
+            .map(|(_, p)| {
+                let to = p.with_extension("aside");
+                std::fs::rename(p, &to).unwrap();
+                (p.clone(), to)
+            })
+            .collect();
+        let hub = open("full replay", run);
+        hub.shutdown_token().cancel();
+        hub.close_journal();
+        drop(hub);
+        for (p, to) in &aside {
+            std::fs::rename(to, p).unwrap();
+        }
     }
+    let hub = open("from snapshot", 4);
+    // What taking a snapshot of this state costs.
+    let mut stalls = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let cap = hub.rooms().capture_state();
+        stalls.push(t.elapsed());
+        drop(cap);
+    }
+    let t = Instant::now();
+    let body = Box::new(hub.rooms().capture_state()).encode();
+    let encoded = t.elapsed();
+    let bytes = snapshot::encode(
+        &snapshot::Meta {
+            next_number: 1,
+            seqs: vec![],
+        },
+        &body,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    snapshot::write(out.path(), 1, &bytes).unwrap();
+    let written = t.elapsed();
+    println!(
+        "snapshot of {n} orders: capture on the writer thread {:?} (5 runs: {stalls:?}); encode {encoded:.2?}, write+fsync+rename {written:.2?}, {:.1} MiB",
+        stalls.iter().max().unwrap(),
+        bytes.len() as f64 / 1048576.0
+    );
+    hub.shutdown_token().cancel();
+    hub.close_journal();
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat`: less disturbed
+/// than wall time by other work on a shared machine.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; 100 ticks/s.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }

@@ -12,6 +12,8 @@
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 200 |
+//! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
+//! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
 //! | `--max-connections` | `LIVEHUB_MAX_CONNECTIONS` | open-file limit − 512 |
 //! | `--max-connections-per-ip` | `LIVEHUB_MAX_CONNECTIONS_PER_IP` | 0 (no limit) |
@@ -49,6 +51,11 @@ pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// About a quarter of a second of queueing at the ~33,000 durable acks/s of a 2-core machine.
 pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
+/// Journal records between snapshots: a restart restores the newest snapshot and replays at
+/// most about this many records after it.
+pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS;
+/// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
+pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -93,6 +100,13 @@ pub struct Config {
     /// How long the journal waits for more records before writing a batch, in microseconds.
     #[arg(long, env = "LIVEHUB_COMMIT_WINDOW_US", default_value_t = DEFAULT_COMMIT_WINDOW_US)]
     pub commit_window_us: u64,
+    /// Journal records between snapshots of the durable state (0 takes none). Restart time
+    /// is restoring the newest snapshot plus replaying at most this many records.
+    #[arg(long, env = "LIVEHUB_SNAPSHOT_EVERY_RECORDS", default_value_t = DEFAULT_SNAPSHOT_EVERY_RECORDS)]
+    pub snapshot_every_records: u64,
+    /// Size at which the journal starts a new segment file.
+    #[arg(long, env = "LIVEHUB_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
     /// Longest time a graceful shutdown may take.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_DEADLINE_S", default_value_t = DEFAULT_SHUTDOWN_DEADLINE_S)]
     pub shutdown_deadline_s: u64,

@@ -29,6 +29,17 @@ pub struct HubOptions {
     pub max_pending_buys: usize,
 }
 
+impl HubOptions {
+    /// Options with every default but the journal's.
+    pub fn new(journal: JournalOptions) -> Self {
+        HubOptions {
+            journal,
+            push_interval: Duration::from_millis(crate::config::DEFAULT_PUSH_INTERVAL_MS),
+            max_pending_buys: crate::config::DEFAULT_MAX_PENDING_BUYS,
+        }
+    }
+}
+
 /// The hub. Clones share one state.
 #[derive(Clone)]
 pub struct Hub {

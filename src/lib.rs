@@ -14,6 +14,7 @@
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
 //! - [`journal`]: durable order log, group commit, recovery
 //! - [`room`] / [`rooms`]: per-room state, and how journal records change it
+//! - [`rooms_snapshot`]: the rooms' durable state as a journal snapshot, and its restore
 //! - [`admin`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
 //! - [`sale_feed`]: stock and sale pushes to buyers
 //! - [`dashboard`]: per-room aggregator, snapshots, and the dashboard feed
@@ -40,6 +41,7 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod room;
 pub mod rooms;
+pub mod rooms_snapshot;
 pub mod sale_feed;
 pub mod server;
 pub mod telemetry;

@@ -52,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
     let mut journal = JournalOptions::new(&cfg.data_dir);
     journal.fsync = !cfg.unsafe_no_fsync;
     journal.commit_window = Duration::from_micros(cfg.commit_window_us);
+    journal.snapshot_every_records = cfg.snapshot_every_records;
+    journal.segment_bytes = cfg.segment_bytes.max(1);
     let settings = Settings {
         hub: HubOptions {
             journal,

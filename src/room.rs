@@ -129,15 +129,21 @@ pub struct Room {
 
 impl Room {
     pub fn new(id: Arc<str>, title: String) -> Room {
+        Room::with_capacity(id, title, 0)
+    }
+
+    /// A room sized for `orders` orders (a snapshot being restored), so that filling the
+    /// idempotency table and the order list never rehashes or copies.
+    pub fn with_capacity(id: Arc<str>, title: String, orders: usize) -> Room {
         Room {
             id,
             title: RwLock::new(title),
             skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
-            requests: DashMap::default(),
+            requests: DashMap::with_capacity_and_hasher(orders, Default::default()),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
-            orders: RwLock::new(Vec::new()),
+            orders: RwLock::new(Vec::with_capacity(orders)),
             live: LiveStats::new(),
             buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
             sale_changed: Notify::new(),
@@ -246,6 +252,39 @@ impl Room {
             RequestState::Done(order.clone()),
         );
         self.orders.write().expect("orders lock").push(order);
+    }
+
+    /// Records durable orders restored from a snapshot, in seq order (restore only).
+    pub fn restore_orders(&self, orders: impl IntoIterator<Item = Arc<OrderRecord>>) {
+        let mut list = self.orders.write().expect("orders lock");
+        for order in orders {
+            self.requests.insert(
+                Self::request_key(&order.user, &order.req),
+                RequestState::Done(order.clone()),
+            );
+            list.push(order);
+        }
+    }
+
+    /// The first `n` durable orders (in seq order), cloned in pieces so that the journal
+    /// writer, which appends, never waits long for the lock.
+    pub fn orders_prefix(&self, n: usize, mut f: impl FnMut(&[Arc<OrderRecord>])) {
+        const PIECE: usize = 16 * 1024;
+        let mut from = 0;
+        let mut piece = Vec::with_capacity(PIECE.min(n));
+        while from < n {
+            piece.clear();
+            {
+                let orders = self.orders.read().expect("orders lock");
+                let to = n.min(from + PIECE).min(orders.len());
+                piece.extend_from_slice(&orders[from..to]);
+            }
+            if piece.is_empty() {
+                break;
+            }
+            from += piece.len();
+            f(&piece);
+        }
     }
 
     /// Orders with `seq > after_seq`, oldest first, at most `limit`.

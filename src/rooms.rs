@@ -5,7 +5,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::inventory::Sku;
-use crate::journal::{Apply, Mode, Record};
+use crate::journal::{Apply, Capture, Mode, Record};
 use crate::room::Room;
 
 /// All rooms of this hub. Only [`Apply::apply`] (the journal writer, or replay) creates rooms
@@ -25,6 +25,11 @@ impl Rooms {
         let mut v: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    /// Adds a room restored from a snapshot.
+    pub(crate) fn insert(&self, room: Arc<Room>) {
+        self.rooms.insert(room.id.clone(), room);
     }
 
     fn sku(&self, room: &str, sku: &str) -> Option<(Arc<Room>, Arc<Sku>)> {
@@ -90,5 +95,13 @@ impl Apply for Rooms {
                 r.add_order(o.clone());
             }
         }
+    }
+
+    fn capture(&self) -> Option<Box<dyn Capture>> {
+        Some(Box::new(self.capture_state()))
+    }
+
+    fn restore(&self, state: &[u8]) -> Result<(), String> {
+        self.restore_state(state)
     }
 }

@@ -96,6 +96,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Hub::open(opts, token)).await??
     };
     tracing::info!(
+        snapshot = replayed.snapshot,
+        bad_snapshots = replayed.bad_snapshots.len(),
         records = replayed.records,
         orders = replayed.orders,
         elapsed_ms = started.elapsed().as_millis() as u64,

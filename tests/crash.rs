@@ -31,6 +31,14 @@ fn spawn_hub(dir: &std::path::Path) -> Hub {
             "--open-buyers",
         ])
         .args(["--buyer-rate", "1000000", "--buyer-burst", "1000000"])
+        // Snapshots and compaction run all through the test, so kills land in the middle of
+        // them too: a snapshot every 500 records, segments of 64 KiB.
+        .args([
+            "--snapshot-every-records",
+            "500",
+            "--segment-bytes",
+            "65536",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("LIVEHUB_ADMIN_TOKEN", ADMIN)
@@ -138,6 +146,7 @@ async fn acknowledged_orders_survive_kill_9() {
     let dir = temp_dir();
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let mut rng = rand::rng();
+    let mut saw_snapshots = false;
     for round in 0..4 {
         let mut hub = spawn_hub(&dir);
         wait_ready(&hub.addr).await;
@@ -262,12 +271,22 @@ async fn acknowledged_orders_survive_kill_9() {
         };
         assert_eq!(stats["gmv_fen"], gmv, "GMV equals the sum of the orders");
         assert_eq!(stats["orders"], export.len());
+        let journal = dir.join("journal");
+        let snapshots = livehub::journal::snapshot::list(&journal).unwrap();
+        let segments = livehub::journal::segment::list(&journal).unwrap();
         eprintln!(
-            "round {round}: killed after {kill_after:?}; {} acked so far, {} in the journal",
+            "round {round}: killed after {kill_after:?}; {} acked so far, {} in the journal; {} snapshots, {} segments, first {:?}",
             acked_now.len(),
-            export.len()
+            export.len(),
+            snapshots.len(),
+            segments.len(),
+            segments.first().and_then(|p| p.file_name()),
         );
+        saw_snapshots |= !snapshots.is_empty();
         hub.child.kill().unwrap();
         hub.child.wait().unwrap();
     }
+    // Thousands of records at one snapshot per 500: the restarts above went through snapshots
+    // (and through compaction when the first segment no longer starts at record 1).
+    assert!(saw_snapshots, "snapshots were taken during the test");
 }

@@ -221,6 +221,40 @@ impl Sku {
         }
     }
 
+    /// The definition in force (with `stock` 0: a definition's stock only counts at creation).
+    pub fn def(&self) -> SkuDef {
+        let (opens_at_ms, closes_at_ms) = self.window();
+        SkuDef {
+            name: self.name().to_string(),
+            price_fen: self.price_fen(),
+            stock: 0,
+            limit_per_user: self.limit_per_user(),
+            opens_at_ms,
+            closes_at_ms,
+        }
+    }
+
+    /// Sets the durable counters from a snapshot: `left` is what no durable order took.
+    /// Only on a SKU that no buy has seen yet.
+    pub fn restore_counters(&self, stock_total: u64, sold: u64, sold_out_at_ms: Option<i64>) {
+        self.total.store(stock_total, Ordering::Release);
+        self.sold.store(sold, Ordering::Release);
+        self.left
+            .store(stock_total.saturating_sub(sold), Ordering::Release);
+        self.sold_out_at
+            .store(sold_out_at_ms.unwrap_or(NEVER), Ordering::Release);
+    }
+
+    /// Adds units of a durable order restored from a snapshot to `user`'s count.
+    pub fn add_held(&self, user: u32, qty: u64) {
+        self.ledger.add(user, qty);
+    }
+
+    /// Units `user` (a room's interned key) holds: durable orders and reservations in flight.
+    pub fn held(&self, user: u32) -> u64 {
+        stock::UserLedger::held(&self.ledger, user)
+    }
+
     /// Takes `n` units out of `left` for a withdrawal; `Err(left)` when fewer are left.
     pub fn reserve_withdrawal(&self, n: u64) -> Result<u64, u64> {
         stock::take(&self.left, n)

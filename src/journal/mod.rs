@@ -2,16 +2,19 @@
 //!
 //! - [`record`]: what is recorded and its checksummed frame;
 //! - [`writer`]: group commit on one thread, the point where an order becomes durable;
-//! - [`recovery`]: replay at start, torn-tail cut, refusal on corruption;
+//! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
+//! - [`snapshot`]: the state as of a record number, written in the background; compaction;
 //! - [`segment`]: segment files; [`fault`]: I/O fault injection for tests.
 
 pub mod fault;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +25,7 @@ use tokio::sync::oneshot;
 pub use fault::Faults;
 pub use record::{OrderRecord, Record};
 pub use recovery::Replayed;
+pub use snapshot::Capture;
 
 /// Default time the writer waits for more records after the first of a batch.
 pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_micros(200);
@@ -32,6 +36,9 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Records that may wait for the writer. When it is full, new buys get `unavailable` at once
 /// (admission control) instead of queueing without bound.
 pub const DEFAULT_QUEUE: usize = 64 * 1024;
+/// Default records between snapshots. A restart replays at most about this many records
+/// after restoring the newest snapshot (about 1.3 s at the replay speed in BENCHMARKS.md).
+pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = 1_000_000;
 
 /// Whether a record is applied as it becomes durable or replayed at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,21 @@ pub enum Mode {
 /// record that is not durable, and shows them in the order of their `seq`.
 pub trait Apply: Send + Sync + 'static {
     fn apply(&self, record: &Record, mode: Mode);
+
+    /// A consistent picture of the durable state after every record applied so far, for a
+    /// snapshot. Called on the writer thread between batches, so it must be cheap (it stalls
+    /// the buy path while it runs); the expensive part belongs in [`Capture::encode`].
+    /// `None`: this state takes no snapshots.
+    fn capture(&self) -> Option<Box<dyn Capture>> {
+        None
+    }
+
+    /// Installs a snapshot's state (what [`Capture::encode`] wrote) into this state, which has
+    /// seen no record yet. On `Err` nothing was changed, so recovery can try an older snapshot.
+    fn restore(&self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Err("this state does not restore snapshots".into())
+    }
 }
 
 /// Journal errors.
@@ -63,6 +85,8 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Unrecoverable(String),
     #[error("journal damaged in {path} at offset {offset}: {detail}; refusing to start so that no order is dropped silently")]
     Corrupt {
         path: PathBuf,
@@ -82,6 +106,11 @@ pub struct JournalOptions {
     pub max_batch: usize,
     pub segment_bytes: u64,
     pub queue: usize,
+    /// Records between snapshots; 0 takes none.
+    pub snapshot_every_records: u64,
+    /// Delete old snapshots and the segments they cover after each snapshot. Off only in
+    /// tests that compare a snapshot's restart with a full replay of every segment.
+    pub compact: bool,
     pub faults: Arc<Faults>,
 }
 
@@ -94,6 +123,8 @@ impl JournalOptions {
             max_batch: DEFAULT_MAX_BATCH,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             queue: DEFAULT_QUEUE,
+            snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
+            compact: true,
             faults: Arc::default(),
         }
     }
@@ -103,6 +134,7 @@ impl JournalOptions {
 pub struct Journal {
     tx: SyncSender<writer::Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    snapshot_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Journal {
@@ -125,6 +157,31 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
+        let dir_for_err = dir.clone();
+        let spawn_err = move |source| JournalError::Io {
+            path: dir_for_err.clone(),
+            source,
+        };
+        let (snapshots, snapshot_thread) = if opts.snapshot_every_records > 0 {
+            let (tx, rx) = sync_channel(1);
+            let idle = Arc::new(AtomicBool::new(true));
+            let (d, i, c) = (dir.clone(), idle.clone(), opts.compact);
+            let t = std::thread::Builder::new()
+                .name("journal-snapshot".into())
+                .spawn(move || snapshot::run(d, rx, i, c))
+                .map_err(&spawn_err)?;
+            (
+                Some(writer::Snapshots {
+                    tx,
+                    idle,
+                    every: opts.snapshot_every_records,
+                    since: replayed.records,
+                }),
+                Some(t),
+            )
+        } else {
+            (None, None)
+        };
         let w = writer::Writer {
             dir,
             file,
@@ -138,19 +195,18 @@ impl Journal {
             faults: opts.faults.clone(),
             apply,
             damaged: false,
+            snapshots,
         };
         let (tx, rx) = sync_channel(opts.queue.max(1));
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || w.run(rx))
-            .map_err(|source| JournalError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(&spawn_err)?;
         Ok((
             Journal {
                 tx,
                 thread: Mutex::new(Some(thread)),
+                snapshot_thread: Mutex::new(snapshot_thread),
             },
             replayed,
         ))
@@ -180,10 +236,19 @@ impl Journal {
             .map_err(|_| JournalError::Stopped)?
     }
 
-    /// Writes what is queued, stops the writer and waits for it. Blocking.
+    /// Writes what is queued, stops the writer and waits for it (and for a snapshot being
+    /// written). Blocking.
     pub fn close(&self) {
         let _ = self.tx.send(writer::Msg::Stop);
         if let Some(t) = self.thread.lock().expect("journal thread lock").take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self
+            .snapshot_thread
+            .lock()
+            .expect("snapshot thread lock")
+            .take()
+        {
             let _ = t.join();
         }
     }

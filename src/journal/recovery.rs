@@ -1,5 +1,10 @@
-//! Recovery at start: replays every segment through [`Apply`], cuts a torn tail, and
-//! refuses to start on damage anywhere else.
+//! Recovery at start: restores the newest usable snapshot, replays the segments after it
+//! through [`Apply`], cuts a torn tail, and refuses to start on damage anywhere else.
+//!
+//! A snapshot that is torn, fails its checksum or cannot be decoded is passed over with a
+//! warning for the one before it, and then for a full replay; if the segments it would need
+//! were compacted away, the start is refused with the snapshots and the reason named, because
+//! starting would lose orders.
 //!
 //! A torn tail is what a crash in the middle of a batch write leaves: a frame cut short, or
 //! garbage or zeros after the last whole frame, in the last segment, with no whole frame after
@@ -13,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{self, Frame, Record, HEADER_LEN};
-use super::{segment, Apply, JournalError, Mode};
+use super::{segment, snapshot, Apply, JournalError, Mode};
 
 /// What replay found.
 #[derive(Debug, Default)]
@@ -22,6 +27,11 @@ pub struct Replayed {
     pub next_number: u64,
     /// The highest order seq per room.
     pub seqs: HashMap<Arc<str>, u64>,
+    /// The snapshot restored (the number of the first record after it), if any.
+    pub snapshot: Option<u64>,
+    /// Snapshots passed over as damaged: file and reason.
+    pub bad_snapshots: Vec<(PathBuf, String)>,
+    /// Records and orders replayed from the segments (after the snapshot, if any).
     pub records: u64,
     pub orders: u64,
     /// The last segment and its length after any cut.
@@ -38,26 +48,76 @@ const CHUNK: usize = 4096;
 struct Read {
     last_segment: Option<(PathBuf, u64)>,
     cut: Option<(PathBuf, u64, u64)>,
+    /// The number the record after the last one read has.
+    end_number: u64,
 }
 
-/// Replays the segments in `dir`. One thread reads, checks and decodes frames while the
-/// caller's thread applies them, so recovery uses two cores.
+/// Restores the newest usable snapshot in `dir`, then replays the segments after it. One
+/// thread reads, checks and decodes frames while the caller's thread applies them, so
+/// recovery uses two cores.
 pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
-    let segments = segment::list(dir).map_err(|source| JournalError::Io {
+    let io = |source| JournalError::Io {
         path: dir.to_path_buf(),
         source,
-    })?;
+    };
+    snapshot::remove_leftovers(dir).map_err(io)?;
+    let segments = segment::list(dir).map_err(io)?;
+    let snapshots = snapshot::list(dir).map_err(io)?;
+    let first_in_segments = match segments.first() {
+        Some(p) => snapshot::segment_first_number(p).ok_or_else(|| JournalError::Corrupt {
+            path: p.clone(),
+            offset: 0,
+            detail: "a segment name that is not a record number".into(),
+        })?,
+        None => 1,
+    };
     let mut out = Replayed {
         next_number: 1,
         ..Default::default()
     };
+    let mut start = 1;
+    for (number, path) in snapshots.iter().rev() {
+        if *number < first_in_segments {
+            out.bad_snapshots.push((
+                path.clone(),
+                format!("the segments before record {first_in_segments} are gone"),
+            ));
+            continue;
+        }
+        let restored =
+            snapshot::load(path, *number).and_then(|l| apply.restore(l.state()).map(|()| l.meta));
+        match restored {
+            Ok(meta) => {
+                tracing::info!(path = %path.display(), "restored a snapshot");
+                out.next_number = meta.next_number;
+                out.seqs = snapshot::seqs_map(&meta);
+                out.snapshot = Some(*number);
+                start = *number;
+                break;
+            }
+            Err(detail) => {
+                tracing::warn!(path = %path.display(), %detail, "snapshot damaged; falling back to an older one or to a full replay");
+                out.bad_snapshots.push((path.clone(), detail));
+            }
+        }
+    }
+    if out.snapshot.is_none() && first_in_segments > 1 {
+        let tried: Vec<String> = out
+            .bad_snapshots
+            .iter()
+            .map(|(p, d)| format!("{} ({d})", p.display()))
+            .collect();
+        return Err(JournalError::Unrecoverable(format!(
+            "the journal starts at record {first_in_segments} (older segments were compacted) and no snapshot covering them is usable: [{}]; refusing to start so that no order is dropped silently",
+            tried.join(", ")
+        )));
+    }
     let read = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
-        let reader = s.spawn(move || read_segments(&segments, tx));
+        let reader = s.spawn(move || read_segments(&segments, start, tx));
         for chunk in rx {
             for rec in chunk {
                 out.records += 1;
-                out.next_number += 1;
                 if let Record::Order(o) = &rec {
                     out.orders += 1;
                     out.next_number = out.next_number.max(o.number + 1);
@@ -69,28 +129,71 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
         }
         reader.join().expect("journal reader thread")
     })?;
-    out.last_segment = read.last_segment;
+    out.next_number = out.next_number.max(read.end_number);
+    // The writer appends to the last segment only if numbering goes on from its end; a
+    // snapshot newer than every segment (its records' bytes lost with fsync off) starts a
+    // new one.
+    out.last_segment = read
+        .last_segment
+        .filter(|_| read.end_number == out.next_number);
     out.cut = read.cut;
     Ok(out)
 }
 
+/// Reads the segments, sending the records numbered `start` and above. A segment's records
+/// are numbered from the number in its name; a segment that does not start where the one
+/// before it ended is damage (records missing or doubled).
 fn read_segments(
     segments: &[PathBuf],
+    start: u64,
     tx: std::sync::mpsc::SyncSender<Vec<Record>>,
 ) -> Result<Read, JournalError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| JournalError::Io { path, source }
     };
-    let mut out = Read::default();
+    let mut out = Read {
+        end_number: 1,
+        ..Default::default()
+    };
     let mut chunk = Vec::with_capacity(CHUNK);
     for (i, path) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
+        let first = snapshot::segment_first_number(path).ok_or_else(|| JournalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            detail: "a segment name that is not a record number".into(),
+        })?;
+        if i > 0 && first != out.end_number {
+            return Err(JournalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                detail: format!(
+                    "the segment starts at record {first} but the one before it ends before record {}",
+                    out.end_number
+                ),
+            });
+        }
+        let mut number = first;
+        let next_first = segments
+            .get(i + 1)
+            .and_then(|p| snapshot::segment_first_number(p));
+        // A segment wholly before the snapshot is not even read.
+        if next_first.is_some_and(|n| n <= start) {
+            out.end_number = next_first.expect("checked");
+            continue;
+        }
         let buf = fs::read(path).map_err(io(path))?;
         let mut pos = 0usize;
         while pos < buf.len() {
             match record::read_frame(&buf[pos..]) {
                 Frame::Valid { payload, len } => {
+                    number += 1;
+                    if number <= start {
+                        // Covered by the snapshot: checked, not applied.
+                        pos += len;
+                        continue;
+                    }
                     let rec = record::decode(payload).map_err(|e| JournalError::Corrupt {
                         path: path.clone(),
                         offset: pos as u64,
@@ -133,6 +236,7 @@ fn read_segments(
                 }
             }
         }
+        out.end_number = number;
         if is_last {
             let len = fs::metadata(path).map_err(io(path))?.len();
             out.last_segment = Some((path.clone(), len));

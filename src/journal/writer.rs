@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 use super::fault::Faults;
 use super::record::Record;
 use super::segment;
+use super::snapshot::{Job, Meta};
 use super::{Apply, JournalError, Mode};
 
 /// A record waiting to be made durable, and who waits for it.
@@ -47,6 +49,19 @@ pub(crate) struct Writer {
     /// Set when a failed batch could not be cut off the file; every batch fails until a
     /// retried cut succeeds.
     pub damaged: bool,
+    pub snapshots: Option<Snapshots>,
+}
+
+/// The writer's side of snapshotting.
+pub(crate) struct Snapshots {
+    /// To the snapshot thread; holds one job at most.
+    pub tx: SyncSender<Job>,
+    /// Set by the snapshot thread when it waits for the next job. While it is busy the writer
+    /// takes no capture, so a slow disk delays snapshots, never buys.
+    pub idle: Arc<AtomicBool>,
+    pub every: u64,
+    /// Records durable since the last capture handed over.
+    pub since: u64,
 }
 
 impl Writer {
@@ -117,6 +132,7 @@ impl Writer {
             }
             p.record.encode_into(buf);
         }
+        let batch_len = batch.len() as u64;
         let started = Instant::now();
         match self.write_durably(buf) {
             Ok(()) => {
@@ -131,6 +147,7 @@ impl Writer {
                 if self.durable_len >= self.segment_bytes {
                     self.rotate();
                 }
+                self.maybe_snapshot(batch_len);
             }
             Err(e) => {
                 metrics::counter!("livehub_journal_failed_batches_total").increment(1);
@@ -143,6 +160,40 @@ impl Writer {
                 for p in batch.drain(..) {
                     let _ = p.done.send(Err(JournalError::Unavailable(e.to_string())));
                 }
+            }
+        }
+    }
+
+    /// Hands a capture of the state to the snapshot thread when the interval is reached and
+    /// the thread is idle. The capture runs here, between batches, so it sees exactly the
+    /// records below `next_number`; its cost is the writer's only stall.
+    fn maybe_snapshot(&mut self, records: u64) {
+        let Some(s) = &mut self.snapshots else { return };
+        s.since += records;
+        if s.since < s.every || !s.idle.load(Ordering::Acquire) {
+            return;
+        }
+        let t = Instant::now();
+        let Some(state) = self.apply.capture() else {
+            return;
+        };
+        let meta = Meta {
+            next_number: self.next_number,
+            seqs: self.seqs.iter().map(|(r, s)| (r.clone(), *s)).collect(),
+        };
+        let capture_us = t.elapsed().as_micros() as u64;
+        metrics::histogram!("livehub_snapshot_capture_seconds").record(t.elapsed().as_secs_f64());
+        s.idle.store(false, Ordering::Release);
+        match s.tx.try_send(Job {
+            meta,
+            state,
+            capture_us,
+        }) {
+            Ok(()) => s.since = 0,
+            Err(TrySendError::Full(_)) => s.idle.store(true, Ordering::Release),
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!("the snapshot thread is gone; no more snapshots this run");
+                self.snapshots = None;
             }
         }
     }
