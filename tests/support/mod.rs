@@ -91,7 +91,7 @@ impl TestServer {
                 journal,
                 push_interval: opts.push_interval,
             },
-            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
