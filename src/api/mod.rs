@@ -69,11 +69,18 @@ where
     }
 }
 
-/// Reads a JSON body as `T`; the 400's detail names the field that is wrong
-/// (`invalid JSON body: price_fen: invalid value ...`).
+/// Reads a JSON body as `T`: exactly one JSON object (serde would also take an array of the
+/// fields in order, which no client means); the 400's detail names the field that is wrong
+/// (`invalid JSON body: price_fen: invalid type ...`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -81,11 +88,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
         } else {
             ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
         }
-    })?;
-    // Trailing characters after the value are as wrong as a broken value.
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    Ok(value)
+    })
 }
 
 /// Checks path ids.
