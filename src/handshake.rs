@@ -2,7 +2,8 @@
 //! checked before any socket exists. Pure functions of the query and the [`Auth`], so the
 //! fuzz targets (`fuzz/`) drive exactly what the server runs.
 //!
-//! A refusal is logged with the room and the reason, never with a token.
+//! A refusal is logged (at debug: a flood of bad tokens must not flood the log) with the room
+//! and the reason, never with a token.
 
 use std::sync::Arc;
 
@@ -94,7 +95,7 @@ pub fn admit_buyer(auth: &Auth, q: &BuyQuery) -> Result<Buyer, Refusal> {
             user,
         }),
         Err(e) => {
-            tracing::info!(
+            tracing::debug!(
                 room,
                 reason = %e,
                 with_token = q.token.is_some(),
@@ -111,7 +112,7 @@ pub fn admit_dashboard(auth: &Auth, q: &DashboardQuery) -> Result<String, Refusa
     match q.token.as_deref().and_then(|t| auth.access(t)) {
         Some(a) if a >= Access::Viewer => Ok(room.to_owned()),
         _ => {
-            tracing::info!(room, with_token = q.token.is_some(), "dashboard refused");
+            tracing::debug!(room, with_token = q.token.is_some(), "dashboard refused");
             Err(Refusal::unauthorized("a viewer or admin token is required"))
         }
     }
