@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
-# and CJK fonts for the browser test, npm packages), then the Rust tests, the browser test
-# against a real livehub, and a short loadtest run that checks invariants (never timings).
+# and CJK fonts for the browser test, npm packages, cargo-fuzz), then the Rust tests, a short
+# run of each fuzz target, the browser test against a real livehub, and a short loadtest run
+# that checks invariants (never timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,6 +27,30 @@ cargo build --workspace --all-targets --locked
 
 step "rust tests"
 cargo test --workspace --locked
+
+step "fuzz (stable toolchain, ${LIVEHUB_FUZZ_SECONDS:-15} s a target)"
+# cargo-fuzz with --sanitizer none needs no nightly. Its build output lives outside the clone
+# so a machine that ran this before rebuilds only what changed.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fuzz_started=$SECONDS
+fuzz_target_dir="${LIVEHUB_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/livehub/fuzz-target}"
+fuzz_opts=(--sanitizer none --codegen-units 16 --target-dir "$fuzz_target_dir")
+(cd fuzz && cargo fuzz build "${fuzz_opts[@]}")
+for target in $(cd fuzz && cargo fuzz list); do
+  scratch=$(mktemp -d)
+  mkdir "$scratch/corpus"
+  log="$scratch/log"
+  # New inputs go to the scratch corpus; the committed seeds in fuzz/corpus stay as they are.
+  if ! (cd fuzz && cargo fuzz run "${fuzz_opts[@]}" "$target" "$scratch/corpus" "corpus/$target" -- \
+      -max_total_time="${LIVEHUB_FUZZ_SECONDS:-15}" -max_len=4096 -print_final_stats=1 >"$log" 2>&1); then
+    tail -n 60 "$log"
+    echo "fuzz target $target failed; a failing input is saved in fuzz/artifacts/$target/ (see fuzz/README.md)"
+    exit 1
+  fi
+  echo "$target: $(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log"), no failure"
+  rm -rf "$scratch"
+done
+echo "fuzz step: $((SECONDS - fuzz_started)) s"
 
 step "browser test (headless chromium against a real livehub)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error

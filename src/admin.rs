@@ -18,6 +18,9 @@ pub const MAX_PRICE_FEN: u64 = 1_000_000_000_000;
 pub const MAX_STOCK: u64 = 1_000_000_000;
 /// Longest SKU name or room title, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Latest sale window time accepted: the last millisecond of the year 9999. Later values are
+/// typos, and keeping them finite keeps timer arithmetic far from overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// Why an operator change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +73,41 @@ pub fn validate_sku(def: &SkuDef) -> Result<(), AdminError> {
         ("opens_at_ms", def.opens_at_ms),
         ("closes_at_ms", def.closes_at_ms),
     ] {
-        if t.is_some_and(|t| t < 0) {
-            return bad(format!("{name} must be a Unix time in milliseconds"));
+        if t.is_some_and(|t| !(0..=MAX_TIME_MS).contains(&t)) {
+            return bad(format!(
+                "{name} must be a Unix time in milliseconds between 0 and {MAX_TIME_MS}"
+            ));
         }
     }
     if let (Some(o), Some(c)) = (def.opens_at_ms, def.closes_at_ms) {
         if c <= o {
             return bad("closes_at_ms must be after opens_at_ms".into());
         }
+    }
+    Ok(())
+}
+
+/// Checks a room title.
+pub fn validate_title(title: &str) -> Result<(), AdminError> {
+    if title.chars().count() > MAX_NAME_CHARS {
+        return Err(AdminError::BadRequest(format!(
+            "title must have at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a restock (`delta > 0`) or withdrawal (`delta < 0`) amount.
+pub fn validate_delta(delta: i64) -> Result<(), AdminError> {
+    if delta == 0 {
+        return Err(AdminError::BadRequest(
+            "delta must not be 0: a positive delta restocks, a negative one withdraws".into(),
+        ));
+    }
+    if delta.unsigned_abs() > MAX_STOCK {
+        return Err(AdminError::BadRequest(format!(
+            "delta must be between -{MAX_STOCK} and {MAX_STOCK}"
+        )));
     }
     Ok(())
 }
@@ -114,12 +144,7 @@ impl Hub {
     /// Creates a room or changes its title.
     pub async fn put_room(&self, room: &str, title: String) -> Result<RoomView, AdminError> {
         ids::check_named("room", room).map_err(AdminError::BadRequest)?;
-        let chars = title.chars().count();
-        if chars > MAX_NAME_CHARS {
-            return Err(AdminError::BadRequest(format!(
-                "title must have at most {MAX_NAME_CHARS} characters"
-            )));
-        }
+        validate_title(&title)?;
         let hub = self.clone();
         let room: Arc<str> = Arc::from(room);
         self.run_admin(async move {
@@ -177,11 +202,7 @@ impl Hub {
         sku: &str,
         delta: i64,
     ) -> Result<SkuState, AdminError> {
-        if delta.unsigned_abs() > MAX_STOCK {
-            return Err(AdminError::BadRequest(format!(
-                "delta must be between -{MAX_STOCK} and {MAX_STOCK}"
-            )));
-        }
+        validate_delta(delta)?;
         let s = self.sku_of(room, sku)?;
         if delta > 0 && s.stock_total() + delta as u64 > MAX_STOCK {
             return Err(AdminError::BadRequest(format!(

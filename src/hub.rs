@@ -134,7 +134,7 @@ impl Hub {
     pub async fn buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Ack {
         loop {
             match room.begin_request(&user.id, &msg.req) {
-                Begin::Done(order) => return order_ack(&order, &msg.req),
+                Begin::Done(order) => return counted_ok(order_ack(&order, &msg.req)),
                 // The other decision ends by dropping the sender; then ask again.
                 Begin::Wait(mut rx) => while rx.changed().await.is_ok() {},
                 Begin::Fresh => break,
@@ -197,7 +197,7 @@ impl Hub {
         let outcome = in_flight.rx.as_mut().expect("set above").await;
         in_flight.rx = None;
         match outcome {
-            Ok(Ok(Record::Order(o))) => order_ack(&o, &msg.req),
+            Ok(Ok(Record::Order(o))) => counted_ok(order_ack(&o, &msg.req)),
             Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
             Ok(Err(e)) => {
                 self.undo(room, user, &msg.req, &in_flight.reservation)
@@ -288,9 +288,14 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// The ack of an order, for its first answer and for every repeat of its `req`.
-pub fn order_ack(o: &OrderRecord, req: &str) -> Ack {
+/// Counts an ok answer to a buy frame (a `status` answer is not a buy and is not counted).
+fn counted_ok(ack: Ack) -> Ack {
     metrics::counter!("livehub_buys_total", "result" => "ok").increment(1);
+    ack
+}
+
+/// The ack of an order, for its first answer, every repeat of its `req`, and `status`.
+pub fn order_ack(o: &OrderRecord, req: &str) -> Ack {
     Ack {
         req: req.to_owned(),
         ok: true,

@@ -9,6 +9,7 @@
 //! - [`protocol`]: serde types of every buyer frame, SKU states and rejection codes
 //! - [`ids`]: the id grammar every edge checks
 //! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
+//! - [`handshake`]: the WebSocket query strings and who an upgrade is for
 //! - [`buyer`]: one task per buyer socket
 //! - [`hub`]: shared state, and the buy path idempotency → gate → journal → ack
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod handshake;
 pub mod hub;
 pub mod ids;
 pub mod inventory;

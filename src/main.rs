@@ -65,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
             &viewer_token,
             Some(&buyer_secret),
             cfg.open_buyers,
-        ),
+        )
+        .context("refusing to start")?,
         buyer_limits: BuyerLimits {
             frames_per_s: cfg.buyer_rate,
             burst: cfg.buyer_burst,

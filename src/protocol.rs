@@ -17,6 +17,9 @@ pub const MAX_QTY: u64 = 1_000_000;
 /// A buyer frame's largest size in bytes; bigger closes the socket with 1009.
 pub const MAX_BUYER_FRAME: usize = 4 * 1024;
 
+/// Longest `detail` of an `error` frame, in characters.
+pub const MAX_FRAME_DETAIL: usize = 200;
+
 /// Frames a buyer's app sends.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -47,7 +50,7 @@ impl ClientMsg {
     /// Parses and validates one text frame.
     pub fn parse(text: &str) -> Result<ClientMsg, FrameError> {
         let msg: ClientMsg = serde_json::from_str(text).map_err(|e| FrameError {
-            detail: describe_json_error(text, &e),
+            detail: bounded(describe_json_error(text, &e)),
             req: salvage_req(text),
         })?;
         msg.validate()?;
@@ -77,9 +80,20 @@ impl ClientMsg {
     }
 }
 
+/// Cuts a detail to [`MAX_FRAME_DETAIL`] characters: serde's messages quote the offending
+/// value, which may be kilobytes of whatever the client sent.
+fn bounded(mut detail: String) -> String {
+    if let Some((cut, _)) = detail.char_indices().nth(MAX_FRAME_DETAIL - 1) {
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    detail
+}
+
 fn describe_json_error(text: &str, e: &serde_json::Error) -> String {
     match serde_json::from_str::<serde_json::Value>(text) {
-        Err(_) => format!("not JSON: {e}"),
+        // The plain reading's error says where the JSON breaks; the typed one may not.
+        Err(plain) => format!("not JSON: {plain}"),
         Ok(serde_json::Value::Object(m)) => match m.get("op") {
             None => "missing field `op`".to_owned(),
             Some(serde_json::Value::String(op))
@@ -301,6 +315,29 @@ mod tests {
         let e = ClientMsg::parse("nope").unwrap_err();
         assert!(e.detail.starts_with("not JSON"), "{}", e.detail);
         assert_eq!(e.req, None);
+    }
+
+    #[test]
+    fn frame_error_details_are_short() {
+        // Found by fuzz/buyer_frame: serde quotes the offending value in full.
+        let long = format!(
+            r#"{{"op":"buy","req":"r1","sku":"A1","qty":"{}"}}"#,
+            "x".repeat(3000)
+        );
+        let e = ClientMsg::parse(&long).unwrap_err();
+        assert!(e.detail.chars().count() <= MAX_FRAME_DETAIL, "{}", e.detail);
+        assert!(
+            e.detail.contains("qty") || e.detail.contains("invalid type"),
+            "{}",
+            e.detail
+        );
+        assert_eq!(e.req.as_deref(), Some("r1"));
+        let e = ClientMsg::parse(r#""abc" trailing"#).unwrap_err();
+        assert!(
+            e.detail.starts_with("not JSON: trailing characters"),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]

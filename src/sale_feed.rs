@@ -67,7 +67,8 @@ fn next_boundary(room: &Room) -> Instant {
         .filter_map(|s| s.next_boundary_after(now))
         .min()
     {
-        Some(t) => Instant::now() + Duration::from_millis((t - now).max(0) as u64),
+        // Re-checked at least hourly, so a far-off window never makes an extreme deadline.
+        Some(t) => (Instant::now() + Duration::from_millis((t - now).max(0) as u64)).min(far),
         None => far,
     }
 }

@@ -7,21 +7,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::accept::{ConnCounts, ConnLimits};
-use crate::auth::{Access, Auth, AuthError};
+use crate::auth::Auth;
 use crate::buyer::BuyerLimits;
 use crate::dashboard::feed::FeedLimits;
+use crate::handshake::{self, BuyQuery, DashboardQuery};
 use crate::hub::{Hub, HubOptions};
 use crate::protocol::MAX_BUYER_FRAME;
 
@@ -149,13 +149,6 @@ pub async fn run(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct BuyQuery {
-    room: Option<String>,
-    token: Option<String>,
-    user: Option<String>,
-}
-
 fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {
     (
         status,
@@ -176,19 +169,16 @@ fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 async fn ws_buy(
     State(s): State<AppState>,
-    Query(q): Query<BuyQuery>,
+    RawQuery(raw): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(room_id) = q.room.as_deref() else {
-        return refuse(StatusCode::BAD_REQUEST, "bad_request", "missing room");
+    let admitted = handshake::parse_query::<BuyQuery>(raw.as_deref())
+        .and_then(|q| handshake::admit_buyer(&s.auth, &q));
+    let (room_id, user) = match admitted {
+        Ok(b) => (b.room, b.user),
+        Err(r) => return r.into_response(),
     };
-    let user = match s.auth.buyer(room_id, q.token.as_deref(), q.user.as_deref()) {
-        Ok(u) => u,
-        Err(e @ (AuthError::Missing | AuthError::Invalid | AuthError::WrongRoom)) => {
-            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string())
-        }
-    };
-    let Some(room) = s.hub.room(room_id) else {
+    let Some(room) = s.hub.room(&room_id) else {
         return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
     };
     let (hub, limits) = (s.hub.clone(), s.buyer_limits);
@@ -198,31 +188,18 @@ async fn ws_buy(
     })
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DashboardQuery {
-    room: Option<String>,
-    token: Option<String>,
-}
-
 async fn ws_dashboard(
     State(s): State<AppState>,
-    Query(q): Query<DashboardQuery>,
+    RawQuery(raw): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(room_id) = q.room.as_deref() else {
-        return refuse(StatusCode::BAD_REQUEST, "bad_request", "missing room");
+    let admitted = handshake::parse_query::<DashboardQuery>(raw.as_deref())
+        .and_then(|q| handshake::admit_dashboard(&s.auth, &q));
+    let room_id = match admitted {
+        Ok(room) => room,
+        Err(r) => return r.into_response(),
     };
-    match q.token.as_deref().and_then(|t| s.auth.access(t)) {
-        Some(a) if a >= Access::Viewer => {}
-        _ => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a viewer or admin token is required",
-            )
-        }
-    }
-    let Some(room) = s.hub.room(room_id) else {
+    let Some(room) = s.hub.room(&room_id) else {
         return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
     };
     let shutdown = s.hub.shutdown_token().clone();

@@ -3,30 +3,79 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Buckets of the time histograms (ack latency, fsync), in seconds.
+const SECONDS_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Buckets of `livehub_journal_batch_records`: records per group commit, up to the batch cap.
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
 /// The process's metrics recorder, installed on first use.
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
-            let buckets = [
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0,
-            ];
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
+                .set_buckets(&SECONDS_BUCKETS)
+                .expect("valid buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full("livehub_journal_batch_records".into()),
+                    &BATCH_BUCKETS,
+                )
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (tests); then this one only renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// The `# HELP` line of every series livehub exports.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "livehub_connections",
+        "Open WebSocket connections, by kind (buyer, dashboard)"
+    );
+    describe_counter!(
+        "livehub_buys_total",
+        "Buy frames answered, by result (ok or the rejection code)"
+    );
+    describe_histogram!(
+        "livehub_buy_ack_seconds",
+        Unit::Seconds,
+        "Time from a buy frame's arrival to its ack being sent"
+    );
+    describe_histogram!(
+        "livehub_journal_batch_records",
+        Unit::Count,
+        "Records written per journal group commit"
+    );
+    describe_histogram!(
+        "livehub_journal_fsync_seconds",
+        Unit::Seconds,
+        "Time to write and fdatasync one journal batch"
+    );
+    describe_counter!(
+        "livehub_journal_failed_batches_total",
+        "Journal batches that could not be made durable (their buys were answered unavailable)"
+    );
+    describe_gauge!(
+        "livehub_process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident set size of the livehub process"
+    );
 }
 
 /// The text exposition, with the process's resident memory.

@@ -19,6 +19,7 @@ use crate::server::AppState;
 pub const DEFAULT_ORDERS_PAGE: usize = 1000;
 pub const MAX_ORDERS_PAGE: usize = 10_000;
 
+/// The body of `PUT /api/rooms/{room}`; [`crate::admin::validate_title`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct RoomBody {
     #[serde(default)]
@@ -36,6 +37,7 @@ pub async fn put_room(
     Ok(Json(s.hub.put_room(&room, body.title).await?))
 }
 
+/// The body of `PUT /api/rooms/{room}/skus/{sku}`; [`crate::admin::validate_sku`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct SkuBody {
     pub name: String,
@@ -58,18 +60,23 @@ pub async fn put_sku(
 ) -> Result<Json<SkuState>, ApiError> {
     require(&s, &headers, Access::Admin)?;
     check_ids(&[("room", &room), ("sku", &sku)])?;
-    let b = body;
-    let def = SkuDef {
-        name: b.name,
-        price_fen: b.price_fen,
-        stock: b.stock,
-        limit_per_user: b.limit_per_user,
-        opens_at_ms: b.opens_at_ms,
-        closes_at_ms: b.closes_at_ms,
-    };
-    Ok(Json(s.hub.put_sku(&room, &sku, def).await?))
+    Ok(Json(s.hub.put_sku(&room, &sku, body.into()).await?))
 }
 
+impl From<SkuBody> for SkuDef {
+    fn from(b: SkuBody) -> SkuDef {
+        SkuDef {
+            name: b.name,
+            price_fen: b.price_fen,
+            stock: b.stock,
+            limit_per_user: b.limit_per_user,
+            opens_at_ms: b.opens_at_ms,
+            closes_at_ms: b.closes_at_ms,
+        }
+    }
+}
+
+/// The body of `POST .../stock`; [`crate::admin::validate_delta`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct StockBody {
     pub delta: i64,
@@ -83,8 +90,7 @@ pub async fn change_stock(
 ) -> Result<Json<SkuState>, ApiError> {
     require(&s, &headers, Access::Admin)?;
     check_ids(&[("room", &room), ("sku", &sku)])?;
-    let b = body;
-    Ok(Json(s.hub.change_stock(&room, &sku, b.delta).await?))
+    Ok(Json(s.hub.change_stock(&room, &sku, body.delta).await?))
 }
 
 pub async fn open_sale(

@@ -39,9 +39,9 @@ pub fn require(state: &AppState, headers: &HeaderMap, needed: Access) -> Result<
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer_token)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    match state.auth.access(token.trim()) {
+    match state.auth.access(token) {
         Some(a) if a >= needed => Ok(()),
         Some(_) => Err(ApiError::unauthorized("this token cannot do that")),
         None => Err(ApiError::unauthorized("invalid token")),
@@ -65,19 +65,30 @@ where
             .map_err(|e| {
                 ApiError::bad_request(format!("cannot read the body: {}", e.body_text()))
             })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." {
-                    ApiError::bad_request(format!("invalid JSON body: {inner}"))
-                } else {
-                    ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
-                }
-            })
+        parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Reads a JSON body as `T`: exactly one JSON object (serde would also take an array of the
+/// fields in order, which no client means); the 400's detail names the field that is wrong
+/// (`invalid JSON body: price_fen: invalid type ...`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
+        }
+    })
 }
 
 /// Checks path ids.

@@ -108,7 +108,7 @@ impl TestServer {
                 push_interval: opts.push_interval,
                 max_pending_buys: opts.max_pending_buys,
             },
-            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
