@@ -65,7 +65,13 @@ impl Default for EchoOptions {
 
 async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
     let _ = stream.set_nodelay(opts.nodelay);
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+    // The same buffer sizes livehub's sockets use (src/server.rs `configure`), so the
+    // ceiling is the same stack doing nothing.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20);
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
     let hello = format!(

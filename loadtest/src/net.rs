@@ -10,6 +10,9 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
+
+/// Read buffer of each client socket (see `connect`).
+pub const CLIENT_READ_BUFFER: usize = 8 * 1024;
 use tokio_tungstenite::WebSocketStream;
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -162,7 +165,10 @@ pub async fn connect_ws(
             .map_err(|e| describe_io(&e, source))?;
         let _ = stream.set_nodelay(true);
         let url = format!("ws://{}{}", target.authority, path_and_query);
-        let config = WebSocketConfig::default();
+        // tungstenite zero-fills its whole read buffer before every read, even one that finds
+        // nothing: at the default 128 KiB that memset was the load client's top cost. Frames
+        // larger than the buffer still arrive, over several reads.
+        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .map_err(|e| describe_ws(&e, source))?;
