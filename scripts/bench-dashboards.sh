@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 COUNT=${1:-10000}; SOURCES=${2:-4}
 PORT=18872
 DATA=$(mktemp -d /tmp/livehub-dash.XXXXXX)
-cargo build --release --workspace -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
 ulimit -n "$(ulimit -Hn)"
 ./target/release/livehub --listen 127.0.0.1:$PORT --data-dir "$DATA" --admin-token adm \
   --viewer-token view --open-buyers --buyer-rate 1000000 --buyer-burst 1000000 >"$DATA/server.log" 2>&1 &
