@@ -14,6 +14,8 @@
 //! - [`journal`]: durable order log, group commit, recovery
 //! - [`room`] / [`rooms`]: per-room state, and how journal records change it
 //! - [`admin`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
+//! - [`fleet`]: `--redis`: several hubs sharing rooms, stock and limits through Redis, orders
+//!   published to a stream per room, start-up repair and `livehub reconcile`
 //! - [`sale_feed`]: stock and sale pushes to buyers
 //! - [`dashboard`]: per-room aggregator, snapshots, and the dashboard feed
 //! - [`api`]: admin and viewer REST
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod fleet;
 pub mod hub;
 pub mod ids;
 pub mod inventory;

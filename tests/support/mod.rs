@@ -42,6 +42,8 @@ pub struct Options {
     pub limits: BuyerLimits,
     pub push_interval: Duration,
     pub fsync: bool,
+    /// Redis mode (`--redis`): see `support::redis`.
+    pub shared: Option<livehub::fleet::SharedOptions>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             },
             push_interval: Duration::from_millis(50),
             fsync: true,
+            shared: None,
         }
     }
 }
@@ -90,6 +93,7 @@ impl TestServer {
             hub: HubOptions {
                 journal,
                 push_interval: opts.push_interval,
+                shared: opts.shared.clone(),
             },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers),
             buyer_limits: opts.limits,
