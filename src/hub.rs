@@ -239,7 +239,11 @@ impl Hub {
             match room.request(user, req) {
                 Some(Ok(order)) => return order_ack(&order, req),
                 Some(Err(mut rx)) => while rx.changed().await.is_ok() {},
-                None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+                None => match self.fleet() {
+                    // Redis mode: the order may have been taken by another hub.
+                    Some(fleet) => return self.status_shared(fleet, room, user, req).await,
+                    None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+                },
             }
         }
     }

@@ -249,8 +249,15 @@ async fn a_repeated_req_gets_the_same_order_on_either_hub() {
         on_b.send_json(json!({"op": "status", "req": "r1"})).await;
         on_b.reply().await
     };
-    // `status` answers from this hub's journal: the order was taken on the other hub.
-    assert_eq!(status["error"], "unknown_request", "{status}");
+    // `status` on hub b finds the order hub a took.
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["order"], order.as_str());
+    let unknown = {
+        on_b.send_json(json!({"op": "status", "req": "never"}))
+            .await;
+        on_b.reply().await
+    };
+    assert_eq!(unknown["error"], "unknown_request", "{unknown}");
     let export = exports(&[&a, &b], "r").await;
     assert_eq!(export.len(), 1, "one order, however often it is asked for");
     // Hub b's copy of the stock follows Redis within its refresh interval.

@@ -280,6 +280,28 @@ impl Hub {
         }
     }
 
+    /// [`Hub::status`] in Redis mode for a request this hub does not know: its state in Redis.
+    pub(crate) async fn status_shared(
+        &self,
+        fleet: &Fleet,
+        room: &Room,
+        user: &str,
+        req: &str,
+    ) -> Ack {
+        let field = keys::request_field(user, req);
+        match self
+            .wait_pending(fleet, room, &field, std::time::Instant::now())
+            .await
+        {
+            Ok(Some(d)) => done_ack(&d, req),
+            Ok(None) => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+            Err(e) => {
+                tracing::warn!(room = %room.id, error = %e, "status unanswered: redis unavailable");
+                Ack::rejected(req, RejectCode::Unavailable, None, None)
+            }
+        }
+    }
+
     /// Waits for a request pending elsewhere: `Some` when it made an order, `None` when it
     /// was released (decide afresh).
     async fn wait_pending(

@@ -83,12 +83,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Options for a hub on this Redis.
+    /// Options for a hub on this Redis. The call timeout is long: in these tests thousands of
+    /// client sockets share the servers' two-thread runtime, so an answer can wait seconds
+    /// for a worker (a debug build on two cores). A stopped Redis refuses connections, which
+    /// fails a call at once whatever the timeout.
     pub fn hub(&self, id: &str) -> SharedOptions {
         SharedOptions {
             url: self.url(),
             hub_id: Arc::from(id),
-            timeout: Duration::from_millis(3000),
+            timeout: Duration::from_secs(10),
         }
     }
 
