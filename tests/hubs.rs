@@ -600,3 +600,46 @@ fn a_missing_redis_server_fails_with_a_clear_message() {
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("apt-get install -y redis-server"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_times_buys_out_and_the_tickets_they_may_have_left_are_released() {
+    let redis = RedisServer::start();
+    let mut shared = redis.hub("a");
+    // One buyer, no crowd: a short timeout is safe here, and it is what a hung Redis meets.
+    shared.timeout = Duration::from_millis(300);
+    let a = TestServer::start_with(Options {
+        shared: Some(shared),
+        ..Options::default()
+    })
+    .await;
+    a.create_room("r").await;
+    a.create_sku("r", "S", 100, 10, None).await;
+    let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
+    assert_eq!(c.buy("r1", "S", 1).await["ok"], true);
+    // SIGSTOP: connections stay open, nothing is answered. The buy's script is sent and will
+    // run when Redis wakes up, after the buy was already answered `unavailable`.
+    redis.pause();
+    let ack = c.buy("r2", "S", 1).await;
+    assert_eq!(ack["error"], "unavailable", "{ack}");
+    redis.resume();
+    // The background release undoes whatever that attempt left: the stock comes back to 9.
+    let t0 = Instant::now();
+    loop {
+        let (left, tickets): (Option<u64>, u64) = (
+            redis.query(redis::cmd("HGET").arg(keys::sku("r", "S")).arg("left")),
+            redis.query(redis::cmd("SCARD").arg(keys::pending("r", "a"))),
+        );
+        if left == Some(9) && tickets == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "left {left:?}, open tickets {tickets}: the timed-out attempt still holds stock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ack = c.buy("r2", "S", 1).await;
+    assert_eq!(ack["ok"], true, "decided afresh once Redis answers: {ack}");
+    assert_eq!(ack["left"], 8);
+    assert_eq!(a.export("r").await.len(), 2);
+}

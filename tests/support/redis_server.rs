@@ -123,6 +123,26 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered, as a
+    /// hung Redis behaves.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Wakes a paused server (SIGCONT); it then runs what it was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     /// A synchronous command, for checks.
     pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
         let mut c = self.client().get_connection().expect("redis connection");
