@@ -46,18 +46,25 @@ pub async fn publish(
             amount_fen: o.amount_fen,
             left: o.left_after,
         };
+        let entry = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            o.seq,
+            done.order,
+            o.sku,
+            o.user,
+            o.req,
+            o.qty,
+            o.price_fen,
+            o.amount_fen,
+            o.referrer.as_deref().unwrap_or(""),
+            o.ts_ms
+        );
         inv.arg(o.seq)
             .arg(keys::request_field(&o.user, &o.req))
             .arg(done.encode())
-            .arg(&done.order)
             .arg(&*o.sku)
-            .arg(&*o.user)
-            .arg(&*o.req)
             .arg(o.qty)
-            .arg(o.price_fen)
-            .arg(o.amount_fen)
-            .arg(o.referrer.as_deref().unwrap_or(""))
-            .arg(o.ts_ms);
+            .arg(entry);
     }
     let mut c = fleet.conn();
     let n: u64 = fleet.bounded(inv.invoke_async(&mut c)).await?;

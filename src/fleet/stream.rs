@@ -20,27 +20,41 @@ pub const STREAM_PAGE: usize = 1000;
 
 /// Reads one stream entry; `None` when it is not an order.
 pub fn decode(room: &Arc<str>, e: &StreamId) -> Option<StreamOrder> {
-    let s = |k: &str| e.get::<String>(k);
-    let n = |k: &str| s(k).and_then(|v| v.parse::<u64>().ok());
-    let referrer = s("ref").filter(|r| !r.is_empty()).map(Arc::from);
+    decode_entry(room, &e.get::<String>("o")?)
+}
+
+/// Reads an entry's one field: `seq|hub|hub_seq|order|sku|user|req|qty|price_fen|amount_fen|ref|ts_ms`
+/// (ids never contain `|`; `ref` is empty for none).
+pub fn decode_entry(room: &Arc<str>, o: &str) -> Option<StreamOrder> {
+    let f: Vec<&str> = o.split('|').collect();
+    let [seq, hub, hub_seq, order_id, sku, user, req, qty, price, amount, referrer, ts] = f[..]
+    else {
+        return None;
+    };
+    // The id is `hub:O<number>`; keeping the number makes `order_id()` give it back.
+    let number = order_id
+        .strip_prefix(hub)?
+        .strip_prefix(":O")?
+        .parse()
+        .ok()?;
     let order = OrderRecord {
-        seq: n("seq")?,
-        number: 0,
+        seq: seq.parse().ok()?,
+        number,
         room: room.clone(),
-        sku: Arc::from(s("sku")?),
-        user: Arc::from(s("user")?),
-        req: Arc::from(s("req")?),
-        qty: n("qty")?,
-        price_fen: n("price_fen")?,
-        amount_fen: n("amount_fen")?,
-        referrer,
-        ts_ms: s("ts_ms")?.parse().ok()?,
+        sku: Arc::from(sku),
+        user: Arc::from(user),
+        req: Arc::from(req),
+        qty: qty.parse().ok()?,
+        price_fen: price.parse().ok()?,
+        amount_fen: amount.parse().ok()?,
+        referrer: (!referrer.is_empty()).then(|| Arc::from(referrer)),
+        ts_ms: ts.parse().ok()?,
         left_after: 0,
-        hub: Some(Arc::from(s("hub")?)),
+        hub: Some(Arc::from(hub)),
     };
     Some(StreamOrder {
         order: Arc::new(order),
-        hub_seq: n("hub_seq")?,
+        hub_seq: hub_seq.parse().ok()?,
     })
 }
 
@@ -103,5 +117,27 @@ pub async fn run(fleet: Fleet, room: Arc<Room>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(STREAM_POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_entries_decode() {
+        let room: Arc<str> = Arc::from("r");
+        let o = decode_entry(&room, "7|h1|3|h1:O9|A:1|u|q|2|990|1980|s.1|1700000000000").unwrap();
+        assert_eq!(o.hub_seq, 3);
+        assert_eq!((o.order.seq, &*o.order.sku, o.order.qty), (7, "A:1", 2));
+        assert_eq!(o.order.amount_fen, 1980);
+        assert_eq!(o.order.referrer.as_deref(), Some("s.1"));
+        assert_eq!(o.order.hub.as_deref(), Some("h1"));
+        assert_eq!(o.order.order_id(), "h1:O9");
+        let none = decode_entry(&room, "7|h1|3|h1:O9|A|u|q|2|990|1980||5").unwrap();
+        assert!(decode_entry(&room, "7|h1|3|h2:O9|A|u|q|2|990|1980||5").is_none());
+        assert_eq!(none.order.referrer, None);
+        assert!(decode_entry(&room, "7|h1|3").is_none());
+        assert!(decode_entry(&room, "x|h1|3|o|A|u|q|2|990|1980||5").is_none());
     }
 }
