@@ -19,7 +19,7 @@ use crate::journal::OrderRecord;
 use crate::room::Room;
 
 /// Orders published with one script call at most.
-pub const PUBLISH_BATCH: usize = 256;
+pub const PUBLISH_BATCH: usize = 1024;
 /// Longest pause between attempts while Redis is away.
 pub const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
