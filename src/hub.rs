@@ -31,8 +31,8 @@ pub struct HubOptions {
 pub enum GateKind {
     /// In this process's memory (the default).
     Local(LocalGate),
-    /// In Redis, shared with other hubs (`--redis`).
-    Shared(Fleet),
+    /// In Redis, shared with other hubs (`--redis`). Boxed: the embedded variant stays small.
+    Shared(Box<Fleet>),
 }
 
 /// The hub. Clones share one state.
@@ -124,7 +124,7 @@ impl Hub {
     pub fn fleet(&self) -> Option<&Fleet> {
         match &self.inner.gate {
             GateKind::Local(_) => None,
-            GateKind::Shared(f) => Some(f),
+            GateKind::Shared(f) => Some(f.as_ref()),
         }
     }
 

@@ -164,7 +164,7 @@ async fn open_shared(
     let opened = {
         let opts = settings.hub.clone();
         let token = token.clone();
-        let gate = crate::hub::GateKind::Shared(fleet.clone());
+        let gate = crate::hub::GateKind::Shared(Box::new(fleet.clone()));
         tokio::task::spawn_blocking(move || Hub::open_with(opts, rooms, gate, token)).await??
     };
     let repaired = crate::fleet::reconcile::startup(&opened.0, &fleet)

@@ -500,9 +500,10 @@ async fn a_crash_between_redis_and_the_journal_leaves_a_unit_unsold_until_repair
     let dir = a.stop().await;
 
     orphan_ticket(&redis, "a", "r", "S", "ghost").await;
-    let report = livehub::fleet::reconcile::reconcile(&redis.url(), &[dir.clone()], false)
-        .await
-        .unwrap();
+    let report =
+        livehub::fleet::reconcile::reconcile(&redis.url(), std::slice::from_ref(&dir), false)
+            .await
+            .unwrap();
     let sku = &report.skus[0];
     assert_eq!((sku.stock_total, sku.left, sku.sold), (10, 8, 1));
     assert_eq!(sku.tickets, 1, "{report:?}");
@@ -521,16 +522,18 @@ async fn a_crash_between_redis_and_the_journal_leaves_a_unit_unsold_until_repair
         "the held unit came back before this buy: {ack}"
     );
     let dir = a.stop().await;
-    let report = livehub::fleet::reconcile::reconcile(&redis.url(), &[dir.clone()], false)
-        .await
-        .unwrap();
+    let report =
+        livehub::fleet::reconcile::reconcile(&redis.url(), std::slice::from_ref(&dir), false)
+            .await
+            .unwrap();
     assert!(report.consistent, "{report:?}");
 
     // The reconcile command repairs a stopped hub the same way.
     orphan_ticket(&redis, "a", "r", "S", "ghost2").await;
-    let report = livehub::fleet::reconcile::reconcile(&redis.url(), &[dir.clone()], true)
-        .await
-        .unwrap();
+    let report =
+        livehub::fleet::reconcile::reconcile(&redis.url(), std::slice::from_ref(&dir), true)
+            .await
+            .unwrap();
     assert!(report.consistent, "{report:?}");
     assert_eq!(report.skus[0].left, 8);
 }
