@@ -79,6 +79,7 @@ fn main() {
                     referrer: (i % 4 == 0).then(|| Arc::from("sharer42")),
                     ts_ms: 1_700_000_000_000 + i as i64,
                     left_after: n - i,
+                    hub: None,
                 };
                 loop {
                     match journal.submit(Record::Order(Arc::new(o.clone()))) {

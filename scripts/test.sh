@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
-# and CJK fonts for the browser test, npm packages, cargo-fuzz), then the Rust tests, a short
-# run of each fuzz target, the browser test against a real livehub, and a short loadtest run
-# that checks invariants (never timings).
+# and CJK fonts for the browser test, redis-server for the several-hubs tests, npm packages,
+# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser test against a
+# real livehub, and a short loadtest run that checks invariants (never timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,6 +11,7 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "system packages"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 fc-list 2>/dev/null | grep -qi "noto sans cjk" || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -124,6 +124,18 @@ impl Hub {
             .map_err(|e| AdminError::Unavailable(format!("admin task failed: {e}")))?
     }
 
+    /// Redis mode: a room or SKU made on another hub a moment ago may not be in this hub's
+    /// copy yet; look in Redis before answering 404.
+    async fn refresh_if_missing(&self, room: &str, sku: Option<&str>) {
+        let Some(fleet) = self.fleet() else { return };
+        let known = self
+            .room(room)
+            .is_some_and(|r| sku.is_none_or(|s| r.sku(s).is_some()));
+        if !known && ids::check(room).is_ok() {
+            let _ = crate::fleet::mirror::sync_room(self, fleet, room).await;
+        }
+    }
+
     fn sku_of(&self, room: &str, sku: &str) -> Result<Arc<crate::inventory::Sku>, AdminError> {
         let r = self
             .room(room)
@@ -147,6 +159,13 @@ impl Hub {
         validate_title(&title)?;
         let hub = self.clone();
         let room: Arc<str> = Arc::from(room);
+        if let Some(fleet) = self.fleet().cloned() {
+            return self
+                .run_admin(
+                    async move { crate::fleet::admin::put_room(&hub, &fleet, room, title).await },
+                )
+                .await;
+        }
         self.run_admin(async move {
             let _g = hub.admin_lock().lock().await;
             hub.journal()
@@ -172,11 +191,19 @@ impl Hub {
     ) -> Result<SkuState, AdminError> {
         ids::check_named("sku", sku).map_err(AdminError::BadRequest)?;
         validate_sku(&def)?;
+        self.refresh_if_missing(room, None).await;
         let r = self
             .room(room)
             .ok_or_else(|| AdminError::NotFound(format!("room {room} does not exist")))?;
         let hub = self.clone();
         let sku: Arc<str> = Arc::from(sku);
+        if let Some(fleet) = self.fleet().cloned() {
+            return self
+                .run_admin(async move {
+                    crate::fleet::admin::put_sku(&hub, &fleet, &r.id, &sku, def).await
+                })
+                .await;
+        }
         self.run_admin(async move {
             let _g = hub.admin_lock().lock().await;
             let created = r.sku(&sku).is_none();
@@ -203,6 +230,7 @@ impl Hub {
         delta: i64,
     ) -> Result<SkuState, AdminError> {
         validate_delta(delta)?;
+        self.refresh_if_missing(room, Some(sku)).await;
         let s = self.sku_of(room, sku)?;
         if delta > 0 && s.stock_total() + delta as u64 > MAX_STOCK {
             return Err(AdminError::BadRequest(format!(
@@ -211,6 +239,13 @@ impl Hub {
         }
         let hub = self.clone();
         let room: Arc<str> = Arc::from(room);
+        if let Some(fleet) = self.fleet().cloned() {
+            return self
+                .run_admin(async move {
+                    crate::fleet::admin::change_stock(&hub, &fleet, &room, &s.id, delta).await
+                })
+                .await;
+        }
         self.run_admin(async move {
             let _g = hub.admin_lock().lock().await;
             let n = delta.unsigned_abs();
@@ -248,9 +283,17 @@ impl Hub {
     }
 
     async fn set_window(&self, room: &str, sku: &str, open: bool) -> Result<SkuState, AdminError> {
+        self.refresh_if_missing(room, Some(sku)).await;
         let s = self.sku_of(room, sku)?;
         let hub = self.clone();
         let room: Arc<str> = Arc::from(room);
+        if let Some(fleet) = self.fleet().cloned() {
+            return self
+                .run_admin(async move {
+                    crate::fleet::admin::set_window(&hub, &fleet, &room, &s.id, open).await
+                })
+                .await;
+        }
         self.run_admin(async move {
             let _g = hub.admin_lock().lock().await;
             let now = now_ms();

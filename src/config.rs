@@ -25,6 +25,9 @@
 //! | `--max-pending-buys` | `LIVEHUB_MAX_PENDING_BUYS` | 8192 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
+//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process |
+//! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (Redis mode) |
+//! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,7 @@ pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
 pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS;
 /// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
 pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -144,6 +148,17 @@ pub struct Config {
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.
     #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true)]
     pub unsafe_no_fsync: bool,
+    /// Share rooms, stock and limits with other hubs through this Redis
+    /// (`redis://host:port/db`); without it, inventory lives in this process.
+    #[arg(long, env = "LIVEHUB_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This hub's id among the hubs sharing Redis (1-32 of A-Z a-z 0-9 _ - .); it prefixes
+    /// order ids. Generated and pinned in the data dir when not given.
+    #[arg(long, env = "LIVEHUB_HUB_ID")]
+    pub hub_id: Option<String>,
+    /// Longest wait for one Redis call; past it a buy answers `unavailable`.
+    #[arg(long, env = "LIVEHUB_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
+    pub redis_timeout_ms: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -161,6 +176,16 @@ pub enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_s: u64,
+    },
+    /// Compare Redis (--redis) with the hubs' journals and report as JSON; exits 1 when
+    /// something does not add up. With --repair, publish the given hubs' unpublished orders
+    /// and release their tickets that have no journaled order (those hubs must be stopped).
+    Reconcile {
+        /// A stopped hub's data dir; repeat for each hub.
+        #[arg(long = "journal")]
+        journals: Vec<PathBuf>,
+        #[arg(long)]
+        repair: bool,
     },
 }
 

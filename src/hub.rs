@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
+use crate::fleet::{Fleet, SharedOptions};
 use crate::inventory::{BuyRequest, Gate, LocalGate, Reservation};
 use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
@@ -27,6 +28,8 @@ pub struct HubOptions {
     /// refusals rather than a queue that grows without bound. By Little's law, the queueing
     /// delay it allows is this divided by the acks a second the machine sustains.
     pub max_pending_buys: usize,
+    /// `--redis`: share inventory with other hubs through Redis; `None` keeps it in memory.
+    pub shared: Option<SharedOptions>,
 }
 
 impl HubOptions {
@@ -36,8 +39,18 @@ impl HubOptions {
             journal,
             push_interval: Duration::from_millis(crate::config::DEFAULT_PUSH_INTERVAL_MS),
             max_pending_buys: crate::config::DEFAULT_MAX_PENDING_BUYS,
+            shared: None,
         }
     }
+}
+
+/// Where buys are decided. An enum, not a trait object: the embedded gate stays a direct,
+/// inlinable call, and the hub branches once per buy.
+pub enum GateKind {
+    /// In this process's memory (the default).
+    Local(LocalGate),
+    /// In Redis, shared with other hubs (`--redis`). Boxed: the embedded variant stays small.
+    Shared(Box<Fleet>),
 }
 
 /// The hub. Clones share one state.
@@ -49,7 +62,7 @@ pub struct Hub {
 struct HubInner {
     rooms: Arc<Rooms>,
     journal: Journal,
-    gate: LocalGate,
+    gate: GateKind,
     options: HubOptions,
     /// Serialises admin changes so that their journal order is their memory order.
     admin: tokio::sync::Mutex<()>,
@@ -65,13 +78,28 @@ impl Hub {
         options: HubOptions,
         shutdown: CancellationToken,
     ) -> Result<(Hub, Replayed), JournalError> {
-        let rooms = Arc::new(Rooms::default());
+        Self::open_with(
+            options,
+            Arc::new(Rooms::default()),
+            GateKind::Local(LocalGate),
+            shutdown,
+        )
+    }
+
+    /// Recovers the journal into `rooms` and starts the hub with `gate`. In Redis mode the
+    /// rooms were loaded from Redis first ([`crate::fleet::mirror`]).
+    pub fn open_with(
+        options: HubOptions,
+        rooms: Arc<Rooms>,
+        gate: GateKind,
+        shutdown: CancellationToken,
+    ) -> Result<(Hub, Replayed), JournalError> {
         let (journal, replayed) = Journal::open(&options.journal, rooms.clone())?;
         let hub = Hub {
             inner: Arc::new(HubInner {
                 rooms,
                 journal,
-                gate: LocalGate,
+                gate,
                 options,
                 admin: tokio::sync::Mutex::new(()),
                 pending: AtomicUsize::new(0),
@@ -113,6 +141,14 @@ impl Hub {
         &self.inner.admin
     }
 
+    /// The Redis connection in Redis mode.
+    pub fn fleet(&self) -> Option<&Fleet> {
+        match &self.inner.gate {
+            GateKind::Local(_) => None,
+            GateKind::Shared(f) => Some(f.as_ref()),
+        }
+    }
+
     /// Starts a room's sale feed and dashboard aggregator, once.
     pub fn start_room_tasks(&self, room: &Arc<Room>) {
         if room
@@ -125,13 +161,25 @@ impl Hub {
         self.inner
             .tasks
             .spawn(crate::sale_feed::run(room.clone(), token.clone()));
-        let aggregator =
+        let mut aggregator =
             crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval);
+        if let Some(fleet) = self.fleet() {
+            aggregator = aggregator.from_stream();
+            self.inner.tasks.spawn(crate::fleet::stream::run(
+                fleet.clone(),
+                room.clone(),
+                token.clone(),
+            ));
+        }
         self.inner.tasks.spawn(aggregator.run(token));
     }
 
     /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
     pub async fn buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Ack {
+        let gate = match &self.inner.gate {
+            GateKind::Local(g) => g,
+            GateKind::Shared(fleet) => return self.buy_shared(fleet, room, user, msg).await,
+        };
         loop {
             match room.begin_request(&user.id, &msg.req) {
                 Begin::Done(order) => return counted_ok(order_ack(&order, &msg.req)),
@@ -158,7 +206,7 @@ impl Hub {
             qty: msg.qty,
             now_ms: now_ms(),
         };
-        let reservation = match self.inner.gate.reserve(room, buy).await {
+        let reservation = match gate.reserve(room, buy).await {
             Ok(r) => r,
             Err(rej) => {
                 room.end_request(&user.id, &msg.req);
@@ -178,6 +226,7 @@ impl Hub {
             referrer: msg.referrer.as_deref().map(Arc::from),
             ts_ms: buy.now_ms,
             left_after: reservation.left_after,
+            hub: None,
         };
         let rx = match self.inner.journal.submit(Record::Order(Arc::new(order))) {
             Ok(rx) => rx,
@@ -238,13 +287,17 @@ impl Hub {
             match room.request(user, req) {
                 Some(Ok(order)) => return order_ack(&order, req),
                 Some(Err(mut rx)) => while rx.changed().await.is_ok() {},
-                None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+                None => match self.fleet() {
+                    // Redis mode: the order may have been taken by another hub.
+                    Some(fleet) => return self.status_shared(fleet, room, user, req).await,
+                    None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+                },
             }
         }
     }
 
     async fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
-        self.inner.gate.release(room, user, r).await;
+        LocalGate.release(room, user, r).await;
         room.end_request(&user.id, req);
     }
 

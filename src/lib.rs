@@ -17,6 +17,8 @@
 //! - [`room`] / [`rooms`]: per-room state, and how journal records change it
 //! - [`rooms_snapshot`]: the rooms' durable state as a journal snapshot, and its restore
 //! - [`admin`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
+//! - [`fleet`]: `--redis`: several hubs sharing rooms, stock and limits through Redis, orders
+//!   published to a stream per room, start-up repair and `livehub reconcile`
 //! - [`sale_feed`]: stock and sale pushes to buyers
 //! - [`dashboard`]: per-room aggregator, snapshots, and the dashboard feed
 //! - [`api`]: admin and viewer REST
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod fleet;
 pub mod handshake;
 pub mod hub;
 pub mod ids;

@@ -20,6 +20,35 @@ use livehub::server::{self, Settings};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     livehub::telemetry::init_tracing(cfg.log_format);
+    if let Some(Command::Reconcile { journals, repair }) = &cfg.command {
+        let url = cfg
+            .redis
+            .as_deref()
+            .context("reconcile needs --redis URL (or LIVEHUB_REDIS)")?;
+        let report = livehub::fleet::reconcile::reconcile(url, journals, *repair).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if !report.consistent {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    if cfg.redis_timeout_ms == 0 {
+        anyhow::bail!("--redis-timeout-ms must be at least 1");
+    }
+    let shared = match &cfg.redis {
+        None => None,
+        Some(url) => {
+            redis::Client::open(url.as_str())
+                .with_context(|| format!("--redis {url}: not a redis URL"))?;
+            let hub_id = livehub::fleet::hub_id_for(&cfg.data_dir, cfg.hub_id.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            Some(livehub::fleet::SharedOptions {
+                url: url.clone(),
+                hub_id: hub_id.into(),
+                timeout: Duration::from_millis(cfg.redis_timeout_ms),
+            })
+        }
+    };
 
     let (buyer_secret, _) = secret_or_generate(&cfg.buyer_secret, &cfg.data_dir, "buyer.secret")
         .with_context(|| format!("cannot read or write secrets in {}", cfg.data_dir.display()))?;
@@ -59,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
             journal,
             push_interval: Duration::from_millis(cfg.push_interval_ms.max(1)),
             max_pending_buys: cfg.max_pending_buys.max(1),
+            shared,
         },
         auth: Auth::new(
             &admin_token,

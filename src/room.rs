@@ -99,6 +99,14 @@ pub struct UserRef {
     pub key: u32,
 }
 
+/// An order read from the room's Redis stream: `order.seq` is the room-wide seq, `order.hub`
+/// the hub that took it, and `hub_seq` its seq in that hub's journal and export.
+#[derive(Debug, Clone)]
+pub struct StreamOrder {
+    pub order: Arc<OrderRecord>,
+    pub hub_seq: u64,
+}
+
 /// One room.
 #[derive(Debug)]
 pub struct Room {
@@ -114,6 +122,8 @@ pub struct Room {
     next_user: AtomicU32,
     /// Durable orders by seq. Appended only by the journal writer, in seq order.
     orders: RwLock<Vec<Arc<OrderRecord>>>,
+    /// Redis mode: every hub's published orders, in the room's stream order.
+    stream: RwLock<Vec<StreamOrder>>,
     pub live: LiveStats,
     /// Pushes to every buyer of the room, each encoded once.
     pub buyer_pushes: broadcast::Sender<Utf8Bytes>,
@@ -144,6 +154,7 @@ impl Room {
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
             orders: RwLock::new(Vec::with_capacity(orders)),
+            stream: RwLock::new(Vec::new()),
             live: LiveStats::new(),
             buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
             sale_changed: Notify::new(),
@@ -302,6 +313,20 @@ impl Room {
     /// Calls `f` on each order from index `from` (not seq) on; returns the new count.
     pub fn for_orders_from(&self, from: usize, mut f: impl FnMut(&Arc<OrderRecord>)) -> usize {
         let orders = self.orders.read().expect("orders lock");
+        for o in orders.iter().skip(from) {
+            f(o);
+        }
+        orders.len()
+    }
+
+    /// Redis mode: appends orders read from the room's stream (the stream reader only).
+    pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
+        self.stream.write().expect("stream lock").extend(orders);
+    }
+
+    /// Redis mode: calls `f` on each stream order from index `from` on; returns the new count.
+    pub fn for_stream_from(&self, from: usize, mut f: impl FnMut(&StreamOrder)) -> usize {
+        let orders = self.stream.read().expect("stream lock");
         for o in orders.iter().skip(from) {
             f(o);
         }

@@ -5,17 +5,75 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::inventory::Sku;
-use crate::journal::{Apply, Capture, Mode, Record};
+use crate::journal::{Apply, Capture, Mode, OrderRecord, Record};
 use crate::room::Room;
 
 /// All rooms of this hub. Only [`Apply::apply`] (the journal writer, or replay) creates rooms
 /// and SKUs or changes their stock, so memory follows the journal's order exactly.
+///
+/// In Redis mode ([`Rooms::shared`]) rooms and SKUs are copies of Redis made by
+/// [`crate::fleet::mirror`]; the journal holds only this hub's orders, which are applied to the
+/// order list (never to stock, which Redis keeps) and handed to the stream publisher.
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: DashMap<Arc<str>, Arc<Room>>,
+    shared: Option<SharedApply>,
+}
+
+/// What Redis mode needs from the journal's apply.
+#[derive(Debug)]
+struct SharedApply {
+    hub: Arc<str>,
+    /// Orders as they become durable, in journal order, to the stream publisher.
+    publish: tokio::sync::mpsc::UnboundedSender<Arc<OrderRecord>>,
 }
 
 impl Rooms {
+    /// Rooms of a hub in Redis mode: orders are stamped with `hub` and, once durable, sent
+    /// to `publish`.
+    pub fn shared(
+        hub: Arc<str>,
+        publish: tokio::sync::mpsc::UnboundedSender<Arc<OrderRecord>>,
+    ) -> Rooms {
+        Rooms {
+            rooms: DashMap::new(),
+            shared: Some(SharedApply { hub, publish }),
+        }
+    }
+
+    /// The room `id`, created with `title` if this hub does not have it yet.
+    pub fn get_or_create(&self, id: &str, title: &str) -> Arc<Room> {
+        if let Some(r) = self.get(id) {
+            return r;
+        }
+        self.rooms
+            .entry(Arc::from(id))
+            .or_insert_with(|| Arc::new(Room::new(Arc::from(id), title.to_owned())))
+            .value()
+            .clone()
+    }
+
+    fn apply_shared(&self, shared: &SharedApply, record: &Record, mode: Mode) {
+        let Record::Order(o) = record else {
+            // Redis holds rooms, SKUs and stock in this mode; such records come only from a
+            // data dir used without --redis before.
+            return;
+        };
+        let o = match &o.hub {
+            Some(_) => o.clone(),
+            None => Arc::new(OrderRecord {
+                hub: Some(shared.hub.clone()),
+                ..(**o).clone()
+            }),
+        };
+        // An order is never dropped from the export, even if Redis forgot its room.
+        let room = self.get_or_create(&o.room, "");
+        room.add_order(o.clone());
+        if mode == Mode::Live {
+            let _ = shared.publish.send(o);
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Room>> {
         self.rooms.get(id).map(|r| r.value().clone())
     }
@@ -41,6 +99,9 @@ impl Rooms {
 
 impl Apply for Rooms {
     fn apply(&self, record: &Record, mode: Mode) {
+        if let Some(shared) = &self.shared {
+            return self.apply_shared(shared, record, mode);
+        }
         match record {
             Record::Room { room, title, .. } => match self.get(room) {
                 Some(r) => r.set_title(title.clone()),

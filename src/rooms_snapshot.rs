@@ -240,6 +240,8 @@ fn decode_orders<'a>(
             referrer: (o.referrer > 0).then(|| strings[o.referrer as usize - 1].clone()),
             ts_ms: o.ts_ms,
             left_after: o.left_after,
+            // Snapshots are taken in the embedded mode only (see `server::open_shared`).
+            hub: None,
         }));
         count += 1;
         if chunk.len() == CHUNK {

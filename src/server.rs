@@ -90,10 +90,13 @@ pub async fn run(
     let _ = crate::telemetry::prometheus();
     let token = CancellationToken::new();
     let started = std::time::Instant::now();
-    let (hub, replayed) = {
-        let opts = settings.hub.clone();
-        let token = token.clone();
-        tokio::task::spawn_blocking(move || Hub::open(opts, token)).await??
+    let (hub, replayed) = match settings.hub.shared.clone() {
+        None => {
+            let opts = settings.hub.clone();
+            let token = token.clone();
+            tokio::task::spawn_blocking(move || Hub::open(opts, token)).await??
+        }
+        Some(shared) => open_shared(&settings, shared, &token).await?,
     };
     tracing::info!(
         snapshot = replayed.snapshot,
@@ -147,6 +150,65 @@ pub async fn run(
     tokio::task::spawn_blocking(move || h.close_journal()).await?;
     tracing::info!("journal closed; bye");
     Ok(())
+}
+
+/// Redis mode: connects, copies rooms and SKUs from Redis, replays the journal, publishes
+/// what the stream lacks and releases this hub's orphan tickets, then starts the publisher and
+/// the copy's refresh. Fails with a clear error when Redis does not answer.
+async fn open_shared(
+    settings: &Settings,
+    shared: crate::fleet::SharedOptions,
+    token: &CancellationToken,
+) -> anyhow::Result<(Hub, crate::journal::Replayed)> {
+    use anyhow::Context;
+    // Snapshots hold rooms, SKUs and orders of the embedded mode; in Redis mode Redis holds
+    // rooms and SKUs and the journal only orders, so the journal is replayed in full and no
+    // snapshot is taken. A data dir whose segments an embedded run compacted cannot switch.
+    let journal_dir = settings.hub.journal.data_dir.join("journal");
+    if journal_dir.exists()
+        && !crate::journal::snapshot::list(&journal_dir)
+            .context("cannot list the journal")?
+            .is_empty()
+    {
+        anyhow::bail!(
+            "{} holds snapshots of a hub run without --redis; use a fresh data dir for --redis",
+            journal_dir.display()
+        );
+    }
+    let mut settings = settings.clone();
+    settings.hub.journal.snapshot_every_records = 0;
+    let settings = &settings;
+    let fleet = crate::fleet::Fleet::connect(&shared)
+        .await
+        .with_context(|| format!("cannot reach redis at {}", shared.url))?;
+    fleet.register().await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let rooms = Arc::new(crate::rooms::Rooms::shared(shared.hub_id.clone(), tx));
+    let loaded = crate::fleet::mirror::load_all(&fleet, &rooms)
+        .await
+        .context("cannot read rooms from redis")?;
+    let opened = {
+        let opts = settings.hub.clone();
+        let token = token.clone();
+        let gate = crate::hub::GateKind::Shared(Box::new(fleet.clone()));
+        tokio::task::spawn_blocking(move || Hub::open_with(opts, rooms, gate, token)).await??
+    };
+    let repaired = crate::fleet::reconcile::startup(&opened.0, &fleet)
+        .await
+        .context("start-up repair against redis failed")?;
+    tracing::info!(
+        hub = %shared.hub_id,
+        rooms = loaded.len(),
+        published = repaired.published,
+        released = repaired.released,
+        "joined the hubs sharing redis"
+    );
+    let hub = opened.0.clone();
+    hub.tasks()
+        .spawn(crate::fleet::publish::run(fleet.clone(), rx, token.clone()));
+    hub.tasks()
+        .spawn(crate::fleet::mirror::run(hub.clone(), fleet, token.clone()));
+    Ok(opened)
 }
 
 fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {

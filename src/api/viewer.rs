@@ -74,7 +74,8 @@ pub struct Audit {
     pub skus: Vec<SkuAudit>,
 }
 
-/// Stock totals against the journal's orders.
+/// Stock totals against the journal's orders (Redis mode: against every hub's orders in the
+/// room's stream, with stock as Redis holds it).
 pub async fn audit(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -87,7 +88,15 @@ pub async fn audit(
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
-    r.for_orders_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
+    // Redis mode: every hub's orders, from the room's stream; otherwise this hub's journal.
+    let shared = s.hub.fleet().is_some();
+    if shared {
+        r.for_stream_from(0, |o| {
+            *sold.entry(o.order.sku.clone()).or_default() += o.order.qty
+        });
+    } else {
+        r.for_orders_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
+    }
     let skus: Vec<SkuAudit> = r
         .skus()
         .iter()
@@ -103,7 +112,9 @@ pub async fn audit(
                 left,
                 in_flight,
                 // As PROTOCOL.md defines it; a buy in flight makes it false for that moment.
-                consistent: sold + left == stock_total && sold <= stock_total && sold == s.sold(),
+                consistent: sold + left == stock_total
+                    && sold <= stock_total
+                    && (shared || sold == s.sold()),
             }
         })
         .collect();

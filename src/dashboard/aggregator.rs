@@ -3,7 +3,7 @@
 //! publishes a snapshot when a figure changed, or at least once a second. Totals come only
 //! from the orders, so a snapshot's totals always equal the orders export summed up to its `seq`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +69,9 @@ pub struct Aggregator {
     number: u64,
     last: Option<Arc<Figures>>,
     last_published: Instant,
+    /// Redis mode: fold the room's stream (every hub's orders) instead of this hub's journal.
+    from_stream: bool,
+    hub_seqs: BTreeMap<Arc<str>, u64>,
 }
 
 impl Aggregator {
@@ -92,7 +95,15 @@ impl Aggregator {
             number: 0,
             last: None,
             last_published: Instant::now(),
+            from_stream: false,
+            hub_seqs: BTreeMap::new(),
         }
+    }
+
+    /// Redis mode: the figures come from the room's stream, so they cover every hub.
+    pub fn from_stream(mut self) -> Self {
+        self.from_stream = true;
+        self
     }
 
     /// Publishes on every tick that has news, until `shutdown`.
@@ -113,7 +124,16 @@ impl Aggregator {
     /// publishes regardless). Returns whether it published.
     pub fn step(&mut self, now: i64, force: bool) -> bool {
         let room = self.room.clone();
-        self.cursor = room.for_orders_from(self.cursor, |o| self.fold(o));
+        if self.from_stream {
+            self.cursor = room.for_stream_from(self.cursor, |s| {
+                self.fold(&s.order);
+                if let Some(h) = &s.order.hub {
+                    self.hub_seqs.insert(h.clone(), s.hub_seq);
+                }
+            });
+        } else {
+            self.cursor = room.for_orders_from(self.cursor, |o| self.fold(o));
+        }
         self.take_latencies();
         let figures = self.figures(now);
         let changed = match &self.last {
@@ -316,6 +336,7 @@ impl Aggregator {
             latency_us: self.latency(),
             skus,
             top_referrers: top,
+            hub_seqs: self.from_stream.then(|| self.hub_seqs.clone()),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - [`sku`]: one SKU's counters and window.
 //!
 //! [`Gate`] is the interface the hub buys through; [`LocalGate`] keeps everything in this
-//! process. A shared store (several hubs on one Redis) implements the same trait.
+//! process. With `--redis` the hub decides in Redis instead ([`crate::fleet`]): one script per
+//! buy, whose pending "ticket" must be released by its exact text, so that path has its own
+//! types and the hub picks the gate once per buy ([`crate::hub`]'s `GateKind`).
 
 pub mod ledger;
 pub mod sku;
@@ -14,7 +16,7 @@ pub mod stock;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use sku::{Reserved, Sku, SkuDef};
+pub use sku::{Mirrored, Reserved, Sku, SkuDef};
 
 use crate::protocol::RejectCode;
 use crate::room::{Room, UserRef};

@@ -24,6 +24,17 @@ pub struct SkuDef {
     pub closes_at_ms: Option<i64>,
 }
 
+/// A SKU as Redis holds it (Redis mode), copied into the hub's memory for views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub def: SkuDef,
+    pub total: u64,
+    pub left: u64,
+    /// Units of published orders, every hub's.
+    pub sold: u64,
+    pub sold_out_at_ms: Option<i64>,
+}
+
 /// The inventory of one SKU. Hot fields are atomics so a buy takes no lock but the user's
 /// ledger entry; the name, read only for views, sits behind a `RwLock`.
 #[derive(Debug)]
@@ -253,6 +264,24 @@ impl Sku {
     /// Units `user` (a room's interned key) holds: durable orders and reservations in flight.
     pub fn held(&self, user: u32) -> u64 {
         stock::UserLedger::held(&self.ledger, user)
+    }
+
+    /// Redis mode: copies the shared store's state of this SKU (definition, counters and
+    /// sell-out time). Returns whether anything a buyer sees changed.
+    pub fn mirror(&self, m: &Mirrored) -> bool {
+        let before = (self.view(0), self.sold_out_at_ms());
+        self.redefine(&m.def);
+        self.total.store(m.total, Ordering::Release);
+        self.left.store(m.left, Ordering::Release);
+        self.sold.store(m.sold, Ordering::Release);
+        self.sold_out_at
+            .store(m.sold_out_at_ms.unwrap_or(NEVER), Ordering::Release);
+        before != (self.view(0), self.sold_out_at_ms())
+    }
+
+    /// Redis mode: the stock left after this hub's own buy, shown before the next refresh.
+    pub fn note_left(&self, left: u64) {
+        self.left.store(left, Ordering::Release);
     }
 
     /// Takes `n` units out of `left` for a withdrawal; `Err(left)` when fewer are left.

@@ -32,12 +32,20 @@ pub struct OrderRecord {
     pub ts_ms: i64,
     /// Stock left right after this order's units were taken (the ack's `left`).
     pub left_after: u64,
+    /// Redis mode: the hub that took the order, which prefixes its id. Never written to the
+    /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
+    #[serde(skip)]
+    pub hub: Option<Arc<str>>,
 }
 
 impl OrderRecord {
-    /// The order id: unique and never reused, because record numbers only grow, restarts included.
+    /// The order id: unique and never reused, because record numbers only grow, restarts
+    /// included; in Redis mode prefixed by the hub id (`h1:O42`), unique across hubs.
     pub fn order_id(&self) -> String {
-        format!("O{}", self.number)
+        match &self.hub {
+            None => format!("O{}", self.number),
+            Some(h) => format!("{h}:O{}", self.number),
+        }
     }
 
     /// One line of the NDJSON export, with its newline.
@@ -181,6 +189,7 @@ mod tests {
             referrer: Some("s".into()),
             ts_ms: 1,
             left_after: 3,
+            hub: None,
         }))
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub struct Options {
     /// Records the journal queue holds before buys are refused `unavailable`.
     pub journal_queue: Option<usize>,
     pub max_pending_buys: usize,
+    /// Redis mode (`--redis`): see `support::redis`.
+    pub shared: Option<livehub::fleet::SharedOptions>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             feed_limits: FeedLimits::default(),
             journal_queue: None,
             max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
+            shared: None,
         }
     }
 }
@@ -107,6 +111,7 @@ impl TestServer {
                 journal,
                 push_interval: opts.push_interval,
                 max_pending_buys: opts.max_pending_buys,
+                shared: opts.shared.clone(),
             },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
             buyer_limits: opts.limits,

@@ -1,0 +1,232 @@
+//! Several hubs serving the same rooms through one Redis (`--redis URL`).
+//!
+//! Redis holds what every hub must agree on: rooms and SKU definitions, stock, per-user
+//! units, and the state of each `(room, user, req)`. Each hub still journals the orders it
+//! takes (the journal stays the record of truth) and then publishes them to a Redis Stream
+//! per room, which every hub's aggregator reads.
+//!
+//! - [`keys`]: key names; every key of a room shares the hash tag `{room}`;
+//! - [`scripts`]: the Lua scripts (one `EVALSHA` per buy) and their replies;
+//! - [`buy`]: the buy path in Redis mode: ticket → journal → publish;
+//! - [`admin`]: operator changes written to Redis and announced to every hub;
+//! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
+//! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
+//! - [`stream`]: the room's stream → the aggregator;
+//! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
+
+pub mod admin;
+pub mod buy;
+pub mod keys;
+pub mod mirror;
+pub mod publish;
+pub mod reconcile;
+pub mod scripts;
+pub mod stream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use scripts::{Scripts, Ticket};
+
+/// Longest wait for one Redis call on the buy path before the buy answers `unavailable`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest hub id.
+pub const MAX_HUB_ID_LEN: usize = 32;
+
+/// How a hub joins the others.
+#[derive(Debug, Clone)]
+pub struct SharedOptions {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// This hub's id: unique among the hubs, stable for its data dir; it prefixes order ids.
+    pub hub_id: Arc<str>,
+    /// Longest wait for one Redis call on the buy and admin paths.
+    pub timeout: Duration,
+}
+
+/// Why Redis could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+}
+
+/// The connection to Redis shared by every task of a hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    pub hub_id: Arc<str>,
+    pub client: redis::Client,
+    conn: ConnectionManager,
+    pub scripts: Arc<Scripts>,
+    pub timeout: Duration,
+    /// Serialises refreshes of the in-memory copy ([`mirror`]), so two never add one SKU twice.
+    pub(crate) sync_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("hub_id", &self.hub_id)
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// Connects to Redis, failing with a clear error when it does not answer.
+    pub async fn connect(opts: &SharedOptions) -> Result<Fleet, FleetError> {
+        let client = redis::Client::open(opts.url.as_str())?;
+        // Short timeouts: while Redis is away, every call fails at once instead of queueing;
+        // the manager keeps reconnecting in the background, so the hub recovers by itself.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.timeout))
+            .set_response_timeout(Some(opts.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            opts.timeout * 4,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| FleetError::Timeout(opts.timeout * 4))??;
+        let fleet = Fleet {
+            hub_id: opts.hub_id.clone(),
+            client,
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            timeout: opts.timeout,
+            sync_lock: Arc::default(),
+        };
+        Ok(fleet)
+    }
+
+    /// Records this hub's id in Redis, so `livehub reconcile` looks at its tickets.
+    pub async fn register(&self) -> Result<(), FleetError> {
+        self.run(redis::cmd("SADD").arg(keys::HUBS).arg(&*self.hub_id))
+            .await
+    }
+
+    /// A handle to the shared multiplexed connection.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs one command with the call timeout.
+    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, FleetError> {
+        let mut c = self.conn.clone();
+        self.bounded(async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// Runs a pipeline with the call timeout.
+    pub async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, FleetError> {
+        let mut c = self.conn.clone();
+        self.bounded(async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
+    /// Bounds a Redis future by the call timeout.
+    pub async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, FleetError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(FleetError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// Checks a hub id: 1 to 32 characters of `A-Z a-z 0-9 _ - .` (no `:`, which separates it
+/// from the number in an order id).
+pub fn check_hub_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_HUB_ID_LEN {
+        return Err(format!("hub id must have 1 to {MAX_HUB_ID_LEN} characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err("hub id may only hold A-Z a-z 0-9 _ - .".into());
+    }
+    Ok(())
+}
+
+/// File in the data dir that pins the hub id: order ids carry it, so it must never change
+/// for a journal.
+pub const HUB_ID_FILE: &str = "hub.id";
+
+/// The hub id for `data_dir`: the one stored there, or `given`, or a new random one, stored
+/// on first use. A `given` id that differs from the stored one is refused: the journal's
+/// order ids were made with the stored one.
+pub fn hub_id_for(data_dir: &Path, given: Option<&str>) -> Result<String, String> {
+    let path = data_dir.join(HUB_ID_FILE);
+    let stored = std::fs::read_to_string(&path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if let Some(g) = given {
+        check_hub_id(g)?;
+    }
+    match (stored, given) {
+        (Some(s), Some(g)) if s != g => Err(format!(
+            "--hub-id {g} differs from {s} stored in {}: the journal's order ids carry {s}; \
+             use a new data dir for a new hub id",
+            path.display()
+        )),
+        (Some(s), _) => {
+            check_hub_id(&s).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(s)
+        }
+        (None, g) => {
+            let id = match g {
+                Some(g) => g.to_owned(),
+                None => format!(
+                    "h{}",
+                    &crate::auth::random_token()[..8].to_ascii_lowercase()
+                ),
+            };
+            let id: String = id
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                .collect();
+            check_hub_id(&id)?;
+            std::fs::create_dir_all(data_dir)
+                .and_then(|_| std::fs::write(&path, &id))
+                .map_err(|e| format!("cannot store the hub id in {}: {e}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_are_checked_and_pinned_to_the_data_dir() {
+        assert!(check_hub_id("h1").is_ok());
+        assert!(check_hub_id("").is_err());
+        assert!(check_hub_id("a:b").is_err());
+        assert!(check_hub_id(&"a".repeat(33)).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let first = hub_id_for(dir.path(), None).unwrap();
+        assert!(check_hub_id(&first).is_ok());
+        assert_eq!(hub_id_for(dir.path(), None).unwrap(), first);
+        assert_eq!(hub_id_for(dir.path(), Some(&first)).unwrap(), first);
+        let err = hub_id_for(dir.path(), Some("other")).unwrap_err();
+        assert!(err.contains("differs"), "{err}");
+        let dir2 = tempfile::tempdir().unwrap();
+        assert_eq!(hub_id_for(dir2.path(), Some("east-1")).unwrap(), "east-1");
+        assert!(hub_id_for(dir2.path(), Some("bad:id")).is_err());
+    }
+}
