@@ -153,9 +153,13 @@ async fn write_frames(
     mut rx: mpsc::Receiver<Message>,
     drained: Arc<Notify>,
 ) {
-    let mut batch = Vec::with_capacity(64);
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        for m in batch.drain(..) {
+    loop {
+        // A fresh batch each time: an idle socket (most of them) then holds no batch buffer.
+        let mut batch = Vec::new();
+        if rx.recv_many(&mut batch, 64).await == 0 {
+            break;
+        }
+        for m in batch {
             if sink.feed(m).await.is_err() {
                 return;
             }
