@@ -302,13 +302,26 @@ impl Hub {
     }
 
     fn unavailable(&self, room: &Room, req: &str, r: &Reservation, e: &JournalError) -> Ack {
-        tracing::warn!(room = %room.id, sku = %r.sku.id, error = %e, "buy refused: order could not be made durable");
+        self.refused_unavailable(room, req, &r.sku, "order could not be made durable", e)
+    }
+
+    /// Answers `unavailable` for a buy of `sku` that `cause` (the journal, Redis) could not
+    /// complete, and logs why; nothing was sold.
+    pub(crate) fn refused_unavailable(
+        &self,
+        room: &Room,
+        req: &str,
+        sku: &crate::inventory::Sku,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+    ) -> Ack {
+        tracing::warn!(room = %room.id, sku = %sku.id, cause, %error, "buy refused: unavailable");
         self.rejected(
             room,
             req,
             RejectCode::Unavailable,
-            Some(r.sku.id.clone()),
-            Some(r.sku.left()),
+            Some(sku.id.clone()),
+            Some(sku.left()),
         )
     }
 

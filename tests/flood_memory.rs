@@ -14,19 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Resident memory of the server, from its own `/metrics`.
 async fn rss(hub: &ChildHub) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", hub.addr))
+    metric_at(&hub.addr, "livehub_process_resident_memory_bytes ")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("livehub_process_resident_memory_bytes ")?
-                .trim()
-                .parse()
-                .ok()
-        })
         .expect("resident memory is reported")
 }
 

@@ -333,14 +333,7 @@ impl Hub {
         sku: &crate::inventory::Sku,
         e: &FleetError,
     ) -> Ack {
-        tracing::warn!(room = %room.id, sku = %sku.id, error = %e, "buy refused: redis unavailable");
-        self.rejected(
-            room,
-            req,
-            RejectCode::Unavailable,
-            Some(sku.id.clone()),
-            Some(sku.left()),
-        )
+        self.refused_unavailable(room, req, sku, "redis unavailable", e)
     }
 
     fn journal_unavailable(
@@ -350,14 +343,7 @@ impl Hub {
         sku: &crate::inventory::Sku,
         e: &JournalError,
     ) -> Ack {
-        tracing::warn!(room = %room.id, sku = %sku.id, error = %e, "buy refused: order could not be made durable");
-        self.rejected(
-            room,
-            req,
-            RejectCode::Unavailable,
-            Some(sku.id.clone()),
-            Some(sku.left()),
-        )
+        self.refused_unavailable(room, req, sku, "order could not be made durable", e)
     }
 }
 

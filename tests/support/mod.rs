@@ -76,6 +76,19 @@ impl Default for Options {
     }
 }
 
+/// The value of one Prometheus series (name and labels, exactly as exposed) in the `/metrics`
+/// of the server at `addr`; `None` when the series is absent.
+pub async fn metric_at(addr: &str, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 pub fn temp_dir() -> PathBuf {
     tempfile::Builder::new()
         .prefix("livehub-test-")
