@@ -30,6 +30,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code for a connection that sent nothing for the idle timeout.
 pub const CLOSE_IDLE: u16 = 1000;
+/// Frames read and handled in one wake-up of a buyer's task, at most, before it looks at its
+/// other work (acks, pushes, heartbeats, shutdown) again.
+const FRAMES_PER_WAKEUP: usize = 64;
 /// How long a closing socket's last frames may take to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -208,7 +211,7 @@ pub async fn serve(
     let mut flow = out.push_msg(&hello);
     let mut close: Option<(u16, &'static str)> = None;
 
-    while flow == Flow::Open {
+    'conn: while flow == Flow::Open {
         let room_to_write = out.has_room();
         backlogged_since = match (room_to_write, backlogged_since) {
             (true, _) => None,
@@ -230,14 +233,16 @@ pub async fn serve(
                 while let Some(Some(more)) = in_flight.next().now_or_never() {
                     ready.push(more);
                 }
-                for (ack, started, is_buy) in ready {
+                let now = Instant::now();
+                let ack_seconds = metrics::histogram!("livehub_buy_ack_seconds");
+                room.live.record_latencies(ready.iter().filter(|r| r.2).map(|&(_, started, _)| {
+                    let us = now.duration_since(started).as_micros() as u64;
+                    ack_seconds.record(us as f64 / 1e6);
+                    us
+                }));
+                for (ack, _, _) in ready {
                     if flow == Flow::Open {
                         flow = out.push_msg(&ServerMsg::Ack(ack));
-                    }
-                    if is_buy {
-                        let us = started.elapsed().as_micros() as u64;
-                        room.live.record_latency(us);
-                        metrics::histogram!("livehub_buy_ack_seconds").record(us as f64 / 1e6);
                     }
                 }
             }
@@ -263,62 +268,80 @@ pub async fn serve(
             }
             // A buyer whose answers pile up unread is not read either (backpressure).
             msg = rx.next(), if in_flight.len() < limits.max_in_flight && room_to_write => {
-                let started = Instant::now();
-                last_heard = started;
-                let text = match msg {
-                    None | Some(Ok(Message::Close(_))) => break,
-                    Some(Err(e)) => {
-                        // The library refused the frame: over its size limit, or broken.
-                        tracing::debug!(%user, error = %e, "buyer socket error");
-                        close = Some((CLOSE_TOO_BIG, "frame too large or malformed"));
-                        break;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(b))) => {
-                        if b.len() > MAX_BUYER_FRAME {
-                            close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                            break;
+                // Every frame that is already read is handled in this one wake-up (a client
+                // that pipelines sends many in one TCP segment), up to a budget; the select
+                // above runs once per batch, not once per frame.
+                let mut next = Some(msg);
+                let mut budget = FRAMES_PER_WAKEUP;
+                while let Some(msg) = next.take() {
+                    let started = Instant::now();
+                    last_heard = started;
+                    let text = match msg {
+                        None | Some(Ok(Message::Close(_))) => break 'conn,
+                        Some(Err(e)) => {
+                            // The library refused the frame: over its size limit, or broken.
+                            tracing::debug!(%user, error = %e, "buyer socket error");
+                            close = Some((CLOSE_TOO_BIG, "frame too large or malformed"));
+                            break 'conn;
                         }
-                        flow = out.push_msg(&frame_error("binary frames are not accepted; send JSON text", None));
-                        continue;
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                        Some(Ok(Message::Binary(b))) => {
+                            if b.len() > MAX_BUYER_FRAME {
+                                close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
+                                break 'conn;
+                            }
+                            flow = out.push_msg(&frame_error("binary frames are not accepted; send JSON text", None));
+                            None
+                        }
+                        Some(Ok(Message::Text(t))) => Some(t),
+                    };
+                    if let Some(text) = text {
+                        if text.len() > MAX_BUYER_FRAME {
+                            close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
+                            break 'conn;
+                        }
+                        let limited = !bucket.try_take(started);
+                        if limited && !strikes.try_take(started) {
+                            tracing::info!(room = %room.id, %user, "buyer closed: kept sending over its rate limit");
+                            metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
+                            close = Some((CLOSE_POLICY, "rate limit exceeded, repeatedly"));
+                            break 'conn;
+                        }
+                        flow = match ClientMsg::parse(&text) {
+                            Err(e) => {
+                                room.live.count_rejection(RejectCode::BadRequest);
+                                out.push_msg(&frame_error(&e.detail, e.req))
+                            }
+                            Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
+                            Ok(ClientMsg::Buy(b)) if limited => {
+                                let ack = hub.rejected(&room, &b.req, RejectCode::RateLimited, None, None);
+                                out.push_msg(&ServerMsg::Ack(ack))
+                            }
+                            Ok(ClientMsg::Status { req }) if limited => {
+                                out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
+                            }
+                            Ok(ClientMsg::Buy(b)) => {
+                                let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
+                                in_flight.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
+                                Flow::Open
+                            }
+                            Ok(ClientMsg::Status { req }) => {
+                                let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
+                                in_flight.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
+                                Flow::Open
+                            }
+                        };
                     }
-                    Some(Ok(Message::Text(t))) => t,
-                };
-                if text.len() > MAX_BUYER_FRAME {
-                    close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                    break;
+                    budget -= 1;
+                    if flow == Flow::Open
+                        && budget > 0
+                        && in_flight.len() < limits.max_in_flight
+                        && out.has_room()
+                    {
+                        // `None`: nothing more is read yet (the select polls again, with its waker).
+                        next = rx.next().now_or_never();
+                    }
                 }
-                let limited = !bucket.try_take(started);
-                if limited && !strikes.try_take(started) {
-                    tracing::info!(room = %room.id, %user, "buyer closed: kept sending over its rate limit");
-                    metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
-                    close = Some((CLOSE_POLICY, "rate limit exceeded, repeatedly"));
-                    break;
-                }
-                flow = match ClientMsg::parse(&text) {
-                    Err(e) => {
-                        room.live.count_rejection(RejectCode::BadRequest);
-                        out.push_msg(&frame_error(&e.detail, e.req))
-                    }
-                    Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
-                    Ok(ClientMsg::Buy(b)) if limited => {
-                        let ack = hub.rejected(&room, &b.req, RejectCode::RateLimited, None, None);
-                        out.push_msg(&ServerMsg::Ack(ack))
-                    }
-                    Ok(ClientMsg::Status { req }) if limited => {
-                        out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
-                    }
-                    Ok(ClientMsg::Buy(b)) => {
-                        let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                        in_flight.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
-                        Flow::Open
-                    }
-                    Ok(ClientMsg::Status { req }) => {
-                        let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                        in_flight.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
-                        Flow::Open
-                    }
-                };
             }
         }
     }

@@ -180,13 +180,8 @@ impl Hub {
             GateKind::Local(g) => g,
             GateKind::Shared(fleet) => return self.buy_shared(fleet, room, user, msg).await,
         };
-        loop {
-            match room.begin_request(&user.id, &msg.req) {
-                Begin::Done(order) => return counted_ok(order_ack(&order, &msg.req)),
-                // The other decision ends by dropping the sender; then ask again.
-                Begin::Wait(mut rx) => while rx.changed().await.is_ok() {},
-                Begin::Fresh => break,
-            }
+        if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
+            return counted_ok(order_ack(&order, &msg.req));
         }
         let Some(_admitted) = self.admit() else {
             room.end_request(&user.id, &msg.req);
@@ -283,16 +278,13 @@ impl Hub {
 
     /// What became of an earlier buy.
     pub async fn status(&self, room: &Room, user: &str, req: &str) -> Ack {
-        loop {
-            match room.request(user, req) {
-                Some(Ok(order)) => return order_ack(&order, req),
-                Some(Err(mut rx)) => while rx.changed().await.is_ok() {},
-                None => match self.fleet() {
-                    // Redis mode: the order may have been taken by another hub.
-                    Some(fleet) => return self.status_shared(fleet, room, user, req).await,
-                    None => return Ack::rejected(req, RejectCode::UnknownRequest, None, None),
-                },
-            }
+        match room.settled_request(user, req).await {
+            Some(order) => order_ack(&order, req),
+            None => match self.fleet() {
+                // Redis mode: the order may have been taken by another hub.
+                Some(fleet) => self.status_shared(fleet, room, user, req).await,
+                None => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
+            },
         }
     }
 

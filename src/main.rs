@@ -16,6 +16,15 @@ use livehub::hub::HubOptions;
 use livehub::journal::JournalOptions;
 use livehub::server::{self, Settings};
 
+/// mimalloc instead of glibc's malloc: buys allocate on the runtime's threads and are freed on
+/// the journal writer's, and glibc's arena locks made those frees contend (futex waits and
+/// wakes were ~6% of the hub's CPU at 130,000 acks/s; BENCHMARKS.md "Durable orders").
+/// Built without transparent huge pages (`no_thp`): the order state grows all stream long, and
+/// faulting it in 2 MiB pages took 10-14% of the hub's CPU in `clear_page` on the VMs we
+/// measure on, against 0.1% with 4 KiB pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();

@@ -21,8 +21,10 @@ pub const BUYER_PUSH_BUFFER: usize = 256;
 /// Where a `(user, req)` stands.
 #[derive(Debug)]
 pub enum RequestState {
-    /// Decided and waiting for the journal. Dropping the sender wakes whoever waits on it.
-    Pending(watch::Sender<()>),
+    /// Decided and waiting for the journal. `waited` is set when another connection waits for
+    /// the same request; whoever settles it then wakes the room's waiters
+    /// ([`Room::begin_request`]). Nothing is allocated for the common case of nobody waiting.
+    Pending { waited: bool },
     /// Made this order.
     Done(Arc<OrderRecord>),
 }
@@ -34,8 +36,13 @@ pub enum Begin {
     Fresh,
     /// The request already made this order.
     Done(Arc<OrderRecord>),
-    /// Another connection is deciding the same request; wait, then ask again.
-    Wait(watch::Receiver<()>),
+}
+
+/// A request as seen by one look at the table.
+enum Seen {
+    Absent,
+    Pending,
+    Done(Arc<OrderRecord>),
 }
 
 /// Audience and buy-path figures of a room, updated by buyer tasks.
@@ -81,8 +88,15 @@ impl LiveStats {
     }
 
     pub fn record_latency(&self, us: u64) {
+        self.record_latencies([us]);
+    }
+
+    /// Records several buy-to-ack times under one lock (a buyer's acks that are ready at once).
+    pub fn record_latencies(&self, us: impl IntoIterator<Item = u64>) {
         let mut h = self.latency_us.lock().expect("latency lock");
-        h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        for us in us {
+            h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
     }
 }
 
@@ -135,6 +149,10 @@ pub struct Room {
     pub tasks_started: AtomicBool,
     /// Dashboards connected now; the aggregator paces snapshots by it.
     pub dashboards: AtomicUsize,
+    /// Woken when a request that somebody waits for is settled (made an order or forgotten).
+    /// One per room: duplicates in flight are rare, so a waiter that wakes for another
+    /// request only looks again.
+    request_settled: Notify,
 }
 
 impl Room {
@@ -161,6 +179,7 @@ impl Room {
             snapshots: watch::channel(None).0,
             tasks_started: AtomicBool::new(false),
             dashboards: AtomicUsize::new(0),
+            request_settled: Notify::new(),
         }
     }
 
@@ -220,44 +239,145 @@ impl Room {
         k
     }
 
-    /// Starts deciding `(user, req)` unless it made an order or is being decided.
-    pub fn begin_request(&self, user: &str, req: &str) -> Begin {
+    /// Calls `f` with the request key of `(user, req)` built in a buffer of this thread, so
+    /// that a lookup allocates nothing. `f` must not call it again.
+    fn with_request_key<R>(user: &str, req: &str, f: impl FnOnce(&str) -> R) -> R {
+        thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+        KEY.with(|k| {
+            let mut k = k.borrow_mut();
+            k.clear();
+            k.push_str(user);
+            k.push(KEY_SEPARATOR);
+            k.push_str(req);
+            f(&k)
+        })
+    }
+
+    /// Starts deciding `(user, req)` unless it made an order; while another connection is
+    /// deciding it, waits for that decision and looks again.
+    pub async fn begin_request(&self, user: &str, req: &str) -> Begin {
+        loop {
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            // Pending elsewhere (and marked as waited for). Listen first, then look again, so
+            // a settle between the two looks is never missed.
+            let settled = self.request_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            settled.await;
+        }
+    }
+
+    /// One look: `None` while another connection decides the request.
+    fn try_begin(&self, user: &str, req: &str) -> Option<Begin> {
         match self.requests.entry(Self::request_key(user, req)) {
-            Entry::Occupied(o) => match o.get() {
-                RequestState::Done(order) => Begin::Done(order.clone()),
-                RequestState::Pending(tx) => Begin::Wait(tx.subscribe()),
+            Entry::Occupied(mut o) => match o.get_mut() {
+                RequestState::Done(order) => Some(Begin::Done(order.clone())),
+                RequestState::Pending { waited } => {
+                    *waited = true;
+                    None
+                }
             },
             Entry::Vacant(v) => {
-                v.insert(RequestState::Pending(watch::channel(()).0));
-                Begin::Fresh
+                v.insert(RequestState::Pending { waited: false });
+                Some(Begin::Fresh)
             }
         }
     }
 
     /// Forgets a request that made nothing, waking whoever waits on it.
     pub fn end_request(&self, user: &str, req: &str) {
-        self.requests
-            .remove_if(&Self::request_key(user, req), |_, s| {
-                matches!(s, RequestState::Pending(_))
-            });
+        let removed = Self::with_request_key(user, req, |k| {
+            self.requests
+                .remove_if(k, |_, s| matches!(s, RequestState::Pending { .. }))
+        });
+        if let Some((_, RequestState::Pending { waited: true })) = removed {
+            self.request_settled.notify_waiters();
+        }
     }
 
-    /// Where `(user, req)` stands now.
-    pub fn request(
-        &self,
-        user: &str,
-        req: &str,
-    ) -> Option<Result<Arc<OrderRecord>, watch::Receiver<()>>> {
-        self.requests
-            .get(&Self::request_key(user, req))
-            .map(|s| match s.value() {
-                RequestState::Done(o) => Ok(o.clone()),
-                RequestState::Pending(tx) => Err(tx.subscribe()),
-            })
+    fn look(&self, user: &str, req: &str, mark_waited: bool) -> Seen {
+        Self::with_request_key(user, req, |k| {
+            if !mark_waited {
+                return match self.requests.get(k).as_deref() {
+                    None => Seen::Absent,
+                    Some(RequestState::Pending { .. }) => Seen::Pending,
+                    Some(RequestState::Done(o)) => Seen::Done(o.clone()),
+                };
+            }
+            match self.requests.get_mut(k).as_deref_mut() {
+                None => Seen::Absent,
+                Some(RequestState::Pending { waited }) => {
+                    *waited = true;
+                    Seen::Pending
+                }
+                Some(RequestState::Done(o)) => Seen::Done(o.clone()),
+            }
+        })
     }
 
-    /// Records a durable order (journal apply only, in seq order).
+    /// The order `(user, req)` made, if it made one by now (a pending request has not).
+    pub fn order_of(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        match self.look(user, req, false) {
+            Seen::Done(o) => Some(o),
+            Seen::Absent | Seen::Pending => None,
+        }
+    }
+
+    /// Whether `(user, req)` is known here: the order it made, waiting while it is decided;
+    /// `None` for a request this room never saw (or that made nothing).
+    pub async fn settled_request(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        loop {
+            match self.look(user, req, false) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => {}
+            }
+            let settled = self.request_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.look(user, req, true) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => settled.await,
+            }
+        }
+    }
+
+    /// Records a durable order (journal apply only, in seq order). The request's entry,
+    /// pending since [`Room::begin_request`], becomes the order in place.
     pub fn add_order(&self, order: Arc<OrderRecord>) {
+        let settled = Self::with_request_key(&order.user, &order.req, |k| {
+            self.requests.get_mut(k).map(|mut e| {
+                let waited = matches!(*e, RequestState::Pending { waited: true });
+                *e = RequestState::Done(order.clone());
+                waited
+            })
+        });
+        let waited = match settled {
+            Some(waited) => waited,
+            // Replayed, or restored: nobody began it in this process.
+            None => matches!(
+                self.requests.insert(
+                    Self::request_key(&order.user, &order.req),
+                    RequestState::Done(order.clone()),
+                ),
+                Some(RequestState::Pending { waited: true })
+            ),
+        };
+        self.orders.write().expect("orders lock").push(order);
+        if waited {
+            self.request_settled.notify_waiters();
+        }
+    }
+
+    /// Records an order replayed from the journal at start (nobody began it in this process,
+    /// so one insert does).
+    pub fn add_replayed_order(&self, order: Arc<OrderRecord>) {
         self.requests.insert(
             Self::request_key(&order.user, &order.req),
             RequestState::Done(order.clone()),
@@ -331,5 +451,116 @@ impl Room {
             f(o);
         }
         orders.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn order(user: &str, req: &str) -> Arc<OrderRecord> {
+        Arc::new(OrderRecord {
+            seq: 1,
+            number: 1,
+            room: "r".into(),
+            sku: "A1".into(),
+            user: user.into(),
+            req: req.into(),
+            qty: 1,
+            price_fen: 100,
+            amount_fen: 100,
+            referrer: None,
+            ts_ms: 0,
+            left_after: 0,
+            hub: None,
+        })
+    }
+
+    /// Many connections begin the same `(user, req)` at once, on a multi-threaded runtime.
+    /// Exactly one decides at a time; the others wait and are woken when it settles (a lost
+    /// wake-up would hang, and the timeout fails the test). When the decision makes an order,
+    /// everybody else gets that order; when it makes nothing, the next one decides.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn duplicates_wait_for_the_decision_and_are_woken() {
+        const CONTENDERS: usize = 8;
+        for round in 0..200 {
+            let room = Arc::new(Room::new("r".into(), String::new()));
+            let deciding = Arc::new(AtomicUsize::new(0));
+            let fresh = Arc::new(AtomicUsize::new(0));
+            let makes_order = round % 2 == 0;
+            let mut tasks = Vec::new();
+            for _ in 0..CONTENDERS {
+                let (room, deciding, fresh) = (room.clone(), deciding.clone(), fresh.clone());
+                tasks.push(tokio::spawn(async move {
+                    match room.begin_request("u1", "q1").await {
+                        Begin::Fresh => {
+                            assert_eq!(
+                                deciding.fetch_add(1, Ordering::SeqCst),
+                                0,
+                                "two decide at once"
+                            );
+                            fresh.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            deciding.fetch_sub(1, Ordering::SeqCst);
+                            if makes_order {
+                                room.add_order(order("u1", "q1"));
+                            } else {
+                                room.end_request("u1", "q1");
+                            }
+                            None
+                        }
+                        Begin::Done(o) => Some(o.req.clone()),
+                    }
+                }));
+            }
+            let all = async {
+                let mut done = 0;
+                for t in tasks {
+                    if t.await.expect("task").is_some() {
+                        done += 1;
+                    }
+                }
+                done
+            };
+            let done = tokio::time::timeout(Duration::from_secs(20), all)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a waiter was never woken"));
+            if makes_order {
+                assert_eq!(fresh.load(Ordering::SeqCst), 1, "round {round}");
+                assert_eq!(done, CONTENDERS - 1, "round {round}");
+            } else {
+                assert_eq!(fresh.load(Ordering::SeqCst), CONTENDERS, "round {round}");
+                assert_eq!(done, 0, "round {round}");
+            }
+            assert!(room.settled_request("u1", "q1").await.is_some() == makes_order);
+        }
+    }
+
+    /// `status` waits for a pending request and then sees what it became.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_waits_for_a_pending_request() {
+        let room = Arc::new(Room::new("r".into(), String::new()));
+        assert!(room.settled_request("u1", "q1").await.is_none());
+        assert!(matches!(room.begin_request("u1", "q1").await, Begin::Fresh));
+        let asking = {
+            let room = room.clone();
+            tokio::spawn(async move { room.settled_request("u1", "q1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !asking.is_finished(),
+            "status answered while the request was pending"
+        );
+        assert!(room.order_of("u1", "q1").is_none());
+        room.add_order(order("u1", "q1"));
+        let got = tokio::time::timeout(Duration::from_secs(10), asking)
+            .await
+            .expect("status was never woken")
+            .expect("task");
+        assert_eq!(got.expect("the order").req.as_ref(), "q1");
+        assert!(room.order_of("u1", "q1").is_some());
     }
 }

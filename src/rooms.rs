@@ -68,9 +68,12 @@ impl Rooms {
         };
         // An order is never dropped from the export, even if Redis forgot its room.
         let room = self.get_or_create(&o.room, "");
-        room.add_order(o.clone());
-        if mode == Mode::Live {
-            let _ = shared.publish.send(o);
+        match mode {
+            Mode::Live => {
+                room.add_order(o.clone());
+                let _ = shared.publish.send(o);
+            }
+            Mode::Replay => room.add_replayed_order(o),
         }
     }
 
@@ -150,10 +153,15 @@ impl Apply for Rooms {
                     return;
                 };
                 match mode {
-                    Mode::Live => s.commit(o.qty),
-                    Mode::Replay => s.replay_order(r.user(&o.user).key, o.qty, o.ts_ms),
+                    Mode::Live => {
+                        s.commit(o.qty);
+                        r.add_order(o.clone());
+                    }
+                    Mode::Replay => {
+                        s.replay_order(r.user(&o.user).key, o.qty, o.ts_ms);
+                        r.add_replayed_order(o.clone());
+                    }
                 }
-                r.add_order(o.clone());
             }
         }
     }

@@ -110,15 +110,23 @@ async fn two_hubs_sell_exactly_the_stock_to_2000_buyers_and_both_dashboards_show
                 Client::connect(&url).await.expect("connect")
             };
             barrier.wait().await;
-            c.buy("r1", "A1", 1).await
+            (i % 2 == 0, c.buy("r1", "A1", 1).await)
         }));
     }
     let mut ok = Vec::new();
     for t in tasks {
-        let ack = t.await.unwrap();
+        let (on_a, ack) = t.await.unwrap();
         assert_eq!(ack["op"], "ack", "{ack}");
         if ack["ok"] == true {
-            ok.push(ack["order"].as_str().unwrap().to_owned());
+            let order = ack["order"].as_str().unwrap().to_owned();
+            // Which hub sells how many depends on which reaches Redis first (on a loaded
+            // machine one hub may sell all 100); the hub that answered always names the order.
+            let prefix = if on_a { "a:" } else { "b:" };
+            assert!(
+                order.starts_with(prefix),
+                "{order} answered by hub {prefix}"
+            );
+            ok.push(order);
         } else {
             assert_eq!(ack["error"], "sold_out", "{ack}");
         }
@@ -130,8 +138,6 @@ async fn two_hubs_sell_exactly_the_stock_to_2000_buyers_and_both_dashboards_show
     );
     let ids: HashSet<&String> = ok.iter().collect();
     assert_eq!(ids.len(), 100, "order ids are unique across hubs");
-    assert!(ok.iter().any(|o| o.starts_with("a:")), "hub a sold some");
-    assert!(ok.iter().any(|o| o.starts_with("b:")), "hub b sold some");
 
     let export = exports(&[&a, &b], "spike").await;
     assert_eq!(export.len(), 100);

@@ -151,12 +151,8 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
     ) -> Ack {
-        loop {
-            match room.begin_request(&user.id, &msg.req) {
-                Begin::Done(order) => return order_ack(&order, &msg.req),
-                Begin::Wait(mut rx) => while rx.changed().await.is_ok() {},
-                Begin::Fresh => break,
-            }
+        if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
+            return order_ack(&order, &msg.req);
         }
         let ack = self.decide_shared(fleet, room, user, msg).await;
         // Forgets the request unless it made an order here (the journal's apply marked it done).

@@ -98,7 +98,7 @@ pub async fn startup(hub: &Hub, fleet: &Fleet) -> Result<Repaired, FleetError> {
     for room in hub.rooms().all() {
         r.published += publish::catch_up(fleet, &room).await?;
         r.released += release_orphans(fleet, &room.id, &fleet.hub_id, |user, req| {
-            matches!(room.request(user, req), Some(Ok(_)))
+            room.order_of(user, req).is_some()
         })
         .await?;
     }

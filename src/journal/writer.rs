@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,12 @@ pub(crate) struct Snapshots {
 }
 
 impl Writer {
+    /// Group commit. The writer blocks for the first record of a batch (the one wake-up a
+    /// batch costs a producer), then holds the batch open for the commit window by sleeping,
+    /// not by waiting on the channel: a producer that finds the writer asleep or busy only
+    /// queues its record, so a batch of N records costs one wake-up, not N. Whatever queued
+    /// meanwhile (during the window, or during the previous batch's fsync) joins the batch,
+    /// up to `max_batch`. With a zero window the batch is what queued during the last fsync.
     pub fn run(mut self, rx: Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -74,40 +80,27 @@ impl Writer {
                 Ok(Msg::Append(p)) => batch.push(p),
                 Ok(Msg::Stop) | Err(_) => break,
             }
-            let deadline = Instant::now() + self.window;
-            while batch.len() < self.max_batch {
-                let next = match rx.try_recv() {
-                    Ok(m) => m,
-                    Err(TryRecvError::Disconnected) => {
-                        stopping = true;
-                        break;
-                    }
-                    Err(TryRecvError::Empty) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            break;
-                        }
-                        match rx.recv_timeout(deadline - now) {
-                            Ok(m) => m,
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => {
-                                stopping = true;
-                                break;
-                            }
-                        }
-                    }
-                };
-                match next {
-                    Msg::Append(p) => batch.push(p),
-                    Msg::Stop => {
-                        stopping = true;
-                        break;
-                    }
-                }
+            stopping = self.drain(&rx, &mut batch);
+            if !stopping && !self.window.is_zero() && batch.len() < self.max_batch {
+                std::thread::sleep(self.window);
+                stopping = self.drain(&rx, &mut batch);
             }
             self.commit(&mut batch, &mut buf);
         }
         tracing::debug!(next_number = self.next_number, "journal writer stopped");
+    }
+
+    /// Moves what is queued into `batch`, up to `max_batch`, without waiting. Returns whether
+    /// the writer is told to stop (what came before the stop is in the batch).
+    fn drain(&self, rx: &Receiver<Msg>, batch: &mut Vec<Pending>) -> bool {
+        while batch.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(Msg::Append(p)) => batch.push(p),
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+        false
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) {
