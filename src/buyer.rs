@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::now_ms;
-use crate::hub::Hub;
+use crate::hub::{Hub, Journaling, Started};
 use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
 use crate::rate_limit::TokenBucket;
 use crate::room::Room;
@@ -78,7 +79,25 @@ impl Default for BuyerLimits {
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = (Ack, Instant, bool)> + Send>>;
+/// A buy or `status` of this connection that is not answered yet: `(ack, when the frame
+/// arrived, whether it is a buy)`. A buy waiting for the journal is kept unboxed; the rare
+/// ones that must wait for something else (a duplicate being decided, Redis, `status`) are
+/// boxed.
+enum Waiting {
+    Journal(Journaling, Instant),
+    Other(Pin<Box<dyn Future<Output = (Ack, Instant, bool)> + Send>>),
+}
+
+impl Future for Waiting {
+    type Output = (Ack, Instant, bool);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Waiting::Journal(j, started) => Pin::new(j).poll(cx).map(|ack| (ack, *started, true)),
+            Waiting::Other(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// The socket's write half behind a bounded queue, drained by its own task.
 struct Outbound {
@@ -190,7 +209,7 @@ pub async fn serve(
     let (sink, mut rx) = socket.split();
     let out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
-    let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<Waiting> = FuturesUnordered::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
     let shutdown = hub.shutdown_token().clone();
@@ -233,13 +252,7 @@ pub async fn serve(
                 while let Some(Some(more)) = in_flight.next().now_or_never() {
                     ready.push(more);
                 }
-                let now = Instant::now();
-                let ack_seconds = metrics::histogram!("livehub_buy_ack_seconds");
-                room.live.record_latencies(ready.iter().filter(|r| r.2).map(|&(_, started, _)| {
-                    let us = now.duration_since(started).as_micros() as u64;
-                    ack_seconds.record(us as f64 / 1e6);
-                    us
-                }));
+                record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
                 for (ack, _, _) in ready {
                     if flow == Flow::Open {
                         flow = out.push_msg(&ServerMsg::Ack(ack));
@@ -320,14 +333,24 @@ pub async fn serve(
                             Ok(ClientMsg::Status { req }) if limited => {
                                 out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
                             }
-                            Ok(ClientMsg::Buy(b)) => {
-                                let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                                in_flight.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
-                                Flow::Open
-                            }
+                            Ok(ClientMsg::Buy(b)) => match hub.start_buy(&room, &who, &b) {
+                                Some(Started::Answered(ack)) => {
+                                    record_ack_latencies(&room, Instant::now(), [started]);
+                                    out.push_msg(&ServerMsg::Ack(ack))
+                                }
+                                Some(Started::Journaling(j)) => {
+                                    in_flight.push(Waiting::Journal(j, started));
+                                    Flow::Open
+                                }
+                                None => {
+                                    let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
+                                    in_flight.push(Waiting::Other(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) })));
+                                    Flow::Open
+                                }
+                            },
                             Ok(ClientMsg::Status { req }) => {
                                 let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                                in_flight.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
+                                in_flight.push(Waiting::Other(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) })));
                                 Flow::Open
                             }
                         };
@@ -362,6 +385,17 @@ pub async fn serve(
     }
     room.live.viewer_left();
     metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
+}
+
+/// Records buy-to-ack times (buys that arrived at `started`, answered `now`) in the room's
+/// histogram, under one lock, and in the metrics.
+fn record_ack_latencies(room: &Room, now: Instant, started: impl IntoIterator<Item = Instant>) {
+    let ack_seconds = metrics::histogram!("livehub_buy_ack_seconds");
+    room.live.record_latencies(started.into_iter().map(|t| {
+        let us = now.duration_since(t).as_micros() as u64;
+        ack_seconds.record(us as f64 / 1e6);
+        us
+    }));
 }
 
 fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {

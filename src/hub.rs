@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -176,24 +180,45 @@ impl Hub {
 
     /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
     pub async fn buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Ack {
-        let gate = match &self.inner.gate {
-            GateKind::Local(g) => g,
-            GateKind::Shared(fleet) => return self.buy_shared(fleet, room, user, msg).await,
-        };
-        if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
-            return counted_ok(order_ack(&order, &msg.req));
+        if let GateKind::Shared(fleet) = &self.inner.gate {
+            return self.buy_shared(fleet, room, user, msg).await;
         }
-        let Some(_admitted) = self.admit() else {
+        match room.begin_request(&user.id, &msg.req).await {
+            Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
+            Begin::Fresh => match self.decide_fresh(room, user, msg) {
+                Started::Answered(ack) => ack,
+                Started::Journaling(j) => j.await,
+            },
+        }
+    }
+
+    /// [`Hub::buy`] without waiting, for the buyer's task: the answer now (a repeated `req`,
+    /// any refusal), or the order on its way to the journal. `None` when the buy needs the
+    /// general path, [`Hub::buy`]: in Redis mode, or while another connection decides the same
+    /// `req`. Nothing is boxed or spawned for the common cases.
+    pub fn start_buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Option<Started> {
+        if !matches!(self.inner.gate, GateKind::Local(_)) {
+            return None;
+        }
+        Some(match room.try_begin_request(&user.id, &msg.req)? {
+            Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req))),
+            Begin::Fresh => self.decide_fresh(room, user, msg),
+        })
+    }
+
+    /// Admission, the embedded gate and the journal's queue, for a request this call owns.
+    fn decide_fresh(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Started {
+        let Some(admitted) = self.admit() else {
             room.end_request(&user.id, &msg.req);
             metrics::counter!("livehub_buys_shed_total").increment(1);
             let sku = room.sku(&msg.sku);
-            return self.rejected(
+            return Started::Answered(self.rejected(
                 room,
                 &msg.req,
                 RejectCode::Unavailable,
                 sku.as_ref().map(|s| s.id.clone()),
                 sku.map(|s| s.left()),
-            );
+            ));
         };
         let buy = BuyRequest {
             user,
@@ -201,11 +226,13 @@ impl Hub {
             qty: msg.qty,
             now_ms: now_ms(),
         };
-        let reservation = match gate.reserve(room, buy).await {
+        let reservation = match LocalGate::decide(room, buy) {
             Ok(r) => r,
             Err(rej) => {
                 room.end_request(&user.id, &msg.req);
-                return self.rejected(room, &msg.req, rej.code, rej.sku, rej.left);
+                return Started::Answered(
+                    self.rejected(room, &msg.req, rej.code, rej.sku, rej.left),
+                );
             }
         };
         let order = OrderRecord {
@@ -223,52 +250,49 @@ impl Hub {
             left_after: reservation.left_after,
             hub: None,
         };
-        let rx = match self.inner.journal.submit(Record::Order(Arc::new(order))) {
-            Ok(rx) => rx,
+        match self.inner.journal.submit(Record::Order(Arc::new(order))) {
+            Ok(rx) => Started::Journaling(Journaling {
+                in_flight: InFlight {
+                    rx: Some(rx),
+                    hub: self.clone(),
+                    room: room.clone(),
+                    user: user.clone(),
+                    req: msg.req.clone(),
+                    reservation,
+                },
+                _admitted: admitted,
+            }),
             Err(e) => {
-                self.undo(room, user, &msg.req, &reservation).await;
-                return self.unavailable(room, &msg.req, &reservation, &e);
-            }
-        };
-        let mut in_flight = InFlight {
-            rx: Some(rx),
-            hub: self.clone(),
-            room: room.clone(),
-            user: user.clone(),
-            req: msg.req.clone(),
-            reservation,
-        };
-        let outcome = in_flight.rx.as_mut().expect("set above").await;
-        in_flight.rx = None;
-        match outcome {
-            Ok(Ok(Record::Order(o))) => counted_ok(order_ack(&o, &msg.req)),
-            Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
-            Ok(Err(e)) => {
-                self.undo(room, user, &msg.req, &in_flight.reservation)
-                    .await;
-                self.unavailable(room, &msg.req, &in_flight.reservation, &e)
-            }
-            Err(_) => {
-                self.undo(room, user, &msg.req, &in_flight.reservation)
-                    .await;
-                self.unavailable(
-                    room,
-                    &msg.req,
-                    &in_flight.reservation,
-                    &JournalError::Stopped,
-                )
+                self.undo_now(room, user, &msg.req, &reservation);
+                Started::Answered(self.unavailable(room, &msg.req, &reservation, &e))
             }
         }
     }
 
+    /// The ack of a buy the journal answered: ok once durable; otherwise its stock goes back.
+    fn settle(
+        &self,
+        f: &InFlight,
+        outcome: Result<Result<Record, JournalError>, RecvError>,
+    ) -> Ack {
+        let error = match outcome {
+            Ok(Ok(Record::Order(o))) => return counted_ok(order_ack(&o, &f.req)),
+            Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
+            Ok(Err(e)) => e,
+            Err(_) => JournalError::Stopped,
+        };
+        self.undo_now(&f.room, &f.user, &f.req, &f.reservation);
+        self.unavailable(&f.room, &f.req, &f.reservation, &error)
+    }
+
     /// A place among the pending buys, or `None` when they are full.
-    fn admit(&self) -> Option<Admitted<'_>> {
+    fn admit(&self) -> Option<Admitted> {
         let pending = &self.inner.pending;
         if pending.fetch_add(1, Ordering::AcqRel) >= self.inner.options.max_pending_buys {
             pending.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Admitted(pending))
+        Some(Admitted(self.clone()))
     }
 
     /// Buys admitted and not yet answered.
@@ -290,6 +314,12 @@ impl Hub {
 
     async fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
         LocalGate.release(room, user, r).await;
+        room.end_request(&user.id, req);
+    }
+
+    /// [`Hub::undo`] for the embedded gate, whose release never waits.
+    fn undo_now(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
+        LocalGate::give_back(room, user, r);
         room.end_request(&user.id, req);
     }
 
@@ -338,11 +368,42 @@ impl Hub {
 }
 
 /// One admitted buy; leaves the count when the buy is answered (or dropped).
-struct Admitted<'a>(&'a AtomicUsize);
+struct Admitted(Hub);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.inner.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What [`Hub::start_buy`] got to.
+pub enum Started {
+    /// Answered without the journal: a repeated `req`, or a refusal.
+    Answered(Ack),
+    /// Past the gate, in the journal's queue.
+    Journaling(Journaling),
+}
+
+/// A buy past the gate, waiting for the journal; resolves to its ack (ok only once the order
+/// is durable). A concrete type, so that a buyer's task keeps its buys in flight unboxed.
+/// Dropped before the journal answers (the buyer hung up), its reservation is still settled
+/// ([`InFlight`]).
+pub struct Journaling {
+    in_flight: InFlight,
+    _admitted: Admitted,
+}
+
+impl Future for Journaling {
+    type Output = Ack;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ack> {
+        let f = &mut self.in_flight;
+        let rx =
+            f.rx.as_mut()
+                .expect("a journaling buy polled after its answer");
+        let outcome = std::task::ready!(Pin::new(rx).poll(cx));
+        f.rx = None;
+        Poll::Ready(f.hub.clone().settle(f, outcome))
     }
 }
 

@@ -257,7 +257,7 @@ impl Room {
     /// deciding it, waits for that decision and looks again.
     pub async fn begin_request(&self, user: &str, req: &str) -> Begin {
         loop {
-            if let Some(b) = self.try_begin(user, req) {
+            if let Some(b) = self.try_begin_request(user, req) {
                 return b;
             }
             // Pending elsewhere (and marked as waited for). Listen first, then look again, so
@@ -265,15 +265,16 @@ impl Room {
             let settled = self.request_settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if let Some(b) = self.try_begin(user, req) {
+            if let Some(b) = self.try_begin_request(user, req) {
                 return b;
             }
             settled.await;
         }
     }
 
-    /// One look: `None` while another connection decides the request.
-    fn try_begin(&self, user: &str, req: &str) -> Option<Begin> {
+    /// [`Room::begin_request`] without waiting: `None` while another connection decides the
+    /// request (it is then marked as waited for; call [`Room::begin_request`]).
+    pub fn try_begin_request(&self, user: &str, req: &str) -> Option<Begin> {
         match self.requests.entry(Self::request_key(user, req)) {
             Entry::Occupied(mut o) => match o.get_mut() {
                 RequestState::Done(order) => Some(Begin::Done(order.clone())),

@@ -102,6 +102,14 @@ impl LocalGate {
     }
 }
 
+impl LocalGate {
+    /// [`Gate::release`], synchronous: the stock and the user's allowance go back at once.
+    pub fn give_back(room: &Room, user: &UserRef, r: &Reservation) {
+        r.sku.release(user.key, r.qty);
+        room.state_changed();
+    }
+}
+
 impl Gate for LocalGate {
     fn reserve(
         &self,
@@ -117,8 +125,7 @@ impl Gate for LocalGate {
         user: &UserRef,
         r: &Reservation,
     ) -> impl Future<Output = ()> + Send {
-        r.sku.release(user.key, r.qty);
-        room.state_changed();
+        Self::give_back(room, user, r);
         std::future::ready(())
     }
 }
