@@ -390,7 +390,7 @@ pub async fn serve(
 /// Records buy-to-ack times (buys that arrived at `started`, answered `now`) in the room's
 /// histogram, under one lock, and in the metrics.
 fn record_ack_latencies(room: &Room, now: Instant, started: impl IntoIterator<Item = Instant>) {
-    let ack_seconds = metrics::histogram!("livehub_buy_ack_seconds");
+    let ack_seconds = &crate::telemetry::buy_metrics().ack_seconds;
     room.live.record_latencies(started.into_iter().map(|t| {
         let us = now.duration_since(t).as_micros() as u64;
         ack_seconds.record(us as f64 / 1e6);

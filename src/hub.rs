@@ -357,7 +357,7 @@ impl Hub {
         left: Option<u64>,
     ) -> Ack {
         room.live.count_rejection(code);
-        metrics::counter!("livehub_buys_total", "result" => code.as_str()).increment(1);
+        crate::telemetry::buy_metrics().rejected[code.index()].increment(1);
         Ack::rejected(req, code, sku, left)
     }
 
@@ -409,7 +409,7 @@ impl Future for Journaling {
 
 /// Counts an ok answer to a buy frame (a `status` answer is not a buy and is not counted).
 fn counted_ok(ack: Ack) -> Ack {
-    metrics::counter!("livehub_buys_total", "result" => "ok").increment(1);
+    crate::telemetry::buy_metrics().ok.increment(1);
     ack
 }
 

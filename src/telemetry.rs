@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
+use crate::protocol::RejectCode;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -79,6 +80,34 @@ fn describe() {
 }
 
 /// The text exposition, with the process's resident memory.
+/// Handles of the series every buy touches, registered once: looking a series up in the
+/// recorder's registry on each buy (`counter!` with labels) cost about 1% of the hub's CPU at
+/// 200,000 acks/s. Taken after the recorder is installed, so they are never no-ops in a server.
+pub struct BuyMetrics {
+    /// `livehub_buys_total{result="ok"}`.
+    pub ok: metrics::Counter,
+    /// `livehub_buys_total{result=CODE}`, by [`RejectCode::index`].
+    pub rejected: Vec<metrics::Counter>,
+    /// `livehub_buy_ack_seconds`.
+    pub ack_seconds: metrics::Histogram,
+}
+
+/// The buy path's metric handles.
+pub fn buy_metrics() -> &'static BuyMetrics {
+    static HANDLES: OnceLock<BuyMetrics> = OnceLock::new();
+    HANDLES.get_or_init(|| {
+        let _ = prometheus();
+        BuyMetrics {
+            ok: metrics::counter!("livehub_buys_total", "result" => "ok"),
+            rejected: RejectCode::ALL
+                .iter()
+                .map(|c| metrics::counter!("livehub_buys_total", "result" => c.as_str()))
+                .collect(),
+            ack_seconds: metrics::histogram!("livehub_buy_ack_seconds"),
+        }
+    })
+}
+
 pub fn render() -> String {
     if let Some(rss) = resident_bytes() {
         metrics::gauge!("livehub_process_resident_memory_bytes").set(rss as f64);
