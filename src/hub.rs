@@ -185,7 +185,7 @@ impl Hub {
         }
         match room.begin_request(&user.id, &msg.req).await {
             Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
-            Begin::Fresh => match self.decide_fresh(room, user, msg) {
+            Begin::Fresh(req) => match self.decide_fresh(room, user, msg, req) {
                 Started::Answered(ack) => ack,
                 Started::Journaling(j) => j.await,
             },
@@ -202,12 +202,18 @@ impl Hub {
         }
         Some(match room.try_begin_request(&user.id, &msg.req)? {
             Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req))),
-            Begin::Fresh => self.decide_fresh(room, user, msg),
+            Begin::Fresh(req) => self.decide_fresh(room, user, msg, req),
         })
     }
 
     /// Admission, the embedded gate and the journal's queue, for a request this call owns.
-    fn decide_fresh(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Started {
+    fn decide_fresh(
+        &self,
+        room: &Arc<Room>,
+        user: &UserRef,
+        msg: &BuyMsg,
+        req: Arc<str>,
+    ) -> Started {
         let Some(admitted) = self.admit() else {
             room.end_request(&user.id, &msg.req);
             metrics::counter!("livehub_buys_shed_total").increment(1);
@@ -241,7 +247,7 @@ impl Hub {
             room: room.id.clone(),
             sku: reservation.sku.id.clone(),
             user: user.id.clone(),
-            req: Arc::from(msg.req.as_str()),
+            req,
             qty: msg.qty,
             price_fen: reservation.price_fen,
             amount_fen: reservation.price_fen * msg.qty,

@@ -15,6 +15,7 @@
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
 //! - [`journal`]: durable order log, group commit, recovery
 //! - [`room`] / [`rooms`]: per-room state, and how journal records change it
+//! - [`requests`]: a room's idempotency table, `(user, req)` to pending or its order
 //! - [`rooms_snapshot`]: the rooms' durable state as a journal snapshot, and its restore
 //! - [`admin`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
 //! - [`fleet`]: `--redis`: several hubs sharing rooms, stock and limits through Redis, orders
@@ -44,6 +45,7 @@ pub mod inventory;
 pub mod journal;
 pub mod protocol;
 pub mod rate_limit;
+pub mod requests;
 pub mod room;
 pub mod rooms;
 pub mod rooms_snapshot;

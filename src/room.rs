@@ -5,43 +5,24 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use dashmap::mapref::entry::Entry;
 use dashmap::{DashMap, DashSet};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::dashboard::Published;
-use crate::ids::KEY_SEPARATOR;
 use crate::inventory::Sku;
 use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
+use crate::requests::{Began, RequestTable, Seen};
 
 /// Pushes (stock, sale) that may wait for a slow buyer before it skips to the current state.
 pub const BUYER_PUSH_BUFFER: usize = 256;
 
-/// Where a `(user, req)` stands.
-#[derive(Debug)]
-pub enum RequestState {
-    /// Decided and waiting for the journal. `waited` is set when another connection waits for
-    /// the same request; whoever settles it then wakes the room's waiters
-    /// ([`Room::begin_request`]). Nothing is allocated for the common case of nobody waiting.
-    Pending { waited: bool },
-    /// Made this order.
-    Done(Arc<OrderRecord>),
-}
-
 /// What [`Room::begin_request`] found.
 pub enum Begin {
     /// The caller now owns the request and must end it: by the order's commit, or by
-    /// [`Room::end_request`].
-    Fresh,
+    /// [`Room::end_request`]. The order should carry this `req` (the table's own `Arc`).
+    Fresh(Arc<str>),
     /// The request already made this order.
-    Done(Arc<OrderRecord>),
-}
-
-/// A request as seen by one look at the table.
-enum Seen {
-    Absent,
-    Pending,
     Done(Arc<OrderRecord>),
 }
 
@@ -130,7 +111,7 @@ pub struct Room {
     skus: DashMap<Arc<str>, Arc<Sku>, foldhash::fast::RandomState>,
     /// SKUs in creation order, for listings.
     sku_list: RwLock<Vec<Arc<Sku>>>,
-    requests: DashMap<String, RequestState, foldhash::fast::RandomState>,
+    requests: RequestTable,
     /// User ids interned to ledger keys.
     users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     next_user: AtomicU32,
@@ -168,7 +149,7 @@ impl Room {
             title: RwLock::new(title),
             skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
-            requests: DashMap::with_capacity_and_hasher(orders, Default::default()),
+            requests: RequestTable::with_capacity(orders),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
             orders: RwLock::new(Vec::with_capacity(orders)),
@@ -231,31 +212,9 @@ impl Room {
         self.sale_changed.notify_one();
     }
 
-    fn request_key(user: &str, req: &str) -> String {
-        let mut k = String::with_capacity(user.len() + req.len() + 1);
-        k.push_str(user);
-        k.push(KEY_SEPARATOR);
-        k.push_str(req);
-        k
-    }
-
-    /// Calls `f` with the request key of `(user, req)` built in a buffer of this thread, so
-    /// that a lookup allocates nothing. `f` must not call it again.
-    fn with_request_key<R>(user: &str, req: &str, f: impl FnOnce(&str) -> R) -> R {
-        thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
-        KEY.with(|k| {
-            let mut k = k.borrow_mut();
-            k.clear();
-            k.push_str(user);
-            k.push(KEY_SEPARATOR);
-            k.push_str(req);
-            f(&k)
-        })
-    }
-
     /// Starts deciding `(user, req)` unless it made an order; while another connection is
     /// deciding it, waits for that decision and looks again.
-    pub async fn begin_request(&self, user: &str, req: &str) -> Begin {
+    pub async fn begin_request(&self, user: &Arc<str>, req: &str) -> Begin {
         loop {
             if let Some(b) = self.try_begin_request(user, req) {
                 return b;
@@ -274,56 +233,24 @@ impl Room {
 
     /// [`Room::begin_request`] without waiting: `None` while another connection decides the
     /// request (it is then marked as waited for; call [`Room::begin_request`]).
-    pub fn try_begin_request(&self, user: &str, req: &str) -> Option<Begin> {
-        match self.requests.entry(Self::request_key(user, req)) {
-            Entry::Occupied(mut o) => match o.get_mut() {
-                RequestState::Done(order) => Some(Begin::Done(order.clone())),
-                RequestState::Pending { waited } => {
-                    *waited = true;
-                    None
-                }
-            },
-            Entry::Vacant(v) => {
-                v.insert(RequestState::Pending { waited: false });
-                Some(Begin::Fresh)
-            }
+    pub fn try_begin_request(&self, user: &Arc<str>, req: &str) -> Option<Begin> {
+        match self.requests.begin(user, req) {
+            Began::Fresh(req) => Some(Begin::Fresh(req)),
+            Began::Done(order) => Some(Begin::Done(order)),
+            Began::Pending => None,
         }
     }
 
     /// Forgets a request that made nothing, waking whoever waits on it.
     pub fn end_request(&self, user: &str, req: &str) {
-        let removed = Self::with_request_key(user, req, |k| {
-            self.requests
-                .remove_if(k, |_, s| matches!(s, RequestState::Pending { .. }))
-        });
-        if let Some((_, RequestState::Pending { waited: true })) = removed {
+        if self.requests.forget_pending(user, req) == Some(true) {
             self.request_settled.notify_waiters();
         }
     }
 
-    fn look(&self, user: &str, req: &str, mark_waited: bool) -> Seen {
-        Self::with_request_key(user, req, |k| {
-            if !mark_waited {
-                return match self.requests.get(k).as_deref() {
-                    None => Seen::Absent,
-                    Some(RequestState::Pending { .. }) => Seen::Pending,
-                    Some(RequestState::Done(o)) => Seen::Done(o.clone()),
-                };
-            }
-            match self.requests.get_mut(k).as_deref_mut() {
-                None => Seen::Absent,
-                Some(RequestState::Pending { waited }) => {
-                    *waited = true;
-                    Seen::Pending
-                }
-                Some(RequestState::Done(o)) => Seen::Done(o.clone()),
-            }
-        })
-    }
-
     /// The order `(user, req)` made, if it made one by now (a pending request has not).
     pub fn order_of(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
-        match self.look(user, req, false) {
+        match self.requests.look(user, req, false) {
             Seen::Done(o) => Some(o),
             Seen::Absent | Seen::Pending => None,
         }
@@ -333,7 +260,7 @@ impl Room {
     /// `None` for a request this room never saw (or that made nothing).
     pub async fn settled_request(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
         loop {
-            match self.look(user, req, false) {
+            match self.requests.look(user, req, false) {
                 Seen::Absent => return None,
                 Seen::Done(o) => return Some(o),
                 Seen::Pending => {}
@@ -341,7 +268,7 @@ impl Room {
             let settled = self.request_settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            match self.look(user, req, true) {
+            match self.requests.look(user, req, true) {
                 Seen::Absent => return None,
                 Seen::Done(o) => return Some(o),
                 Seen::Pending => settled.await,
@@ -352,37 +279,16 @@ impl Room {
     /// Records a durable order (journal apply only, in seq order). The request's entry,
     /// pending since [`Room::begin_request`], becomes the order in place.
     pub fn add_order(&self, order: Arc<OrderRecord>) {
-        let settled = Self::with_request_key(&order.user, &order.req, |k| {
-            self.requests.get_mut(k).map(|mut e| {
-                let waited = matches!(*e, RequestState::Pending { waited: true });
-                *e = RequestState::Done(order.clone());
-                waited
-            })
-        });
-        let waited = match settled {
-            Some(waited) => waited,
-            // Replayed, or restored: nobody began it in this process.
-            None => matches!(
-                self.requests.insert(
-                    Self::request_key(&order.user, &order.req),
-                    RequestState::Done(order.clone()),
-                ),
-                Some(RequestState::Pending { waited: true })
-            ),
-        };
+        let waited = self.requests.complete(&order) == Some(true);
         self.orders.write().expect("orders lock").push(order);
         if waited {
             self.request_settled.notify_waiters();
         }
     }
 
-    /// Records an order replayed from the journal at start (nobody began it in this process,
-    /// so one insert does).
+    /// Records an order replayed from the journal at start (nobody began it in this process).
     pub fn add_replayed_order(&self, order: Arc<OrderRecord>) {
-        self.requests.insert(
-            Self::request_key(&order.user, &order.req),
-            RequestState::Done(order.clone()),
-        );
+        self.requests.insert_done(&order);
         self.orders.write().expect("orders lock").push(order);
     }
 
@@ -390,10 +296,7 @@ impl Room {
     pub fn restore_orders(&self, orders: impl IntoIterator<Item = Arc<OrderRecord>>) {
         let mut list = self.orders.write().expect("orders lock");
         for order in orders {
-            self.requests.insert(
-                Self::request_key(&order.user, &order.req),
-                RequestState::Done(order.clone()),
-            );
+            self.requests.insert_done(&order);
             list.push(order);
         }
     }
@@ -496,8 +399,8 @@ mod tests {
             for _ in 0..CONTENDERS {
                 let (room, deciding, fresh) = (room.clone(), deciding.clone(), fresh.clone());
                 tasks.push(tokio::spawn(async move {
-                    match room.begin_request("u1", "q1").await {
-                        Begin::Fresh => {
+                    match room.begin_request(&Arc::from("u1"), "q1").await {
+                        Begin::Fresh(_) => {
                             assert_eq!(
                                 deciding.fetch_add(1, Ordering::SeqCst),
                                 0,
@@ -545,7 +448,10 @@ mod tests {
     async fn status_waits_for_a_pending_request() {
         let room = Arc::new(Room::new("r".into(), String::new()));
         assert!(room.settled_request("u1", "q1").await.is_none());
-        assert!(matches!(room.begin_request("u1", "q1").await, Begin::Fresh));
+        assert!(matches!(
+            room.begin_request(&Arc::from("u1"), "q1").await,
+            Begin::Fresh(_)
+        ));
         let asking = {
             let room = room.clone();
             tokio::spawn(async move { room.settled_request("u1", "q1").await })
