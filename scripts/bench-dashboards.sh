@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-10000}; SOURCES=${2:-4}
-PORT=18872
+PORT=${PORT:-28772}
 DATA=$(mktemp -d /tmp/livehub-dash.XXXXXX)
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
 ulimit -n "$(ulimit -Hn)"

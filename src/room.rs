@@ -9,7 +9,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::{DashMap, DashSet};
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::dashboard::Published;
+use crate::dashboard::{Fanout, Published};
 use crate::ids::KEY_SEPARATOR;
 use crate::inventory::Sku;
 use crate::journal::OrderRecord;
@@ -129,8 +129,12 @@ pub struct Room {
     pub buyer_pushes: broadcast::Sender<Utf8Bytes>,
     /// Wakes the sale feed when a sale's state may have changed.
     pub sale_changed: Notify,
-    /// The latest dashboard snapshot: latest value wins, so a slow dashboard never gets a backlog.
+    /// The room's newest dashboard snapshot overall, whichever slot it was built for (REST
+    /// stats, a dashboard's first message).
     pub snapshots: watch::Sender<Option<Arc<Published>>>,
+    /// The slots the dashboards read their snapshots from, served in waves; each a `watch`:
+    /// latest value wins, so a slow dashboard never gets a backlog.
+    pub fanout: Fanout,
     /// Whether the room's background tasks run.
     pub tasks_started: AtomicBool,
     /// Dashboards connected now; the aggregator paces snapshots by it.
@@ -159,6 +163,7 @@ impl Room {
             buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
             sale_changed: Notify::new(),
             snapshots: watch::channel(None).0,
+            fanout: Fanout::default(),
             tasks_started: AtomicBool::new(false),
             dashboards: AtomicUsize::new(0),
         }

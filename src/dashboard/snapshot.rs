@@ -86,34 +86,54 @@ struct Trend<'a> {
     points: &'a [TrendPoint],
 }
 
-/// One published snapshot, shared by every dashboard of the room.
+/// One published snapshot, shared by every dashboard of a fan-out slot (or of the room).
+///
+/// Each tick that serves anyone builds the figures once (`number`); the slots it serves share
+/// them and their full rendering, and slots that were last served the same snapshot share one
+/// `Published`, so each distinct rendering is encoded once a wave.
 #[derive(Debug)]
 pub struct Published {
-    /// Counts published snapshots; a dashboard that sees a gap gets the full rendering.
+    /// Counts built snapshots of the room, increasing: a dashboard never goes back to a lower one.
     pub number: u64,
+    /// The snapshot this one's delta rendering follows: `trend[first_changed..]` holds every
+    /// trend point changed since snapshot `after` was built, so the delta brings up to date a
+    /// dashboard holding any snapshot numbered `after` or later. `None`: full rendering only.
+    pub after: Option<u64>,
     pub figures: Arc<Figures>,
     /// The whole trend.
     pub trend: Arc<Vec<TrendPoint>>,
-    /// Index in `trend` of the first point new or changed since the previous snapshot.
+    /// Index in `trend` of the first point new or changed since snapshot `after`.
     pub first_changed: usize,
     delta: OnceLock<Utf8Bytes>,
-    full: OnceLock<Utf8Bytes>,
+    /// Shared by every `Published` of the same build.
+    full: Arc<OnceLock<Utf8Bytes>>,
 }
 
 impl Published {
-    pub fn new(
-        number: u64,
-        figures: Arc<Figures>,
-        trend: Arc<Vec<TrendPoint>>,
-        first_changed: usize,
-    ) -> Self {
+    /// A snapshot with nothing to follow: every dashboard gets its full rendering.
+    pub fn new(number: u64, figures: Arc<Figures>, trend: Arc<Vec<TrendPoint>>) -> Self {
         Published {
             number,
+            after: None,
             figures,
             trend,
+            first_changed: 0,
+            delta: OnceLock::new(),
+            full: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The same build, for dashboards that were last served snapshot `after`, with the trend
+    /// changed from index `first_changed` on. Shares the figures, trend and full rendering.
+    pub fn following(&self, after: Option<u64>, first_changed: usize) -> Self {
+        Published {
+            number: self.number,
+            after,
+            figures: self.figures.clone(),
+            trend: self.trend.clone(),
             first_changed,
             delta: OnceLock::new(),
-            full: OnceLock::new(),
+            full: self.full.clone(),
         }
     }
 
@@ -138,8 +158,20 @@ impl Published {
             .clone()
     }
 
-    /// With the whole trend; encoded once, whoever asks first.
+    /// With the whole trend; encoded once per build, whoever asks first.
     pub fn full_frame(&self) -> Utf8Bytes {
         self.full.get_or_init(|| self.render(&self.trend)).clone()
+    }
+
+    /// The frame for a dashboard that was last sent snapshot `last_sent` (`None`: nothing yet):
+    /// `None` when this snapshot is not newer, the delta when the dashboard holds a snapshot
+    /// this one follows, else the full rendering (so a dashboard that missed one of its slot's
+    /// snapshots never misses a trend point).
+    pub fn frame_for(&self, last_sent: Option<u64>) -> Option<Utf8Bytes> {
+        match last_sent {
+            Some(n) if n >= self.number => None,
+            Some(n) if self.after.is_some_and(|a| n >= a) => Some(self.delta_frame()),
+            _ => Some(self.full_frame()),
+        }
     }
 }
