@@ -44,8 +44,7 @@ pub const MIN_WAVE_INTERVAL: Duration = Duration::from_millis(10);
 /// The interval between snapshots for each of `dashboards` connected: the configured one, or
 /// longer to keep the room's fan-out within `frames_per_s`, at most [`HEARTBEAT`].
 pub fn stretched_interval(base: Duration, dashboards: usize, frames_per_s: u64) -> Duration {
-    let fair =
-        Duration::from_micros(dashboards as u64 * 1_000_000 / frames_per_s.max(1));
+    let fair = Duration::from_micros(dashboards as u64 * 1_000_000 / frames_per_s.max(1));
     base.max(fair).min(HEARTBEAT.max(base))
 }
 
@@ -224,7 +223,11 @@ impl Aggregator {
         }
         self.take_latencies();
         let figures = Arc::new(self.figures(now));
-        if !self.last.as_ref().is_some_and(|prev| same_but_time(prev, &figures)) {
+        if !self
+            .last
+            .as_ref()
+            .is_some_and(|prev| same_but_time(prev, &figures))
+        {
             self.version += 1;
         }
         let changed_from = std::mem::replace(&mut self.first_changed, usize::MAX);
@@ -232,18 +235,21 @@ impl Aggregator {
             s.first_changed = s.first_changed.min(changed_from);
         }
         let stretched = self.stretched();
-        let period = tick_interval(self.interval, stretched);
+        let staggered = stretched > self.interval;
+        // Until a slot's next chance: the next tick, or, staggered, its next turn.
+        let next_chance = tick_interval(self.interval, stretched)
+            * if staggered { FANOUT_SLOTS as u32 } else { 1 };
         let since = |s: &SlotState| s.at.map(|t| at.saturating_duration_since(t));
         let ready = |s: &SlotState| since(s).is_none_or(|d| d >= self.interval);
         let wants = |s: &SlotState| match since(s) {
             None => true,
-            // Waiting for this slot's next turn would take it past the heartbeat.
-            Some(d) => s.version < self.version || d + period > HEARTBEAT,
+            // Waiting for its next chance would take it to the heartbeat or past it.
+            Some(d) => s.version < self.version || d + next_chance >= HEARTBEAT,
         };
         let mut serve = [false; FANOUT_SLOTS];
         if force {
             serve = [true; FANOUT_SLOTS];
-        } else if stretched <= self.interval {
+        } else if !staggered {
             for (i, s) in self.slots.iter().enumerate() {
                 serve[i] = ready(s) && wants(s);
             }
