@@ -641,3 +641,79 @@ async fn a_dashboard_that_never_reads_does_not_slow_buys() {
     assert_eq!(live.next_json().await.unwrap()["orders"], 2000);
     drop(stuck);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_dashboards_each_get_every_trend_point_over_real_sockets() {
+    // A budget of 100 frames a second for 30 dashboards: each gets one every 300 ms, in ten
+    // waves (one every 30 ms), so the slots are served at different ticks.
+    let s = TestServer::start_with(Options {
+        push_interval: Duration::from_millis(50),
+        fanout_frames_per_s: 100,
+        ..Options::default()
+    })
+    .await;
+    s.create_room("w").await;
+    s.create_sku("w", "A1", 250, 1_000_000, None).await;
+    let mut dashes = Vec::new();
+    for _ in 0..30 {
+        dashes.push(s.dashboard("w").await);
+    }
+    const BUYS: u64 = 60;
+    let mut readers = Vec::new();
+    for mut d in dashes {
+        readers.push(tokio::spawn(async move {
+            let mut trend = std::collections::BTreeMap::new();
+            let mut stamps = Vec::new();
+            let mut last_seq = 0;
+            loop {
+                let v = d.next_json().await.expect("the feed stays open");
+                let seq = v["seq"].as_u64().unwrap();
+                assert!(seq >= last_seq, "seq went back from {last_seq} to {seq}");
+                last_seq = seq;
+                if stamps.is_empty() {
+                    trend.clear();
+                }
+                for p in v["trend"]["points"].as_array().unwrap() {
+                    trend.insert(
+                        p["t_ms"].as_i64().unwrap(),
+                        (
+                            p["gmv_fen"].as_u64().unwrap(),
+                            p["orders"].as_u64().unwrap(),
+                        ),
+                    );
+                }
+                stamps.push(v["ts_ms"].as_i64().unwrap());
+                let totals = (
+                    v["gmv_fen"].as_u64().unwrap(),
+                    v["orders"].as_u64().unwrap(),
+                );
+                let sums = trend
+                    .values()
+                    .fold((0, 0), |a: (u64, u64), &(g, o)| (a.0 + g, a.1 + o));
+                assert_eq!(sums, totals, "the trend sums to the totals at seq {seq}");
+                assert_eq!(totals, (seq * 250, seq), "totals equal the orders' sums");
+                if seq == BUYS {
+                    return (stamps, trend.len());
+                }
+            }
+        }));
+    }
+    // Buys spread over about three seconds, so they fall in several trend points.
+    let mut buyer = s.buyer("w", "u1").await;
+    for i in 0..BUYS {
+        assert_eq!(buyer.buy(&format!("s{i}"), "A1", 1).await["ok"], true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut all_stamps = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for r in readers {
+        let (stamps, points) = tokio::time::timeout(WAIT, r).await.unwrap().unwrap();
+        assert!(points >= 3, "several trend points: {points}");
+        most = most.max(stamps.len());
+        all_stamps.extend(stamps);
+    }
+    assert!(
+        all_stamps.len() > most,
+        "different slots got snapshots built at different ticks"
+    );
+}

@@ -243,8 +243,8 @@ impl Aggregator {
         let ready = |s: &SlotState| since(s).is_none_or(|d| d >= self.interval);
         let wants = |s: &SlotState| match since(s) {
             None => true,
-            // Waiting for its next chance would take it to the heartbeat or past it.
-            Some(d) => s.version < self.version || d + next_chance >= HEARTBEAT,
+            // Waiting for its next chance would take it past the heartbeat.
+            Some(d) => s.version < self.version || d + next_chance > HEARTBEAT,
         };
         let mut serve = [false; FANOUT_SLOTS];
         if force {
