@@ -19,7 +19,7 @@ ROOM=dash-$(date +%s)
 echo "== buys alone (room $ROOM-alone)"
 $LT --room "$ROOM-alone" steady --connections 50 --in-flight 16 --duration 8s | grep -E "acks_per_s|latency|FAIL"
 echo "== $COUNT dashboards on room $ROOM"
-$LT --room "$ROOM" dashboards --count "$COUNT" --duration 40s --sources "$SOURCES" --max-seconds 150 >"$DATA/dash.out" 2>&1 &
+$LT --room "$ROOM" dashboards --count "$COUNT" --buys-elsewhere --duration 40s --sources "$SOURCES" --max-seconds 150 >"$DATA/dash.out" 2>&1 &
 DASH=$!
 # Wait until the dashboards are all connected (the server's gauge), then buy in their room.
 for _ in $(seq 600); do
