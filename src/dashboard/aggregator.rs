@@ -293,8 +293,9 @@ impl Aggregator {
                 first_changed: trend_len.saturating_sub(1),
             };
         }
-        // The room's latest first: a dashboard that connects reads it and then its slot, so
-        // what it reads first is never older than what its slot holds.
+        // The room's latest first, then the slots: a dashboard takes its seat and then reads
+        // the room's latest, which is so never older than what its slot held when it sat
+        // down, and the slot's next snapshot follows it as a delta.
         self.room
             .snapshots
             .send_replace(Some(to_serve[0].1.clone()));
