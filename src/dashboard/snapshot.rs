@@ -175,3 +175,80 @@ impl Published {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures() -> Arc<Figures> {
+        Arc::new(Figures {
+            room: "r".into(),
+            seq: 3,
+            ts_ms: 0,
+            gmv_fen: 300,
+            orders: 3,
+            units: 3,
+            buyers: 1,
+            viewers: 0,
+            peak_viewers: 0,
+            unique_viewers: 0,
+            aov_fen: 100,
+            conversion: 0.0,
+            gpm_fen: 0,
+            rejected: BTreeMap::new(),
+            latency_us: Latency::default(),
+            skus: Vec::new(),
+            top_referrers: Vec::new(),
+            hub_seqs: None,
+        })
+    }
+
+    fn points(frame: &str) -> usize {
+        let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+        v["trend"]["points"].as_array().unwrap().len()
+    }
+
+    #[test]
+    fn the_delta_goes_only_to_dashboards_holding_what_it_follows() {
+        let trend: Vec<TrendPoint> = (0..3)
+            .map(|i| TrendPoint {
+                t_ms: i * 1000,
+                gmv_fen: 100,
+                orders: 1,
+            })
+            .collect();
+        let built = Published::new(9, figures(), Arc::new(trend));
+        // Built at 9 for a slot last served snapshot 5, with the last two points new since.
+        let p = built.following(Some(5), 1);
+        assert_eq!(
+            p.frame_for(None).map(|f| points(&f)),
+            Some(3),
+            "first: whole trend"
+        );
+        assert_eq!(
+            p.frame_for(Some(4)).map(|f| points(&f)),
+            Some(3),
+            "missed 5: whole trend"
+        );
+        assert_eq!(
+            p.frame_for(Some(5)).map(|f| points(&f)),
+            Some(2),
+            "holds 5: the delta"
+        );
+        assert_eq!(
+            p.frame_for(Some(7)).map(|f| points(&f)),
+            Some(2),
+            "holds a newer one (its first message): the delta covers it too"
+        );
+        assert_eq!(p.frame_for(Some(9)), None, "already has it");
+        assert_eq!(p.frame_for(Some(10)), None, "never back to an older one");
+        // A slot never served before: the full rendering only, shared with the same build.
+        let fresh = built.following(None, 0);
+        assert_eq!(fresh.frame_for(Some(8)).map(|f| points(&f)), Some(3));
+        assert_eq!(
+            fresh.full_frame().as_str().as_ptr(),
+            p.full_frame().as_str().as_ptr(),
+            "one full encoding per build"
+        );
+    }
+}
