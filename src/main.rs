@@ -85,11 +85,11 @@ async fn main() -> anyhow::Result<()> {
     journal.segment_bytes = cfg.segment_bytes.max(1);
     let settings = Settings {
         hub: HubOptions {
+            journal,
             push_interval: Duration::from_millis(cfg.push_interval_ms.max(1)),
             fanout_frames_per_s: cfg.dashboard_frames_per_s.max(1),
             max_pending_buys: cfg.max_pending_buys.max(1),
             shared,
-            ..HubOptions::new(journal)
         },
         auth: Auth::new(
             &admin_token,
