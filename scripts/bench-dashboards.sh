@@ -2,14 +2,20 @@
 # Dashboards benchmark: buy throughput alone, then with COUNT dashboards watching the same
 # room while the same buy load runs in it; prints both loadtest summaries.
 # usage: scripts/bench-dashboards.sh [COUNT] [SOURCES]
+# env: NO_BUILD=1 skips the build; PORT (default 28772); LIVEHUB_BIN, another server binary to
+# measure (an A/B against an older build); SERVER_ARGS, more server flags (e.g.
+# "--dashboard-frames-per-s 10000").
+# Journal snapshots are off: one of 1M orders costs about a second of CPU, and whether it fell
+# in the first phase or the second (it depends on how many buys the first made) swung the
+# ratio between 0.5 and 0.85 with no change in the dashboards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-10000}; SOURCES=${2:-4}
-PORT=18872
+PORT=${PORT:-28772}
 DATA=$(mktemp -d /tmp/livehub-dash.XXXXXX)
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
 ulimit -n "$(ulimit -Hn)"
-./target/release/livehub --listen 127.0.0.1:$PORT --data-dir "$DATA" --admin-token adm \
+${LIVEHUB_BIN:-./target/release/livehub} --snapshot-every-records 0 ${SERVER_ARGS:-} --listen 127.0.0.1:$PORT --data-dir "$DATA" --admin-token adm \
   --viewer-token view --open-buyers --buyer-rate 1000000 --buyer-burst 1000000 >"$DATA/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
@@ -19,7 +25,7 @@ ROOM=dash-$(date +%s)
 echo "== buys alone (room $ROOM-alone)"
 $LT --room "$ROOM-alone" steady --connections 50 --in-flight 16 --duration 8s | grep -E "acks_per_s|latency|FAIL"
 echo "== $COUNT dashboards on room $ROOM"
-$LT --room "$ROOM" dashboards --count "$COUNT" --duration 40s --sources "$SOURCES" --max-seconds 150 >"$DATA/dash.out" 2>&1 &
+$LT --room "$ROOM" dashboards --count "$COUNT" --buys-elsewhere --duration 40s --sources "$SOURCES" --max-seconds 150 >"$DATA/dash.out" 2>&1 &
 DASH=$!
 # Wait until the dashboards are all connected (the server's gauge), then buy in their room.
 for _ in $(seq 600); do

@@ -10,6 +10,7 @@
 //! | `--open-buyers` | `LIVEHUB_OPEN_BUYERS` | off |
 //! | `--demo` | `LIVEHUB_DEMO` | off |
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
+//! | `--dashboard-frames-per-s` | `LIVEHUB_DASHBOARD_FRAMES_PER_S` | 20,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 200 |
 //! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
@@ -95,6 +96,11 @@ pub struct Config {
     /// Dashboard snapshots come at most this often.
     #[arg(long, env = "LIVEHUB_PUSH_INTERVAL_MS", default_value_t = DEFAULT_PUSH_INTERVAL_MS)]
     pub push_interval_ms: u64,
+    /// Snapshot frames a second one room's dashboards may get in all; with more dashboards
+    /// than this allows at the push interval, each one's interval stretches (to a second at
+    /// most). Lower trades the freshness of a big audience's screens for CPU for the buys.
+    #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = crate::dashboard::aggregator::FANOUT_FRAMES_PER_S)]
+    pub dashboard_frames_per_s: u64,
     /// Frames a second one buyer connection may send on average.
     #[arg(long, env = "LIVEHUB_BUYER_RATE", default_value_t = DEFAULT_BUYER_RATE)]
     pub buyer_rate: f64,

@@ -27,6 +27,9 @@ pub struct HubOptions {
     pub journal: JournalOptions,
     /// How often dashboards get a snapshot at most.
     pub push_interval: Duration,
+    /// Snapshot frames a second one room's dashboards may get in all; beyond it each
+    /// dashboard's interval stretches (see `dashboard::aggregator::FANOUT_FRAMES_PER_S`).
+    pub fanout_frames_per_s: u64,
     /// Buys being decided or made durable at once, over all connections; beyond it new buys
     /// are answered `unavailable` at once (admission control), so an overload turns into quick
     /// refusals rather than a queue that grows without bound. By Little's law, the queueing
@@ -42,6 +45,7 @@ impl HubOptions {
         HubOptions {
             journal,
             push_interval: Duration::from_millis(crate::config::DEFAULT_PUSH_INTERVAL_MS),
+            fanout_frames_per_s: crate::dashboard::aggregator::FANOUT_FRAMES_PER_S,
             max_pending_buys: crate::config::DEFAULT_MAX_PENDING_BUYS,
             shared: None,
         }
@@ -166,7 +170,8 @@ impl Hub {
             .tasks
             .spawn(crate::sale_feed::run(room.clone(), token.clone()));
         let mut aggregator =
-            crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval);
+            crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval)
+                .with_fanout_budget(self.inner.options.fanout_frames_per_s);
         if let Some(fleet) = self.fleet() {
             aggregator = aggregator.from_stream();
             self.inner.tasks.spawn(crate::fleet::stream::run(

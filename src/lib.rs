@@ -21,7 +21,7 @@
 //! - [`fleet`]: `--redis`: several hubs sharing rooms, stock and limits through Redis, orders
 //!   published to a stream per room, start-up repair and `livehub reconcile`
 //! - [`sale_feed`]: stock and sale pushes to buyers
-//! - [`dashboard`]: per-room aggregator, snapshots, and the dashboard feed
+//! - [`dashboard`]: per-room aggregator, snapshots, fan-out slots (waves), the dashboard feed
 //! - [`api`]: admin and viewer REST
 //! - [`demo`]: the `--demo` livestream simulation
 //! - [`telemetry`]: Prometheus metrics and tracing

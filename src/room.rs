@@ -8,7 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use dashmap::{DashMap, DashSet};
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::dashboard::Published;
+use crate::dashboard::{Fanout, Published};
 use crate::inventory::Sku;
 use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
@@ -124,8 +124,12 @@ pub struct Room {
     pub buyer_pushes: broadcast::Sender<Utf8Bytes>,
     /// Wakes the sale feed when a sale's state may have changed.
     pub sale_changed: Notify,
-    /// The latest dashboard snapshot: latest value wins, so a slow dashboard never gets a backlog.
+    /// The room's newest dashboard snapshot overall, whichever slot it was built for (REST
+    /// stats, a dashboard's first message).
     pub snapshots: watch::Sender<Option<Arc<Published>>>,
+    /// The slots the dashboards read their snapshots from, served in waves; each a `watch`:
+    /// latest value wins, so a slow dashboard never gets a backlog.
+    pub fanout: Fanout,
     /// Whether the room's background tasks run.
     pub tasks_started: AtomicBool,
     /// Dashboards connected now; the aggregator paces snapshots by it.
@@ -158,6 +162,7 @@ impl Room {
             buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
             sale_changed: Notify::new(),
             snapshots: watch::channel(None).0,
+            fanout: Fanout::default(),
             tasks_started: AtomicBool::new(false),
             dashboards: AtomicUsize::new(0),
             request_settled: Notify::new(),

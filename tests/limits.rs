@@ -436,8 +436,10 @@ async fn only_acked_orders_after_restart(s: TestServer, ok_orders: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_queue_answers_unavailable_and_loses_no_acked_order() {
-    let mut opts = Options::default();
-    opts.journal_queue = Some(64);
+    let opts = Options {
+        journal_queue: Some(64),
+        ..Options::default()
+    };
     let s = TestServer::start_with(opts).await;
     s.create_room("r").await;
     s.create_sku("r", "A", 250, 1_000_000, None).await;
@@ -456,8 +458,10 @@ async fn a_full_journal_queue_answers_unavailable_and_loses_no_acked_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_pending_buys_limit_buys_are_shed_and_no_acked_order_is_lost() {
-    let mut opts = Options::default();
-    opts.max_pending_buys = 50;
+    let opts = Options {
+        max_pending_buys: 50,
+        ..Options::default()
+    };
     let s = TestServer::start_with(opts).await;
     s.create_room("r").await;
     s.create_sku("r", "A", 250, 1_000_000, None).await;

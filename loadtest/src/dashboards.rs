@@ -166,10 +166,11 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
             expect_sold: None,
             limit_per_user: None,
             final_check: true,
+            others_buy: a.buys_elsewhere,
         })
         .await;
     sampler.store(true, Ordering::Relaxed);
-    let params = json!({"count": a.count, "duration_s": a.duration.as_secs_f64(), "with_buys": a.with_buys, "buy_connections": a.with_buys.map(|_| a.buy_connections), "sources": ctx.common.sources});
+    let params = json!({"count": a.count, "duration_s": a.duration.as_secs_f64(), "with_buys": a.with_buys, "buys_elsewhere": a.buys_elsewhere, "buy_connections": a.with_buys.map(|_| a.buy_connections), "sources": ctx.common.sources});
     Ok(scenario::finish(
         &ctx,
         "dashboards",

@@ -243,6 +243,7 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
             expect_sold: None,
             limit_per_user: None,
             final_check: true,
+            others_buy: false,
         })
         .await;
     if let Some(d) = gauge_delta {

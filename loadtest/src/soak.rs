@@ -119,6 +119,7 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
                 expect_sold: None,
                 limit_per_user: None,
                 final_check: false,
+                others_buy: false,
             })
             .await;
         let m = ctx.rest.metrics().await.unwrap_or_default();
@@ -154,6 +155,7 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
             expect_sold: None,
             limit_per_user: None,
             final_check: true,
+            others_buy: false,
         })
         .await;
     let m = ctx.rest.metrics().await.unwrap_or_default();

@@ -235,6 +235,7 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
             expect_sold: Some(&expect_sold),
             limit_per_user: a.limit,
             final_check: true,
+            others_buy: false,
         })
         .await;
 

@@ -178,6 +178,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
                 expect_sold: None,
                 limit_per_user: None,
                 final_check: true,
+                others_buy: false,
             })
             .await;
     }

@@ -1,7 +1,14 @@
 //! The per-room aggregator: an actor on a timer (tokio-console's `Aggregator::run` shape).
-//! Each push interval it folds the new durable orders (in seq order) into its totals, and
-//! publishes a snapshot when a figure changed, or at least once a second. Totals come only
-//! from the orders, so a snapshot's totals always equal the orders export summed up to its `seq`.
+//! Each tick it folds the new durable orders (in seq order) into its totals and builds a
+//! snapshot for the fan-out slots it serves: those whose figures changed since they were last
+//! served, or whose heartbeat is due. Totals come only from the orders, so a snapshot's totals
+//! always equal the orders export summed up to its `seq`.
+//!
+//! Staggered fan-out: with few dashboards a tick comes every push interval and serves every
+//! slot the same snapshot. With many, the interval stretches to keep the room within
+//! [`FANOUT_FRAMES_PER_S`]; the aggregator then ticks [`FANOUT_SLOTS`] times as often and
+//! serves one slot a tick, round robin, with a snapshot built at that tick. The frames a second
+//! stay the same, but they go out in waves of a tenth of the audience, each with a fresh `ts_ms`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -11,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::FANOUT_SLOTS;
 use super::snapshot::{
     Figures, Latency, Published, Referrer, SkuFigures, TrendPoint, TREND_INTERVAL_MS,
 };
@@ -19,21 +27,38 @@ use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
 use crate::room::{new_latency_histogram, Room};
 
-/// A snapshot goes out at least this often, changed or not.
+/// A snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Snapshot frames a second the feed may write to one room's dashboards. Each frame is one
 /// socket write (several microseconds of CPU on the same cores as the buys), so with many
-/// dashboards the push interval stretches to stay within this: 10,000 dashboards get a
-/// snapshot every 500 ms instead of every 100 ms. It never stretches past [`HEARTBEAT`].
+/// dashboards each one's push interval stretches to stay within this: 10,000 dashboards get a
+/// snapshot every 500 ms instead of every 100 ms, in ten waves of 1,000, one every 50 ms. It
+/// never stretches past [`HEARTBEAT`]. [`Aggregator::with_fanout_budget`] changes it.
 pub const FANOUT_FRAMES_PER_S: u64 = 20_000;
 
-/// The interval between snapshots for `dashboards` connected: the configured one, or longer
-/// to keep the room's fan-out within [`FANOUT_FRAMES_PER_S`], at most [`HEARTBEAT`].
-pub fn stretched_interval(base: Duration, dashboards: usize) -> Duration {
-    let fair = Duration::from_micros(dashboards as u64 * 1_000_000 / FANOUT_FRAMES_PER_S);
+/// Waves come at most this often: below it, building a snapshot a wave would cost more than
+/// the smaller waves save.
+pub const MIN_WAVE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The interval between snapshots for each of `dashboards` connected: the configured one, or
+/// longer to keep the room's fan-out within `frames_per_s`, at most [`HEARTBEAT`].
+pub fn stretched_interval(base: Duration, dashboards: usize, frames_per_s: u64) -> Duration {
+    let fair = Duration::from_micros(dashboards as u64 * 1_000_000 / frames_per_s.max(1));
     base.max(fair).min(HEARTBEAT.max(base))
 }
+
+/// The aggregator's tick for that stretched interval: the push interval itself when nothing
+/// stretches (every tick serves every slot), else a slot's share of the stretched interval
+/// (one slot a tick), not below [`MIN_WAVE_INTERVAL`].
+pub fn tick_interval(base: Duration, stretched: Duration) -> Duration {
+    if stretched <= base {
+        base
+    } else {
+        (stretched / FANOUT_SLOTS as u32).max(MIN_WAVE_INTERVAL)
+    }
+}
+
 /// Velocity for the sell-out ETA is measured over this much recent time.
 pub const VELOCITY_WINDOW_MS: i64 = 10_000;
 /// Latency percentiles cover this many recent seconds.
@@ -49,10 +74,24 @@ struct SkuTotals {
     recent: VecDeque<(i64, u64)>,
 }
 
+/// What one fan-out slot was last served.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotState {
+    /// The snapshot's number; `None` before the first.
+    number: Option<u64>,
+    /// The tick that served it.
+    at: Option<Instant>,
+    /// The figures' version it carried.
+    version: u64,
+    /// First trend index new or changed since.
+    first_changed: usize,
+}
+
 /// Folds orders into figures and publishes snapshots for one room.
 pub struct Aggregator {
     room: Arc<Room>,
     interval: Duration,
+    fanout_frames_per_s: u64,
     cursor: usize,
     seq: u64,
     gmv_fen: u64,
@@ -61,14 +100,22 @@ pub struct Aggregator {
     buyers: HashSet<Arc<str>>,
     skus: HashMap<Arc<str>, SkuTotals>,
     referrers: HashMap<Arc<str>, (u64, u64)>,
-    trend: Vec<TrendPoint>,
+    /// Shared with the snapshots that carry it; copied only when an order changes it.
+    trend: Arc<Vec<TrendPoint>>,
+    /// First trend index new or changed since the previous tick (`usize::MAX`: none).
     first_changed: usize,
     latency_now: hdrhistogram::Histogram<u64>,
     latency_past: VecDeque<hdrhistogram::Histogram<u64>>,
     latency_rotated: Instant,
+    /// Snapshots built so far (the last one's number).
     number: u64,
+    /// Counts changes of the figures; a slot served an older version has news.
+    version: u64,
+    /// The previous tick's figures, to tell whether anything changed since.
     last: Option<Arc<Figures>>,
-    last_published: Instant,
+    slots: [SlotState; FANOUT_SLOTS],
+    /// The slot the next stretched tick serves.
+    turn: usize,
     /// Redis mode: fold the room's stream (every hub's orders) instead of this hub's journal.
     from_stream: bool,
     hub_seqs: BTreeMap<Arc<str>, u64>,
@@ -79,6 +126,7 @@ impl Aggregator {
         Aggregator {
             room,
             interval: interval.max(Duration::from_millis(1)),
+            fanout_frames_per_s: FANOUT_FRAMES_PER_S,
             cursor: 0,
             seq: 0,
             gmv_fen: 0,
@@ -87,14 +135,16 @@ impl Aggregator {
             buyers: HashSet::new(),
             skus: HashMap::new(),
             referrers: HashMap::new(),
-            trend: Vec::new(),
-            first_changed: 0,
+            trend: Arc::new(Vec::new()),
+            first_changed: usize::MAX,
             latency_now: new_latency_histogram(),
             latency_past: VecDeque::new(),
             latency_rotated: Instant::now(),
             number: 0,
+            version: 0,
             last: None,
-            last_published: Instant::now(),
+            slots: [SlotState::default(); FANOUT_SLOTS],
+            turn: 0,
             from_stream: false,
             hub_seqs: BTreeMap::new(),
         }
@@ -106,23 +156,60 @@ impl Aggregator {
         self
     }
 
-    /// Publishes on every tick that has news, until `shutdown`.
+    /// Snapshot frames a second the room's dashboards may get in all (default
+    /// [`FANOUT_FRAMES_PER_S`]); tests set it low to stagger a few dashboards.
+    pub fn with_fanout_budget(mut self, frames_per_s: u64) -> Self {
+        self.fanout_frames_per_s = frames_per_s.max(1);
+        self
+    }
+
+    /// The stretched interval for the dashboards connected now.
+    fn stretched(&self) -> Duration {
+        stretched_interval(
+            self.interval,
+            self.room.dashboards.load(Ordering::Relaxed),
+            self.fanout_frames_per_s,
+        )
+    }
+
+    /// How long until the next tick, for the dashboards connected now.
+    pub fn tick_interval(&self) -> Duration {
+        tick_interval(self.interval, self.stretched())
+    }
+
+    /// Ticks until `shutdown`; the tick's length follows the audience. A tick that comes late
+    /// (a busy machine) delays the following ones rather than bunching them up.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    self.step(now_ms(), false);
+                _ = tokio::time::sleep_until(next) => {
+                    self.step_at(next, now_ms(), false);
+                    next += self.tick_interval();
+                    let now = Instant::now();
+                    if next < now {
+                        next = now;
+                    }
                 }
             }
         }
     }
 
-    /// Folds new orders and publishes if a figure changed or the heartbeat is due (`force`
-    /// publishes regardless). Returns whether it published.
+    /// [`Aggregator::step_at`] for a tick now.
     pub fn step(&mut self, now: i64, force: bool) -> bool {
+        self.step_at(Instant::now(), now, force)
+    }
+
+    /// One tick, scheduled at `at` (wall clock `now`, in ms): folds new orders, and serves the
+    /// slots that are due (`force` serves every slot regardless). Returns whether it served any.
+    ///
+    /// A slot is served at most every push interval, when its figures changed since it was
+    /// last served or when it would otherwise go a [`HEARTBEAT`] without a snapshot. Unstretched,
+    /// every slot is considered each tick; stretched, only the slot whose turn it is, and the
+    /// turn waits while that slot was served less than a push interval ago (so the waves
+    /// spread out after the audience grows, without any slot ever served too often).
+    pub fn step_at(&mut self, at: Instant, now: i64, force: bool) -> bool {
         let room = self.room.clone();
         if self.from_stream {
             self.cursor = room.for_stream_from(self.cursor, |s| {
@@ -135,35 +222,86 @@ impl Aggregator {
             self.cursor = room.for_orders_from(self.cursor, |o| self.fold(o));
         }
         self.take_latencies();
-        let figures = self.figures(now);
-        let changed = match &self.last {
+        let figures = Arc::new(self.figures(now));
+        if !self
+            .last
+            .as_ref()
+            .is_some_and(|prev| same_but_time(prev, &figures))
+        {
+            self.version += 1;
+        }
+        let changed_from = std::mem::replace(&mut self.first_changed, usize::MAX);
+        for s in &mut self.slots {
+            s.first_changed = s.first_changed.min(changed_from);
+        }
+        let stretched = self.stretched();
+        let staggered = stretched > self.interval;
+        // Until a slot's next chance: the next tick, or, staggered, its next turn.
+        let next_chance = tick_interval(self.interval, stretched)
+            * if staggered { FANOUT_SLOTS as u32 } else { 1 };
+        let since = |s: &SlotState| s.at.map(|t| at.saturating_duration_since(t));
+        let ready = |s: &SlotState| since(s).is_none_or(|d| d >= self.interval);
+        let wants = |s: &SlotState| match since(s) {
             None => true,
-            Some(prev) => !same_but_time(prev, &figures),
+            // Waiting for its next chance would take it past the heartbeat.
+            Some(d) => s.version < self.version || d + next_chance > HEARTBEAT,
         };
-        let since = self.last_published.elapsed();
-        let due = since >= HEARTBEAT;
-        let dashboards = self.room.dashboards.load(Ordering::Relaxed);
-        // Ticks come every `interval`; half a tick of slack keeps a stretched interval from
-        // slipping by a whole tick.
-        let stretched = stretched_interval(self.interval, dashboards);
-        let ready = self.last.is_none()
-            || stretched <= self.interval
-            || since + self.interval / 2 >= stretched;
-        if !(force || (changed && ready) || due) {
+        let mut serve = [false; FANOUT_SLOTS];
+        if force {
+            serve = [true; FANOUT_SLOTS];
+        } else if !staggered {
+            for (i, s) in self.slots.iter().enumerate() {
+                serve[i] = ready(s) && wants(s);
+            }
+        } else {
+            let s = &self.slots[self.turn];
+            if ready(s) {
+                serve[self.turn] = wants(s);
+                self.turn = (self.turn + 1) % FANOUT_SLOTS;
+            }
+        }
+        self.last = Some(figures.clone());
+        if !serve.contains(&true) {
             return false;
         }
-        let figures = Arc::new(figures);
         self.number += 1;
-        let published = Published::new(
-            self.number,
-            figures.clone(),
-            Arc::new(self.trend.clone()),
-            self.first_changed,
-        );
-        self.first_changed = self.trend.len().saturating_sub(1);
-        self.last = Some(figures);
-        self.last_published = Instant::now();
-        self.room.snapshots.send_replace(Some(Arc::new(published)));
+        let built = Published::new(self.number, figures, self.trend.clone());
+        let trend_len = self.trend.len();
+        // One `Published` per distinct (previous snapshot, first changed point): slots served
+        // together every tick share it, and with it the encoding of both renderings.
+        let mut made: Vec<(Option<u64>, usize, Arc<Published>)> = Vec::new();
+        let mut to_serve = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if !serve[i] {
+                continue;
+            }
+            let fc = s.first_changed.min(trend_len);
+            let p = match made.iter().find(|m| m.0 == s.number && m.1 == fc) {
+                Some(m) => m.2.clone(),
+                None => {
+                    let p = Arc::new(built.following(s.number, fc));
+                    made.push((s.number, fc, p.clone()));
+                    p
+                }
+            };
+            to_serve.push((i, p));
+            *s = SlotState {
+                number: Some(self.number),
+                at: Some(at),
+                version: self.version,
+                // The last point may still fill up; it always goes again.
+                first_changed: trend_len.saturating_sub(1),
+            };
+        }
+        // The room's latest first, then the slots: a dashboard takes its seat and then reads
+        // the room's latest, which is so never older than what its slot held when it sat
+        // down, and the slot's next snapshot follows it as a delta.
+        self.room
+            .snapshots
+            .send_replace(Some(to_serve[0].1.clone()));
+        for (i, p) in to_serve {
+            self.room.fanout.serve(i, p);
+        }
         true
     }
 
@@ -185,28 +323,30 @@ impl Aggregator {
             e.1 += o.amount_fen;
         }
         let t = o.ts_ms - o.ts_ms.rem_euclid(TREND_INTERVAL_MS);
-        let i = match self.trend.last() {
-            Some(p) if p.t_ms == t => self.trend.len() - 1,
+        // Copies the trend only if a published snapshot still shares it.
+        let trend = Arc::make_mut(&mut self.trend);
+        let i = match trend.last() {
+            Some(p) if p.t_ms == t => trend.len() - 1,
             Some(p) if p.t_ms < t => {
-                self.trend.push(TrendPoint {
+                trend.push(TrendPoint {
                     t_ms: t,
                     gmv_fen: 0,
                     orders: 0,
                 });
-                self.trend.len() - 1
+                trend.len() - 1
             }
             None => {
-                self.trend.push(TrendPoint {
+                trend.push(TrendPoint {
                     t_ms: t,
                     gmv_fen: 0,
                     orders: 0,
                 });
                 0
             }
-            Some(_) => match self.trend.binary_search_by_key(&t, |p| p.t_ms) {
+            Some(_) => match trend.binary_search_by_key(&t, |p| p.t_ms) {
                 Ok(i) => i,
                 Err(i) => {
-                    self.trend.insert(
+                    trend.insert(
                         i,
                         TrendPoint {
                             t_ms: t,
@@ -218,8 +358,8 @@ impl Aggregator {
                 }
             },
         };
-        self.trend[i].gmv_fen += o.amount_fen;
-        self.trend[i].orders += 1;
+        trend[i].gmv_fen += o.amount_fen;
+        trend[i].orders += 1;
         self.first_changed = self.first_changed.min(i);
     }
 

@@ -1,7 +1,8 @@
-//! One dashboard socket: the full snapshot on connect, then the latest snapshot each time the
-//! aggregator publishes. A dashboard that was too slow to see every snapshot gets the full
-//! rendering (whole trend) instead of the delta, so it never misses a trend point; it never
-//! gets a backlog and never slows anyone else, because each socket only reads the `watch`.
+//! One dashboard socket: the room's newest snapshot in full on connect, then the latest
+//! snapshot of its fan-out slot each time the aggregator serves that slot. A dashboard that
+//! was too slow to see every snapshot of its slot gets the full rendering (whole trend)
+//! instead of the delta, so it never misses a trend point; it never gets a backlog and never
+//! slows anyone else, because each socket only reads its slot's `watch`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,7 +51,9 @@ pub async fn serve(
     metrics::gauge!("livehub_connections", "kind" => "dashboard").increment(1.0);
     room.dashboards.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
-    let mut snapshots = room.snapshots.subscribe();
+    let mut seat = room.fanout.join();
+    // Seated first, then the room's newest: it is at least as new as what the slot holds.
+    let mut current = room.snapshots.borrow().clone();
     let mut last_sent: Option<u64> = None;
     let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
     let mut heartbeat =
@@ -59,13 +62,8 @@ pub async fn serve(
     let mut last_heard = Instant::now();
     let mut close: Option<(u16, &'static str)> = None;
     loop {
-        let current = snapshots.borrow_and_update().clone();
-        if let Some(p) = current {
-            if last_sent != Some(p.number) {
-                let frame = match last_sent {
-                    Some(n) if n + 1 == p.number => p.delta_frame(),
-                    _ => p.full_frame(),
-                };
+        if let Some(p) = current.take() {
+            if let Some(frame) = p.frame_for(last_sent) {
                 match write(&mut tx, limits.write_timeout, Message::Text(frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break,
@@ -83,7 +81,12 @@ pub async fn serve(
                 close = Some((GOING_AWAY, "server shutting down"));
                 break;
             }
-            changed = snapshots.changed() => if changed.is_err() { break },
+            changed = seat.snapshots.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                current = seat.snapshots.borrow_and_update().clone();
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() >= limits.idle_timeout {
                     metrics::counter!("livehub_idle_closed_total", "kind" => "dashboard").increment(1);
@@ -112,6 +115,7 @@ pub async fn serve(
         )
         .await;
     }
+    drop(seat);
     room.dashboards.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("livehub_connections", "kind" => "dashboard").decrement(1.0);
 }

@@ -1,9 +1,12 @@
-//! The host's live dashboard feed: per-room [`Aggregator`], the [`snapshot`] it publishes, and
-//! the [`feed`] that sends it to each dashboard socket.
+//! The host's live dashboard feed: per-room [`Aggregator`], the [`snapshot`] it publishes, the
+//! [`fanout`] slots that stagger it over the audience, and the [`feed`] that sends it to each
+//! dashboard socket.
 
 pub mod aggregator;
+pub mod fanout;
 pub mod feed;
 pub mod snapshot;
 
 pub use aggregator::Aggregator;
+pub use fanout::Fanout;
 pub use snapshot::{Figures, Published};

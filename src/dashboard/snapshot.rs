@@ -86,34 +86,54 @@ struct Trend<'a> {
     points: &'a [TrendPoint],
 }
 
-/// One published snapshot, shared by every dashboard of the room.
+/// One published snapshot, shared by every dashboard of a fan-out slot (or of the room).
+///
+/// Each tick that serves anyone builds the figures once (`number`); the slots it serves share
+/// them and their full rendering, and slots that were last served the same snapshot share one
+/// `Published`, so each distinct rendering is encoded once a wave.
 #[derive(Debug)]
 pub struct Published {
-    /// Counts published snapshots; a dashboard that sees a gap gets the full rendering.
+    /// Counts built snapshots of the room, increasing: a dashboard never goes back to a lower one.
     pub number: u64,
+    /// The snapshot this one's delta rendering follows: `trend[first_changed..]` holds every
+    /// trend point changed since snapshot `after` was built, so the delta brings up to date a
+    /// dashboard holding any snapshot numbered `after` or later. `None`: full rendering only.
+    pub after: Option<u64>,
     pub figures: Arc<Figures>,
     /// The whole trend.
     pub trend: Arc<Vec<TrendPoint>>,
-    /// Index in `trend` of the first point new or changed since the previous snapshot.
+    /// Index in `trend` of the first point new or changed since snapshot `after`.
     pub first_changed: usize,
     delta: OnceLock<Utf8Bytes>,
-    full: OnceLock<Utf8Bytes>,
+    /// Shared by every `Published` of the same build.
+    full: Arc<OnceLock<Utf8Bytes>>,
 }
 
 impl Published {
-    pub fn new(
-        number: u64,
-        figures: Arc<Figures>,
-        trend: Arc<Vec<TrendPoint>>,
-        first_changed: usize,
-    ) -> Self {
+    /// A snapshot with nothing to follow: every dashboard gets its full rendering.
+    pub fn new(number: u64, figures: Arc<Figures>, trend: Arc<Vec<TrendPoint>>) -> Self {
         Published {
             number,
+            after: None,
             figures,
             trend,
+            first_changed: 0,
+            delta: OnceLock::new(),
+            full: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The same build, for dashboards that were last served snapshot `after`, with the trend
+    /// changed from index `first_changed` on. Shares the figures, trend and full rendering.
+    pub fn following(&self, after: Option<u64>, first_changed: usize) -> Self {
+        Published {
+            number: self.number,
+            after,
+            figures: self.figures.clone(),
+            trend: self.trend.clone(),
             first_changed,
             delta: OnceLock::new(),
-            full: OnceLock::new(),
+            full: self.full.clone(),
         }
     }
 
@@ -138,8 +158,97 @@ impl Published {
             .clone()
     }
 
-    /// With the whole trend; encoded once, whoever asks first.
+    /// With the whole trend; encoded once per build, whoever asks first.
     pub fn full_frame(&self) -> Utf8Bytes {
         self.full.get_or_init(|| self.render(&self.trend)).clone()
+    }
+
+    /// The frame for a dashboard that was last sent snapshot `last_sent` (`None`: nothing yet):
+    /// `None` when this snapshot is not newer, the delta when the dashboard holds a snapshot
+    /// this one follows, else the full rendering (so a dashboard that missed one of its slot's
+    /// snapshots never misses a trend point).
+    pub fn frame_for(&self, last_sent: Option<u64>) -> Option<Utf8Bytes> {
+        match last_sent {
+            Some(n) if n >= self.number => None,
+            Some(n) if self.after.is_some_and(|a| n >= a) => Some(self.delta_frame()),
+            _ => Some(self.full_frame()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures() -> Arc<Figures> {
+        Arc::new(Figures {
+            room: "r".into(),
+            seq: 3,
+            ts_ms: 0,
+            gmv_fen: 300,
+            orders: 3,
+            units: 3,
+            buyers: 1,
+            viewers: 0,
+            peak_viewers: 0,
+            unique_viewers: 0,
+            aov_fen: 100,
+            conversion: 0.0,
+            gpm_fen: 0,
+            rejected: BTreeMap::new(),
+            latency_us: Latency::default(),
+            skus: Vec::new(),
+            top_referrers: Vec::new(),
+            hub_seqs: None,
+        })
+    }
+
+    fn points(frame: &str) -> usize {
+        let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+        v["trend"]["points"].as_array().unwrap().len()
+    }
+
+    #[test]
+    fn the_delta_goes_only_to_dashboards_holding_what_it_follows() {
+        let trend: Vec<TrendPoint> = (0..3)
+            .map(|i| TrendPoint {
+                t_ms: i * 1000,
+                gmv_fen: 100,
+                orders: 1,
+            })
+            .collect();
+        let built = Published::new(9, figures(), Arc::new(trend));
+        // Built at 9 for a slot last served snapshot 5, with the last two points new since.
+        let p = built.following(Some(5), 1);
+        assert_eq!(
+            p.frame_for(None).map(|f| points(&f)),
+            Some(3),
+            "first: whole trend"
+        );
+        assert_eq!(
+            p.frame_for(Some(4)).map(|f| points(&f)),
+            Some(3),
+            "missed 5: whole trend"
+        );
+        assert_eq!(
+            p.frame_for(Some(5)).map(|f| points(&f)),
+            Some(2),
+            "holds 5: the delta"
+        );
+        assert_eq!(
+            p.frame_for(Some(7)).map(|f| points(&f)),
+            Some(2),
+            "holds a newer one (its first message): the delta covers it too"
+        );
+        assert_eq!(p.frame_for(Some(9)), None, "already has it");
+        assert_eq!(p.frame_for(Some(10)), None, "never back to an older one");
+        // A slot never served before: the full rendering only, shared with the same build.
+        let fresh = built.following(None, 0);
+        assert_eq!(fresh.frame_for(Some(8)).map(|f| points(&f)), Some(3));
+        assert_eq!(
+            fresh.full_frame().as_str().as_ptr(),
+            p.full_frame().as_str().as_ptr(),
+            "one full encoding per build"
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct Options {
     pub open_buyers: bool,
     pub limits: BuyerLimits,
     pub push_interval: Duration,
+    /// Snapshot frames a second per room (the fan-out budget): low to stagger a few dashboards.
+    pub fanout_frames_per_s: u64,
     pub fsync: bool,
     pub conn_limits: ConnLimits,
     pub feed_limits: FeedLimits,
@@ -66,6 +68,7 @@ impl Default for Options {
                 ..BuyerLimits::default()
             },
             push_interval: Duration::from_millis(50),
+            fanout_frames_per_s: livehub::dashboard::aggregator::FANOUT_FRAMES_PER_S,
             fsync: true,
             conn_limits: ConnLimits::default(),
             feed_limits: FeedLimits::default(),
@@ -123,6 +126,7 @@ impl TestServer {
             hub: HubOptions {
                 journal,
                 push_interval: opts.push_interval,
+                fanout_frames_per_s: opts.fanout_frames_per_s,
                 max_pending_buys: opts.max_pending_buys,
                 shared: opts.shared.clone(),
             },
