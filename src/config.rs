@@ -10,9 +10,9 @@
 //! | `--open-buyers` | `LIVEHUB_OPEN_BUYERS` | off |
 //! | `--demo` | `LIVEHUB_DEMO` | off |
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
-//! | `--dashboard-frames-per-s` | `LIVEHUB_DASHBOARD_FRAMES_PER_S` | 20,000 a room |
+//! | `--dashboard-frames-per-s` | `LIVEHUB_DASHBOARD_FRAMES_PER_S` | 10,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
-//! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 200 |
+//! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 0 |
 //! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
 //! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
@@ -40,7 +40,7 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_BUYER_RATE: f64 = 200.0;
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
-pub const DEFAULT_COMMIT_WINDOW_US: u64 = 200;
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = 0;
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
 /// File descriptors kept free for the journal, the listener and headroom when
 /// `--max-connections` is derived from the open-file limit.
