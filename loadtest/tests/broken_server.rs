@@ -141,6 +141,7 @@ fn error(status: StatusCode, code: &str, detail: &str) -> Response {
 }
 
 /// `Authorization: Bearer` with the admin token (or, when `viewer_ok`, the viewer token).
+#[allow(clippy::result_large_err)] // a test server's early return, not a hot path
 fn authorized(h: &HeaderMap, viewer_ok: bool) -> Result<(), Response> {
     let token = h
         .get(header::AUTHORIZATION)
