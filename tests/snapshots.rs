@@ -347,6 +347,53 @@ proptest! {
 }
 
 /// A stream with small segments and snapshots every few records, compacted as it goes.
+/// Runs `ops` in `chunks` parts on a hub that snapshots every few records, waiting after each
+/// part until a newer snapshot is on disk. The writer takes no capture while the snapshot
+/// thread is busy, so on a loaded machine a short stream could otherwise end with fewer
+/// snapshots than a test needs; this makes their number depend on the records, not the
+/// scheduler (it waits for an event, with a generous bound, and asserts no time).
+fn run_ops_in_snapshotted_parts(
+    rt: &tokio::runtime::Runtime,
+    hub: &Hub,
+    dir: &Path,
+    ops: &[Op],
+    chunks: usize,
+) {
+    let newest = || {
+        snapshot::list(&dir.join("journal"))
+            .unwrap()
+            .last()
+            .map(|(n, _)| *n)
+    };
+    for part in ops.chunks(ops.len().div_ceil(chunks)) {
+        let before = newest();
+        run_ops(rt, hub, part);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut nudged = std::time::Instant::now();
+        while newest() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no new snapshot within a minute of {} records",
+                part.len()
+            );
+            // The snapshot thread may have been busy through the whole part: a few more
+            // journaled records let the writer take the capture it skipped.
+            if nudged.elapsed() > Duration::from_millis(200) {
+                let nudge: Vec<Op> = (0..12)
+                    .map(|_| Op::Stock {
+                        room: 0,
+                        sku: 1,
+                        delta: 1,
+                    })
+                    .collect();
+                run_ops(rt, hub, &nudge);
+                nudged = std::time::Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 fn long_stream(rt: &tokio::runtime::Runtime, dir: &Path) -> BTreeMap<String, Observed> {
     let (hub, _) = open(rt, options(dir, 25, 600, true)).unwrap();
     let ops: Vec<Op> = (0..400u32)
@@ -364,7 +411,7 @@ fn long_stream(rt: &tokio::runtime::Runtime, dir: &Path) -> BTreeMap<String, Obs
             delta: 1,
         }))
         .collect();
-    run_ops(rt, &hub, &ops);
+    run_ops_in_snapshotted_parts(rt, &hub, dir, &ops, 3);
     close(hub);
     let (hub, r) = open(rt, options(dir, 0, 600, true)).unwrap();
     assert!(r.snapshot.is_some());
@@ -436,7 +483,7 @@ fn with_every_snapshot_damaged_it_replays_everything_or_refuses_to_start() {
             referrer: Some(1),
         })
         .collect();
-    run_ops(&rt, &hub, &ops);
+    run_ops_in_snapshotted_parts(&rt, &hub, &dir, &ops, 2);
     close(hub);
     let (hub, _) = open(&rt, options(&dir, 0, 600, false)).unwrap();
     let expected = observe(&rt, &hub);

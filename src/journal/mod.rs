@@ -32,26 +32,6 @@ pub use snapshot::Capture;
 /// well under load and adds no wait when the hub is quiet. At 80,000 buys/s, p99 ack latency
 /// was 4.8 ms with 0 and 5.5-5.9 ms with 100-200 µs; closed-loop throughput ~2% lower.
 pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_micros(0);
-/// The snapshot thread's nice value. Encoding a snapshot takes CPU in proportion to the orders
-/// held (about 0.7 s for 1,000,000), on the cores that serve buys; at nice 10 it gets about a
-/// tenth of a core while buys keep the cores busy and all the idle time otherwise. A snapshot
-/// that takes longer only delays the next one (the writer takes no capture while it runs).
-pub const SNAPSHOT_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority (on Linux, nice is per thread). Best effort.
-fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread; no memory is passed.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
-            tracing::debug!("could not lower the snapshot thread's priority");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
-
 /// Default largest batch, in records.
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// Default segment size before a new segment starts.
@@ -191,10 +171,7 @@ impl Journal {
             let (d, i, c) = (dir.clone(), idle.clone(), opts.compact);
             let t = std::thread::Builder::new()
                 .name("journal-snapshot".into())
-                .spawn(move || {
-                    lower_priority(SNAPSHOT_NICE);
-                    snapshot::run(d, rx, i, c)
-                })
+                .spawn(move || snapshot::run(d, rx, i, c))
                 .map_err(&spawn_err)?;
             (
                 Some(writer::Snapshots {
