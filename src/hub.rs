@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
 use crate::fleet::{Fleet, SharedOptions};
-use crate::inventory::{BuyRequest, Gate, LocalGate, Reservation};
+use crate::inventory::{BuyRequest, LocalGate, Reservation};
 use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
 use crate::room::{Begin, Room, UserRef};
@@ -252,7 +252,7 @@ impl Hub {
             room: room.id.clone(),
             sku: reservation.sku.id.clone(),
             user: user.id.clone(),
-            req,
+            req: req.clone(),
             qty: msg.qty,
             price_fen: reservation.price_fen,
             amount_fen: reservation.price_fen * msg.qty,
@@ -261,6 +261,7 @@ impl Hub {
             left_after: reservation.left_after,
             hub: None,
         };
+        let order_req = req;
         match self.inner.journal.submit(Record::Order(Arc::new(order))) {
             Ok(rx) => Started::Journaling(Journaling {
                 in_flight: InFlight {
@@ -268,13 +269,13 @@ impl Hub {
                     hub: self.clone(),
                     room: room.clone(),
                     user: user.clone(),
-                    req: msg.req.clone(),
+                    req: order_req,
                     reservation,
                 },
                 _admitted: admitted,
             }),
             Err(e) => {
-                self.undo_now(room, user, &msg.req, &reservation);
+                self.undo(room, user, &msg.req, &reservation);
                 Started::Answered(self.unavailable(room, &msg.req, &reservation, &e))
             }
         }
@@ -292,7 +293,7 @@ impl Hub {
             Ok(Err(e)) => e,
             Err(_) => JournalError::Stopped,
         };
-        self.undo_now(&f.room, &f.user, &f.req, &f.reservation);
+        self.undo(&f.room, &f.user, &f.req, &f.reservation);
         self.unavailable(&f.room, &f.req, &f.reservation, &error)
     }
 
@@ -323,13 +324,9 @@ impl Hub {
         }
     }
 
-    async fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
-        LocalGate.release(room, user, r).await;
-        room.end_request(&user.id, req);
-    }
-
-    /// [`Hub::undo`] for the embedded gate, whose release never waits.
-    fn undo_now(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
+    /// Gives a reservation back to the embedded gate (whose release never waits) and forgets
+    /// its request.
+    fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
         LocalGate::give_back(room, user, r);
         room.end_request(&user.id, req);
     }
@@ -414,7 +411,8 @@ impl Future for Journaling {
                 .expect("a journaling buy polled after its answer");
         let outcome = std::task::ready!(Pin::new(rx).poll(cx));
         f.rx = None;
-        Poll::Ready(f.hub.clone().settle(f, outcome))
+        let f = &*f;
+        Poll::Ready(f.hub.settle(f, outcome))
     }
 }
 
@@ -446,7 +444,8 @@ struct InFlight {
     hub: Hub,
     room: Arc<Room>,
     user: UserRef,
-    req: String,
+    /// The table's own `req` (the order's), so a buy allocates it once.
+    req: Arc<str>,
     reservation: Reservation,
 }
 
@@ -457,12 +456,12 @@ impl Drop for InFlight {
             self.hub.clone(),
             self.room.clone(),
             self.user.clone(),
-            std::mem::take(&mut self.req),
+            self.req.clone(),
             self.reservation.clone(),
         );
         let settle = async move {
             if !matches!(rx.await, Ok(Ok(_))) {
-                hub.undo(&room, &user, &req, &r).await;
+                hub.undo(&room, &user, &req, &r);
             }
         };
         match tokio::runtime::Handle::try_current() {

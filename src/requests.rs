@@ -219,10 +219,11 @@ impl RequestTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn order(user: &Arc<str>, req: &Arc<str>) -> Arc<OrderRecord> {
+    /// An order of one unit of `A1` in room `r` (also the room's tests' order).
+    pub(crate) fn order(user: &Arc<str>, req: &Arc<str>) -> Arc<OrderRecord> {
         Arc::new(OrderRecord {
             seq: 1,
             number: 1,

@@ -371,21 +371,7 @@ mod tests {
     use super::*;
 
     fn order(user: &str, req: &str) -> Arc<OrderRecord> {
-        Arc::new(OrderRecord {
-            seq: 1,
-            number: 1,
-            room: "r".into(),
-            sku: "A1".into(),
-            user: user.into(),
-            req: req.into(),
-            qty: 1,
-            price_fen: 100,
-            amount_fen: 100,
-            referrer: None,
-            ts_ms: 0,
-            left_after: 0,
-            hub: None,
-        })
+        crate::requests::tests::order(&Arc::from(user), &Arc::from(req))
     }
 
     /// Many connections begin the same `(user, req)` at once, on a multi-threaded runtime.

@@ -100,9 +100,7 @@ impl LocalGate {
             }),
         }
     }
-}
 
-impl LocalGate {
     /// [`Gate::release`], synchronous: the stock and the user's allowance go back at once.
     pub fn give_back(room: &Room, user: &UserRef, r: &Reservation) {
         r.sku.release(user.key, r.qty);
