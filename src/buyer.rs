@@ -209,6 +209,7 @@ pub async fn serve(
     let (sink, mut rx) = socket.split();
     let out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
+    let pushes = &mut pushes.rx;
     let mut in_flight: FuturesUnordered<Waiting> = FuturesUnordered::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
@@ -262,7 +263,13 @@ pub async fn serve(
             // Pushes are taken only while the queue has room: a buyer that reads slowly lags on
             // the broadcast instead, and then gets the latest state (never a backlog).
             push = pushes.recv(), if room_to_write => match push {
-                Ok(frame) => flow = out.push(Message::Text(frame)),
+                Ok(frames) => {
+                    for f in frames.iter() {
+                        if flow == Flow::Open {
+                            flow = out.push(Message::Text(f.clone()));
+                        }
+                    }
+                }
                 Err(RecvError::Lagged(_)) => flow = resend_state(&out, &room),
                 Err(RecvError::Closed) => {}
             },

@@ -11,6 +11,7 @@
 //! | `--demo` | `LIVEHUB_DEMO` | off |
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
 //! | `--dashboard-frames-per-s` | `LIVEHUB_DASHBOARD_FRAMES_PER_S` | 10,000 a room |
+//! | `--buyer-stock-frames-per-s` | `LIVEHUB_BUYER_STOCK_FRAMES_PER_S` | 20,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 0 |
 //! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
@@ -101,6 +102,11 @@ pub struct Config {
     /// most). Lower trades the freshness of a big audience's screens for CPU for the buys.
     #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = crate::dashboard::aggregator::FANOUT_FRAMES_PER_S)]
     pub dashboard_frames_per_s: u64,
+    /// Stock frames a second one room's buyers may get in all; with more buyers than this
+    /// allows at 10 a second, stock pushes come less often (the acks still carry `left`, and
+    /// sale state changes are never held back). Lower leaves more CPU for the buys in a spike.
+    #[arg(long, env = "LIVEHUB_BUYER_STOCK_FRAMES_PER_S", default_value_t = crate::sale_feed::STOCK_FRAMES_PER_S)]
+    pub buyer_stock_frames_per_s: u64,
     /// Frames a second one buyer connection may send on average.
     #[arg(long, env = "LIVEHUB_BUYER_RATE", default_value_t = DEFAULT_BUYER_RATE)]
     pub buyer_rate: f64,

@@ -30,6 +30,9 @@ pub struct HubOptions {
     /// Snapshot frames a second one room's dashboards may get in all; beyond it each
     /// dashboard's interval stretches (see `dashboard::aggregator::FANOUT_FRAMES_PER_S`).
     pub fanout_frames_per_s: u64,
+    /// Stock frames a second one room's buyers may get in all (see
+    /// `sale_feed::STOCK_FRAMES_PER_S`).
+    pub stock_frames_per_s: u64,
     /// Buys being decided or made durable at once, over all connections; beyond it new buys
     /// are answered `unavailable` at once (admission control), so an overload turns into quick
     /// refusals rather than a queue that grows without bound. By Little's law, the queueing
@@ -46,6 +49,7 @@ impl HubOptions {
             journal,
             push_interval: Duration::from_millis(crate::config::DEFAULT_PUSH_INTERVAL_MS),
             fanout_frames_per_s: crate::dashboard::aggregator::FANOUT_FRAMES_PER_S,
+            stock_frames_per_s: crate::sale_feed::STOCK_FRAMES_PER_S,
             max_pending_buys: crate::config::DEFAULT_MAX_PENDING_BUYS,
             shared: None,
         }
@@ -166,9 +170,11 @@ impl Hub {
             return;
         }
         let token = self.inner.shutdown.clone();
-        self.inner
-            .tasks
-            .spawn(crate::sale_feed::run(room.clone(), token.clone()));
+        self.inner.tasks.spawn(crate::sale_feed::run(
+            room.clone(),
+            self.inner.options.stock_frames_per_s,
+            token.clone(),
+        ));
         let mut aggregator =
             crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval)
                 .with_fanout_budget(self.inner.options.fanout_frames_per_s);

@@ -21,6 +21,7 @@
 //! - [`fleet`]: `--redis`: several hubs sharing rooms, stock and limits through Redis, orders
 //!   published to a stream per room, start-up repair and `livehub reconcile`
 //! - [`sale_feed`]: stock and sale pushes to buyers
+//! - [`buyer_pushes`]: a room's buyers in slots, each push sent in waves
 //! - [`dashboard`]: per-room aggregator, snapshots, fan-out slots (waves), the dashboard feed
 //! - [`api`]: admin and viewer REST
 //! - [`demo`]: the `--demo` livestream simulation
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod buyer;
+pub mod buyer_pushes;
 pub mod clock;
 pub mod config;
 pub mod dashboard;

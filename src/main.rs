@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             journal,
             push_interval: Duration::from_millis(cfg.push_interval_ms.max(1)),
             fanout_frames_per_s: cfg.dashboard_frames_per_s.max(1),
+            stock_frames_per_s: cfg.buyer_stock_frames_per_s.max(1),
             max_pending_buys: cfg.max_pending_buys.max(1),
             shared,
         },

@@ -4,18 +4,15 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::{DashMap, DashSet};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 
+use crate::buyer_pushes::BuyerPushes;
 use crate::dashboard::{Fanout, Published};
 use crate::inventory::Sku;
 use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
 use crate::requests::{Began, RequestTable, Seen};
-
-/// Pushes (stock, sale) that may wait for a slow buyer before it skips to the current state.
-pub const BUYER_PUSH_BUFFER: usize = 256;
 
 /// What [`Room::begin_request`] found.
 pub enum Begin {
@@ -120,8 +117,8 @@ pub struct Room {
     /// Redis mode: every hub's published orders, in the room's stream order.
     stream: RwLock<Vec<StreamOrder>>,
     pub live: LiveStats,
-    /// Pushes to every buyer of the room, each encoded once.
-    pub buyer_pushes: broadcast::Sender<Utf8Bytes>,
+    /// Pushes to every buyer of the room, each encoded once, sent in waves.
+    pub buyer_pushes: BuyerPushes,
     /// Wakes the sale feed when a sale's state may have changed.
     pub sale_changed: Notify,
     /// The room's newest dashboard snapshot overall, whichever slot it was built for (REST
@@ -159,7 +156,7 @@ impl Room {
             orders: RwLock::new(Vec::with_capacity(orders)),
             stream: RwLock::new(Vec::new()),
             live: LiveStats::new(),
-            buyer_pushes: broadcast::channel(BUYER_PUSH_BUFFER).0,
+            buyer_pushes: BuyerPushes::default(),
             sale_changed: Notify::new(),
             snapshots: watch::channel(None).0,
             fanout: Fanout::default(),

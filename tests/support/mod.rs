@@ -127,6 +127,7 @@ impl TestServer {
                 journal,
                 push_interval: opts.push_interval,
                 fanout_frames_per_s: opts.fanout_frames_per_s,
+                stock_frames_per_s: livehub::sale_feed::STOCK_FRAMES_PER_S,
                 max_pending_buys: opts.max_pending_buys,
                 shared: opts.shared.clone(),
             },

@@ -1,0 +1,238 @@
+//! A room's pushes to its buyers (`sale` and `stock` frames), sent in waves.
+//!
+//! The buyers are split over [`SLOTS`] slots, each its own `broadcast` channel. A push goes to
+//! one slot after another. Each time the sender has woken about [`WAVE`] buyers, it lets the
+//! runtime catch up before the next wave: it goes to the back of the run queue until a round
+//! takes under [`CAUGHT_UP`] (whatever became ready meanwhile, above all the buys that answer
+//! the push, runs first), at most [`MAX_WAVE_WAIT`] a wave and [`MAX_PUSH_WAIT`] a push.
+//!
+//! Why: when a sale opens, every buyer of the room is told at once and most of them buy at
+//! once. With one `broadcast` for the room, the push woke 15,000 buyer tasks together; a buy
+//! that came back while the push was still going out queued on the runtime behind the rest of
+//! the fan-out, and so did the journal's answers: the spike's ack p99 was the length of the
+//! fan-out (~400 ms, BENCHMARKS.md). Each slot keeps its pushes in order, a buyer reads only
+//! its own slot, and a tick's frames travel as one item.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::broadcast;
+
+/// Slots per room: 15,000 buyers make waves of ~60.
+pub const SLOTS: usize = 256;
+/// Buyers woken between two catch-ups, at least (a whole slot is woken at once).
+pub const WAVE: usize = 64;
+/// The runtime has caught up when a trip to the back of its run queue takes less than this.
+pub const CAUGHT_UP: Duration = Duration::from_micros(300);
+/// A wave waits at most this long for the runtime to catch up...
+pub const MAX_WAVE_WAIT: Duration = Duration::from_millis(30);
+/// ...and one push at most this long over all its waves, so that a runtime that never catches
+/// up (a steady overload) still gets every push out within about this plus the writes.
+pub const MAX_PUSH_WAIT: Duration = Duration::from_millis(250);
+/// Pushes (each a tick's frames) a slot holds for a buyer that is behind. One that falls
+/// further behind gets the current state instead (`RecvError::Lagged` in the buyer's task),
+/// never a backlog.
+pub const BUFFER: usize = 16;
+
+/// What one send carries: the frames of one change or tick, in order.
+pub type Frames = Arc<[Utf8Bytes]>;
+
+/// The slots of one room.
+#[derive(Debug)]
+pub struct BuyerPushes {
+    slots: Box<[Slot]>,
+    /// Where the next buyer starts looking for the least-loaded slot (round robin on ties).
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    tx: broadcast::Sender<Frames>,
+    /// Buyers in this slot now; only for balancing and pacing, so `Relaxed`.
+    buyers: AtomicUsize,
+}
+
+/// A buyer's place in a slot; leaves it when dropped.
+#[derive(Debug)]
+pub struct Subscription<'a> {
+    pushes: &'a BuyerPushes,
+    slot: usize,
+    /// The slot's pushes from now on.
+    pub rx: broadcast::Receiver<Frames>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.pushes.slots[self.slot]
+            .buyers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for BuyerPushes {
+    fn default() -> Self {
+        BuyerPushes {
+            slots: (0..SLOTS)
+                .map(|_| Slot {
+                    tx: broadcast::channel(BUFFER).0,
+                    buyers: AtomicUsize::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl BuyerPushes {
+    /// Subscribes a buyer to the slot with the fewest buyers (slots stay even as buyers come
+    /// and go); ties go round robin. It gets every push sent after this returns.
+    pub fn subscribe(&self) -> Subscription<'_> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.slots.len();
+        let slot = (0..n)
+            .map(|i| (start + i) % n)
+            .min_by_key(|&i| self.slots[i].buyers.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.slots[slot].buyers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            pushes: self,
+            slot,
+            rx: self.slots[slot].tx.subscribe(),
+        }
+    }
+
+    /// Buyers subscribed now.
+    pub fn buyers(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.buyers.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Sends `frames` to every buyer, slot by slot, letting the runtime catch up between
+    /// waves. Every slot is sent to (an empty one costs a lock), so a buyer that just
+    /// subscribed never misses it.
+    pub async fn send(&self, frames: Frames) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut woken = 0;
+        let mut waited = Duration::ZERO;
+        for s in self.slots.iter() {
+            let _ = s.tx.send(frames.clone());
+            woken += s.buyers.load(Ordering::Relaxed);
+            if woken >= WAVE && waited < MAX_PUSH_WAIT {
+                woken = 0;
+                let wave_done = Instant::now();
+                let limit = MAX_WAVE_WAIT.min(MAX_PUSH_WAIT - waited);
+                loop {
+                    let round = Instant::now();
+                    BackOfQueue(false).await;
+                    if round.elapsed() < CAUGHT_UP || wave_done.elapsed() >= limit {
+                        break;
+                    }
+                }
+                waited += wave_done.elapsed();
+            }
+        }
+    }
+}
+
+/// Yields to the back of this worker's run queue, so everything queued before runs first and
+/// the time it takes to come back is the queue's length. (`tokio::task::yield_now` waits for
+/// the driver and then comes back in the worker's LIFO slot, ahead of the queue; a task that
+/// wakes itself during its own poll is what tokio queues at the back.)
+struct BackOfQueue(bool);
+
+impl Future for BackOfQueue {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn one(f: &'static str) -> Frames {
+        Arc::from([Utf8Bytes::from_static(f)])
+    }
+
+    #[tokio::test]
+    async fn every_buyer_gets_every_push_in_order_and_slots_stay_even() {
+        let pushes = BuyerPushes::default();
+        let mut subs: Vec<_> = (0..SLOTS * 5 + 3).map(|_| pushes.subscribe()).collect();
+        assert_eq!(pushes.buyers(), SLOTS * 5 + 3);
+        let loads: Vec<usize> = pushes
+            .slots
+            .iter()
+            .map(|s| s.buyers.load(Ordering::Relaxed))
+            .collect();
+        assert!(loads.iter().all(|&n| n == 5 || n == 6), "{loads:?}");
+        for i in 0..3 {
+            let frames: Frames = (0..2)
+                .map(|j| Utf8Bytes::from(format!("p{i}.{j}")))
+                .collect();
+            pushes.send(frames).await;
+        }
+        for s in &mut subs {
+            for i in 0..3 {
+                let got = s.rx.try_recv().unwrap();
+                let got: Vec<&str> = got.iter().map(|f| f.as_str()).collect();
+                assert_eq!(got, [format!("p{i}.0"), format!("p{i}.1")]);
+            }
+            assert!(s.rx.try_recv().is_err());
+        }
+        // Leaving frees the seat, and the next buyer takes the emptiest slot.
+        let gone = subs.swap_remove(0).slot;
+        assert_eq!(pushes.buyers(), SLOTS * 5 + 2);
+        let loads_gone = pushes.slots[gone].buyers.load(Ordering::Relaxed);
+        let next = pushes.subscribe();
+        assert_eq!(
+            pushes.slots[next.slot].buyers.load(Ordering::Relaxed),
+            loads_gone.min(5) + 1
+        );
+    }
+
+    /// A task that becomes ready while a push goes out (a buy arriving) runs between two
+    /// waves, not after the whole fan-out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_tasks_run_between_waves() {
+        let pushes = Arc::new(BuyerPushes::default());
+        let mut subs: Vec<_> = (0..WAVE * 8).map(|_| pushes.subscribe()).collect();
+        let (first, last) = (subs[0].slot, subs.iter().map(|s| s.slot).max().unwrap());
+        assert_ne!(first, last);
+        // Moved into the probe: a receiver of the first slot and one of the last.
+        let pos =
+            |subs: &[Subscription<'_>], slot| subs.iter().position(|s| s.slot == slot).unwrap();
+        let i = pos(&subs, last);
+        let mut last_rx = subs.swap_remove(i).rx.resubscribe();
+        let i = pos(&subs, first);
+        let mut first_rx = subs.swap_remove(i).rx.resubscribe();
+        let seen = Arc::new(Mutex::new(None));
+        let probe = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // Runs at the sender's first yield: the first slot has the push, the last not.
+                *seen.lock().unwrap() =
+                    Some((first_rx.try_recv().is_ok(), last_rx.try_recv().is_ok()));
+            })
+        };
+        pushes.send(one("open")).await;
+        probe.await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), Some((true, false)));
+    }
+}
