@@ -495,7 +495,13 @@ pub async fn spike_buyer(
     shared: Arc<SpikeShared>,
     rec: Arc<Recorder>,
     req_prefix: Arc<str>,
+    hold: Arc<tokio::sync::Barrier>,
 ) -> SpikeResult {
+    // Every buyer keeps its socket until all have their answers, as a buyer's app stays in the
+    // room after buying: closing at once would put 15,000 close handshakes into the spike.
+    let hold = || async {
+        let _ = tokio::time::timeout_at(ctx.deadline.into(), hold.wait()).await;
+    };
     let Conn { mut ws, idx, user } = conn;
     let mut out = SpikeResult {
         user: user.clone(),
@@ -546,10 +552,12 @@ pub async fn spike_buyer(
         }
     }
     if !alive {
+        hold().await;
         ctx.conn_closed();
         return out;
     }
     if ctx.past_deadline() {
+        hold().await;
         close(&ctx, ws).await;
         return out;
     }
@@ -561,6 +569,7 @@ pub async fn spike_buyer(
     if ws.send(Message::text(frame)).await.is_err() {
         ctx.disconnect("send failed");
         out.res.timed_out.push((user.clone(), req));
+        hold().await;
         ctx.conn_closed();
         return out;
     }
@@ -607,6 +616,7 @@ pub async fn spike_buyer(
     if out.acked_at.is_none() {
         out.res.timed_out.push((user.clone(), req));
     }
+    hold().await;
     if alive {
         close(&ctx, ws).await;
     } else {

@@ -135,7 +135,9 @@ pub struct SpikeArgs {
     /// call returned buys anyway (and is counted as a missed push).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub push_grace: Duration,
-    /// Also run the same buyers and frames against an in-process echo server and compare.
+    /// Also run the same buyers and frames against an echo server and compare. It runs as a
+    /// child process (`echo-server`: this process could not hold both sets of sockets), and it
+    /// pushes the sale's opening to every socket at once, as livehub does.
     #[arg(long)]
     pub against_echo: bool,
 }

@@ -2,6 +2,11 @@
 //! that speaks just enough of the buyer protocol for the same client code to run against it:
 //! `hello` on connect, an ack-shaped frame of similar size for every buy, `pong` for `ping`.
 //! No journal, no fsync, no inventory: the transport's ceiling on this machine.
+//!
+//! For the spike's ceiling it also stands in for the sale opening: a text frame
+//! `{"op":"open","sku":"A1"}` (echo server only) makes it push livehub's
+//! `{"op":"sale","sku":"A1","state":"open",...}` to every socket, with one `broadcast`, the
+//! plain way. It answers each frame as it comes, with its own write (`send`): a plain echo.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +16,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::now_ms;
@@ -27,9 +33,35 @@ struct In<'a> {
     qty: Option<u64>,
 }
 
-/// The answer to one text frame.
-fn answer(text: &str, orders: &AtomicU64) -> String {
+/// What the sockets share.
+struct Shared {
+    orders: AtomicU64,
+    /// Sale-open pushes to every socket.
+    opens: broadcast::Sender<Arc<str>>,
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            orders: AtomicU64::new(0),
+            opens: broadcast::channel(16).0,
+        })
+    }
+}
+
+/// The answer to one text frame; an `open` also pushes the sale to every socket.
+fn answer(text: &str, shared: &Shared) -> String {
+    let orders = &shared.orders;
     match serde_json::from_str::<In>(text) {
+        Ok(m) if m.op == "open" => {
+            let sku = m.sku.as_deref().unwrap_or("");
+            let push = format!(
+                r#"{{"op":"sale","sku":"{sku}","state":"open","opens_at_ms":{},"closes_at_ms":null}}"#,
+                now_ms()
+            );
+            let _ = shared.opens.send(Arc::from(push));
+            format!(r#"{{"op":"opened","sku":"{sku}"}}"#)
+        }
         Ok(m) if m.op == "buy" => {
             let n = orders.fetch_add(1, Ordering::Relaxed) + 1;
             let qty = m.qty.unwrap_or(1);
@@ -63,10 +95,11 @@ impl Default for EchoOptions {
     }
 }
 
-async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
+async fn handle(stream: TcpStream, shared: Arc<Shared>, opts: EchoOptions) {
     let _ = stream.set_nodelay(opts.nodelay);
-    // The same buffer sizes livehub's sockets use (src/server.rs `configure`), so the
-    // ceiling is the same stack doing nothing.
+    // livehub's read buffer (src/server.rs `configure`). Every answer is written and flushed
+    // on its own (`send`), so the write buffer only ever holds one frame; livehub gathers the
+    // acks that are ready into one write instead (its `WRITE_COALESCE_BYTES`).
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -88,11 +121,12 @@ async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
         Duration::from_secs(3600)
     });
     let mut left: u64 = 1_000_000_000;
+    let mut opens = shared.opens.subscribe();
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    let reply = answer(&t, &orders);
+                    let reply = answer(&t, &shared);
                     if ws.send(Message::text(reply)).await.is_err() {
                         break;
                     }
@@ -100,6 +134,11 @@ async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+            Ok(push) = opens.recv() => {
+                if ws.send(Message::text(&*push)).await.is_err() {
+                    break;
+                }
+            }
             _ = pushes.tick(), if pushing => {
                 left = left.saturating_sub(1);
                 let push = format!(r#"{{"op":"stock","sku":"S1","left":{left},"state":"open"}}"#);
@@ -113,11 +152,11 @@ async fn handle(stream: TcpStream, orders: Arc<AtomicU64>, opts: EchoOptions) {
 
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener, opts: EchoOptions) {
-    let orders = Arc::new(AtomicU64::new(0));
+    let shared = Shared::new();
     loop {
         match listener.accept().await {
             Ok((s, _)) => {
-                tokio::spawn(handle(s, orders.clone(), opts));
+                tokio::spawn(handle(s, shared.clone(), opts));
             }
             // Out of file descriptors and the like: back off a little.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -148,13 +187,41 @@ pub fn spawn_in_process() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Starts `livehub-loadtest echo-server` as a child process on a free loopback port, for loads
+/// whose sockets would not fit in this process's open-file limit twice (the spike's 15,000
+/// buyers). The child dies with the returned handle.
+pub async fn spawn_process() -> anyhow::Result<(SocketAddr, tokio::process::Child)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["echo-server", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| anyhow::anyhow!("the echo server process did not start within 10 s"))??
+        .unwrap_or_default();
+    let addr = line
+        .strip_prefix("echo server listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the echo server process said {line:?}"))?;
+    // Keep reading its stderr so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((addr, child))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn answers_buys_with_acks() {
-        let n = AtomicU64::new(0);
+        let n = Shared::new();
         let a: serde_json::Value =
             serde_json::from_str(&answer(r#"{"op":"buy","req":"r1","sku":"A1","qty":2}"#, &n))
                 .unwrap();
@@ -165,5 +232,25 @@ mod tests {
         assert_eq!(a["amount_fen"], 19800);
         let p: serde_json::Value = serde_json::from_str(&answer(r#"{"op":"ping"}"#, &n)).unwrap();
         assert_eq!(p["op"], "pong");
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    #[test]
+    fn open_pushes_the_sale_to_every_socket() {
+        let shared = Shared::new();
+        let (mut a, mut b) = (shared.opens.subscribe(), shared.opens.subscribe());
+        let reply: serde_json::Value =
+            serde_json::from_str(&answer(r#"{"op":"open","sku":"A1"}"#, &shared)).unwrap();
+        assert_eq!(reply["op"], "opened");
+        for rx in [&mut a, &mut b] {
+            let push: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+            assert_eq!(push["op"], "sale");
+            assert_eq!(push["sku"], "A1");
+            assert_eq!(push["state"], "open");
+        }
     }
 }

@@ -48,7 +48,8 @@ async fn run(cli: Cli) -> i32 {
     if let Cmd::EchoServer(a) = &cli.cmd {
         return match tokio::net::TcpListener::bind(a.listen).await {
             Ok(l) => {
-                eprintln!("echo server listening on {} (ctrl-c to stop)", a.listen);
+                let addr = l.local_addr().map_or(a.listen, |a| a);
+                eprintln!("echo server listening on {addr} (ctrl-c to stop)");
                 tokio::select! {
                     _ = echo::serve(l, echo::EchoOptions { nodelay: !a.nagle, push_every: a.push_every }) => 0,
                     _ = tokio::signal::ctrl_c() => 0,

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
@@ -60,11 +61,12 @@ async fn run(
     let connected = conns.len();
     let (go_tx, go_rx) = watch::channel(false);
     let shared = Arc::new(SpikeShared::default());
-    let use_push = !echo && a.trigger == Trigger::Push;
+    let use_push = a.trigger == Trigger::Push;
     let sku: Arc<str> = Arc::from(a.sku.as_str());
     let price = (!echo).then_some(a.price_fen);
     let prefix: Arc<str> = Arc::from(format!("{}{}", ctx.run_id, if echo { "e" } else { "s" }));
     let mut set = tokio::task::JoinSet::new();
+    let hold = Arc::new(tokio::sync::Barrier::new(conns.len()));
     for c in conns {
         set.spawn(spike_buyer(
             ctx.clone(),
@@ -77,6 +79,7 @@ async fn run(
             shared.clone(),
             rec.clone(),
             prefix.clone(),
+            hold.clone(),
         ));
     }
     // Let every buyer task start reading its socket.
@@ -86,28 +89,40 @@ async fn run(
     ctx.pb.set_message(format!("{name}: open"));
     let t_open = Instant::now();
     let _ = shared.t_open.set(t_open);
-    let open_call_us;
+    // The echo server opens "the sale" on a frame from a control socket of its own, kept
+    // until the run ends.
+    let mut _control = None;
     if echo {
-        open_call_us = 0;
-        let _ = go_tx.send(true);
+        let mut ws = crate::net::connect_ws(
+            target,
+            None,
+            "/ws/buy?user=lt-control",
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("control socket to the echo server: {e}"))?;
+        let open = format!(r#"{{"op":"open","sku":"{}"}}"#, a.sku);
+        ws.send(tokio_tungstenite::tungstenite::Message::text(open))
+            .await?;
+        _control = Some(ws);
     } else {
         let state = ctx.rest.open(&ctx.room, &a.sku).await?;
-        open_call_us = t_open.elapsed().as_micros() as u64;
         if state["state"] != "open" && state["state"] != "sold_out" {
             ctx.anomaly(format!("open returned state {}", state["state"]));
         }
-        match a.trigger {
-            Trigger::Response => {
-                let _ = go_tx.send(true);
-            }
-            Trigger::Push => {
-                let grace = a.push_grace;
-                let tx = go_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    let _ = tx.send(true);
-                });
-            }
+    }
+    let open_call_us = t_open.elapsed().as_micros() as u64;
+    match a.trigger {
+        Trigger::Response => {
+            let _ = go_tx.send(true);
+        }
+        Trigger::Push => {
+            let grace = a.push_grace;
+            let tx = go_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = tx.send(true);
+            });
         }
     }
     let mut totals = Totals::default();
@@ -248,7 +263,8 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     results.insert("livehub".into(), main);
     let mut recs = vec![r.finished.clone()];
     if a.against_echo {
-        let addr = crate::echo::spawn_in_process()?;
+        // Its own process: 15,000 buyers twice would not fit in this one's open files.
+        let (addr, _echo) = crate::echo::spawn_process().await?;
         let echo_target = Target::from_addr(addr);
         let before_failed = ctx.conn_failed.load(Ordering::Relaxed);
         let e = run(&ctx, &a, &echo_target, true, "echo buys").await?;
