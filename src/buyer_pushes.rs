@@ -4,7 +4,9 @@
 //! one slot after another. Each time the sender has woken about [`WAVE`] buyers, it lets the
 //! runtime catch up before the next wave: it goes to the back of the run queue until a round
 //! takes under [`CAUGHT_UP`] (whatever became ready meanwhile, above all the buys that answer
-//! the push, runs first), at most [`MAX_WAVE_WAIT`] a wave and [`MAX_PUSH_WAIT`] a push.
+//! the push, runs first) and the runtime's global queue is empty (the journal's answers wake
+//! their buyers from the writer thread, so they wait there), at most [`MAX_WAVE_WAIT`] a wave
+//! and [`MAX_PUSH_WAIT`] a push.
 //!
 //! Why: when a sale opens, every buyer of the room is told at once and most of them buy at
 //! once. With one `broadcast` for the room, the push woke 15,000 buyer tasks together; a buy
@@ -130,11 +132,22 @@ impl BuyerPushes {
                 woken = 0;
                 let wave_done = Instant::now();
                 let limit = MAX_WAVE_WAIT.min(MAX_PUSH_WAIT - waited);
+                let runtime = tokio::runtime::Handle::current().metrics();
                 loop {
                     let round = Instant::now();
                     BackOfQueue(false).await;
-                    if round.elapsed() < CAUGHT_UP || wave_done.elapsed() >= limit {
+                    if wave_done.elapsed() >= limit {
                         break;
+                    }
+                    if round.elapsed() < CAUGHT_UP {
+                        // This worker's queue is short; tasks woken from other threads (the
+                        // journal's answers) wait in the global queue, which a worker reads
+                        // only now and then while its own queue is not empty: sleep, so that
+                        // it empties and the workers take them in batches.
+                        if runtime.global_queue_depth() == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
                 waited += wave_done.elapsed();
