@@ -63,7 +63,7 @@ if [ -x target/debug/livehub-loadtest ] && target/debug/livehub-loadtest --help 
     set -e
     lt=target/debug/livehub-loadtest
     common="--url $LIVEHUB_URL --open-buyers --admin-token $LIVEHUB_ADMIN_TOKEN --viewer-token $LIVEHUB_VIEWER_TOKEN --max-seconds 60"
-    $lt spike $common --buyers 500 --stock 100
+    $lt spike $common --buyers 500 --stock 100 --against-echo
     $lt steady $common --connections 20 --duration 3 --in-flight 4'
 fi
 

@@ -451,6 +451,72 @@ async fn sale_windows_decide_and_push_their_changes() {
     assert_eq!(s.audit("win").await["consistent"], true);
 }
 
+/// A sale opening for more buyers than one wave (they sit in many push slots, served one
+/// after another): every buyer gets the `open` push, then the `sold_out` one, never the other
+/// way round, and every buy that answers the push is decided exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_opening_reaches_every_buyer_in_order_across_the_waves() {
+    let s = TestServer::start().await;
+    s.create_room("waves").await;
+    s.admin(
+        "PUT",
+        "/api/rooms/waves/skus/W1",
+        Some(json!({"name":"flash","price_fen":100,"stock":50,"limit_per_user":1,"opens_at_ms":4102444800000i64,"closes_at_ms":null})),
+    )
+    .await;
+    let n = livehub::buyer_pushes::WAVE * 5;
+    let mut buyers = Vec::new();
+    for i in 0..n {
+        buyers.push(s.buyer("waves", &format!("u{i}")).await);
+    }
+    let opened = s.admin("POST", "/api/rooms/waves/skus/W1/open", None).await;
+    assert_eq!(opened["state"], "open");
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut c) in buyers.into_iter().enumerate() {
+        tasks.spawn(async move {
+            // Every frame up to the sold_out push, in the order they came.
+            let mut sales = Vec::new();
+            let mut answer = None;
+            loop {
+                let v = c.next_json().await.expect("socket open");
+                match v["op"].as_str() {
+                    Some("sale") => {
+                        let state = v["state"].as_str().unwrap().to_owned();
+                        if state == "open" && answer.is_none() {
+                            c.send_json(
+                                json!({"op":"buy","req":format!("r{i}"),"sku":"W1","qty":1}),
+                            )
+                            .await;
+                        }
+                        let done = state == "sold_out";
+                        sales.push(state);
+                        if done && answer.is_some() {
+                            break;
+                        }
+                    }
+                    Some("ack") => {
+                        answer = Some(v["ok"] == true);
+                        if sales.last().map(String::as_str) == Some("sold_out") {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (sales, answer.unwrap())
+        });
+    }
+    let mut oks = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (sales, ok) = r.unwrap();
+        assert_eq!(sales, ["open", "sold_out"]);
+        oks += ok as usize;
+    }
+    assert_eq!(oks, 50);
+    assert_eq!(s.export("waves").await.len(), 50);
+    assert_eq!(s.audit("waves").await["consistent"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_input_is_validated_with_a_clear_400() {
     let s = TestServer::start().await;

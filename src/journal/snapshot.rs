@@ -177,13 +177,22 @@ pub fn load(path: &Path, number: u64) -> Result<Loaded, String> {
     })
 }
 
-/// Writes `bytes` as the snapshot `number`: temp file, fsync, rename, directory fsync.
+/// A snapshot is written and synced this much at a time, so that the journal's own fdatasync,
+/// which the buys wait for, never queues behind a whole snapshot (43 MB for a million orders)
+/// at the disk.
+pub const WRITE_PIECE: usize = 1 << 20;
+
+/// Writes `bytes` as the snapshot `number`: temp file (in synced pieces), fsync, rename,
+/// directory fsync.
 pub fn write(dir: &Path, number: u64, bytes: &[u8]) -> io::Result<PathBuf> {
     let path = snapshot_path(dir, number);
     let tmp = path.with_extension("snap.tmp");
     let res = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        for piece in bytes.chunks(WRITE_PIECE) {
+            f.write_all(piece)?;
+            f.sync_data()?;
+        }
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &path)?;
