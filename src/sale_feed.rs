@@ -58,10 +58,10 @@ impl FrameBudget {
         self.frames >= buyers as f64
     }
 
-    /// Spends `waves` pushes to `buyers`.
-    pub fn spend(&mut self, now: Instant, buyers: usize, waves: usize) {
+    /// Spends `frames_each` frames to each of `buyers`.
+    pub fn spend(&mut self, now: Instant, buyers: usize, frames_each: usize) {
         self.refill(now, buyers);
-        self.frames -= (buyers * waves) as f64;
+        self.frames -= (buyers * frames_each) as f64;
     }
 }
 
