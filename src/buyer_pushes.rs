@@ -17,13 +17,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
+
+use crate::seating::Seating;
 
 /// Slots per room: 15,000 buyers make waves of ~60.
 pub const SLOTS: usize = 256;
@@ -47,16 +48,9 @@ pub type Frames = Arc<[Utf8Bytes]>;
 /// The slots of one room.
 #[derive(Debug)]
 pub struct BuyerPushes {
-    slots: Box<[Slot]>,
-    /// Where the next buyer starts looking for the least-loaded slot (round robin on ties).
-    next: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct Slot {
-    tx: broadcast::Sender<Frames>,
-    /// Buyers in this slot now; only for balancing and pacing, so `Relaxed`.
-    buyers: AtomicUsize,
+    slots: Box<[broadcast::Sender<Frames>]>,
+    /// Buyers per slot, for balancing and pacing.
+    seating: Seating,
 }
 
 /// A buyer's place in a slot; leaves it when dropped.
@@ -70,22 +64,15 @@ pub struct Subscription<'a> {
 
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
-        self.pushes.slots[self.slot]
-            .buyers
-            .fetch_sub(1, Ordering::Relaxed);
+        self.pushes.seating.leave(self.slot);
     }
 }
 
 impl Default for BuyerPushes {
     fn default() -> Self {
         BuyerPushes {
-            slots: (0..SLOTS)
-                .map(|_| Slot {
-                    tx: broadcast::channel(BUFFER).0,
-                    buyers: AtomicUsize::new(0),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
+            slots: (0..SLOTS).map(|_| broadcast::channel(BUFFER).0).collect(),
+            seating: Seating::new(SLOTS),
         }
     }
 }
@@ -94,26 +81,17 @@ impl BuyerPushes {
     /// Subscribes a buyer to the slot with the fewest buyers (slots stay even as buyers come
     /// and go); ties go round robin. It gets every push sent after this returns.
     pub fn subscribe(&self) -> Subscription<'_> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.slots.len();
-        let slot = (0..n)
-            .map(|i| (start + i) % n)
-            .min_by_key(|&i| self.slots[i].buyers.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        self.slots[slot].buyers.fetch_add(1, Ordering::Relaxed);
+        let slot = self.seating.take();
         Subscription {
             pushes: self,
             slot,
-            rx: self.slots[slot].tx.subscribe(),
+            rx: self.slots[slot].subscribe(),
         }
     }
 
     /// Buyers subscribed now.
     pub fn buyers(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| s.buyers.load(Ordering::Relaxed))
-            .sum()
+        self.seating.total()
     }
 
     /// Sends `frames` to every buyer, slot by slot, letting the runtime catch up between
@@ -125,9 +103,9 @@ impl BuyerPushes {
         }
         let mut woken = 0;
         let mut waited = Duration::ZERO;
-        for s in self.slots.iter() {
-            let _ = s.tx.send(frames.clone());
-            woken += s.buyers.load(Ordering::Relaxed);
+        for (i, tx) in self.slots.iter().enumerate() {
+            let _ = tx.send(frames.clone());
+            woken += self.seating.count(i);
             if woken >= WAVE && waited < MAX_PUSH_WAIT {
                 woken = 0;
                 let wave_done = Instant::now();
@@ -189,11 +167,7 @@ mod tests {
         let pushes = BuyerPushes::default();
         let mut subs: Vec<_> = (0..SLOTS * 5 + 3).map(|_| pushes.subscribe()).collect();
         assert_eq!(pushes.buyers(), SLOTS * 5 + 3);
-        let loads: Vec<usize> = pushes
-            .slots
-            .iter()
-            .map(|s| s.buyers.load(Ordering::Relaxed))
-            .collect();
+        let loads: Vec<usize> = (0..SLOTS).map(|i| pushes.seating.count(i)).collect();
         assert!(loads.iter().all(|&n| n == 5 || n == 6), "{loads:?}");
         for i in 0..3 {
             let frames: Frames = (0..2)
@@ -212,12 +186,9 @@ mod tests {
         // Leaving frees the seat, and the next buyer takes the emptiest slot.
         let gone = subs.swap_remove(0).slot;
         assert_eq!(pushes.buyers(), SLOTS * 5 + 2);
-        let loads_gone = pushes.slots[gone].buyers.load(Ordering::Relaxed);
+        let loads_gone = pushes.seating.count(gone);
         let next = pushes.subscribe();
-        assert_eq!(
-            pushes.slots[next.slot].buyers.load(Ordering::Relaxed),
-            loads_gone.min(5) + 1
-        );
+        assert_eq!(pushes.seating.count(next.slot), loads_gone.min(5) + 1);
     }
 
     /// A task that becomes ready while a push goes out (a buy arriving) runs between two

@@ -22,6 +22,7 @@
 //!   published to a stream per room, start-up repair and `livehub reconcile`
 //! - [`sale_feed`]: stock and sale pushes to buyers
 //! - [`buyer_pushes`]: a room's buyers in slots, each push sent in waves
+//! - [`seating`]: least-loaded seating in fan-out slots (buyers' pushes, dashboards)
 //! - [`dashboard`]: per-room aggregator, snapshots, fan-out slots (waves), the dashboard feed
 //! - [`api`]: admin and viewer REST
 //! - [`demo`]: the `--demo` livestream simulation
@@ -52,5 +53,6 @@ pub mod room;
 pub mod rooms;
 pub mod rooms_snapshot;
 pub mod sale_feed;
+pub mod seating;
 pub mod server;
 pub mod telemetry;

@@ -4,12 +4,12 @@
 //! only ever reads that slot: a task wakes only when its own slot is served, so 10,000
 //! dashboards do not all wake every tick just to filter.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::snapshot::Published;
+use crate::seating::Seating;
 
 /// Fan-out slots per room. With few dashboards every tick serves every slot the same snapshot;
 /// with many, one slot a tick, so a wave is about a tenth of the audience (1,000 frames for
@@ -19,29 +19,17 @@ pub const FANOUT_SLOTS: usize = 10;
 /// The slots of one room.
 #[derive(Debug)]
 pub struct Fanout {
-    slots: Box<[Slot]>,
-    /// Where the next join starts looking for the least-loaded slot (round robin on ties).
-    next: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct Slot {
-    /// Latest value wins: a slow dashboard gets the slot's newest snapshot, never a backlog.
-    tx: watch::Sender<Option<Arc<Published>>>,
-    /// Dashboards in this slot now. An atomic, not a lock: joins and leaves only count.
-    dashboards: AtomicUsize,
+    /// Latest value wins: a slow dashboard gets its slot's newest snapshot, never a backlog.
+    slots: Box<[watch::Sender<Option<Arc<Published>>>]>,
+    /// Dashboards per slot.
+    seating: Seating,
 }
 
 impl Default for Fanout {
     fn default() -> Self {
         Fanout {
-            slots: (0..FANOUT_SLOTS)
-                .map(|_| Slot {
-                    tx: watch::channel(None).0,
-                    dashboards: AtomicUsize::new(0),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
+            slots: (0..FANOUT_SLOTS).map(|_| watch::channel(None).0).collect(),
+            seating: Seating::new(FANOUT_SLOTS),
         }
     }
 }
@@ -58,9 +46,7 @@ pub struct Seat<'a> {
 
 impl Drop for Seat<'_> {
     fn drop(&mut self) {
-        self.fanout.slots[self.slot]
-            .dashboards
-            .fetch_sub(1, Ordering::Relaxed);
+        self.fanout.seating.leave(self.slot);
     }
 }
 
@@ -78,33 +64,27 @@ impl Fanout {
     /// Seats a dashboard in the slot with the fewest dashboards, so that slots stay even as
     /// dashboards come and go (plain round robin would drift with churn); ties go round robin.
     pub fn join(&self) -> Seat<'_> {
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let slot = (0..n)
-            .map(|k| (start + k) % n)
-            .min_by_key(|&i| self.slots[i].dashboards.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        self.slots[slot].dashboards.fetch_add(1, Ordering::Relaxed);
+        let slot = self.seating.take();
         Seat {
             fanout: self,
             slot,
-            snapshots: self.slots[slot].tx.subscribe(),
+            snapshots: self.slots[slot].subscribe(),
         }
     }
 
     /// Dashboards seated in `slot` now.
     pub fn dashboards(&self, slot: usize) -> usize {
-        self.slots[slot].dashboards.load(Ordering::Relaxed)
+        self.seating.count(slot)
     }
 
     /// A receiver of `slot`'s snapshots without taking a seat (tests and tools).
     pub fn subscribe(&self, slot: usize) -> watch::Receiver<Option<Arc<Published>>> {
-        self.slots[slot].tx.subscribe()
+        self.slots[slot].subscribe()
     }
 
     /// Hands `published` to the dashboards of `slot`: wakes only that slot's tasks.
     pub fn serve(&self, slot: usize, published: Arc<Published>) {
-        self.slots[slot].tx.send_replace(Some(published));
+        self.slots[slot].send_replace(Some(published));
     }
 }
 
