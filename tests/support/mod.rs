@@ -82,7 +82,14 @@ impl Default for Options {
 /// The value of one Prometheus series (name and labels, exactly as exposed) in the `/metrics`
 /// of the server at `addr`; `None` when the series is absent.
 pub async fn metric_at(addr: &str, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    metric_via(&reqwest::Client::new(), addr, series).await
+}
+
+/// [`metric_at`] through the given client (one bound to a source address, say).
+pub async fn metric_via(http: &reqwest::Client, addr: &str, series: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .expect("/metrics answers")
         .text()
