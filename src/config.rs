@@ -16,6 +16,7 @@
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 0 |
 //! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
 //! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
+//! | `--no-preallocate` | `LIVEHUB_NO_PREALLOCATE` | off: the next segment is zero-filled ahead |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
 //! | `--max-connections` | `LIVEHUB_MAX_CONNECTIONS` | open-file limit − 512 |
 //! | `--max-connections-per-ip` | `LIVEHUB_MAX_CONNECTIONS_PER_IP` | 0 (no limit) |
@@ -123,6 +124,10 @@ pub struct Config {
     /// Size at which the journal starts a new segment file.
     #[arg(long, env = "LIVEHUB_SEGMENT_BYTES", default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
+    /// Do not zero-fill the next journal segment ahead of use (then every batch's fdatasync
+    /// also writes the file's size). For filesystems that copy on write, where it buys nothing.
+    #[arg(long, env = "LIVEHUB_NO_PREALLOCATE")]
+    pub no_preallocate: bool,
     /// Longest time a graceful shutdown may take.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_DEADLINE_S", default_value_t = DEFAULT_SHUTDOWN_DEADLINE_S)]
     pub shutdown_deadline_s: u64,

@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     journal.commit_window = Duration::from_micros(cfg.commit_window_us);
     journal.snapshot_every_records = cfg.snapshot_every_records;
     journal.segment_bytes = cfg.segment_bytes.max(1);
+    journal.preallocate = !cfg.no_preallocate;
     let settings = Settings {
         hub: HubOptions {
             journal,

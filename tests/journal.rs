@@ -1,5 +1,6 @@
 //! The journal through the whole server: restart keeps everything, failed writes acknowledge
-//! nothing and lose nothing, a torn tail is cut, corruption before the tail refuses to start.
+//! nothing and lose nothing, a torn tail is cut, corruption before the tail refuses to start,
+//! and batches written into a preallocated segment survive a crash.
 
 mod support;
 
@@ -236,7 +237,8 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     );
     drop(c);
     let dir = s.stop().await;
-    // Zeros after the last frame (a file extended but never written) are a torn tail too.
+    // Zeros after the last frame (a file extended but never written) are no damage: they
+    // read as a preallocated segment's unused rest.
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(last_segment(&dir))
@@ -272,4 +274,106 @@ async fn corruption_before_the_tail_refuses_to_start_and_names_the_place() {
     );
     assert!(err.contains("offset"), "names the offset: {err}");
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+/// The files of `from`'s journal copied to a new data dir, as a crash would leave them: every
+/// acked record was fsynced, so the copy holds them.
+fn copy_journal(from: &std::path::Path) -> std::path::PathBuf {
+    let to = temp_dir();
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for e in std::fs::read_dir(from.join("journal")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join("journal").join(p.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_stop_trims_it() {
+    const SEGMENT: u64 = 1 << 20; // the test server's segment size
+    let s = TestServer::start().await;
+    setup(&s, "p").await;
+    let mut c = s.buyer("p", "u1").await;
+    // The writer moves to a zero-filled segment as soon as the spare is ready; from then on
+    // the last segment is a whole segment long, and its records are followed by zeros.
+    let mut acked = Vec::new();
+    while acked.len() < 4 || std::fs::metadata(last_segment(&s.data_dir)).unwrap().len() != SEGMENT
+    {
+        assert!(acked.len() < 10, "no preallocated segment after 10 buys");
+        let a = c.buy(&format!("q{}", acked.len()), "B2", 1).await;
+        assert_eq!(a["ok"], true, "{a}");
+        acked.push(a["order"].as_str().unwrap().to_string());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seg = last_segment(&s.data_dir);
+    assert_ne!(
+        livehub::journal::snapshot::segment_first_number(&seg),
+        Some(1),
+        "a second segment"
+    );
+    let crashed = copy_journal(&s.data_dir);
+    drop(c);
+    let dir = s.stop().await;
+    let records = std::fs::metadata(last_segment(&dir)).unwrap().len();
+    assert!(
+        records > 0 && records < SEGMENT,
+        "a clean stop trims the zeros: {records}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("spare"))
+        .collect();
+    assert!(leftovers.is_empty(), "no spare left behind: {leftovers:?}");
+
+    // The crash copy: the zeros are kept (not cut as a torn tail) and written into.
+    let s = TestServer::start_in(&crashed, Options::default()).await;
+    let exported: HashSet<String> = s
+        .export("p")
+        .await
+        .iter()
+        .map(|o| o["order"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(exported, acked.iter().cloned().collect::<HashSet<_>>());
+    let crashed_seg = last_segment(&crashed);
+    assert_eq!(std::fs::metadata(&crashed_seg).unwrap().len(), SEGMENT);
+    let mut c = s.buyer("p", "u1").await;
+    assert_eq!(
+        c.buy("q0", "B2", 1).await["order"].as_str(),
+        Some(acked[0].as_str()),
+        "a retry is still answered with its order"
+    );
+    assert_eq!(c.buy("after", "B2", 1).await["ok"], true);
+    drop(c);
+    let dir = s.stop().await;
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    assert_eq!(s.export("p").await.len(), acked.len() + 1);
+    let dir = s.stop().await;
+
+    // Zeros after the records of a segment that is not the last are no damage either...
+    let first = livehub::journal::segment::list(&dir.join("journal")).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let records_len = bytes.len();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&first, &bytes).unwrap();
+    let s = TestServer::start_in(&dir, Options::default()).await;
+    assert_eq!(s.export("p").await.len(), acked.len() + 1);
+    let dir = s.stop().await;
+    // ...but a record lost in them leaves a gap before the next segment, which is refused.
+    let mut last_frame = 0;
+    let mut pos = 0;
+    while let livehub::journal::record::Frame::Valid { len, .. } =
+        livehub::journal::record::read_frame(&bytes[pos..records_len])
+    {
+        last_frame = pos;
+        pos += len;
+    }
+    assert_eq!(pos, records_len, "the segment is whole frames");
+    bytes[last_frame..].fill(0);
+    std::fs::write(&first, &bytes).unwrap();
+    let err = match TestServer::try_start_in(&dir, Options::default()).await {
+        Ok(_) => panic!("a server must not start with a record missing"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("ends before record"), "{err}");
 }

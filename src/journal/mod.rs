@@ -4,13 +4,15 @@
 //! - [`writer`]: group commit on one thread, the point where an order becomes durable;
 //! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
 //! - [`snapshot`]: the state as of a record number, written in the background; compaction;
-//! - [`segment`]: segment files; [`fault`]: I/O fault injection for tests.
+//! - [`segment`]: segment files; [`spare`]: the next segment, zero-filled ahead;
+//! - [`fault`]: I/O fault injection for tests.
 
 pub mod fault;
 pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+mod spare;
 mod writer;
 
 use std::path::PathBuf;
@@ -111,6 +113,10 @@ pub struct JournalOptions {
     pub queue: usize,
     /// Records between snapshots; 0 takes none.
     pub snapshot_every_records: u64,
+    /// Zero-fill the next segment ahead of use ([`spare`]), so that batches never change a
+    /// segment's size and their fdatasync writes no inode. Only with `fsync`: without it there
+    /// is no fdatasync to spare.
+    pub preallocate: bool,
     /// Delete old snapshots and the segments they cover after each snapshot. Off only in
     /// tests that compare a snapshot's restart with a full replay of every segment.
     pub compact: bool,
@@ -127,6 +133,7 @@ impl JournalOptions {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             queue: DEFAULT_QUEUE,
             snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
+            preallocate: true,
             compact: true,
             faults: Arc::default(),
         }
@@ -138,6 +145,7 @@ pub struct Journal {
     tx: SyncSender<writer::Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     snapshot_thread: Mutex<Option<JoinHandle<()>>>,
+    spare_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Journal {
@@ -156,7 +164,8 @@ impl Journal {
             Some((p, len)) => (p.clone(), *len),
             None => (segment::segment_path(&dir, replayed.next_number), 0),
         };
-        let file = segment::open_for_append(&path).map_err(|source| JournalError::Io {
+        let opened = segment::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len())));
+        let (file, allocated) = opened.map_err(|source| JournalError::Io {
             path: path.clone(),
             source,
         })?;
@@ -185,10 +194,20 @@ impl Journal {
         } else {
             (None, None)
         };
+        let (spare, spare_thread) = if opts.preallocate && opts.fsync {
+            let (s, t) =
+                spare::Spare::start(dir.clone(), opts.segment_bytes).map_err(&spawn_err)?;
+            (Some(s), Some(t))
+        } else {
+            (None, None)
+        };
         let w = writer::Writer {
             dir,
             file,
             durable_len: len,
+            allocated,
+            preallocated: allocated >= opts.segment_bytes,
+            spare,
             segment_bytes: opts.segment_bytes,
             next_number: replayed.next_number,
             seqs: replayed.seqs.clone(),
@@ -210,6 +229,7 @@ impl Journal {
                 tx,
                 thread: Mutex::new(Some(thread)),
                 snapshot_thread: Mutex::new(snapshot_thread),
+                spare_thread: Mutex::new(spare_thread),
             },
             replayed,
         ))
@@ -252,6 +272,9 @@ impl Journal {
             .expect("snapshot thread lock")
             .take()
         {
+            let _ = t.join();
+        }
+        if let Some(t) = self.spare_thread.lock().expect("spare thread lock").take() {
             let _ = t.join();
         }
     }

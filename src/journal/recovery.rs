@@ -7,10 +7,13 @@
 //! starting would lose orders.
 //!
 //! A torn tail is what a crash in the middle of a batch write leaves: a frame cut short, or
-//! garbage or zeros after the last whole frame, in the last segment, with no whole frame after
-//! it. A bad frame with a valid one anywhere after it, or in any segment but the last, is
-//! corruption of data that may have been acknowledged: recovery stops and names the file and
-//! offset rather than dropping orders silently.
+//! garbage after the last whole frame, in the last segment, with no whole frame after it; it
+//! is cut off. Zeros alone after the last whole frame are no damage: they are the rest of a
+//! preallocated segment ([`super::spare`]), which the writer goes on writing into. (Records
+//! lost in zeros would show as a gap in the numbering: each segment's name says where its
+//! records start, and a gap is refused.) A bad frame with a valid one anywhere after it, or in
+//! any segment but the last, is corruption of data that may have been acknowledged: recovery
+//! stops and names the file and offset rather than dropping orders silently.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -34,7 +37,8 @@ pub struct Replayed {
     /// Records and orders replayed from the segments (after the snapshot, if any).
     pub records: u64,
     pub orders: u64,
-    /// The last segment and its length after any cut.
+    /// The last segment and where its records end (after any cut; a preallocated segment's
+    /// zeros may follow).
     pub last_segment: Option<(PathBuf, u64)>,
     /// A torn tail that was cut off: file, offset and bytes removed.
     pub cut: Option<(PathBuf, u64, u64)>,
@@ -61,6 +65,7 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
         source,
     };
     snapshot::remove_leftovers(dir).map_err(io)?;
+    super::spare::remove_leftovers(dir).map_err(io)?;
     let segments = segment::list(dir).map_err(io)?;
     let snapshots = snapshot::list(dir).map_err(io)?;
     let first_in_segments = match segments.first() {
@@ -185,6 +190,8 @@ fn read_segments(
         }
         let buf = fs::read(path).map_err(io(path))?;
         let mut pos = 0usize;
+        // Where the records end, when zeros (preallocated space) follow them.
+        let mut records_end = None;
         while pos < buf.len() {
             match record::read_frame(&buf[pos..]) {
                 Frame::Valid { payload, len } => {
@@ -208,6 +215,10 @@ fn read_segments(
                         return Ok(out);
                     }
                     pos += len;
+                }
+                _ if buf[pos..].iter().all(|&b| b == 0) => {
+                    records_end = Some(pos as u64);
+                    break;
                 }
                 bad => {
                     let what = if bad == Frame::Corrupt {
@@ -238,7 +249,10 @@ fn read_segments(
         }
         out.end_number = number;
         if is_last {
-            let len = fs::metadata(path).map_err(io(path))?.len();
+            let len = match records_end {
+                Some(end) => end,
+                None => fs::metadata(path).map_err(io(path))?.len(),
+            };
             out.last_segment = Some((path.clone(), len));
         }
     }
@@ -246,8 +260,10 @@ fn read_segments(
     Ok(out)
 }
 
-/// Whether any whole, valid frame starts at or after `from`.
+/// Whether any whole, valid frame starts at or after `from`. Only up to the last non-zero
+/// byte: zeros are never a frame, and a preallocated segment ends in megabytes of them.
 fn has_valid_frame_after(buf: &[u8], from: usize) -> bool {
-    (from..buf.len().saturating_sub(HEADER_LEN))
+    let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    (from..end.min(buf.len().saturating_sub(HEADER_LEN)))
         .any(|p| matches!(record::read_frame(&buf[p..]), Frame::Valid { .. }))
 }

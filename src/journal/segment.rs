@@ -24,10 +24,16 @@ pub fn list(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Opens a segment for appending, creating it if needed, and makes its directory entry durable.
-pub fn open_for_append(path: &Path) -> io::Result<File> {
+/// Opens a segment for writing, creating it if needed, and makes its directory entry durable.
+/// Not in append mode: the writer writes at its own offset, inside a preallocated file's
+/// length ([`super::spare`]) or past its end.
+pub fn open(path: &Path) -> io::Result<File> {
     let created = !path.exists();
-    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     if created {
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;

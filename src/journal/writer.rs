@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
@@ -18,6 +18,7 @@ use super::fault::Faults;
 use super::record::Record;
 use super::segment;
 use super::snapshot::{Job, Meta};
+use super::spare::Spare;
 use super::{Apply, JournalError, Mode};
 
 /// A record waiting to be made durable, and who waits for it.
@@ -36,8 +37,15 @@ pub(crate) enum Msg {
 pub(crate) struct Writer {
     pub dir: PathBuf,
     pub file: File,
-    /// Bytes of the current segment known to be durable.
+    /// Bytes of the current segment known to be durable: where the next batch is written.
     pub durable_len: u64,
+    /// The current segment file's length. Batches inside it leave the size alone, so their
+    /// fdatasync writes no inode.
+    pub allocated: u64,
+    /// Whether the current segment was zero-filled to `segment_bytes` ahead of use.
+    pub preallocated: bool,
+    /// The next segment, zero-filled ahead; `None` when preallocation is off.
+    pub spare: Option<Spare>,
     pub segment_bytes: u64,
     pub next_number: u64,
     pub seqs: HashMap<Arc<str>, u64>,
@@ -87,6 +95,8 @@ impl Writer {
             }
             self.commit(&mut batch, &mut buf);
         }
+        // A clean stop leaves the segment as long as its records.
+        self.trim();
         tracing::debug!(next_number = self.next_number, "journal writer stopped");
     }
 
@@ -137,7 +147,10 @@ impl Writer {
                     self.apply.apply(&p.record, Mode::Live);
                     let _ = p.done.send(Ok(p.record));
                 }
-                if self.durable_len >= self.segment_bytes {
+                // A segment that grows by appends is left as soon as a preallocated one is
+                // ready (the first one after a start, or after a failed fill).
+                let spare_ready = self.spare.as_ref().is_some_and(Spare::is_ready);
+                if self.durable_len >= self.segment_bytes || (!self.preallocated && spare_ready) {
                     self.rotate();
                 }
                 self.maybe_snapshot(batch_len);
@@ -199,7 +212,8 @@ impl Writer {
             }
         }
         self.faults.check_write()?;
-        self.file.write_all(buf)?;
+        self.file.write_all_at(buf, self.durable_len)?;
+        self.allocated = self.allocated.max(self.durable_len + buf.len() as u64);
         if self.fsync {
             self.faults.check_sync()?;
             self.file.sync_data()?;
@@ -218,7 +232,10 @@ impl Writer {
             }
         });
         match res {
-            Ok(()) => self.damaged = false,
+            Ok(()) => {
+                self.damaged = false;
+                self.allocated = self.durable_len;
+            }
             Err(e) => {
                 self.damaged = true;
                 tracing::error!(error = %e, "cannot cut the failed batch off the journal; refusing writes until it can");
@@ -226,13 +243,51 @@ impl Writer {
         }
     }
 
+    /// Cuts the current segment's unused zeros off, durably, so that a segment the writer
+    /// leaves (for the next one, or at a clean stop) is as long as its records. Returns
+    /// whether it now is.
+    fn trim(&mut self) -> bool {
+        if self.allocated <= self.durable_len {
+            return true;
+        }
+        match self
+            .file
+            .set_len(self.durable_len)
+            .and_then(|_| self.file.sync_all())
+        {
+            Ok(()) => {
+                self.allocated = self.durable_len;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot cut the segment's unused tail off");
+                false
+            }
+        }
+    }
+
+    /// Starts the next segment: the ready spare renamed, or a new empty file. The current one
+    /// is trimmed first; if that fails, writing goes on in it, into its zeros.
     fn rotate(&mut self) {
+        if !self.trim() {
+            return;
+        }
         let path = segment::segment_path(&self.dir, self.next_number);
-        match segment::open_for_append(&path) {
-            Ok(f) => {
+        let (opened, preallocated) = match self.spare.as_ref().and_then(|s| s.take(&path)) {
+            Some(Ok(f)) => (Ok(f), true),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot use the spare segment; starting an empty one");
+                (segment::open(&path), false)
+            }
+            None => (segment::open(&path), false),
+        };
+        match opened.and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+            Ok((f, len)) => {
                 self.file = f;
                 self.durable_len = 0;
-                tracing::info!(path = %path.display(), "journal segment started");
+                self.allocated = len;
+                self.preallocated = preallocated;
+                tracing::info!(path = %path.display(), preallocated, "journal segment started");
             }
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "cannot start a new segment; continuing the old one")

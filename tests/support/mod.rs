@@ -126,6 +126,9 @@ impl TestServer {
         let mut journal = JournalOptions::new(dir);
         journal.faults = faults.clone();
         journal.fsync = opts.fsync;
+        // Small segments, so that the tests' journals go through rotations and preallocated
+        // spares, not only the first segment.
+        journal.segment_bytes = 1 << 20;
         if let Some(q) = opts.journal_queue {
             journal.queue = q;
         }
