@@ -14,12 +14,6 @@ use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
 use crate::requests::{Began, RequestTable, Seen};
 
-/// Orders a reader copies out of the order list under its lock at a time (see
-/// [`Room::for_orders_from`]), so the writer waits for one such copy at most, where it used
-/// to wait for the aggregator to fold a whole tick's orders (20,000 at 200,000 buys/s) under
-/// the lock, and for the audit to count every order of the room.
-pub const READ_PIECE: usize = 1024;
-
 /// What [`Room::begin_request`] found.
 pub enum Begin {
     /// The caller now owns the request and must end it: by the order's commit, or by
@@ -118,8 +112,13 @@ pub struct Room {
     /// User ids interned to ledger keys.
     users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     next_user: AtomicU32,
-    /// Durable orders by seq. Appended only by the journal writer, in seq order.
-    orders: RwLock<Vec<Arc<OrderRecord>>>,
+    /// Durable orders by seq. Appended only by the journal writer, in seq order. An
+    /// append-only vector of buckets that double: readers (the dashboard aggregator's fold, the
+    /// audit, the snapshot thread, exports) index it without a lock, so none of them can hold
+    /// up the writer, and growing it never copies or re-faults what it holds. It replaced a
+    /// `RwLock<Vec<_>>`, whose readers had to copy pieces out under the lock, and whose
+    /// doubling at a million orders moved 8 MB while the writer held the lock.
+    orders: boxcar::Vec<Arc<OrderRecord>>,
     /// Redis mode: every hub's published orders, in the room's stream order.
     stream: RwLock<Vec<StreamOrder>>,
     pub live: LiveStats,
@@ -159,7 +158,7 @@ impl Room {
             requests: RequestTable::with_capacity(orders),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
-            orders: RwLock::new(Vec::with_capacity(orders)),
+            orders: boxcar::Vec::with_capacity(orders),
             stream: RwLock::new(Vec::new()),
             live: LiveStats::new(),
             buyer_pushes: BuyerPushes::default(),
@@ -288,7 +287,7 @@ impl Room {
     /// pending since [`Room::begin_request`], becomes the order in place.
     pub fn add_order(&self, order: Arc<OrderRecord>) {
         let waited = self.requests.complete(&order) == Some(true);
-        self.orders.write().expect("orders lock").push(order);
+        self.orders.push(order);
         if waited {
             self.request_settled.notify_waiters();
         }
@@ -297,70 +296,62 @@ impl Room {
     /// Records an order replayed from the journal at start (nobody began it in this process).
     pub fn add_replayed_order(&self, order: Arc<OrderRecord>) {
         self.requests.insert_done(&order);
-        self.orders.write().expect("orders lock").push(order);
+        self.orders.push(order);
     }
 
     /// Records durable orders restored from a snapshot, in seq order (restore only).
     pub fn restore_orders(&self, orders: impl IntoIterator<Item = Arc<OrderRecord>>) {
-        let mut list = self.orders.write().expect("orders lock");
         for order in orders {
             self.requests.insert_done(&order);
-            list.push(order);
+            self.orders.push(order);
         }
     }
 
     /// Calls `f` on the durable orders with index `from..to` (fewer if there are fewer), in
-    /// pieces of [`READ_PIECE`] copied out under the lock and handed to `f` outside it, so
-    /// that the journal writer, which appends under the lock, waits for one piece's copy at
-    /// most, never for `f`. Returns the index after the last order handed over.
-    fn orders_in_pieces(
-        &self,
-        from: usize,
-        to: usize,
-        mut f: impl FnMut(&[Arc<OrderRecord>]),
-    ) -> usize {
-        let mut at = from;
-        let mut piece = Vec::with_capacity(READ_PIECE.min(to.saturating_sub(from)));
-        while at < to {
-            piece.clear();
-            {
-                let orders = self.orders.read().expect("orders lock");
-                let end = to.min(at + READ_PIECE).min(orders.len());
-                if at < end {
-                    piece.extend_from_slice(&orders[at..end]);
-                }
-            }
-            if piece.is_empty() {
-                break;
-            }
-            at += piece.len();
-            f(&piece);
+    /// seq order, without a lock. Returns the index after the last order handed over.
+    fn for_orders(&self, from: usize, to: usize, mut f: impl FnMut(&Arc<OrderRecord>)) -> usize {
+        // Every index below the count is written: the one writer pushes, and the count is
+        // raised after the entry (with release ordering; `count` loads with acquire).
+        let to = to.min(self.orders.count());
+        for i in from..to {
+            f(self.orders.get(i).expect("an order below the count"));
         }
-        at
+        to.max(from)
     }
 
-    /// The first `n` durable orders (in seq order), in pieces (the snapshot thread).
-    pub fn orders_prefix(&self, n: usize, f: impl FnMut(&[Arc<OrderRecord>])) {
-        self.orders_in_pieces(0, n, f);
+    /// The first `n` durable orders (in seq order): the snapshot thread.
+    pub fn orders_prefix(&self, n: usize, f: impl FnMut(&Arc<OrderRecord>)) {
+        self.for_orders(0, n, f);
     }
 
     /// Orders with `seq > after_seq`, oldest first, at most `limit`.
     pub fn orders_after(&self, after_seq: u64, limit: usize) -> Vec<Arc<OrderRecord>> {
-        let orders = self.orders.read().expect("orders lock");
-        let start = orders.partition_point(|o| o.seq <= after_seq);
-        orders[start..].iter().take(limit).cloned().collect()
+        let count = self.orders.count();
+        let seq = |i: usize| self.orders.get(i).expect("an order below the count").seq;
+        // The first index whose seq is above `after_seq` (seqs grow with the index).
+        let (mut lo, mut hi) = (0, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if seq(mid) <= after_seq {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut page = Vec::with_capacity(limit.min(count - lo));
+        self.for_orders(lo, lo.saturating_add(limit), |o| page.push(o.clone()));
+        page
     }
 
     /// Number of durable orders.
     pub fn order_count(&self) -> usize {
-        self.orders.read().expect("orders lock").len()
+        self.orders.count()
     }
 
-    /// Calls `f` on each order from index `from` (not seq) to the count there is now, outside
-    /// the lock (in pieces, like [`Room::orders_prefix`]); returns the index reached.
-    pub fn for_orders_from(&self, from: usize, mut f: impl FnMut(&Arc<OrderRecord>)) -> usize {
-        let to = self.order_count();
-        self.orders_in_pieces(from, to, |piece| piece.iter().for_each(&mut f))
+    /// Calls `f` on each order from index `from` (not seq) to the count there is now, without
+    /// a lock; returns the index reached.
+    pub fn for_orders_from(&self, from: usize, f: impl FnMut(&Arc<OrderRecord>)) -> usize {
+        self.for_orders(from, usize::MAX, f)
     }
 
     /// Redis mode: appends orders read from the room's stream (the stream reader only).
@@ -389,9 +380,9 @@ mod tests {
         crate::requests::tests::order(&Arc::from(user), &Arc::from(req))
     }
 
-    /// Readers get the orders in pieces outside the lock: `f` itself can append (as the
-    /// journal writer does meanwhile) without waiting for the reader, which would deadlock if
-    /// `f` ran under the read lock. The reader stops at the count there was when it began.
+    /// Readers take no lock: `f` itself can append (as the journal writer does meanwhile)
+    /// without waiting for the reader, which would deadlock if `f` ran under a read lock. The
+    /// reader stops at the count there was when it began.
     #[test]
     fn readers_never_hold_the_order_list_while_they_work() {
         // On a thread of its own: a reader that held the lock would hang it, and the wait
@@ -406,28 +397,41 @@ mod tests {
             .expect("a reader held the order list while its callback appended");
     }
 
+    /// The room's next order, by seq.
+    fn next(room: &Room, req: &str) -> Arc<OrderRecord> {
+        let mut o = order("u", req);
+        Arc::get_mut(&mut o).expect("new").seq = room.order_count() as u64 + 1;
+        o
+    }
+
     fn readers_work_outside_the_lock() {
         let room = Room::new("r".into(), "t".into());
-        let n = READ_PIECE * 2 + READ_PIECE / 2;
+        let n = 2500;
         for i in 0..n {
-            room.add_order(order("u", &format!("a{i}")));
+            room.add_order(next(&room, &format!("a{i}")));
         }
+        // The fold sees the orders there were when it began, whatever is appended meanwhile.
         let mut seen = Vec::new();
-        let reached = room.for_orders_from(READ_PIECE / 2, |o| {
+        let reached = room.for_orders_from(n / 5, |o| {
             seen.push(o.req.to_string());
-            room.add_order(order("u", &format!("b{}", seen.len())));
+            room.add_order(next(&room, &format!("b{}", seen.len())));
         });
         assert_eq!(reached, n);
-        let want: Vec<String> = (READ_PIECE / 2..n).map(|i| format!("a{i}")).collect();
+        let want: Vec<String> = (n / 5..n).map(|i| format!("a{i}")).collect();
         assert_eq!(seen, want);
         assert_eq!(room.order_count(), n + want.len());
         let mut prefix = 0;
-        room.orders_prefix(n + 10, |piece| {
-            assert!(piece.len() <= READ_PIECE);
-            prefix += piece.len();
-            room.add_order(order("u", &format!("c{prefix}")));
+        room.orders_prefix(n + 10, |o| {
+            assert_eq!(o.seq, prefix as u64 + 1, "in seq order");
+            prefix += 1;
+            room.add_order(next(&room, &format!("c{prefix}")));
         });
         assert_eq!(prefix, n + 10);
+        // A page after a seq starts right after it.
+        let page = room.orders_after(n as u64 - 3, 5);
+        let seqs: Vec<u64> = page.iter().map(|o| o.seq).collect();
+        assert_eq!(seqs, (n as u64 - 2..n as u64 + 3).collect::<Vec<_>>());
+        assert!(room.orders_after(u64::MAX - 1, 5).is_empty());
     }
 
     /// Many connections begin the same `(user, req)` at once, on a multi-threaded runtime.

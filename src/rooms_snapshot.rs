@@ -275,27 +275,25 @@ impl Capture for RoomsCapture {
                 *out = postcard::to_extend(&Item::Str(s), buf).expect("encodes");
                 i
             };
-            rc.room.orders_prefix(rc.orders, |piece| {
-                for o in piece {
-                    let sku = index(&o.sku, &mut out);
-                    let user = index(&o.user, &mut out);
-                    let referrer = o.referrer.as_ref().map_or(0, |r| index(r, &mut out) + 1);
-                    let row = Item::Order(OrderRow {
-                        seq: o.seq,
-                        number: o.number,
-                        sku,
-                        user,
-                        referrer,
-                        req: &o.req,
-                        qty: o.qty,
-                        price_fen: o.price_fen,
-                        amount_fen: o.amount_fen,
-                        ts_ms: o.ts_ms,
-                        left_after: o.left_after,
-                    });
-                    let buf = std::mem::take(&mut out);
-                    out = postcard::to_extend(&row, buf).expect("encodes");
-                }
+            rc.room.orders_prefix(rc.orders, |o| {
+                let sku = index(&o.sku, &mut out);
+                let user = index(&o.user, &mut out);
+                let referrer = o.referrer.as_ref().map_or(0, |r| index(r, &mut out) + 1);
+                let row = Item::Order(OrderRow {
+                    seq: o.seq,
+                    number: o.number,
+                    sku,
+                    user,
+                    referrer,
+                    req: &o.req,
+                    qty: o.qty,
+                    price_fen: o.price_fen,
+                    amount_fen: o.amount_fen,
+                    ts_ms: o.ts_ms,
+                    left_after: o.left_after,
+                });
+                let buf = std::mem::take(&mut out);
+                out = postcard::to_extend(&row, buf).expect("encodes");
             });
             out = postcard::to_extend(&Item::End, out).expect("encodes");
         }
