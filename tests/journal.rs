@@ -224,9 +224,11 @@ async fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     drop(f);
     let s = TestServer::start_in(&dir, Options::default()).await;
     assert_eq!(s.export("t").await.len(), 5);
-    assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        good_len,
+    // Cut, and then the segment extended with zeros again (preallocated) for the writer.
+    let after = std::fs::read(&seg).unwrap();
+    assert!(after.len() as u64 >= good_len);
+    assert!(
+        after[good_len as usize..].iter().all(|&b| b == 0),
         "the torn tail was cut"
     );
     let mut c = s.buyer("t", "u1").await;
@@ -276,6 +278,17 @@ async fn corruption_before_the_tail_refuses_to_start_and_names_the_place() {
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
 }
 
+/// Where the whole frames at the start of `bytes` end.
+fn records_end(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    while let livehub::journal::record::Frame::Valid { len, .. } =
+        livehub::journal::record::read_frame(&bytes[pos..])
+    {
+        pos += len;
+    }
+    pos
+}
+
 /// The files of `from`'s journal copied to a new data dir, as a crash would leave them: every
 /// acked record was fsynced, so the copy holds them.
 fn copy_journal(from: &std::path::Path) -> std::path::PathBuf {
@@ -290,35 +303,49 @@ fn copy_journal(from: &std::path::Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_stop_trims_it() {
-    const SEGMENT: u64 = 1 << 20; // the test server's segment size
-    let s = TestServer::start().await;
+    // Segments of 256 bytes, a few records each: the eight buys below go through rotations (B2 has 10 in stock).
+    const SEGMENT: u64 = 256;
+    let opts = || Options {
+        segment_bytes: SEGMENT,
+        ..Options::default()
+    };
+    let s = TestServer::start_with(opts()).await;
     setup(&s, "p").await;
     let mut c = s.buyer("p", "u1").await;
-    // The writer moves to a zero-filled segment as soon as the spare is ready; from then on
-    // the last segment is a whole segment long, and its records are followed by zeros.
+    // Every segment, the first one too, is zero-filled to a whole segment before it is
+    // written: the last segment is a whole segment long, its records followed by zeros.
     let mut acked = Vec::new();
-    while acked.len() < 4 || std::fs::metadata(last_segment(&s.data_dir)).unwrap().len() != SEGMENT
-    {
-        assert!(acked.len() < 10, "no preallocated segment after 10 buys");
-        let a = c.buy(&format!("q{}", acked.len()), "B2", 1).await;
+    for i in 0..8 {
+        let a = c.buy(&format!("q{i}"), "B2", 1).await;
         assert_eq!(a["ok"], true, "{a}");
         acked.push(a["order"].as_str().unwrap().to_string());
+        let len = std::fs::metadata(last_segment(&s.data_dir)).unwrap().len();
+        assert!(len >= SEGMENT, "segment of {len} bytes");
+        // Time for the spare thread to fill the next one.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let seg = last_segment(&s.data_dir);
     assert_ne!(
         livehub::journal::snapshot::segment_first_number(&seg),
         Some(1),
-        "a second segment"
+        "a second segment: {:?}",
+        std::fs::read_dir(s.data_dir.join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
     );
     let crashed = copy_journal(&s.data_dir);
     drop(c);
     let dir = s.stop().await;
-    let records = std::fs::metadata(last_segment(&dir)).unwrap().len();
-    assert!(
-        records > 0 && records < SEGMENT,
-        "a clean stop trims the zeros: {records}"
-    );
+    for seg in livehub::journal::segment::list(&dir.join("journal")).unwrap() {
+        let bytes = std::fs::read(&seg).unwrap();
+        assert_eq!(
+            records_end(&bytes),
+            bytes.len(),
+            "a clean stop trims the zeros: {}",
+            seg.display()
+        );
+    }
     let leftovers: Vec<_> = std::fs::read_dir(dir.join("journal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -327,7 +354,7 @@ async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_
     assert!(leftovers.is_empty(), "no spare left behind: {leftovers:?}");
 
     // The crash copy: the zeros are kept (not cut as a torn tail) and written into.
-    let s = TestServer::start_in(&crashed, Options::default()).await;
+    let s = TestServer::start_in(&crashed, opts()).await;
     let exported: HashSet<String> = s
         .export("p")
         .await
@@ -346,7 +373,7 @@ async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_
     assert_eq!(c.buy("after", "B2", 1).await["ok"], true);
     drop(c);
     let dir = s.stop().await;
-    let s = TestServer::start_in(&dir, Options::default()).await;
+    let s = TestServer::start_in(&dir, opts()).await;
     assert_eq!(s.export("p").await.len(), acked.len() + 1);
     let dir = s.stop().await;
 
@@ -356,22 +383,15 @@ async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_
     let records_len = bytes.len();
     bytes.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&first, &bytes).unwrap();
-    let s = TestServer::start_in(&dir, Options::default()).await;
+    let s = TestServer::start_in(&dir, opts()).await;
     assert_eq!(s.export("p").await.len(), acked.len() + 1);
     let dir = s.stop().await;
     // ...but a record lost in them leaves a gap before the next segment, which is refused.
-    let mut last_frame = 0;
-    let mut pos = 0;
-    while let livehub::journal::record::Frame::Valid { len, .. } =
-        livehub::journal::record::read_frame(&bytes[pos..records_len])
-    {
-        last_frame = pos;
-        pos += len;
-    }
-    assert_eq!(pos, records_len, "the segment is whole frames");
+    assert_eq!(records_end(&bytes[..records_len]), records_len);
+    let last_frame = records_end(&bytes[..records_len - 1]);
     bytes[last_frame..].fill(0);
     std::fs::write(&first, &bytes).unwrap();
-    let err = match TestServer::try_start_in(&dir, Options::default()).await {
+    let err = match TestServer::try_start_in(&dir, opts()).await {
         Ok(_) => panic!("a server must not start with a record missing"),
         Err(e) => format!("{e:#}"),
     };

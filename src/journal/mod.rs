@@ -165,10 +165,20 @@ impl Journal {
             None => (segment::segment_path(&dir, replayed.next_number), 0),
         };
         let opened = segment::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len())));
-        let (file, allocated) = opened.map_err(|source| JournalError::Io {
+        let (file, mut allocated) = opened.map_err(|source| JournalError::Io {
             path: path.clone(),
             source,
         })?;
+        let preallocate = opts.preallocate && opts.fsync;
+        if preallocate && allocated < opts.segment_bytes {
+            match spare::zero_fill(&file, allocated, opts.segment_bytes) {
+                Ok(()) => allocated = opts.segment_bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot preallocate the journal segment; it grows by appends");
+                    allocated = file.metadata().map_or(allocated, |m| m.len());
+                }
+            }
+        }
         let dir_for_err = dir.clone();
         let spawn_err = move |source| JournalError::Io {
             path: dir_for_err.clone(),
@@ -194,7 +204,7 @@ impl Journal {
         } else {
             (None, None)
         };
-        let (spare, spare_thread) = if opts.preallocate && opts.fsync {
+        let (spare, spare_thread) = if preallocate {
             let (s, t) =
                 spare::Spare::start(dir.clone(), opts.segment_bytes).map_err(&spawn_err)?;
             (Some(s), Some(t))

@@ -9,6 +9,10 @@
 //! on the first write is again a metadata change; the bytes have to be really written once,
 //! which is what write-ahead logs such as PostgreSQL's do for their segments too.
 //!
+//! The segment the writer starts in is extended with zeros the same way at start (before the
+//! writer runs, so nothing else writes the file meanwhile), so that the first rotation, and
+//! the first refill of the spare, come only once a whole segment is written.
+//!
 //! Files: `journal/spare.seg.partial` while it is filled, renamed to `journal/spare.seg.ready`
 //! once filled and synced. Neither has the `.seg` extension, so recovery never reads them; they
 //! are removed at start and at a clean stop. The writer renames the ready spare to the next
@@ -40,8 +44,21 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes a zero-filled spare of `bytes`, in synced pieces (so the journal's own fdatasync
-/// never queues behind the whole file at the disk), then renames it ready.
+/// Writes zeros over `from..to` of `f` in synced pieces (so that the journal's own fdatasync
+/// never queues behind the whole range at the disk), then syncs the file's size too.
+pub(crate) fn zero_fill(f: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; WRITE_PIECE];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(WRITE_PIECE as u64) as usize;
+        f.write_all_at(&zeros[..n], at)?;
+        f.sync_data()?;
+        at += n as u64;
+    }
+    f.sync_all()
+}
+
+/// Writes a zero-filled spare of `bytes`, then renames it ready.
 fn fill(dir: &Path, bytes: u64) -> io::Result<()> {
     let partial = dir.join(PARTIAL);
     let f = OpenOptions::new()
@@ -49,15 +66,7 @@ fn fill(dir: &Path, bytes: u64) -> io::Result<()> {
         .write(true)
         .truncate(true)
         .open(&partial)?;
-    let zeros = vec![0u8; WRITE_PIECE];
-    let mut at = 0u64;
-    while at < bytes {
-        let n = (bytes - at).min(WRITE_PIECE as u64) as usize;
-        f.write_all_at(&zeros[..n], at)?;
-        f.sync_data()?;
-        at += n as u64;
-    }
-    f.sync_all()?;
+    zero_fill(&f, 0, bytes)?;
     fs::rename(&partial, dir.join(READY))
 }
 

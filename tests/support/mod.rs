@@ -56,6 +56,9 @@ pub struct Options {
     pub max_pending_buys: usize,
     /// Redis mode (`--redis`): see `support::redis`.
     pub shared: Option<livehub::fleet::SharedOptions>,
+    /// The journal's segment size: small (1 MiB) so that the tests' journals go through
+    /// rotations and preallocated spares, not only the first segment.
+    pub segment_bytes: u64,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             journal_queue: None,
             max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
             shared: None,
+            segment_bytes: 1 << 20,
         }
     }
 }
@@ -126,9 +130,7 @@ impl TestServer {
         let mut journal = JournalOptions::new(dir);
         journal.faults = faults.clone();
         journal.fsync = opts.fsync;
-        // Small segments, so that the tests' journals go through rotations and preallocated
-        // spares, not only the first segment.
-        journal.segment_bytes = 1 << 20;
+        journal.segment_bytes = opts.segment_bytes;
         if let Some(q) = opts.journal_queue {
             journal.queue = q;
         }
