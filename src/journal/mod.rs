@@ -12,7 +12,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
-mod spare;
+pub mod spare;
 mod writer;
 
 use std::path::PathBuf;
@@ -114,8 +114,8 @@ pub struct JournalOptions {
     /// Records between snapshots; 0 takes none.
     pub snapshot_every_records: u64,
     /// Zero-fill the next segment ahead of use ([`spare`]), so that batches never change a
-    /// segment's size and their fdatasync writes no inode. Only with `fsync`: without it there
-    /// is no fdatasync to spare.
+    /// segment's size and their fdatasync writes no inode. Only with `fsync` (without it there
+    /// is no fdatasync to spare) and for segments up to [`spare::MAX_BYTES`].
     pub preallocate: bool,
     /// Delete old snapshots and the segments they cover after each snapshot. Off only in
     /// tests that compare a snapshot's restart with a full replay of every segment.
@@ -169,7 +169,14 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
-        let preallocate = opts.preallocate && opts.fsync;
+        let preallocate = opts.preallocate && opts.fsync && opts.segment_bytes <= spare::MAX_BYTES;
+        if opts.preallocate && opts.fsync && !preallocate {
+            tracing::info!(
+                segment_bytes = opts.segment_bytes,
+                max = spare::MAX_BYTES,
+                "segments this large are not zero-filled ahead; they grow by appends"
+            );
+        }
         if preallocate && allocated < opts.segment_bytes {
             match spare::zero_fill(&file, allocated, opts.segment_bytes) {
                 Ok(()) => allocated = opts.segment_bytes,

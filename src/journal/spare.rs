@@ -30,6 +30,10 @@ use std::thread::JoinHandle;
 
 use super::snapshot::WRITE_PIECE;
 
+/// Largest segment that is zero-filled ahead: filling costs a write of the whole segment (at
+/// start too), so `--segment-bytes` beyond this grow by appends as before.
+pub const MAX_BYTES: u64 = 1 << 30;
+
 const PARTIAL: &str = "spare.seg.partial";
 const READY: &str = "spare.seg.ready";
 
