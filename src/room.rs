@@ -119,8 +119,10 @@ pub struct Room {
     /// `RwLock<Vec<_>>`, whose readers had to copy pieces out under the lock, and whose
     /// doubling at a million orders moved 8 MB while the writer held the lock.
     orders: boxcar::Vec<Arc<OrderRecord>>,
-    /// Redis mode: every hub's published orders, in the room's stream order.
-    stream: RwLock<Vec<StreamOrder>>,
+    /// Redis mode: every hub's published orders, in the room's stream order. Append-only
+    /// like `orders`, for the same reason: the aggregator's fold and the audit read it without
+    /// holding up the stream reader, which appends.
+    stream: boxcar::Vec<StreamOrder>,
     pub live: LiveStats,
     /// Pushes to every buyer of the room, each encoded once, sent in waves.
     pub buyer_pushes: BuyerPushes,
@@ -159,7 +161,7 @@ impl Room {
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
             orders: boxcar::Vec::with_capacity(orders),
-            stream: RwLock::new(Vec::new()),
+            stream: boxcar::Vec::new(),
             live: LiveStats::new(),
             buyer_pushes: BuyerPushes::default(),
             sale_changed: Notify::new(),
@@ -356,16 +358,19 @@ impl Room {
 
     /// Redis mode: appends orders read from the room's stream (the stream reader only).
     pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
-        self.stream.write().expect("stream lock").extend(orders);
+        for o in orders {
+            self.stream.push(o);
+        }
     }
 
     /// Redis mode: calls `f` on each stream order from index `from` on; returns the new count.
+    /// Without a lock, like [`Room::for_orders_from`].
     pub fn for_stream_from(&self, from: usize, mut f: impl FnMut(&StreamOrder)) -> usize {
-        let orders = self.stream.read().expect("stream lock");
-        for o in orders.iter().skip(from) {
-            f(o);
+        let to = self.stream.count();
+        for i in from..to {
+            f(self.stream.get(i).expect("a stream order below the count"));
         }
-        orders.len()
+        to
     }
 }
 
