@@ -169,8 +169,9 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
-        let preallocate = opts.preallocate && opts.fsync && opts.segment_bytes <= spare::MAX_BYTES;
-        if opts.preallocate && opts.fsync && !preallocate {
+        let wanted = opts.preallocate && opts.fsync;
+        let preallocate = wanted && opts.segment_bytes <= spare::MAX_BYTES;
+        if wanted && !preallocate {
             tracing::info!(
                 segment_bytes = opts.segment_bytes,
                 max = spare::MAX_BYTES,
