@@ -80,6 +80,7 @@ fn main() {
                     ts_ms: 1_700_000_000_000 + i as i64,
                     left_after: n - i,
                     hub: None,
+                    begun: None,
                 };
                 loop {
                     match journal.submit(Record::Order(Arc::new(o.clone()))) {

@@ -18,6 +18,7 @@ use crate::fleet::{Fleet, SharedOptions};
 use crate::inventory::{BuyRequest, LocalGate, Reservation};
 use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
+use crate::requests::Ticket;
 use crate::room::{Begin, Room, UserRef};
 use crate::rooms::Rooms;
 
@@ -196,7 +197,7 @@ impl Hub {
         }
         match room.begin_request(&user.id, &msg.req).await {
             Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
-            Begin::Fresh(req) => match self.decide_fresh(room, user, msg, req) {
+            Begin::Fresh(req, ticket) => match self.decide_fresh(room, user, msg, req, ticket) {
                 Started::Answered(ack) => ack,
                 Started::Journaling(j) => j.await,
             },
@@ -213,7 +214,7 @@ impl Hub {
         }
         Some(match room.try_begin_request(&user.id, &msg.req)? {
             Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req))),
-            Begin::Fresh(req) => self.decide_fresh(room, user, msg, req),
+            Begin::Fresh(req, ticket) => self.decide_fresh(room, user, msg, req, ticket),
         })
     }
 
@@ -224,6 +225,7 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
         req: Arc<str>,
+        ticket: Ticket,
     ) -> Started {
         let Some(admitted) = self.admit() else {
             room.end_request(&user.id, &msg.req);
@@ -266,6 +268,7 @@ impl Hub {
             ts_ms: buy.now_ms,
             left_after: reservation.left_after,
             hub: None,
+            begun: Some(ticket),
         };
         let order_req = req;
         match self.inner.journal.submit(Record::Order(Arc::new(order))) {

@@ -1,23 +1,34 @@
 //! A room's idempotency table: where every `(user, req)` stands, pending or the order it made.
 //!
-//! Every buy looks here twice, once when it begins (on the buyer's runtime thread) and once
-//! when its order becomes durable (on the journal writer), and the table holds every request of
-//! the stream, so it is large and each look is a cache miss. It is built to miss as little as
-//! possible: shards of `hashbrown::HashTable` behind `RwLock`s, each entry keeping its hash
-//! (a resize never touches the key strings) and the very `Arc`s of the user id and `req` that
-//! the order carries, so the writer finds its entry by pointer equality without reading a
-//! string. It replaced a `DashMap<String, _>` whose two lookups a buy were ~19% of the hub's
-//! CPU at 120,000 acks/s (BENCHMARKS.md, "Durable orders").
+//! Every buy looks here when it begins (on the buyer's runtime thread) and again when its order
+//! becomes durable (on the journal writer), and the table holds every request of the stream,
+//! so it is large and each random look is a cache miss. It is built to miss as little as
+//! possible:
+//! - Shards behind `RwLock`s, each a `hashbrown::HashTable` of 8-byte buckets (a 32-bit key
+//!   from the hash and the entry's place) over the entries themselves, which are appended in
+//!   the order requests begin, in chunks that never move. A resize moves only the buckets and
+//!   reads no entry; a new request writes one random bucket and the tail of its shard.
+//! - [`RequestTable::begin`] hands back a [`Ticket`], the entry's place, which the order
+//!   carries ([`OrderRecord::begun`]): the writer's [`RequestTable::complete`] goes straight to
+//!   the entry it marks done, with no hash look-up, and checks it by pointer (the entry keeps
+//!   the very `Arc` of the `req` the order carries).
+//!
+//! A request that made nothing is forgotten: its bucket goes, and its entry's place is reused
+//! by a later request. It replaced a `DashMap<String, _>` whose two look-ups a buy were ~19% of
+//! the hub's CPU at 120,000 acks/s, then a table of whole entries that was ~19% at 210,000
+//! (BENCHMARKS.md).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
 
-use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::hash_table::HashTable;
 
 use crate::journal::OrderRecord;
 
 /// Shards of the table, of uneven sizes: [`pick_shard`].
 const SHARDS: usize = 64;
+/// Entries per chunk of a shard's entry store: a chunk is allocated whole and never moves.
+const CHUNK: usize = 1024;
 
 /// Where a `(user, req)` stands.
 #[derive(Debug)]
@@ -29,17 +40,93 @@ pub enum RequestState {
     Done(Arc<OrderRecord>),
 }
 
+/// One request: what the buckets point at.
 #[derive(Debug)]
 struct Slot {
-    hash: u64,
     user: Arc<str>,
     req: Arc<str>,
-    state: RequestState,
+    /// `None`: forgotten, the place is free for the next request.
+    state: Option<RequestState>,
 }
 
-impl Slot {
-    fn is(&self, hash: u64, user: &str, req: &str) -> bool {
-        self.hash == hash && &*self.user == user && &*self.req == req
+/// A bucket of a shard's hash table: a 32-bit key from the request's hash, and the place of
+/// its entry in the shard's store.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    key: u32,
+    at: u32,
+}
+
+/// hashbrown takes a bucket's position from the low bits of the hash and its 7-bit tag from
+/// the top bits; the 32-bit key feeds both, so a resize rehashes from the bucket alone.
+fn spread(key: u32) -> u64 {
+    (u64::from(key) << 32) | u64::from(key)
+}
+
+/// Where a begun request's entry is, for [`RequestTable::complete`] to go straight there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    shard: u32,
+    at: u32,
+}
+
+/// One shard: the index and the entries it points at.
+#[derive(Debug, Default)]
+struct Shard {
+    index: HashTable<Bucket>,
+    /// Chunks of [`CHUNK`] entries, filled in order; a chunk never grows past its capacity,
+    /// so an entry never moves.
+    chunks: Vec<Vec<Slot>>,
+    /// Places of forgotten entries, reused first.
+    free: Vec<u32>,
+}
+
+impl Shard {
+    fn with_capacity(n: usize) -> Self {
+        Shard {
+            index: HashTable::with_capacity(n),
+            chunks: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn slot(&self, at: u32) -> &Slot {
+        let at = at as usize;
+        &self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    fn slot_mut(&mut self, at: u32) -> &mut Slot {
+        let at = at as usize;
+        &mut self.chunks[at / CHUNK][at % CHUNK]
+    }
+
+    /// The bucket of `(user, req)`; `same` says whether an entry is that request.
+    fn find(&self, key: u32, same: impl Fn(&Slot) -> bool) -> Option<Bucket> {
+        self.index
+            .find(spread(key), |b| b.key == key && same(self.slot(b.at)))
+            .copied()
+    }
+
+    /// Stores a new entry and indexes it under `key` (not there yet); returns its place.
+    fn insert(&mut self, key: u32, slot: Slot) -> u32 {
+        let at = match self.free.pop() {
+            Some(at) => {
+                *self.slot_mut(at) = slot;
+                at
+            }
+            None => {
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let n = (self.chunks.len() - 1) * CHUNK;
+                let last = self.chunks.last_mut().expect("a chunk with room");
+                last.push(slot);
+                u32::try_from(n + last.len() - 1).expect("under 2^32 requests a shard")
+            }
+        };
+        self.index
+            .insert_unique(spread(key), Bucket { key, at }, |b| spread(b.key));
+        at
     }
 }
 
@@ -47,8 +134,8 @@ impl Slot {
 #[derive(Debug)]
 pub enum Began {
     /// New: now pending, owned by the caller. The `req` is the table's own copy; the order
-    /// should carry this `Arc` (the writer then finds the entry by pointer).
-    Fresh(Arc<str>),
+    /// should carry this `Arc` and the ticket.
+    Fresh(Arc<str>, Ticket),
     /// It made this order.
     Done(Arc<OrderRecord>),
     /// Another connection decides it; now marked as waited for.
@@ -66,7 +153,7 @@ pub enum Seen {
 /// The table. `Sync`; every method takes one shard's lock once.
 #[derive(Debug)]
 pub struct RequestTable {
-    shards: Box<[RwLock<HashTable<Slot>>]>,
+    shards: Box<[RwLock<Shard>]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -74,14 +161,14 @@ pub struct RequestTable {
 /// of the requests (the hash's bits as `u` in `[0, 1)`, the shard is `⌊SHARDS·log2(1+u)⌋`),
 /// so the shards' loads grow steadily over one doubling, from the first to the last.
 ///
-/// Why uneven on purpose: a hash table doubles (and moves every entry) when it is 7/8 full.
+/// Why uneven on purpose: a hash table doubles (and moves every bucket) when it is 7/8 full.
 /// Equal shards fill at the same pace, so all of them doubled within a few thousand buys of
 /// each other: at about 917,000 requests the whole table was moved in one burst (the p99 of
 /// that second at 107,000 buys/s went from about 6 ms to 13-44 ms). With the loads spread
 /// over a factor of two, the shards double one at a time, evenly spaced, each moving
 /// 1/90 to 1/45 of the table.
 fn pick_shard(hash: u64) -> usize {
-    // hashbrown uses the low bits for the bucket and the top 7 for its tags: take others.
+    // The bucket key takes the low 32 bits: take others.
     let u = ((hash >> 40) & 0xffff) as f64 / 65536.0;
     (((1.0 + u).log2() * SHARDS as f64) as usize).min(SHARDS - 1)
 }
@@ -103,122 +190,156 @@ impl RequestTable {
     pub fn with_capacity(n: usize) -> Self {
         RequestTable {
             shards: (0..SHARDS)
-                .map(|i| {
-                    RwLock::new(HashTable::with_capacity(
-                        (n as f64 * share(i)).ceil() as usize
-                    ))
-                })
+                .map(|i| RwLock::new(Shard::with_capacity((n as f64 * share(i)).ceil() as usize)))
                 .collect(),
             hasher: Default::default(),
         }
     }
 
-    fn hash(&self, user: &str, req: &str) -> u64 {
+    /// The shard and the bucket key of `(user, req)`.
+    fn place(&self, user: &str, req: &str) -> (usize, u32) {
         let mut h = self.hasher.build_hasher();
         h.write_usize(user.len());
         h.write(user.as_bytes());
         h.write(req.as_bytes());
-        h.finish()
+        let hash = h.finish();
+        (pick_shard(hash), hash as u32)
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<HashTable<Slot>> {
-        &self.shards[pick_shard(hash)]
+    fn shard(&self, i: usize) -> &RwLock<Shard> {
+        &self.shards[i]
     }
 
     /// Begins `(user, req)` unless it made an order or is being decided.
     pub fn begin(&self, user: &Arc<str>, req: &str) -> Began {
-        let hash = self.hash(user, req);
-        let mut shard = self.shard(hash).write().expect("request table lock");
-        match shard.entry(hash, |s| s.is(hash, user, req), |s| s.hash) {
-            Entry::Occupied(mut o) => match &mut o.get_mut().state {
-                RequestState::Done(order) => Began::Done(order.clone()),
-                RequestState::Pending { waited } => {
+        let (i, key) = self.place(user, req);
+        let mut shard = self.shard(i).write().expect("request table lock");
+        let shard = &mut *shard;
+        let same = |s: &Slot| &*s.user == &**user && &*s.req == req;
+        if let Some(b) = shard.find(key, same) {
+            return match shard.slot_mut(b.at).state.as_mut() {
+                Some(RequestState::Done(order)) => Began::Done(order.clone()),
+                Some(RequestState::Pending { waited }) => {
                     *waited = true;
                     Began::Pending
                 }
-            },
-            Entry::Vacant(v) => {
-                let req: Arc<str> = Arc::from(req);
-                v.insert(Slot {
-                    hash,
-                    user: user.clone(),
-                    req: req.clone(),
-                    state: RequestState::Pending { waited: false },
-                });
-                Began::Fresh(req)
-            }
+                None => unreachable!("a forgotten entry is not indexed"),
+            };
         }
+        let req: Arc<str> = Arc::from(req);
+        let at = shard.insert(
+            key,
+            Slot {
+                user: user.clone(),
+                req: req.clone(),
+                state: Some(RequestState::Pending { waited: false }),
+            },
+        );
+        let ticket = Ticket {
+            shard: i as u32,
+            at,
+        };
+        Began::Fresh(req, ticket)
     }
 
     /// Forgets a pending request; `Some(waited)` when it was pending.
     pub fn forget_pending(&self, user: &str, req: &str) -> Option<bool> {
-        let hash = self.hash(user, req);
-        let mut shard = self.shard(hash).write().expect("request table lock");
-        match shard.find_entry(hash, |s| s.is(hash, user, req)) {
-            Ok(o) => match o.get().state {
-                RequestState::Pending { waited } => {
-                    o.remove();
-                    Some(waited)
-                }
-                RequestState::Done(_) => None,
-            },
-            Err(_) => None,
-        }
+        let (i, key) = self.place(user, req);
+        let mut shard = self.shard(i).write().expect("request table lock");
+        let shard = &mut *shard;
+        let chunks = &shard.chunks;
+        let slot = |at: u32| &chunks[at as usize / CHUNK][at as usize % CHUNK];
+        let Ok(found) = shard.index.find_entry(spread(key), |b| {
+            b.key == key && {
+                let s = slot(b.at);
+                &*s.user == user && &*s.req == req
+            }
+        }) else {
+            return None;
+        };
+        let at = found.get().at;
+        let waited = match slot(at).state {
+            Some(RequestState::Pending { waited }) => waited,
+            _ => return None,
+        };
+        found.remove();
+        let s = shard.slot_mut(at);
+        s.state = None;
+        // The strings go now; the place keeps two cheap pointers until it is reused.
+        s.req = s.user.clone();
+        shard.free.push(at);
+        Some(waited)
     }
 
     /// One look; with `mark_waited`, a pending request is marked as waited for.
     pub fn look(&self, user: &str, req: &str, mark_waited: bool) -> Seen {
-        let hash = self.hash(user, req);
-        let seen = |state: &RequestState| match state {
-            RequestState::Pending { .. } => Seen::Pending,
-            RequestState::Done(o) => Seen::Done(o.clone()),
+        let (i, key) = self.place(user, req);
+        let same = |s: &Slot| &*s.user == user && &*s.req == req;
+        let seen = |state: &Option<RequestState>| match state {
+            Some(RequestState::Pending { .. }) => Seen::Pending,
+            Some(RequestState::Done(o)) => Seen::Done(o.clone()),
+            None => unreachable!("a forgotten entry is not indexed"),
         };
         if !mark_waited {
-            let shard = self.shard(hash).read().expect("request table lock");
+            let shard = self.shard(i).read().expect("request table lock");
             return shard
-                .find(hash, |s| s.is(hash, user, req))
-                .map_or(Seen::Absent, |s| seen(&s.state));
+                .find(key, same)
+                .map_or(Seen::Absent, |b| seen(&shard.slot(b.at).state));
         }
-        let mut shard = self.shard(hash).write().expect("request table lock");
-        match shard.find_mut(hash, |s| s.is(hash, user, req)) {
-            None => Seen::Absent,
-            Some(s) => {
-                if let RequestState::Pending { waited } = &mut s.state {
-                    *waited = true;
-                }
-                seen(&s.state)
-            }
+        let mut shard = self.shard(i).write().expect("request table lock");
+        let Some(b) = shard.find(key, same) else {
+            return Seen::Absent;
+        };
+        let s = shard.slot_mut(b.at);
+        if let Some(RequestState::Pending { waited }) = &mut s.state {
+            *waited = true;
         }
+        seen(&s.state)
     }
 
     /// Marks the order's request done. `Some(waited)` when it was there (pending since
     /// [`RequestTable::begin`]); `None` when nobody began it, and then it is inserted done.
+    /// With the order's [`Ticket`] no look-up is made.
     pub fn complete(&self, order: &Arc<OrderRecord>) -> Option<bool> {
         let (user, req) = (&order.user, &order.req);
-        let hash = self.hash(user, req);
-        let mut shard = self.shard(hash).write().expect("request table lock");
+        if let Some(t) = order.begun {
+            let mut shard = self
+                .shard(t.shard as usize)
+                .write()
+                .expect("request table lock");
+            let s = shard.slot_mut(t.at);
+            // The entry keeps the very `Arc` the order carries, alive as long as the order, so
+            // no other request's entry can have it.
+            if Arc::ptr_eq(&s.req, req) {
+                if let Some(RequestState::Pending { waited }) = s.state {
+                    s.state = Some(RequestState::Done(order.clone()));
+                    return Some(waited);
+                }
+            }
+            debug_assert!(false, "a ticket that is not its order's pending entry");
+        }
+        let (i, key) = self.place(user, req);
+        let mut shard = self.shard(i).write().expect("request table lock");
         // The same `Arc`s as the entry's, when the order was begun here: no string is read.
-        let found = shard.find_mut(hash, |s| {
-            s.hash == hash
-                && (Arc::ptr_eq(&s.req, req) || *s.req == **req)
+        let same = |s: &Slot| {
+            (Arc::ptr_eq(&s.req, req) || *s.req == **req)
                 && (Arc::ptr_eq(&s.user, user) || *s.user == **user)
-        });
-        match found {
-            Some(s) => {
-                let waited = matches!(s.state, RequestState::Pending { waited: true });
-                s.state = RequestState::Done(order.clone());
+        };
+        match shard.find(key, same) {
+            Some(b) => {
+                let s = shard.slot_mut(b.at);
+                let waited = matches!(s.state, Some(RequestState::Pending { waited: true }));
+                s.state = Some(RequestState::Done(order.clone()));
                 Some(waited)
             }
             None => {
-                shard.insert_unique(
-                    hash,
+                shard.insert(
+                    key,
                     Slot {
-                        hash,
                         user: user.clone(),
                         req: req.clone(),
-                        state: RequestState::Done(order.clone()),
+                        state: Some(RequestState::Done(order.clone())),
                     },
-                    |s| s.hash,
                 );
                 None
             }
@@ -234,7 +355,7 @@ impl RequestTable {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().expect("request table lock").len())
+            .map(|s| s.read().expect("request table lock").index.len())
             .sum()
     }
 
@@ -263,6 +384,7 @@ pub(crate) mod tests {
             ts_ms: 0,
             left_after: 0,
             hub: None,
+            begun: None,
         })
     }
 
@@ -278,11 +400,11 @@ pub(crate) mod tests {
         let user: Arc<str> = Arc::from("u");
         let n = 200_000;
         for i in 0..n {
-            assert!(matches!(t.begin(&user, &format!("r{i}")), Began::Fresh(_)));
+            assert!(matches!(t.begin(&user, &format!("r{i}")), Began::Fresh(..)));
         }
         for (i, shard) in t.shards.iter().enumerate() {
             let want = n as f64 * shares[i];
-            let got = shard.read().unwrap().len() as f64;
+            let got = shard.read().unwrap().index.len() as f64;
             // ~2,000-4,400 each: 6 standard deviations is under 15%.
             assert!(
                 (got - want).abs() < want * 0.15,
@@ -291,9 +413,32 @@ pub(crate) mod tests {
         }
     }
 
+    /// A request that made nothing leaves its place to the next one: a stream of refused buys
+    /// does not grow the table.
+    #[test]
+    fn forgotten_places_are_reused() {
+        let t = RequestTable::with_capacity(0);
+        let user: Arc<str> = Arc::from("u");
+        let mut places = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let Began::Fresh(_, ticket) = t.begin(&user, &format!("r{i}")) else {
+                panic!("r{i} is new");
+            };
+            places.insert(ticket);
+            assert_eq!(t.forget_pending(&user, &format!("r{i}")), Some(false));
+        }
+        assert!(t.is_empty());
+        assert!(
+            places.len() <= SHARDS,
+            "{} places for one at a time",
+            places.len()
+        );
+    }
+
     /// The table against a sequential model (a `HashMap` of strings), over random operations
     /// on a few users and reqs, including ones whose concatenations collide ("ab"+"c" and
-    /// "a"+"bc") and orders that carry copies of the strings instead of the table's `Arc`s.
+    /// "a"+"bc"), orders completed by their ticket (as the hub's are), and orders that carry
+    /// copies of the strings and no ticket (replay, Redis mode).
     #[test]
     fn agrees_with_a_map_of_strings() {
         use proptest::prelude::*;
@@ -316,7 +461,8 @@ pub(crate) mod tests {
             let table = RequestTable::with_capacity(0);
             // (user, req) -> Some(order req) when done, None when pending
             let mut model: HashMap<(String, String), Option<u64>> = HashMap::new();
-            let mut arcs: HashMap<(String, String), Arc<str>> = HashMap::new();
+            // The claim of each pending request: its `req` and ticket.
+            let mut claims: HashMap<(String, String), (Arc<str>, Ticket)> = HashMap::new();
             let users: Vec<Arc<str>> = names.iter().map(|n| Arc::from(*n)).collect();
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
@@ -324,9 +470,9 @@ pub(crate) mod tests {
                         let key = (names[u].to_owned(), names[r].to_owned());
                         let got = table.begin(&users[u], names[r]);
                         match (model.get(&key), got) {
-                            (None, Began::Fresh(req)) => {
+                            (None, Began::Fresh(req, ticket)) => {
                                 prop_assert_eq!(&*req, names[r]);
-                                arcs.insert(key.clone(), req);
+                                claims.insert(key.clone(), (req, ticket));
                                 model.insert(key, None);
                             }
                             (Some(None), Began::Pending) => {}
@@ -341,6 +487,7 @@ pub(crate) mod tests {
                         prop_assert_eq!(got.is_some(), pending);
                         if pending {
                             model.remove(&key);
+                            claims.remove(&key);
                         }
                     }
                     Op::Complete(u, r, copy) => {
@@ -348,13 +495,16 @@ pub(crate) mod tests {
                         if matches!(model.get(&key), Some(Some(_))) {
                             continue; // an order is made once
                         }
-                        let req: Arc<str> = match (copy, arcs.get(&key)) {
-                            (false, Some(a)) => a.clone(),
-                            _ => Arc::from(names[r]),
+                        let claim = claims.remove(&key);
+                        let (req, ticket) = match (copy, claim) {
+                            (false, Some((req, ticket))) => (req, Some(ticket)),
+                            _ => (Arc::from(names[r]), None),
                         };
                         let user: Arc<str> = if copy { Arc::from(names[u]) } else { users[u].clone() };
                         let mut o = order(&user, &req);
-                        Arc::get_mut(&mut o).unwrap().number = i as u64;
+                        let o_mut = Arc::get_mut(&mut o).unwrap();
+                        o_mut.number = i as u64;
+                        o_mut.begun = ticket;
                         let got = table.complete(&o);
                         prop_assert_eq!(got.is_some(), model.contains_key(&key));
                         model.insert(key, Some(i as u64));

@@ -12,13 +12,14 @@ use crate::dashboard::{Fanout, Published};
 use crate::inventory::Sku;
 use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
-use crate::requests::{Began, RequestTable, Seen};
+use crate::requests::{Began, RequestTable, Seen, Ticket};
 
 /// What [`Room::begin_request`] found.
 pub enum Begin {
     /// The caller now owns the request and must end it: by the order's commit, or by
-    /// [`Room::end_request`]. The order should carry this `req` (the table's own `Arc`).
-    Fresh(Arc<str>),
+    /// [`Room::end_request`]. The order should carry this `req` (the table's own `Arc`) and
+    /// the ticket ([`OrderRecord::begun`]).
+    Fresh(Arc<str>, Ticket),
     /// The request already made this order.
     Done(Arc<OrderRecord>),
 }
@@ -244,7 +245,7 @@ impl Room {
     /// request (it is then marked as waited for; call [`Room::begin_request`]).
     pub fn try_begin_request(&self, user: &Arc<str>, req: &str) -> Option<Begin> {
         match self.requests.begin(user, req) {
-            Began::Fresh(req) => Some(Begin::Fresh(req)),
+            Began::Fresh(req, ticket) => Some(Begin::Fresh(req, ticket)),
             Began::Done(order) => Some(Begin::Done(order)),
             Began::Pending => None,
         }
@@ -456,7 +457,7 @@ mod tests {
                 let (room, deciding, fresh) = (room.clone(), deciding.clone(), fresh.clone());
                 tasks.push(tokio::spawn(async move {
                     match room.begin_request(&Arc::from("u1"), "q1").await {
-                        Begin::Fresh(_) => {
+                        Begin::Fresh(..) => {
                             assert_eq!(
                                 deciding.fetch_add(1, Ordering::SeqCst),
                                 0,
@@ -506,7 +507,7 @@ mod tests {
         assert!(room.settled_request("u1", "q1").await.is_none());
         assert!(matches!(
             room.begin_request(&Arc::from("u1"), "q1").await,
-            Begin::Fresh(_)
+            Begin::Fresh(..)
         ));
         let asking = {
             let room = room.clone();

@@ -242,6 +242,7 @@ fn decode_orders<'a>(
             left_after: o.left_after,
             // Snapshots are taken in the embedded mode only (see `server::open_shared`).
             hub: None,
+            begun: None,
         }));
         count += 1;
         if chunk.len() == CHUNK {

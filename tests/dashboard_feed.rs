@@ -60,6 +60,7 @@ fn order(seq: u64, ts_ms: i64, qty: u64, price: u64, user: &str, referrer: Optio
         ts_ms,
         left_after: 0,
         hub: None,
+        begun: None,
     }))
 }
 

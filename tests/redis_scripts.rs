@@ -204,6 +204,7 @@ async fn run_case(
                     ts_ms: 0,
                     left_after: 0,
                     hub: Some(Arc::from("h")),
+                    begun: None,
                 });
                 let n = publish::publish(&c.fleet, &c.room, &[order.clone(), order])
                     .await

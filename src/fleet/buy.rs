@@ -244,6 +244,7 @@ impl Hub {
             ts_ms: now,
             left_after,
             hub: Some(fleet.hub_id.clone()),
+            begun: None,
         };
         let rx = match self.journal().submit(Record::Order(Arc::new(order))) {
             Ok(rx) => rx,

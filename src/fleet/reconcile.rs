@@ -201,6 +201,7 @@ pub async fn reconcile(url: &str, data_dirs: &[PathBuf], repair: bool) -> anyhow
                 for o in orders {
                     local.add_order(Arc::new(OrderRecord {
                         hub: Some(Arc::from(hub.as_str())),
+                        begun: None,
                         ..(**o).clone()
                     }));
                 }

@@ -51,6 +51,7 @@ pub fn decode_entry(room: &Arc<str>, o: &str) -> Option<StreamOrder> {
         ts_ms: ts.parse().ok()?,
         left_after: 0,
         hub: Some(Arc::from(hub)),
+        begun: None,
     };
     Some(StreamOrder {
         order: Arc::new(order),

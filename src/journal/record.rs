@@ -36,6 +36,11 @@ pub struct OrderRecord {
     /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
     #[serde(skip)]
     pub hub: Option<Arc<str>>,
+    /// Where the room's request table keeps the pending request this order settles, when it
+    /// was begun in this process: the journal writer marks it done without a look-up. Never
+    /// written to the journal.
+    #[serde(skip)]
+    pub begun: Option<crate::requests::Ticket>,
 }
 
 impl OrderRecord {
@@ -190,6 +195,7 @@ mod tests {
             ts_ms: 1,
             left_after: 3,
             hub: None,
+            begun: None,
         }))
     }
 
