@@ -215,7 +215,7 @@ impl RequestTable {
         let (i, key) = self.place(user, req);
         let mut shard = self.shard(i).write().expect("request table lock");
         let shard = &mut *shard;
-        let same = |s: &Slot| &*s.user == &**user && &*s.req == req;
+        let same = |s: &Slot| *s.user == **user && &*s.req == req;
         if let Some(b) = shard.find(key, same) {
             return match shard.slot_mut(b.at).state.as_mut() {
                 Some(RequestState::Done(order)) => Began::Done(order.clone()),
