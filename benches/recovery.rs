@@ -173,24 +173,27 @@ fn main() {
         drop(cap);
     }
     let t = Instant::now();
-    let body = Box::new(hub.rooms().capture_state()).encode();
+    let mut sink = snapshot::Sink::in_memory();
+    Box::new(hub.rooms().capture_state()).encode(&mut sink);
     let encoded = t.elapsed();
-    let bytes = snapshot::encode(
-        &snapshot::Meta {
-            next_number: 1,
-            seqs: vec![],
-        },
-        &body,
-    );
+    let body = sink.into_bytes();
     let out = tempfile::tempdir().unwrap();
+    let meta = snapshot::Meta {
+        next_number: 1,
+        seqs: vec![],
+    };
     let t = Instant::now();
-    snapshot::write(out.path(), 1, &bytes).unwrap();
+    let (_, bytes) = snapshot::write_with(out.path(), &meta, |sink| {
+        Box::new(hub.rooms().capture_state()).encode(sink)
+    })
+    .unwrap();
     let written = t.elapsed();
     println!(
-        "snapshot of {n} orders: capture on the writer thread {:?} (5 runs: {stalls:?}); encode {encoded:.2?}, write+fsync+rename {written:.2?}, {:.1} MiB",
+        "snapshot of {n} orders: capture on the writer thread {:?} (5 runs: {stalls:?}); encode into memory {encoded:.2?}, encode+write+fsync+rename {written:.2?}, {:.1} MiB",
         stalls.iter().max().unwrap(),
-        bytes.len() as f64 / 1048576.0
+        bytes as f64 / 1048576.0
     );
+    drop(body);
     hub.shutdown_token().cancel();
     hub.close_journal();
 }

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 pub use fault::Faults;
 pub use record::{OrderRecord, Record};
 pub use recovery::Replayed;
-pub use snapshot::Capture;
+pub use snapshot::{Capture, Sink};
 
 /// Default time the writer holds a batch open after its first record. Zero: a batch is what
 /// queued while the previous one was written and synced (about 0.15 ms here), which batches as

@@ -37,8 +37,102 @@ const HEADER_LEN: usize = 32;
 /// A consistent picture of the state, taken on the writer thread between batches, encoded
 /// later on the snapshot thread.
 pub trait Capture: Send {
-    /// The state's part of the snapshot body.
-    fn encode(self: Box<Self>) -> Vec<u8>;
+    /// Encodes the state's part of the snapshot body into `out`, calling
+    /// [`Sink::piece_done`] now and then (after each item) so it leaves in pieces.
+    fn encode(self: Box<Self>, out: &mut Sink);
+}
+
+/// Where a snapshot body is encoded: a buffer of about [`WRITE_PIECE`] that goes to the file
+/// (written and synced) each time it fills, so a snapshot of any size needs one piece of
+/// memory and never queues a whole snapshot at the disk ahead of the journal's fdatasync.
+/// The body's length and checksum are kept as it goes. The first I/O error stops the writing
+/// and is returned at the end.
+pub struct Sink {
+    buf: Vec<u8>,
+    /// `None`: the body stays in `buf` (tests, benchmarks).
+    file: Option<File>,
+    crc: u32,
+    len: u64,
+    error: Option<io::Error>,
+}
+
+impl Sink {
+    fn to_file(file: File) -> Self {
+        Sink {
+            buf: Vec::with_capacity(WRITE_PIECE + (WRITE_PIECE >> 4)),
+            file: Some(file),
+            crc: 0,
+            len: 0,
+            error: None,
+        }
+    }
+
+    /// A sink that keeps the whole body in memory: [`Sink::into_bytes`].
+    pub fn in_memory() -> Self {
+        Sink {
+            buf: Vec::new(),
+            file: None,
+            crc: 0,
+            len: 0,
+            error: None,
+        }
+    }
+
+    /// The buffer to append encoded bytes to.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Appends `bytes`.
+    pub fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.piece_done();
+    }
+
+    /// Writes the buffer out if it holds a piece.
+    pub fn piece_done(&mut self) {
+        if self.buf.len() >= WRITE_PIECE && self.file.is_some() {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+        self.len += self.buf.len() as u64;
+        if self.error.is_none() {
+            if let Some(f) = self.file.as_mut() {
+                if let Err(e) = f.write_all(&self.buf).and_then(|()| f.sync_data()) {
+                    self.error = Some(e);
+                }
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Body bytes so far, written or not.
+    pub fn len(&self) -> u64 {
+        self.len + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body an in-memory sink holds.
+    pub fn into_bytes(self) -> Vec<u8> {
+        assert!(self.file.is_none(), "a file sink's bytes are in its file");
+        self.buf
+    }
+
+    /// Writes what is left; the file, the body's length and its checksum.
+    fn finish(mut self) -> io::Result<(File, u64, u32)> {
+        self.flush();
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let file = self.file.take().expect("a file sink");
+        Ok((file, self.len, self.crc))
+    }
 }
 
 /// What the journal itself keeps in a snapshot besides the state.
@@ -92,23 +186,16 @@ pub fn remove_leftovers(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Frames a snapshot: header, meta, state.
-pub fn encode(meta: &Meta, state: &[u8]) -> Vec<u8> {
-    let meta_bytes = postcard::to_allocvec(meta).expect("snapshot meta encodes");
-    let body_len = 4 + meta_bytes.len() + state.len();
-    let mut out = Vec::with_capacity(HEADER_LEN + body_len);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&meta.next_number.to_le_bytes());
-    out.extend_from_slice(&(body_len as u64).to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]);
-    out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta_bytes);
-    out.extend_from_slice(state);
-    let body_crc = crc32c::crc32c(&out[HEADER_LEN..]);
-    out[24..28].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = crc32c::crc32c(&out[..28]);
-    out[28..32].copy_from_slice(&header_crc.to_le_bytes());
-    out
+/// The 32-byte header of a snapshot whose body has this length and checksum.
+fn header(number: u64, body_len: u64, body_crc: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&number.to_le_bytes());
+    h[16..24].copy_from_slice(&body_len.to_le_bytes());
+    h[24..28].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[..28]);
+    h[28..32].copy_from_slice(&header_crc.to_le_bytes());
+    h
 }
 
 /// A snapshot read back and checked: its meta, and the state's bytes.
@@ -182,26 +269,44 @@ pub fn load(path: &Path, number: u64) -> Result<Loaded, String> {
 /// at the disk.
 pub const WRITE_PIECE: usize = 1 << 20;
 
-/// Writes `bytes` as the snapshot `number`: temp file (in synced pieces), fsync, rename,
-/// directory fsync.
-pub fn write(dir: &Path, number: u64, bytes: &[u8]) -> io::Result<PathBuf> {
+/// Writes the snapshot `meta.next_number`, its state encoded by `state` into the file as it
+/// goes: temp file (in synced pieces), header, fsync, rename, directory fsync. Returns the
+/// path and the file's size.
+pub fn write_with(
+    dir: &Path,
+    meta: &Meta,
+    state: impl FnOnce(&mut Sink),
+) -> io::Result<(PathBuf, u64)> {
+    let number = meta.next_number;
     let path = snapshot_path(dir, number);
     let tmp = path.with_extension("snap.tmp");
     let res = (|| {
+        use std::os::unix::fs::FileExt;
         let mut f = File::create(&tmp)?;
-        for piece in bytes.chunks(WRITE_PIECE) {
-            f.write_all(piece)?;
-            f.sync_data()?;
-        }
+        // The header, with the body's length and checksum, is written last, over these.
+        f.write_all(&[0u8; HEADER_LEN])?;
+        let mut sink = Sink::to_file(f);
+        let meta_bytes = postcard::to_allocvec(meta).expect("snapshot meta encodes");
+        sink.put(&(meta_bytes.len() as u32).to_le_bytes());
+        sink.put(&meta_bytes);
+        state(&mut sink);
+        let (f, body_len, body_crc) = sink.finish()?;
+        f.write_all_at(&header(number, body_len, body_crc), 0)?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        Ok(HEADER_LEN as u64 + body_len)
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    res.map(|_| path)
+    res.map(|len| (path, len))
+}
+
+/// Writes a snapshot whose state is these bytes.
+pub fn write(dir: &Path, meta: &Meta, state: &[u8]) -> io::Result<PathBuf> {
+    write_with(dir, meta, |sink| sink.put(state)).map(|(path, _)| path)
 }
 
 /// The first record number of a segment, from its name.
@@ -246,19 +351,14 @@ pub(crate) fn run(dir: PathBuf, rx: Receiver<Job>, idle: Arc<AtomicBool>, compac
     for job in rx {
         let number = job.meta.next_number;
         let t = Instant::now();
-        let state = job.state.encode();
-        let bytes = encode(&job.meta, &state);
-        drop(state);
-        let encoded = t.elapsed();
-        match write(&dir, number, &bytes) {
-            Ok(path) => {
+        match write_with(&dir, &job.meta, |sink| job.state.encode(sink)) {
+            Ok((path, bytes)) => {
                 let written = t.elapsed();
                 metrics::histogram!("livehub_snapshot_seconds").record(written.as_secs_f64());
                 tracing::info!(
                     path = %path.display(),
-                    bytes = bytes.len(),
+                    bytes,
                     capture_us = job.capture_us,
-                    encode_ms = encoded.as_millis() as u64,
                     total_ms = written.as_millis() as u64,
                     "snapshot written"
                 );
@@ -307,8 +407,8 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_and_any_damage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = encode(&meta(), b"state bytes");
-        let path = write(dir.path(), 42, &bytes).unwrap();
+        let path = write(dir.path(), &meta(), b"state bytes").unwrap();
+        let bytes = fs::read(&path).unwrap();
         let l = load(&path, 42).unwrap();
         assert_eq!(l.meta, meta());
         assert_eq!(l.state(), b"state bytes");
@@ -325,6 +425,28 @@ mod tests {
         }
     }
 
+    /// A body of several pieces is written piece by piece and reads back whole.
+    #[test]
+    fn a_body_of_many_pieces_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..WRITE_PIECE * 5 / 2)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let (path, len) = write_with(dir.path(), &meta(), |sink| {
+            for chunk in body.chunks(1000) {
+                sink.buf().extend_from_slice(chunk);
+                sink.piece_done();
+                assert!(
+                    sink.buf().len() < WRITE_PIECE + 1000,
+                    "a piece was left in memory"
+                );
+            }
+        })
+        .unwrap();
+        assert_eq!(len, fs::metadata(&path).unwrap().len());
+        assert_eq!(load(&path, 42).unwrap().state(), &body[..]);
+    }
+
     #[test]
     fn compaction_keeps_two_snapshots_and_the_segments_they_need() {
         let dir = tempfile::tempdir().unwrap();
@@ -333,18 +455,11 @@ mod tests {
             fs::write(segment::segment_path(d, first), b"x").unwrap();
         }
         for n in [150u64, 250, 320] {
-            write(
-                d,
-                n,
-                &encode(
-                    &Meta {
-                        next_number: n,
-                        seqs: vec![],
-                    },
-                    b"",
-                ),
-            )
-            .unwrap();
+            let meta = Meta {
+                next_number: n,
+                seqs: vec![],
+            };
+            write(d, &meta, b"").unwrap();
         }
         compact(d).unwrap();
         let snaps: Vec<u64> = list(d).unwrap().into_iter().map(|(n, _)| n).collect();
