@@ -297,8 +297,9 @@ impl Capture for RoomsCapture {
 
 /// A room's string table while encoding: each string's index, found by the address of its
 /// `Arc` (orders share their room's SKU and user `Arc`s, so that is nearly always enough), else
-/// by its text. The table keeps a clone of every `Arc` it has seen, so no address it holds
-/// can be reused by another string while it lives.
+/// by its text. Every address in `by_ptr` is of an `Arc` the table holds (in `by_text`, or in
+/// `held` for a second `Arc` of the same text), so none can be reused by another string while
+/// the table lives.
 #[derive(Default)]
 struct Strings {
     by_ptr: HashMap<*const u8, u32, foldhash::fast::RandomState>,
@@ -313,18 +314,16 @@ impl Strings {
         if let Some(&i) = self.by_ptr.get(&ptr) {
             return i;
         }
-        let i = match self.by_text.get(s) {
-            Some(&i) => i,
-            None => {
-                let i = self.by_text.len() as u32;
-                self.by_text.insert(s.clone(), i);
-                put_varint(out, ITEM_STR);
-                put_str(out, s);
-                i
-            }
-        };
+        if let Some(&i) = self.by_text.get(s) {
+            self.held.push(s.clone());
+            self.by_ptr.insert(ptr, i);
+            return i;
+        }
+        let i = self.by_text.len() as u32;
+        self.by_text.insert(s.clone(), i);
         self.by_ptr.insert(ptr, i);
-        self.held.push(s.clone());
+        put_varint(out, ITEM_STR);
+        put_str(out, s);
         i
     }
 }
