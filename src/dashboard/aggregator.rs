@@ -100,9 +100,11 @@ pub struct Aggregator {
     gmv_fen: u64,
     orders: u64,
     units: u64,
-    buyers: HashSet<Arc<str>>,
-    skus: HashMap<Arc<str>, SkuTotals>,
-    referrers: HashMap<Arc<str>, (u64, u64)>,
+    // Every order is looked up in these: foldhash (randomly seeded, as in the request
+    // table) rather than SipHash.
+    buyers: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    skus: HashMap<Arc<str>, SkuTotals, foldhash::fast::RandomState>,
+    referrers: HashMap<Arc<str>, (u64, u64), foldhash::fast::RandomState>,
     /// Shared with the snapshots that carry it; copied only when an order changes it.
     trend: Arc<Vec<TrendPoint>>,
     /// First trend index new or changed since the previous tick (`usize::MAX`: none).
@@ -135,9 +137,9 @@ impl Aggregator {
             gmv_fen: 0,
             orders: 0,
             units: 0,
-            buyers: HashSet::new(),
-            skus: HashMap::new(),
-            referrers: HashMap::new(),
+            buyers: HashSet::default(),
+            skus: HashMap::default(),
+            referrers: HashMap::default(),
             trend: Arc::new(Vec::new()),
             first_changed: usize::MAX,
             latency_now: new_latency_histogram(),
@@ -316,12 +318,20 @@ impl Aggregator {
         if !self.buyers.contains(&o.user) {
             self.buyers.insert(o.user.clone());
         }
-        let s = self.skus.entry(o.sku.clone()).or_default();
+        // Look before inserting: cloning the key for `entry` would touch the id's reference
+        // count, a cache line every thread that makes an order also writes.
+        if !self.skus.contains_key(&o.sku) {
+            self.skus.insert(o.sku.clone(), SkuTotals::default());
+        }
+        let s = self.skus.get_mut(&o.sku).expect("inserted above");
         s.gmv_fen += o.amount_fen;
         s.units += o.qty;
         s.recent.push_back((o.ts_ms, o.qty));
         if let Some(r) = &o.referrer {
-            let e = self.referrers.entry(r.clone()).or_default();
+            if !self.referrers.contains_key(r) {
+                self.referrers.insert(r.clone(), (0, 0));
+            }
+            let e = self.referrers.get_mut(r).expect("inserted above");
             e.0 += 1;
             e.1 += o.amount_fen;
         }
