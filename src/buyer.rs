@@ -2,6 +2,7 @@
 //! the journal at once), queues acks and the room's stock and sale pushes for the socket's
 //! writer task, pings, and closes idle, abusive and non-reading clients.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,23 +80,66 @@ impl Default for BuyerLimits {
     }
 }
 
-/// A buy or `status` of this connection that is not answered yet: `(ack, when the frame
-/// arrived, whether it is a buy)`. A buy waiting for the journal is kept unboxed; the rare
-/// ones that must wait for something else (a duplicate being decided, Redis, `status`) are
-/// boxed.
-enum Waiting {
-    Journal(Journaling, Instant),
-    Other(Pin<Box<dyn Future<Output = (Ack, Instant, bool)> + Send>>),
+/// An answer: `(ack, when the frame arrived, whether it is a buy)`.
+type Answer = (Ack, Instant, bool);
+
+/// This connection's buys and `status`es that are not answered yet.
+///
+/// Buys waiting for the journal are answered in the order they were submitted (one task
+/// submits them, one writer takes them in queue order and answers its batches in order), so
+/// they wait in a FIFO and only the oldest is polled: one wake-up for a batch of this
+/// connection's buys instead of one a buy, and nothing allocated to track each. The rare
+/// others (a duplicate being decided elsewhere, Redis mode, `status`) are boxed in a
+/// `FuturesUnordered`.
+struct Waiting {
+    journal: VecDeque<(Journaling, Instant)>,
+    other: FuturesUnordered<Pin<Box<dyn Future<Output = Answer> + Send>>>,
 }
 
-impl Future for Waiting {
-    type Output = (Ack, Instant, bool);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Waiting::Journal(j, started) => Pin::new(j).poll(cx).map(|ack| (ack, *started, true)),
-            Waiting::Other(f) => f.as_mut().poll(cx),
+impl Waiting {
+    fn new() -> Self {
+        Waiting {
+            journal: VecDeque::new(),
+            other: FuturesUnordered::new(),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.journal.len() + self.other.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every answer that is ready, once at least one is.
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Answer>> {
+        let mut ready = Vec::new();
+        while let Some((j, started)) = self.journal.front_mut() {
+            match Pin::new(j).poll(cx) {
+                Poll::Ready(ack) => {
+                    ready.push((ack, *started, true));
+                    self.journal.pop_front();
+                }
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some(answer)) = self.other.poll_next_unpin(cx) {
+            ready.push(answer);
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ready)
+        }
+    }
+
+    /// Waits for the next answers; empty when nothing is waiting.
+    async fn next_answers(&mut self) -> Vec<Answer> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        std::future::poll_fn(|cx| self.poll_answers(cx)).await
     }
 }
 
@@ -210,7 +254,7 @@ pub async fn serve(
     let out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
     let pushes = &mut pushes.rx;
-    let mut in_flight: FuturesUnordered<Waiting> = FuturesUnordered::new();
+    let mut in_flight = Waiting::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
     let shutdown = hub.shutdown_token().clone();
@@ -247,12 +291,8 @@ pub async fn serve(
                 close = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
-            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+            ready = in_flight.next_answers(), if !in_flight.is_empty() => {
                 // Every ack that is ready is queued at once; the writer sends them with one flush.
-                let mut ready = vec![first];
-                while let Some(Some(more)) = in_flight.next().now_or_never() {
-                    ready.push(more);
-                }
                 record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
                 for (ack, _, _) in ready {
                     if flow == Flow::Open {
@@ -346,18 +386,18 @@ pub async fn serve(
                                     out.push_msg(&ServerMsg::Ack(ack))
                                 }
                                 Some(Started::Journaling(j)) => {
-                                    in_flight.push(Waiting::Journal(j, started));
+                                    in_flight.journal.push_back((j, started));
                                     Flow::Open
                                 }
                                 None => {
                                     let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                                    in_flight.push(Waiting::Other(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) })));
+                                    in_flight.other.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
                                     Flow::Open
                                 }
                             },
                             Ok(ClientMsg::Status { req }) => {
                                 let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                                in_flight.push(Waiting::Other(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) })));
+                                in_flight.other.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
                                 Flow::Open
                             }
                         };
@@ -380,12 +420,14 @@ pub async fn serve(
         metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
         out.abandon();
         // Its buys still finish (they may already be durable); nobody hears the answers.
-        while in_flight.next().await.is_some() {}
+        while !in_flight.next_answers().await.is_empty() {}
     } else {
         // Answer what is in flight before closing: those buys may already be durable.
-        while let Some((ack, _, _)) = in_flight.next().await {
-            if flow == Flow::Open {
-                flow = out.push_msg(&ServerMsg::Ack(ack));
+        while !in_flight.is_empty() {
+            for (ack, _, _) in in_flight.next_answers().await {
+                if flow == Flow::Open {
+                    flow = out.push_msg(&ServerMsg::Ack(ack));
+                }
             }
         }
         out.finish(close).await;

@@ -130,7 +130,10 @@ impl Writer {
                     self.seqs.insert(o.room.clone(), 0);
                 }
                 let seq = self.seqs.get_mut(&o.room).expect("inserted above");
-                if !seqs_before.iter().any(|(r, _)| Arc::ptr_eq(r, &o.room) || *r == o.room) {
+                if !seqs_before
+                    .iter()
+                    .any(|(r, _)| Arc::ptr_eq(r, &o.room) || *r == o.room)
+                {
                     seqs_before.push((o.room.clone(), *seq));
                 }
                 *seq += 1;
