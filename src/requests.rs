@@ -49,6 +49,12 @@ struct Slot {
     state: Option<RequestState>,
 }
 
+impl Slot {
+    fn is(&self, user: &str, req: &str) -> bool {
+        &*self.user == user && &*self.req == req
+    }
+}
+
 /// A bucket of a shard's hash table: a 32-bit key from the request's hash, and the place of
 /// its entry in the shard's store.
 #[derive(Debug, Clone, Copy)]
@@ -215,8 +221,7 @@ impl RequestTable {
         let (i, key) = self.place(user, req);
         let mut shard = self.shard(i).write().expect("request table lock");
         let shard = &mut *shard;
-        let same = |s: &Slot| *s.user == **user && &*s.req == req;
-        if let Some(b) = shard.find(key, same) {
+        if let Some(b) = shard.find(key, |s| s.is(user, req)) {
             return match shard.slot_mut(b.at).state.as_mut() {
                 Some(RequestState::Done(order)) => Began::Done(order.clone()),
                 Some(RequestState::Pending { waited }) => {
@@ -246,23 +251,15 @@ impl RequestTable {
     pub fn forget_pending(&self, user: &str, req: &str) -> Option<bool> {
         let (i, key) = self.place(user, req);
         let mut shard = self.shard(i).write().expect("request table lock");
-        let shard = &mut *shard;
-        let chunks = &shard.chunks;
-        let slot = |at: u32| &chunks[at as usize / CHUNK][at as usize % CHUNK];
-        let Ok(found) = shard.index.find_entry(spread(key), |b| {
-            b.key == key && {
-                let s = slot(b.at);
-                &*s.user == user && &*s.req == req
-            }
-        }) else {
+        let at = shard.find(key, |s| s.is(user, req))?.at;
+        let Some(RequestState::Pending { waited }) = shard.slot(at).state else {
             return None;
         };
-        let at = found.get().at;
-        let waited = match slot(at).state {
-            Some(RequestState::Pending { waited }) => waited,
-            _ => return None,
-        };
-        found.remove();
+        shard
+            .index
+            .find_entry(spread(key), |b| b.at == at)
+            .expect("the bucket just found")
+            .remove();
         let s = shard.slot_mut(at);
         s.state = None;
         // The strings go now; the place keeps two cheap pointers until it is reused.
@@ -274,7 +271,7 @@ impl RequestTable {
     /// One look; with `mark_waited`, a pending request is marked as waited for.
     pub fn look(&self, user: &str, req: &str, mark_waited: bool) -> Seen {
         let (i, key) = self.place(user, req);
-        let same = |s: &Slot| &*s.user == user && &*s.req == req;
+        let same = |s: &Slot| s.is(user, req);
         let seen = |state: &Option<RequestState>| match state {
             Some(RequestState::Pending { .. }) => Seen::Pending,
             Some(RequestState::Done(o)) => Seen::Done(o.clone()),

@@ -318,20 +318,12 @@ impl Aggregator {
         if !self.buyers.contains(&o.user) {
             self.buyers.insert(o.user.clone());
         }
-        // Look before inserting: cloning the key for `entry` would touch the id's reference
-        // count, a cache line every thread that makes an order also writes.
-        if !self.skus.contains_key(&o.sku) {
-            self.skus.insert(o.sku.clone(), SkuTotals::default());
-        }
-        let s = self.skus.get_mut(&o.sku).expect("inserted above");
+        let s = self.skus.entry(o.sku.clone()).or_default();
         s.gmv_fen += o.amount_fen;
         s.units += o.qty;
         s.recent.push_back((o.ts_ms, o.qty));
         if let Some(r) = &o.referrer {
-            if !self.referrers.contains_key(r) {
-                self.referrers.insert(r.clone(), (0, 0));
-            }
-            let e = self.referrers.get_mut(r).expect("inserted above");
+            let e = self.referrers.entry(r.clone()).or_default();
             e.0 += 1;
             e.1 += o.amount_fen;
         }

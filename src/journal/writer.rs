@@ -124,16 +124,8 @@ impl Writer {
             let number = self.next_number;
             self.next_number += 1;
             if let Record::Order(o) = &mut p.record {
-                // No clone of the room's id unless it is new: its reference count is a cache
-                // line the threads that make orders write too.
-                if !self.seqs.contains_key(&o.room) {
-                    self.seqs.insert(o.room.clone(), 0);
-                }
-                let seq = self.seqs.get_mut(&o.room).expect("inserted above");
-                if !seqs_before
-                    .iter()
-                    .any(|(r, _)| Arc::ptr_eq(r, &o.room) || *r == o.room)
-                {
+                let seq = self.seqs.entry(o.room.clone()).or_insert(0);
+                if !seqs_before.iter().any(|(r, _)| *r == o.room) {
                     seqs_before.push((o.room.clone(), *seq));
                 }
                 *seq += 1;
