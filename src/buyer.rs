@@ -1,6 +1,6 @@
 //! One task per buyer socket: reads frames, runs buys through the hub (several may wait for
-//! the journal at once), queues acks and the room's stock and sale pushes for the socket's
-//! writer task, pings, and closes idle, abusive and non-reading clients.
+//! the journal at once), writes acks and the room's stock and sale pushes to the socket from a
+//! bounded queue, pings, and closes idle, abusive and non-reading clients.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,9 +13,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::now_ms;
@@ -143,19 +140,25 @@ impl Waiting {
     }
 }
 
-/// The socket's write half behind a bounded queue, drained by its own task.
+/// The socket's write half and the frames waiting for it, written by the connection's own
+/// task: an ack leaves in the same wake-up that decided it, with no second task to wake and
+/// no channel between the two.
 struct Outbound {
-    queue: mpsc::Sender<Message>,
-    writer: JoinHandle<()>,
-    /// Told each time the writer has written a batch, so a backlogged reader looks again.
-    drained: Arc<Notify>,
+    sink: SplitSink<WebSocket, Message>,
+    /// Frames not yet handed to the socket, at most `capacity`.
+    queue: VecDeque<Message>,
+    capacity: usize,
+    /// Frames handed to the socket since its last flush.
+    unflushed: bool,
+    /// The socket failed: the peer is gone.
+    broken: bool,
 }
 
 /// Whether a socket can still be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Open,
-    /// The writer stopped: the peer is gone.
+    /// Writing failed: the peer is gone.
     Closed,
     /// The queue is full: the peer does not read.
     Overflow,
@@ -163,79 +166,105 @@ enum Flow {
 
 impl Outbound {
     fn new(sink: SplitSink<WebSocket, Message>, capacity: usize) -> Self {
-        let (queue, rx) = mpsc::channel(capacity.max(2));
-        let drained = Arc::new(Notify::new());
         Outbound {
-            queue,
-            writer: tokio::spawn(write_frames(sink, rx, drained.clone())),
-            drained,
+            sink,
+            queue: VecDeque::new(),
+            capacity: capacity.max(2),
+            unflushed: false,
+            broken: false,
         }
     }
 
     /// Whether at least half the queue is free.
     fn has_room(&self) -> bool {
-        self.queue.capacity() * 2 >= self.queue.max_capacity()
+        self.queue.len() * 2 <= self.capacity
     }
 
-    fn push(&self, msg: Message) -> Flow {
-        match self.queue.try_send(msg) {
-            Ok(()) => Flow::Open,
-            Err(TrySendError::Closed(_)) => Flow::Closed,
-            Err(TrySendError::Full(_)) => Flow::Overflow,
+    /// Whether there is something to write or flush.
+    fn has_work(&self) -> bool {
+        !self.broken && (self.unflushed || !self.queue.is_empty())
+    }
+
+    fn push(&mut self, msg: Message) -> Flow {
+        if self.broken {
+            Flow::Closed
+        } else if self.queue.len() >= self.capacity {
+            Flow::Overflow
+        } else {
+            self.queue.push_back(msg);
+            Flow::Open
         }
     }
 
-    fn push_msg(&self, msg: &ServerMsg) -> Flow {
+    fn push_msg(&mut self, msg: &ServerMsg) -> Flow {
         self.push(Message::Text(Utf8Bytes::from(msg.to_json())))
     }
 
+    /// Hands every queued frame to the socket and flushes them together; ready when all are
+    /// written, or when the socket failed. Dropped half-way, it loses nothing: frames leave the
+    /// queue only as the socket takes them.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Flow> {
+        if self.broken {
+            return Poll::Ready(Flow::Closed);
+        }
+        let flushed = loop {
+            if self.queue.is_empty() {
+                if !self.unflushed {
+                    break Ok(());
+                }
+                match self.sink.poll_flush_unpin(cx) {
+                    Poll::Ready(r) => break r,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match self.sink.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => break Err(e),
+                Poll::Pending => return Poll::Pending,
+            }
+            let msg = self.queue.pop_front().expect("the queue is not empty");
+            if let Err(e) = self.sink.start_send_unpin(msg) {
+                break Err(e);
+            }
+            self.unflushed = true;
+        };
+        match flushed {
+            Ok(()) => {
+                self.unflushed = false;
+                if self.queue.capacity() > 64 {
+                    // A burst is over: an idle socket (most of them) keeps no big buffer.
+                    self.queue = VecDeque::new();
+                }
+                Poll::Ready(Flow::Open)
+            }
+            Err(_) => {
+                self.broken = true;
+                self.queue.clear();
+                Poll::Ready(Flow::Closed)
+            }
+        }
+    }
+
+    /// Writes what is queued; see [`Outbound::poll_write`].
+    async fn write(&mut self) -> Flow {
+        std::future::poll_fn(|cx| self.poll_write(cx)).await
+    }
+
     /// Lets what is queued (and a close frame) leave, for at most [`CLOSE_GRACE`].
-    async fn finish(self, close: Option<(u16, &'static str)>) {
+    async fn finish(mut self, close: Option<(u16, &'static str)>) {
         if let Some((code, reason)) = close {
-            let _ = self.queue.try_send(Message::Close(Some(CloseFrame {
+            let _ = self.push(Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
             })));
         }
-        drop(self.queue);
-        let mut writer = self.writer;
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
-    }
-
-    /// Drops the socket at once: its peer does not read, so nothing more can reach it.
-    fn abandon(self) {
-        self.writer.abort();
-    }
-}
-
-/// Writes queued frames, every frame that is ready with one flush.
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    drained: Arc<Notify>,
-) {
-    loop {
-        // A fresh batch each time: an idle socket (most of them) then holds no batch buffer.
-        let mut batch = Vec::new();
-        if rx.recv_many(&mut batch, 64).await == 0 {
-            break;
-        }
-        for m in batch {
-            if sink.feed(m).await.is_err() {
-                return;
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            if self.write().await == Flow::Open {
+                let _ = self.sink.close().await;
             }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-        drained.notify_one();
+        })
+        .await;
     }
-    let _ = sink.close().await;
 }
 
 /// Serves one buyer until it leaves or the hub shuts down.
@@ -251,7 +280,7 @@ pub async fn serve(
     let who = room.user(&user);
     metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
     let (sink, mut rx) = socket.split();
-    let out = Outbound::new(sink, limits.outbound_queue);
+    let mut out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
     let pushes = &mut pushes.rx;
     let mut in_flight = Waiting::new();
@@ -291,8 +320,10 @@ pub async fn serve(
                 close = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
+            // What the last wake-up queued leaves first, with one flush.
+            written = out.write(), if out.has_work() => flow = written,
             ready = in_flight.next_answers(), if !in_flight.is_empty() => {
-                // Every ack that is ready is queued at once; the writer sends them with one flush.
+                // Every ack that is ready is queued at once and leaves with one flush.
                 record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
                 for (ack, _, _) in ready {
                     if flow == Flow::Open {
@@ -310,7 +341,7 @@ pub async fn serve(
                         }
                     }
                 }
-                Err(RecvError::Lagged(_)) => flow = resend_state(&out, &room),
+                Err(RecvError::Lagged(_)) => flow = resend_state(&mut out, &room),
                 Err(RecvError::Closed) => {}
             },
             _ = heartbeat.tick() => {
@@ -321,7 +352,6 @@ pub async fn serve(
                 }
                 flow = out.push(Message::Ping(Default::default()));
             }
-            _ = out.drained.notified(), if !room_to_write => {}
             _ = sleep_until_some(stall_deadline) => {
                 flow = Flow::Overflow;
                 break;
@@ -418,15 +448,21 @@ pub async fn serve(
     if flow == Flow::Overflow {
         tracing::info!(room = %room.id, %user, "buyer dropped: it does not read its socket");
         metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
-        out.abandon();
+        drop(out);
         // Its buys still finish (they may already be durable); nobody hears the answers.
         while !in_flight.next_answers().await.is_empty() {}
     } else {
         // Answer what is in flight before closing: those buys may already be durable.
         while !in_flight.is_empty() {
-            for (ack, _, _) in in_flight.next_answers().await {
-                if flow == Flow::Open {
-                    flow = out.push_msg(&ServerMsg::Ack(ack));
+            tokio::select! {
+                biased;
+                written = out.write(), if out.has_work() && flow == Flow::Open => flow = written,
+                ready = in_flight.next_answers() => {
+                    for (ack, _, _) in ready {
+                        if flow == Flow::Open {
+                            flow = out.push_msg(&ServerMsg::Ack(ack));
+                        }
+                    }
                 }
             }
         }
@@ -464,7 +500,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
-fn resend_state(out: &Outbound, room: &Room) -> Flow {
+fn resend_state(out: &mut Outbound, room: &Room) -> Flow {
     let now = now_ms();
     for s in room.skus() {
         let (o, c) = s.window();
