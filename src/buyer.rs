@@ -15,6 +15,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::MissedTickBehavior;
 
+use crate::buyer_pushes::back_of_queue;
 use crate::clock::now_ms;
 use crate::hub::{Hub, Journaling, Started};
 use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
@@ -152,6 +153,8 @@ struct Outbound {
     unflushed: bool,
     /// The socket failed: the peer is gone.
     broken: bool,
+    /// What is queued has waited its turn at the back of the run queue.
+    waited: bool,
 }
 
 /// Whether a socket can still be written to.
@@ -172,6 +175,7 @@ impl Outbound {
             capacity: capacity.max(2),
             unflushed: false,
             broken: false,
+            waited: false,
         }
     }
 
@@ -185,6 +189,19 @@ impl Outbound {
         !self.broken && (self.unflushed || !self.queue.is_empty())
     }
 
+    /// Whether what is queued is to be written now.
+    fn is_due(&self) -> bool {
+        self.has_work() && (self.waited || self.unflushed)
+    }
+
+    /// Whether what is queued still has to wait its turn.
+    fn must_wait(&self) -> bool {
+        self.has_work() && !self.is_due()
+    }
+
+    /// Queues a frame. It leaves after the tasks already queued on this worker have run: when
+    /// a sale opens, the buys that thousands of buyers just sent are read (and their journal
+    /// batch started) before their answers and the sale's pushes are written.
     fn push(&mut self, msg: Message) -> Flow {
         if self.broken {
             Flow::Closed
@@ -231,6 +248,7 @@ impl Outbound {
         match flushed {
             Ok(()) => {
                 self.unflushed = false;
+                self.waited = false;
                 if self.queue.capacity() > 64 {
                     // A burst is over: an idle socket (most of them) keeps no big buffer.
                     self.queue = VecDeque::new();
@@ -320,8 +338,10 @@ pub async fn serve(
                 close = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
-            // What the last wake-up queued leaves first, with one flush.
-            written = out.write(), if out.has_work() => flow = written,
+            // Frames queued before this task's last turn at the back of the queue leave first,
+            // with one flush.
+            written = out.write(), if out.is_due() => flow = written,
+            _ = back_of_queue(), if out.must_wait() => out.waited = true,
             ready = in_flight.next_answers(), if !in_flight.is_empty() => {
                 // Every ack that is ready is queued at once and leaves with one flush.
                 record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));

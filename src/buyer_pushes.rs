@@ -138,7 +138,12 @@ impl BuyerPushes {
 /// the time it takes to come back is the queue's length. (`tokio::task::yield_now` waits for
 /// the driver and then comes back in the worker's LIFO slot, ahead of the queue; a task that
 /// wakes itself during its own poll is what tokio queues at the back.)
-struct BackOfQueue(bool);
+pub(crate) struct BackOfQueue(bool);
+
+/// See [`BackOfQueue`].
+pub(crate) fn back_of_queue() -> BackOfQueue {
+    BackOfQueue(false)
+}
 
 impl Future for BackOfQueue {
     type Output = ();
