@@ -223,8 +223,8 @@ fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {
 /// (close 1009); the library's own limits only bound memory.
 ///
 /// Frames are buffered up to [`WRITE_COALESCE_BYTES`] before tungstenite writes them, and
-/// every writer flushes after its batch (the buyer's writer task after all the frames that
-/// were ready, a dashboard after each snapshot). With a write buffer of 0, tungstenite wrote
+/// every writer flushes after its batch (a buyer's task after all the frames it queued before
+/// its turn, a dashboard after each snapshot). With a write buffer of 0, tungstenite wrote
 /// each frame with its own `send` syscall: 0.9 sends per ack at 170,000 acks/s, where the acks
 /// of one journal batch for one connection can leave in one.
 /// Bytes of frames a socket gathers before a write, short of a flush (see [`configure`]).
