@@ -142,8 +142,8 @@ impl Waiting {
 }
 
 /// The socket's write half and the frames waiting for it, written by the connection's own
-/// task: an ack leaves in the same wake-up that decided it, with no second task to wake and
-/// no channel between the two.
+/// task (after one turn at the back of the run queue, see [`Outbound::push`]): no second task
+/// to wake and no channel between the two.
 struct Outbound {
     sink: SplitSink<WebSocket, Message>,
     /// Frames not yet handed to the socket, at most `capacity`.
