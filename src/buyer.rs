@@ -217,6 +217,16 @@ impl Outbound {
         self.push(Message::Text(Utf8Bytes::from(msg.to_json())))
     }
 
+    /// Queues the acks of `ready` while the socket is `flow`ing; returns the flow after them.
+    fn push_acks(&mut self, ready: Vec<Answer>, mut flow: Flow) -> Flow {
+        for (ack, _, _) in ready {
+            if flow == Flow::Open {
+                flow = self.push_msg(&ServerMsg::Ack(ack));
+            }
+        }
+        flow
+    }
+
     /// Hands every queued frame to the socket and flushes them together; ready when all are
     /// written, or when the socket failed. Dropped half-way, it loses nothing: frames leave the
     /// queue only as the socket takes them.
@@ -345,11 +355,7 @@ pub async fn serve(
             ready = in_flight.next_answers(), if !in_flight.is_empty() => {
                 // Every ack that is ready is queued at once and leaves with one flush.
                 record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
-                for (ack, _, _) in ready {
-                    if flow == Flow::Open {
-                        flow = out.push_msg(&ServerMsg::Ack(ack));
-                    }
-                }
+                flow = out.push_acks(ready, flow);
             }
             // Pushes are taken only while the queue has room: a buyer that reads slowly lags on
             // the broadcast instead, and then gets the latest state (never a backlog).
@@ -477,13 +483,7 @@ pub async fn serve(
             tokio::select! {
                 biased;
                 written = out.write(), if out.has_work() && flow == Flow::Open => flow = written,
-                ready = in_flight.next_answers() => {
-                    for (ack, _, _) in ready {
-                        if flow == Flow::Open {
-                            flow = out.push_msg(&ServerMsg::Ack(ack));
-                        }
-                    }
-                }
+                ready = in_flight.next_answers() => flow = out.push_acks(ready, flow),
             }
         }
         out.finish(close).await;

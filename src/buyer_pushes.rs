@@ -113,7 +113,7 @@ impl BuyerPushes {
                 let runtime = tokio::runtime::Handle::current().metrics();
                 loop {
                     let round = Instant::now();
-                    BackOfQueue(false).await;
+                    back_of_queue().await;
                     if wave_done.elapsed() >= limit {
                         break;
                     }

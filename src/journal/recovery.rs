@@ -11,9 +11,10 @@
 //! is cut off. Zeros alone after the last whole frame are no damage: they are the rest of a
 //! preallocated segment ([`super::spare`]), which the writer goes on writing into. (In any
 //! segment but the last, records lost in zeros would show as a gap in the numbering: each
-//! segment's name says where its records start, and a gap is refused.) A bad frame with a valid one anywhere after it, or in
-//! any segment but the last, is corruption of data that may have been acknowledged: recovery
-//! stops and names the file and offset rather than dropping orders silently.
+//! segment's name says where its records start, and a gap is refused.) A bad frame with a
+//! valid one anywhere after it, or in any segment but the last, is corruption of data that may
+//! have been acknowledged: recovery stops and names the file and offset rather than dropping
+//! orders silently.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
