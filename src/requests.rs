@@ -4,10 +4,11 @@
 //! becomes durable (on the journal writer), and the table holds every request of the stream,
 //! so it is large and each random look is a cache miss. It is built to miss as little as
 //! possible:
-//! - Shards behind `RwLock`s, each a `hashbrown::HashTable` of 8-byte buckets (a 32-bit key
-//!   from the hash and the entry's place) over the entries themselves, which are appended in
-//!   the order requests begin, in chunks that never move. A resize moves only the buckets and
-//!   reads no entry; a new request writes one random bucket and the tail of its shard.
+//! - Shards behind `RwLock`s, each an [`Index`] of 8-byte buckets (a 32-bit key from the hash
+//!   and the entry's place), probed linearly, over the entries themselves, which are appended
+//!   in the order requests begin, in chunks that never move. A resize moves only the buckets
+//!   and reads no entry; a new request reads and writes one random cache line of buckets and
+//!   the tail of its shard.
 //! - [`RequestTable::begin`] hands back a [`Ticket`], the entry's place, which the order
 //!   carries ([`OrderRecord::begun`]): the writer's [`RequestTable::complete`] goes straight to
 //!   the entry it marks done, with no hash look-up, and checks it by pointer (the entry keeps
@@ -15,13 +16,11 @@
 //!
 //! A request that made nothing is forgotten: its bucket goes, and its entry's place is reused
 //! by a later request. It replaced a `DashMap<String, _>` whose two look-ups a buy were ~19% of
-//! the hub's CPU at 120,000 acks/s, then a table of whole entries that was ~19% at 210,000
-//! (BENCHMARKS.md).
+//! the hub's CPU at 120,000 acks/s, then a table of whole entries that was ~19% at 210,000,
+//! then a `hashbrown::HashTable` of these buckets, 13% at 236,000 (BENCHMARKS.md).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
-
-use hashbrown::hash_table::HashTable;
 
 use crate::journal::OrderRecord;
 
@@ -55,18 +54,127 @@ impl Slot {
     }
 }
 
-/// A bucket of a shard's hash table: a 32-bit key from the request's hash, and the place of
-/// its entry in the shard's store.
-#[derive(Debug, Clone, Copy)]
+/// A bucket of a shard's index: a 32-bit key from the request's hash, and the place of its
+/// entry in the shard's store ([`EMPTY`] for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(8))]
 struct Bucket {
     key: u32,
     at: u32,
 }
 
-/// hashbrown takes a bucket's position from the low bits of the hash and its 7-bit tag from
-/// the top bits; the 32-bit key feeds both, so a resize rehashes from the bucket alone.
-fn spread(key: u32) -> u64 {
-    (u64::from(key) << 32) | u64::from(key)
+/// The place of an empty bucket: no shard holds 2^32 - 1 requests.
+const EMPTY: u32 = u32::MAX;
+
+/// A shard's index: open addressing with linear probing over [`Bucket`]s, at most 3/4 full.
+///
+/// Why not a `hashbrown::HashTable` (what it was): hashbrown keeps a control byte a bucket in
+/// an array of its own, so a new request missed the cache twice, on its control group and on
+/// the bucket it then wrote (a third of `begin`'s samples each, BENCHMARKS.md). Here the
+/// probe reads the buckets themselves, eight to a cache line, and the insert writes the line
+/// the probe just read: one miss. A bucket's home is its key's low bits, so a resize rehashes
+/// from the buckets alone, and a removal shifts the probe run back (no tombstones).
+#[derive(Debug)]
+struct Index {
+    buckets: Box<[Bucket]>,
+    len: usize,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl Index {
+    /// Room for `n` buckets without a resize.
+    fn with_capacity(n: usize) -> Self {
+        let size = (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(8);
+        Index {
+            buckets: vec![Bucket { key: 0, at: EMPTY }; size].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
+    }
+
+    fn home(&self, key: u32) -> usize {
+        key as usize & self.mask()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The position of the first bucket under `key` whose entry `same` accepts.
+    fn find(&self, key: u32, mut same: impl FnMut(u32) -> bool) -> Option<usize> {
+        let mut pos = self.home(key);
+        loop {
+            let b = self.buckets[pos];
+            if b.at == EMPTY {
+                return None;
+            }
+            if b.key == key && same(b.at) {
+                return Some(pos);
+            }
+            pos = (pos + 1) & self.mask();
+        }
+    }
+
+    /// Adds a bucket (its entry is not indexed yet).
+    fn insert(&mut self, key: u32, at: u32) {
+        debug_assert_ne!(at, EMPTY);
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.grow();
+        }
+        self.place(Bucket { key, at });
+        self.len += 1;
+    }
+
+    fn place(&mut self, b: Bucket) {
+        let mut pos = self.home(b.key);
+        while self.buckets[pos].at != EMPTY {
+            pos = (pos + 1) & self.mask();
+        }
+        self.buckets[pos] = b;
+    }
+
+    fn grow(&mut self) {
+        let size = self.buckets.len() * 2;
+        let old = std::mem::replace(
+            &mut self.buckets,
+            vec![Bucket { key: 0, at: EMPTY }; size].into_boxed_slice(),
+        );
+        for b in old.iter().filter(|b| b.at != EMPTY) {
+            self.place(*b);
+        }
+    }
+
+    /// Removes the bucket at `pos` and shifts back the buckets of its probe run that may move
+    /// closer to their homes, so that every bucket stays reachable from its home.
+    fn remove(&mut self, pos: usize) {
+        let mask = self.mask();
+        let mut hole = pos;
+        let mut next = pos;
+        loop {
+            next = (next + 1) & mask;
+            let b = self.buckets[next];
+            if b.at == EMPTY {
+                break;
+            }
+            // `b` may fill the hole when the hole lies on its way, from its home to `next`.
+            let from_home = next.wrapping_sub(self.home(b.key)) & mask;
+            let from_hole = next.wrapping_sub(hole) & mask;
+            if from_home >= from_hole {
+                self.buckets[hole] = b;
+                hole = next;
+            }
+        }
+        self.buckets[hole] = Bucket { key: 0, at: EMPTY };
+        self.len -= 1;
+    }
 }
 
 /// Where a begun request's entry is, for [`RequestTable::complete`] to go straight there.
@@ -79,7 +187,7 @@ pub struct Ticket {
 /// One shard: the index and the entries it points at.
 #[derive(Debug, Default)]
 struct Shard {
-    index: HashTable<Bucket>,
+    index: Index,
     /// Chunks of [`CHUNK`] entries, filled in order; a chunk never grows past its capacity,
     /// so an entry never moves.
     chunks: Vec<Vec<Slot>>,
@@ -90,7 +198,7 @@ struct Shard {
 impl Shard {
     fn with_capacity(n: usize) -> Self {
         Shard {
-            index: HashTable::with_capacity(n),
+            index: Index::with_capacity(n),
             chunks: Vec::new(),
             free: Vec::new(),
         }
@@ -106,11 +214,11 @@ impl Shard {
         &mut self.chunks[at / CHUNK][at % CHUNK]
     }
 
-    /// The bucket of `(user, req)`; `same` says whether an entry is that request.
-    fn find(&self, key: u32, same: impl Fn(&Slot) -> bool) -> Option<Bucket> {
-        self.index
-            .find(spread(key), |b| b.key == key && same(self.slot(b.at)))
-            .copied()
+    /// Where the bucket of `(user, req)` is, and its entry's place; `same` says whether an
+    /// entry is that request.
+    fn find(&self, key: u32, same: impl Fn(&Slot) -> bool) -> Option<(usize, u32)> {
+        let pos = self.index.find(key, |at| same(self.slot(at)))?;
+        Some((pos, self.index.buckets[pos].at))
     }
 
     /// Stores a new entry and indexes it under `key` (not there yet); returns its place.
@@ -130,8 +238,7 @@ impl Shard {
                 u32::try_from(n + last.len() - 1).expect("under 2^32 requests a shard")
             }
         };
-        self.index
-            .insert_unique(spread(key), Bucket { key, at }, |b| spread(b.key));
+        self.index.insert(key, at);
         at
     }
 }
@@ -221,8 +328,8 @@ impl RequestTable {
         let (i, key) = self.place(user, req);
         let mut shard = self.shard(i).write().expect("request table lock");
         let shard = &mut *shard;
-        if let Some(b) = shard.find(key, |s| s.is(user, req)) {
-            return match shard.slot_mut(b.at).state.as_mut() {
+        if let Some((_, at)) = shard.find(key, |s| s.is(user, req)) {
+            return match shard.slot_mut(at).state.as_mut() {
                 Some(RequestState::Done(order)) => Began::Done(order.clone()),
                 Some(RequestState::Pending { waited }) => {
                     *waited = true;
@@ -251,15 +358,11 @@ impl RequestTable {
     pub fn forget_pending(&self, user: &str, req: &str) -> Option<bool> {
         let (i, key) = self.place(user, req);
         let mut shard = self.shard(i).write().expect("request table lock");
-        let at = shard.find(key, |s| s.is(user, req))?.at;
+        let (pos, at) = shard.find(key, |s| s.is(user, req))?;
         let Some(RequestState::Pending { waited }) = shard.slot(at).state else {
             return None;
         };
-        shard
-            .index
-            .find_entry(spread(key), |b| b.at == at)
-            .expect("the bucket just found")
-            .remove();
+        shard.index.remove(pos);
         let s = shard.slot_mut(at);
         s.state = None;
         // The strings go now; the place keeps two cheap pointers until it is reused.
@@ -281,13 +384,13 @@ impl RequestTable {
             let shard = self.shard(i).read().expect("request table lock");
             return shard
                 .find(key, same)
-                .map_or(Seen::Absent, |b| seen(&shard.slot(b.at).state));
+                .map_or(Seen::Absent, |(_, at)| seen(&shard.slot(at).state));
         }
         let mut shard = self.shard(i).write().expect("request table lock");
-        let Some(b) = shard.find(key, same) else {
+        let Some((_, at)) = shard.find(key, same) else {
             return Seen::Absent;
         };
-        let s = shard.slot_mut(b.at);
+        let s = shard.slot_mut(at);
         if let Some(RequestState::Pending { waited }) = &mut s.state {
             *waited = true;
         }
@@ -323,8 +426,8 @@ impl RequestTable {
                 && (Arc::ptr_eq(&s.user, user) || *s.user == **user)
         };
         match shard.find(key, same) {
-            Some(b) => {
-                let s = shard.slot_mut(b.at);
+            Some((_, at)) => {
+                let s = shard.slot_mut(at);
                 let waited = matches!(s.state, Some(RequestState::Pending { waited: true }));
                 s.state = Some(RequestState::Done(order.clone()));
                 Some(waited)
@@ -408,6 +511,49 @@ pub(crate) mod tests {
                 "shard {i}: {got} of {want}"
             );
         }
+    }
+
+    /// The index against a map of places, over random inserts and removals with keys from a
+    /// small range (so that runs of equal and neighbouring homes form, wrap around the end and
+    /// shift back on removal) and enough buckets to grow several times.
+    #[test]
+    fn index_agrees_with_a_map_of_places() {
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+        proptest!(|(ops in proptest::collection::vec((any::<bool>(), 0..64u32, 0..4u32), 1..600),
+                    start in 0..40usize)| {
+            let mut index = Index::with_capacity(start);
+            // place -> key
+            let mut model: HashMap<u32, u32> = HashMap::new();
+            let mut next_at = 0u32;
+            for (add, k, wrap) in ops {
+                // High bits that differ, low bits that collide: homes depend on the low bits.
+                let key = k | (wrap << 30);
+                if add || model.is_empty() {
+                    index.insert(key, next_at);
+                    model.insert(next_at, key);
+                    next_at += 1;
+                } else {
+                    // Remove the entry with the smallest place under the key nearest `key`.
+                    let (&at, &key) = model.iter().min_by_key(|(at, kk)| ((**kk ^ key), **at)).unwrap();
+                    let pos = index.find(key, |a| a == at);
+                    prop_assert!(pos.is_some(), "place {} under key {} is lost", at, key);
+                    index.remove(pos.unwrap());
+                    model.remove(&at);
+                }
+                prop_assert_eq!(index.len(), model.len());
+                prop_assert!(index.len() * 4 <= index.buckets.len() * 3);
+                for (&at, &key) in &model {
+                    let pos = index.find(key, |a| a == at);
+                    prop_assert!(pos.is_some(), "place {} under key {} is lost", at, key);
+                    prop_assert_eq!(index.buckets[pos.unwrap()], Bucket { key, at });
+                }
+                let held = index.buckets.iter().filter(|b| b.at != EMPTY).count();
+                prop_assert_eq!(held, model.len());
+                prop_assert!(index.find(key ^ 0x8000_0000, |_| true).is_none()
+                    || model.values().any(|&k| k == key ^ 0x8000_0000));
+            }
+        });
     }
 
     /// A request that made nothing leaves its place to the next one: a stream of refused buys
