@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Sku, SkuDef};
+use crate::journal::record::{put_str, put_varint, zigzag};
 use crate::journal::{Capture, OrderRecord, Sink};
 use crate::room::Room;
 use crate::rooms::Rooms;
@@ -330,24 +331,12 @@ impl Strings {
 
 // The order stream is written by hand, byte for byte as postcard writes `Item`s (the
 // restore decodes it with postcard; a test holds the two equal): a varint for each integer
-// (zigzag for signed), a length-prefixed string, the variant's index before an enum's fields.
-// Serde's per-field calls into a growing buffer cost ~250 ns an order.
+// (zigzag for signed), a length-prefixed string, the variant's index before an enum's fields
+// (the helpers are the journal's, which writes its order records the same way). Serde's
+// per-field calls into a growing buffer cost ~250 ns an order.
 const ITEM_STR: u64 = 0;
 const ITEM_ORDER: u64 = 1;
 const ITEM_END: u64 = 2;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
 
 fn put_order(out: &mut Vec<u8>, o: &OrderRow) {
     out.reserve(80 + o.req.len());
@@ -361,7 +350,7 @@ fn put_order(out: &mut Vec<u8>, o: &OrderRow) {
     put_varint(out, o.qty);
     put_varint(out, o.price_fen);
     put_varint(out, o.amount_fen);
-    put_varint(out, ((o.ts_ms << 1) ^ (o.ts_ms >> 63)) as u64);
+    put_varint(out, zigzag(o.ts_ms));
     put_varint(out, o.left_after);
 }
 
