@@ -39,6 +39,8 @@ pub struct Point {
 
 struct Inner {
     all: Histogram<u64>,
+    /// Accepted buys only: they wait for the journal, rejections do not.
+    all_ok: Histogram<u64>,
     cur_idx: u64,
     cur: Histogram<u64>,
     cur_count: u64,
@@ -77,6 +79,7 @@ impl Recorder {
             rejected: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 all: hist(3),
+                all_ok: hist(3),
                 cur_idx: 0,
                 cur: hist(2),
                 cur_count: 0,
@@ -104,6 +107,7 @@ impl Recorder {
         match outcome {
             Outcome::Ok => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
+                g.all_ok.saturating_record(v);
                 g.cur_ok += 1;
             }
             Outcome::Rejected(code) => {
@@ -165,6 +169,7 @@ impl Recorder {
             name: self.name.clone(),
             bucket_s: self.bucket.as_secs_f64(),
             hist: g.all.clone(),
+            hist_ok: g.all_ok.clone(),
             points: g.points.clone(),
             reasons: g.reasons.clone(),
             count: self.count.load(Ordering::Relaxed),
@@ -180,6 +185,8 @@ pub struct Finished {
     pub name: String,
     pub bucket_s: f64,
     pub hist: Histogram<u64>,
+    /// The ok acks' latencies alone.
+    pub hist_ok: Histogram<u64>,
     pub points: Vec<Point>,
     pub reasons: BTreeMap<String, u64>,
     pub count: u64,
@@ -243,5 +250,28 @@ impl Simple {
     }
     pub fn json(&self) -> Value {
         latency_json(&self.0.lock().unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ok acks' histogram holds them alone; the whole one holds every latency.
+    #[test]
+    fn ok_latencies_are_kept_apart() {
+        let start = Instant::now();
+        let rec = Recorder::new("t", start, Duration::from_millis(100));
+        rec.record(start, 1_000, Outcome::Ok);
+        rec.record(start, 2_000, Outcome::Ok);
+        rec.record(start, 90_000, Outcome::Rejected("sold_out"));
+        rec.record(start, 50_000, Outcome::Event);
+        let f = rec.finish(start + Duration::from_millis(10));
+        assert_eq!((f.count, f.ok, f.rejected), (4, 2, 1));
+        assert_eq!(f.hist.len(), 4);
+        assert_eq!(f.hist_ok.len(), 2);
+        assert!(f.hist_ok.max() < 2_100, "{}", f.hist_ok.max());
+        assert!(f.hist.max() >= 89_000);
+        assert_eq!(f.reasons.get("sold_out"), Some(&1));
     }
 }

@@ -185,6 +185,7 @@ fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
             "timed_out": r.totals.timed_out.len(),
             "rejections": r.finished.reasons,
             "latency": r.finished.latency_json(),
+            "latency_ok": crate::record::latency_json(&r.finished.hist_ok),
         },
         "timing_ms": {
             "open_call": ms(r.open_call_us),
