@@ -70,7 +70,7 @@ const EMPTY: u32 = u32::MAX;
 ///
 /// Why not a `hashbrown::HashTable` (what it was): hashbrown keeps a control byte a bucket in
 /// an array of its own, so a new request missed the cache twice, on its control group and on
-/// the bucket it then wrote (a third of `begin`'s samples each, BENCHMARKS.md). Here the
+/// the bucket it then wrote (a third and two fifths of `begin`'s own samples, BENCHMARKS.md). Here the
 /// probe reads the buckets themselves, eight to a cache line, and the insert writes the line
 /// the probe just read: one miss. A bucket's home is its key's low bits, so a resize rehashes
 /// from the buckets alone, and a removal shifts the probe run back (no tombstones).
@@ -87,7 +87,7 @@ impl Default for Index {
 }
 
 impl Index {
-    /// Room for `n` buckets without a resize.
+    /// Room for `n` buckets in use without a resize.
     fn with_capacity(n: usize) -> Self {
         let size = (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(8);
         Index {

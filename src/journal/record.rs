@@ -127,7 +127,7 @@ pub enum Record {
 
 impl Record {
     /// Appends this record's frame to `buf`. Orders, nearly every record, are written by hand
-    /// in postcard's bytes ([`put_order`]); the rest by postcard.
+    /// in postcard's bytes (`put_order`); the rest by postcard.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         let start = buf.len();
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
