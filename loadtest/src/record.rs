@@ -210,14 +210,26 @@ impl Finished {
     }
 
     pub fn distribution(&self) -> Vec<(f64, f64)> {
-        if self.hist.is_empty() {
+        distribution(&self.hist)
+    }
+
+    /// The ok acks' distribution, when some acks were not ok (otherwise it is the whole one).
+    pub fn distribution_ok(&self) -> Vec<(f64, f64)> {
+        if self.ok == self.count {
             return Vec::new();
         }
-        DIST_PERCENTILES
-            .iter()
-            .map(|&p| (p, ms(self.hist.value_at_percentile(p))))
-            .collect()
+        distribution(&self.hist_ok)
     }
+}
+
+fn distribution(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    DIST_PERCENTILES
+        .iter()
+        .map(|&p| (p, ms(h.value_at_percentile(p))))
+        .collect()
 }
 
 pub fn latency_json(h: &Histogram<u64>) -> Value {
@@ -273,5 +285,8 @@ mod tests {
         assert!(f.hist_ok.max() < 2_100, "{}", f.hist_ok.max());
         assert!(f.hist.max() >= 89_000);
         assert_eq!(f.reasons.get("sold_out"), Some(&1));
+        let ok_max = f.distribution_ok().last().map(|d| d.1);
+        assert!(ok_max.is_some_and(|m| m < 2.1), "{ok_max:?}");
+        assert!(f.distribution().last().is_some_and(|d| d.1 >= 89.0));
     }
 }

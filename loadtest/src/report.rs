@@ -40,6 +40,7 @@ pub fn write(
                 "bucket_s": r.bucket_s,
                 "points": r.points.iter().map(|p| json!([p.t, p.rate, p.p50_ms, p.p99_ms, p.max_ms])).collect::<Vec<_>>(),
                 "dist": r.distribution(),
+                "dist_ok": r.distribution_ok(),
             })
         })
         .collect();
@@ -79,6 +80,8 @@ function chart(id, title, opt) {{
   window.addEventListener('resize', () => c.resize());
 }}
 const xs = {{ type: 'value', name: 's', min: 0 }};
+// A short run has few points, some of them alone between empty buckets: draw them as dots.
+const few = s => s.points.filter(p => p[1] > 0).length < 30;
 chart('thr', 'Throughput (per second)', {{
   xAxis: xs, yAxis: {{ type: 'value', name: '/s' }},
   series: DATA.series.map(s => ({{ name: s.name + '/s', type: 'line', showSymbol: false, data: s.points.map(p => [p[0], p[1]]) }}))
@@ -86,15 +89,18 @@ chart('thr', 'Throughput (per second)', {{
 chart('lat', 'Latency over time (ms)', {{
   xAxis: xs, yAxis: {{ type: 'value', name: 'ms' }},
   series: DATA.series.flatMap(s => [
-    {{ name: s.name + ' p50', type: 'line', showSymbol: false, connectNulls: false, data: s.points.map(p => [p[0], p[2]]) }},
-    {{ name: s.name + ' p99', type: 'line', showSymbol: false, connectNulls: false, data: s.points.map(p => [p[0], p[3]]) }},
+    {{ name: s.name + ' p50', type: 'line', showSymbol: few(s), connectNulls: false, data: s.points.map(p => [p[0], p[2]]) }},
+    {{ name: s.name + ' p99', type: 'line', showSymbol: few(s), connectNulls: false, data: s.points.map(p => [p[0], p[3]]) }},
   ])
 }});
 const pct = DATA.series.length ? (DATA.series.find(s => s.dist.length) || DATA.series[0]).dist.map(d => String(d[0])) : [];
 chart('dist', 'Latency distribution (ms at percentile)', {{
  
   xAxis: {{ type: 'category', name: 'percentile', data: pct }}, yAxis: {{ type: 'log', name: 'ms', min: 0.01 }},
-  series: DATA.series.filter(s => s.dist.length).map(s => ({{ name: s.name, type: 'line', data: s.dist.map(d => Math.max(d[1], 0.001)) }}))
+  series: DATA.series.filter(s => s.dist.length).flatMap(s => [
+    {{ name: s.name, type: 'line', data: s.dist.map(d => Math.max(d[1], 0.001)) }},
+    ...(s.dist_ok.length ? [{{ name: s.name + ' (ok acks)', type: 'line', lineStyle: {{ type: 'dashed' }}, data: s.dist_ok.map(d => Math.max(d[1], 0.001)) }}] : []),
+  ])
 }});
 chart('conns', 'Open connections', {{
   xAxis: xs, yAxis: {{ type: 'value' }},
