@@ -21,6 +21,7 @@ use crate::protocol::{Ack, BuyMsg, RejectCode};
 use crate::requests::Ticket;
 use crate::room::{Begin, Room, UserRef};
 use crate::rooms::Rooms;
+use crate::stop::{Stop, StopWatch};
 
 /// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
 #[derive(Debug, Clone)]
@@ -82,6 +83,8 @@ struct HubInner {
     /// Buys admitted and not yet answered; one atomic add per buy.
     pending: AtomicUsize,
     shutdown: CancellationToken,
+    /// `shutdown`, as the buyer tasks poll it ([`crate::stop`]).
+    stop: Arc<Stop>,
     tasks: TaskTracker,
 }
 
@@ -108,6 +111,15 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Result<(Hub, Replayed), JournalError> {
         let (journal, replayed) = Journal::open(&options.journal, rooms.clone())?;
+        let stop = Stop::new();
+        let tasks = TaskTracker::new();
+        {
+            let (stop, token) = (stop.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                token.cancelled().await;
+                stop.trigger();
+            });
+        }
         let hub = Hub {
             inner: Arc::new(HubInner {
                 rooms,
@@ -117,7 +129,8 @@ impl Hub {
                 admin: tokio::sync::Mutex::new(()),
                 pending: AtomicUsize::new(0),
                 shutdown,
-                tasks: TaskTracker::new(),
+                stop,
+                tasks,
             }),
         };
         for room in hub.rooms().all() {
@@ -144,6 +157,11 @@ impl Hub {
 
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// A watcher of the shutdown for a task that polls it on every wake-up.
+    pub fn stop_watch(&self) -> StopWatch {
+        self.inner.stop.watch()
     }
 
     pub fn tasks(&self) -> &TaskTracker {

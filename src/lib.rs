@@ -11,6 +11,7 @@
 //! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
 //! - [`handshake`]: the WebSocket query strings and who an upgrade is for
 //! - [`buyer`]: one task per buyer socket
+//! - [`stop`]: the stop signal the buyer tasks poll on every wake-up
 //! - [`hub`]: shared state, and the buy path idempotency → gate → journal → ack
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
 //! - [`journal`]: durable order log, group commit, recovery
@@ -55,4 +56,5 @@ pub mod rooms_snapshot;
 pub mod sale_feed;
 pub mod seating;
 pub mod server;
+pub mod stop;
 pub mod telemetry;
