@@ -314,7 +314,7 @@ pub async fn serve(
     let mut in_flight = Waiting::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
-    let stop = hub.stop_watch();
+    let mut stop = hub.stop_watch();
     let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
