@@ -30,12 +30,6 @@ use clap::Parser;
 
 use crate::cli::{Cli, Cmd};
 
-/// mimalloc, as the server has: with glibc's malloc this tool's own allocations (frames read
-/// and parsed, buys formatted, on both runtime threads) were ~8% of its samples in a
-/// 15,000-buyer spike, on the cores it shares with the server it measures.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cli = Cli::parse();
     net::raise_nofile();
