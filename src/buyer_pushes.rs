@@ -6,7 +6,8 @@
 //! takes under [`CAUGHT_UP`] (whatever became ready meanwhile, above all the buys that answer
 //! the push, runs first) and the runtime's global queue is empty (the journal's answers wake
 //! their buyers from the writer thread, so they wait there), at most [`MAX_WAVE_WAIT`] a wave
-//! and [`MAX_PUSH_WAIT`] a push.
+//! and [`MAX_PUSH_WAIT`] a push; after that, each wave still takes one turn at the back of the
+//! run queue.
 //!
 //! Why: when a sale opens, every buyer of the room is told at once and most of them buy at
 //! once. With one `broadcast` for the room, the push woke 15,000 buyer tasks together; a buy
