@@ -241,8 +241,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn past_its_waiting_time_a_push_still_goes_in_waves() {
         let pushes = Arc::new(BuyerPushes::default());
-        let per_wave = MAX_PUSH_WAIT.as_millis() / MAX_WAVE_WAIT.as_millis() + 1;
-        let subs: Vec<_> = (0..WAVE * per_wave as usize * 3)
+        // Three times the waves that use up the waiting time, at a full wait each.
+        let waves_to_cap = MAX_PUSH_WAIT.as_millis() / MAX_WAVE_WAIT.as_millis() + 1;
+        let subs: Vec<_> = (0..WAVE * waves_to_cap as usize * 3)
             .map(|_| pushes.subscribe())
             .collect();
         let buyers_per_slot = subs.len().div_ceil(SLOTS);

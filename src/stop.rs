@@ -15,8 +15,9 @@
 //! that stores a waker reads the flag inside its slot's lock. Either that critical section
 //! comes first, and `trigger` finds and wakes the waker, or it comes after `trigger` took that
 //! slot's lock, and then it sees the flag. A poll that finds its waker already stored returns
-//! pending without the lock: that waker is in the slot until `trigger` takes it to wake it. A watcher registered after `trigger` looked at the set of watchers
-//! took the set's lock after it, so its first poll sees the flag.
+//! pending without the lock: that waker is in the slot until `trigger` takes it to wake it. A
+//! watcher registered after `trigger` looked at the set of watchers took the set's lock after
+//! it, so its first poll sees the flag.
 
 use std::collections::HashMap;
 use std::future::Future;
