@@ -460,6 +460,9 @@ pub struct SpikeShared {
     /// When each buyer saw the open push, µs after the open call was sent.
     pub push_us: Mutex<Vec<u64>>,
     pub missed_push: AtomicU64,
+    /// Each answer's latency by the kernel's stamp of its arrival instead of this tool's read
+    /// (`buys.latency_arrival`): the same buys without the client's own queue.
+    pub arrival: Simple,
 }
 
 impl SpikeShared {
@@ -503,6 +506,8 @@ pub async fn spike_buyer(
         let _ = tokio::time::timeout_at(ctx.deadline.into(), hold.wait()).await;
     };
     let Conn { mut ws, idx, user } = conn;
+    // Without the stamps (a kernel that refuses them) only `latency_arrival` stays empty.
+    let _ = ws.get_ref().stamp_arrivals();
     let mut out = SpikeResult {
         user: user.clone(),
         res: ConnResult::default(),
@@ -565,6 +570,7 @@ pub async fn spike_buyer(
     let req = format!("{req_prefix}-{idx}-0");
     let frame = buy_frame(&req_prefix, idx, 0, &sku, qty);
     let sent = Instant::now();
+    let sent_ns = crate::net::now_ns();
     out.res.sent = 1;
     if ws.send(Message::text(frame)).await.is_err() {
         ctx.disconnect("send failed");
@@ -591,6 +597,9 @@ pub async fn spike_buyer(
                     }
                     if (f.op == "ack" || f.op == "error") && f.req.as_deref() == Some(req.as_str()) {
                         let lat = at.saturating_duration_since(sent).as_micros() as u64;
+                        if let Some(arrived) = ws.get_ref().last_arrival_ns() {
+                            shared.arrival.record(arrived.saturating_sub(sent_ns) / 1_000);
+                        }
                         let ok = f.ok == Some(true);
                         if f.op == "error" {
                             rec.record(at, lat, Outcome::Rejected("error_frame"));

@@ -15,7 +15,117 @@ use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
 pub const CLIENT_READ_BUFFER: usize = 8 * 1024;
 use tokio_tungstenite::WebSocketStream;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stamped>;
+
+/// A client socket that remembers when the kernel received the data of its last read
+/// (`SO_TIMESTAMPNS`, once [`Stamped::stamp_arrivals`] asked for it), so that an answer can be
+/// dated by its arrival rather than by when this tool's task got round to reading it: in a
+/// spike the two differ by the client's own queue on the cores it shares with the server
+/// (BENCHMARKS.md, "late night"). Reads go through `recvmsg`; writes straight to the stream.
+pub struct Stamped {
+    inner: TcpStream,
+    /// `CLOCK_REALTIME` ns of the last read's data, 0 before one came with a stamp.
+    last_arrival_ns: u64,
+}
+
+impl Stamped {
+    pub fn new(inner: TcpStream) -> Self {
+        Stamped {
+            inner,
+            last_arrival_ns: 0,
+        }
+    }
+
+    /// Asks the kernel to stamp what arrives from now on.
+    pub fn stamp_arrivals(&self) -> io::Result<()> {
+        nix::sys::socket::setsockopt(
+            &self.inner,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// When the data of the last read arrived, as ns since the epoch, if it was stamped.
+    pub fn last_arrival_ns(&self) -> Option<u64> {
+        (self.last_arrival_ns != 0).then_some(self.last_arrival_ns)
+    }
+
+    /// One `recvmsg` into `dst`: the bytes read and the arrival stamp, if one came.
+    fn recv(inner: &TcpStream, dst: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut iov = [io::IoSliceMut::new(dst)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let msg = recvmsg::<()>(
+            inner.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let mut at = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    at = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64);
+                }
+            }
+        }
+        Ok((msg.bytes, at))
+    }
+}
+
+impl tokio::io::AsyncRead for Stamped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.inner.poll_read_ready(cx))?;
+            let this = &mut *self;
+            let dst = buf.initialize_unfilled();
+            match this.inner.try_io(tokio::io::Interest::READABLE, || {
+                Stamped::recv(&this.inner, dst)
+            }) {
+                Ok((n, at)) => {
+                    if let Some(at) = at {
+                        this.last_arrival_ns = at;
+                    }
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stamped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Where the server is.
 #[derive(Debug, Clone)]
@@ -169,9 +279,10 @@ pub async fn connect_ws(
         // nothing: at the default 128 KiB that memset was the load client's top cost. Frames
         // larger than the buffer still arrive, over several reads.
         let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| describe_ws(&e, source))?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, Stamped::new(stream), Some(config))
+                .await
+                .map_err(|e| describe_ws(&e, source))?;
         Ok::<Ws, String>(ws)
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -194,6 +305,14 @@ pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// ns since the epoch (`CLOCK_REALTIME`, the clock of the kernel's arrival stamps).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
 
@@ -241,6 +360,46 @@ impl BuyerAuth {
                 .expect("HS256 signing does not fail");
                 format!("/ws/buy?room={room}&token={token}")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Data read through a stamped socket carries the kernel's arrival time: after the write
+    /// began and before the read returned; an unstamped socket reads the same bytes, no stamp.
+    #[tokio::test]
+    async fn reads_carry_the_arrival_stamp_once_asked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for stamped in [true, false] {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let mut s = Stamped::new(client);
+            if stamped {
+                s.stamp_arrivals().unwrap();
+            }
+            let before = now_ns();
+            server.write_all(b"first").await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf).await.unwrap();
+            let after = now_ns();
+            assert_eq!(&buf[..n], b"first");
+            match s.last_arrival_ns() {
+                Some(at) => {
+                    assert!(stamped, "a stamp without asking for one");
+                    assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+                }
+                None => assert!(!stamped, "asked for stamps, got none"),
+            }
+            // Writes go straight through.
+            s.write_all(b"back").await.unwrap();
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"back");
         }
     }
 }

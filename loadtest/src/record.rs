@@ -250,6 +250,12 @@ pub fn latency_json(h: &Histogram<u64>) -> Value {
 /// A plain histogram for things measured once per connection (connect times and the like).
 pub struct Simple(Mutex<Histogram<u64>>);
 
+impl Default for Simple {
+    fn default() -> Self {
+        Simple::new()
+    }
+}
+
 impl Simple {
     pub fn new() -> Simple {
         Simple(Mutex::new(hist(3)))

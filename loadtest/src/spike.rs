@@ -31,6 +31,8 @@ struct Run {
     open_call_us: u64,
     push_us: Vec<u64>,
     missed_push: u64,
+    /// `latency_arrival`, as JSON.
+    arrival: Value,
     connected: usize,
     connect_times: Arc<Simple>,
     /// Buys sent per user.
@@ -165,6 +167,7 @@ async fn run(
         open_call_us,
         push_us,
         missed_push: shared.missed_push.load(Ordering::Relaxed),
+        arrival: shared.arrival.json(),
         connected,
         connect_times: times,
         sent_by_user,
@@ -186,6 +189,7 @@ fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
             "rejections": r.finished.reasons,
             "latency": r.finished.latency_json(),
             "latency_ok": crate::record::latency_json(&r.finished.hist_ok),
+            "latency_arrival": r.arrival,
         },
         "timing_ms": {
             "open_call": ms(r.open_call_us),
