@@ -1,5 +1,6 @@
-//! Connecting: the target address, source-address binding, WebSocket upgrades, buyer JWTs,
-//! and naming the limit a failed connection hit.
+//! Connecting: the target address, source-address binding, WebSocket upgrades over a socket
+//! that can stamp arrivals ([`Stamped`]), buyer JWTs, and naming the limit a failed connection
+//! hit.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
