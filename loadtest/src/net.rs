@@ -97,7 +97,14 @@ impl tokio::io::AsyncRead for Stamped {
                     buf.advance(n);
                     return std::task::Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return std::task::Poll::Ready(Err(e)),
             }
         }
