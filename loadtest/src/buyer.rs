@@ -507,7 +507,7 @@ pub async fn spike_buyer(
     };
     let Conn { mut ws, idx, user } = conn;
     // Without the stamps (a kernel that refuses them) only `latency_arrival` stays empty.
-    let _ = ws.get_ref().stamp_arrivals();
+    let _ = ws.get_mut().stamp_arrivals();
     let mut out = SpikeResult {
         user: user.clone(),
         res: ConnResult::default(),

@@ -25,7 +25,10 @@ pub type Ws = WebSocketStream<Stamped>;
 /// (BENCHMARKS.md, "late night"). Reads go through `recvmsg`; writes straight to the stream.
 pub struct Stamped {
     inner: TcpStream,
-    /// `CLOCK_REALTIME` ns of the last read's data, 0 before one came with a stamp.
+    /// Room for a read's control message, once stamps were asked for; until then reads are
+    /// plain `recv`s.
+    cmsg: Option<Vec<u8>>,
+    /// `CLOCK_REALTIME` ns of the last read's data, 0 when that read came without a stamp.
     last_arrival_ns: u64,
 }
 
@@ -33,18 +36,21 @@ impl Stamped {
     pub fn new(inner: TcpStream) -> Self {
         Stamped {
             inner,
+            cmsg: None,
             last_arrival_ns: 0,
         }
     }
 
     /// Asks the kernel to stamp what arrives from now on.
-    pub fn stamp_arrivals(&self) -> io::Result<()> {
+    pub fn stamp_arrivals(&mut self) -> io::Result<()> {
         nix::sys::socket::setsockopt(
             &self.inner,
             nix::sys::socket::sockopt::ReceiveTimestampns,
             &true,
         )
-        .map_err(io::Error::from)
+        .map_err(io::Error::from)?;
+        self.cmsg = Some(nix::cmsg_space!(nix::sys::time::TimeSpec));
+        Ok(())
     }
 
     /// When the data of the last read arrived, as ns since the epoch, if it was stamped.
@@ -52,19 +58,22 @@ impl Stamped {
         (self.last_arrival_ns != 0).then_some(self.last_arrival_ns)
     }
 
-    /// One `recvmsg` into `dst`: the bytes read and the arrival stamp, if one came.
-    fn recv(inner: &TcpStream, dst: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    /// One read into `dst`: the bytes read and the arrival stamp, if one came (a `recvmsg`
+    /// with room for it in `cmsg`, or a plain `recv` without).
+    fn recv(
+        inner: &TcpStream,
+        cmsg: Option<&mut Vec<u8>>,
+        dst: &mut [u8],
+    ) -> io::Result<(usize, Option<u64>)> {
+        use nix::sys::socket::{recv, recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::AsRawFd;
+        let Some(cmsg) = cmsg else {
+            let n = recv(inner.as_raw_fd(), dst, MsgFlags::empty()).map_err(io::Error::from)?;
+            return Ok((n, None));
+        };
         let mut iov = [io::IoSliceMut::new(dst)];
-        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-        let msg = recvmsg::<()>(
-            inner.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
+        let msg = recvmsg::<()>(inner.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::empty())
+            .map_err(io::Error::from)?;
         let mut at = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
@@ -87,13 +96,14 @@ impl tokio::io::AsyncRead for Stamped {
             std::task::ready!(self.inner.poll_read_ready(cx))?;
             let this = &mut *self;
             let dst = buf.initialize_unfilled();
-            match this.inner.try_io(tokio::io::Interest::READABLE, || {
-                Stamped::recv(&this.inner, dst)
+            let (inner, cmsg) = (&this.inner, this.cmsg.as_mut());
+            match inner.try_io(tokio::io::Interest::READABLE, || {
+                Stamped::recv(inner, cmsg, dst)
             }) {
                 Ok((n, at)) => {
-                    if let Some(at) = at {
-                        this.last_arrival_ns = at;
-                    }
+                    // A read without a stamp (the kernel turns stamping on a moment after the
+                    // first socket asks) leaves none, never the stamp of an older read.
+                    this.last_arrival_ns = at.unwrap_or(0);
                     buf.advance(n);
                     return std::task::Poll::Ready(Ok(()));
                 }
@@ -379,6 +389,8 @@ mod tests {
 
     /// Data read through a stamped socket carries the kernel's arrival time: after the write
     /// began and before the read returned; an unstamped socket reads the same bytes, no stamp.
+    /// The kernel turns stamping on a moment after a first socket asks for it, so the stamped
+    /// socket may read a few unstamped messages first (each of them with no stamp).
     #[tokio::test]
     async fn reads_carry_the_arrival_stamp_once_asked() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -390,19 +402,26 @@ mod tests {
             if stamped {
                 s.stamp_arrivals().unwrap();
             }
-            let before = now_ns();
-            server.write_all(b"first").await.unwrap();
-            let mut buf = [0u8; 16];
-            let n = s.read(&mut buf).await.unwrap();
-            let after = now_ns();
-            assert_eq!(&buf[..n], b"first");
-            match s.last_arrival_ns() {
-                Some(at) => {
+            let mut got_stamp = false;
+            for _ in 0..100 {
+                let before = now_ns();
+                server.write_all(b"first").await.unwrap();
+                let mut buf = [0u8; 16];
+                let n = s.read(&mut buf).await.unwrap();
+                let after = now_ns();
+                assert_eq!(&buf[..n], b"first");
+                if let Some(at) = s.last_arrival_ns() {
                     assert!(stamped, "a stamp without asking for one");
                     assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+                    got_stamp = true;
+                    break;
                 }
-                None => assert!(!stamped, "asked for stamps, got none"),
+                if !stamped {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            assert_eq!(got_stamp, stamped, "asked for stamps: {stamped}");
             // Writes go straight through.
             s.write_all(b"back").await.unwrap();
             let mut got = [0u8; 4];
