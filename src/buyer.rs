@@ -430,7 +430,7 @@ pub async fn serve(
                             }
                             Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
                             Ok(ClientMsg::Buy(b)) if limited => {
-                                let ack = hub.rejected(&room, &b.req, RejectCode::RateLimited, None, None);
+                                let ack = hub.rejected_buy(&room, &b, RejectCode::RateLimited);
                                 out.push_msg(&ServerMsg::Ack(ack))
                             }
                             Ok(ClientMsg::Status { req }) if limited => {

@@ -248,14 +248,7 @@ impl Hub {
         let Some(admitted) = self.admit() else {
             room.end_request(&user.id, &msg.req);
             metrics::counter!("livehub_buys_shed_total").increment(1);
-            let sku = room.sku(&msg.sku);
-            return Started::Answered(self.rejected(
-                room,
-                &msg.req,
-                RejectCode::Unavailable,
-                sku.as_ref().map(|s| s.id.clone()),
-                sku.map(|s| s.left()),
-            ));
+            return Started::Answered(self.rejected_buy(room, msg, RejectCode::Unavailable));
         };
         let buy = BuyRequest {
             user,
@@ -379,6 +372,19 @@ impl Hub {
             RejectCode::Unavailable,
             Some(sku.id.clone()),
             Some(sku.left()),
+        )
+    }
+
+    /// Counts and words the rejection of `msg` before it reached the inventory (shed, rate
+    /// limited), with the SKU's `left` when the SKU exists, as every ack for one carries.
+    pub fn rejected_buy(&self, room: &Room, msg: &BuyMsg, code: RejectCode) -> Ack {
+        let sku = room.sku(&msg.sku);
+        self.rejected(
+            room,
+            &msg.req,
+            code,
+            sku.as_ref().map(|s| s.id.clone()),
+            sku.map(|s| s.left()),
         )
     }
 
