@@ -277,9 +277,10 @@ async fn ws_dashboard(
     let tracker = s.hub.tasks().clone();
     let room: Arc<_> = room;
     let limits = s.feed_limits;
+    let gap = s.hub.options().push_interval;
     configure(ws).on_upgrade(move |socket| {
         tracker.track_future(crate::dashboard::feed::serve(
-            room, socket, shutdown, limits,
+            room, socket, shutdown, limits, gap,
         ))
     })
 }

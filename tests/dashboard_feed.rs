@@ -722,3 +722,49 @@ async fn staggered_dashboards_each_get_every_trend_point_over_real_sockets() {
         "different slots got snapshots built at different ticks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_that_just_connected_gets_its_second_snapshot_an_interval_after_its_first() {
+    // The snapshot on connect is off the aggregator's beat: the slot's next one may come a
+    // moment later, and must wait. Six dashboards join at different points of the 300 ms beat
+    // while buys change the figures every tick; with no wait, a second snapshot lands in the
+    // first 250 ms of five beats in six.
+    let interval = Duration::from_millis(300);
+    let s = TestServer::start_with(Options {
+        push_interval: interval,
+        ..Options::default()
+    })
+    .await;
+    s.create_room("g").await;
+    s.create_sku("g", "A1", 100, 1_000_000, None).await;
+    let mut buyer = s.buyer("g", "u1").await;
+    let buys = tokio::spawn(async move {
+        for i in 0..150 {
+            assert_eq!(buyer.buy(&format!("g{i}"), "A1", 1).await["ok"], true);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let mut d = s.dashboard("g").await;
+        readers.push(tokio::spawn(async move {
+            let mut at = Vec::new();
+            for _ in 0..3 {
+                d.next_json().await.expect("the feed stays open");
+                at.push(std::time::Instant::now());
+            }
+            at
+        }));
+        tokio::time::sleep(Duration::from_millis(70)).await;
+    }
+    for r in readers {
+        let at = r.await.unwrap();
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        // Read times, so allow a little of this client's own scheduling.
+        assert!(
+            gaps.iter().all(|&g| g >= interval - Duration::from_millis(50)),
+            "snapshots closer than the push interval: {gaps:?}"
+        );
+    }
+    buys.abort();
+}

@@ -41,12 +41,15 @@ impl Default for FeedLimits {
     }
 }
 
-/// Serves one dashboard until it leaves or the hub shuts down.
+/// Serves one dashboard until it leaves or the hub shuts down. Two snapshots go at least `gap`
+/// (the push interval) apart: the one on connect is off the aggregator's beat, and the slot's
+/// next one may come a moment later, so that one waits (and a newer one replaces it meanwhile).
 pub async fn serve(
     room: Arc<Room>,
     socket: WebSocket,
     shutdown: CancellationToken,
     limits: FeedLimits,
+    gap: Duration,
 ) {
     metrics::gauge!("livehub_connections", "kind" => "dashboard").increment(1.0);
     room.dashboards.fetch_add(1, Ordering::Relaxed);
@@ -55,6 +58,8 @@ pub async fn serve(
     // Seated first, then the room's newest: it is at least as new as what the slot holds.
     let mut current = room.snapshots.borrow().clone();
     let mut last_sent: Option<u64> = None;
+    // When the next snapshot may go.
+    let mut not_before = tokio::time::Instant::now();
     let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -62,8 +67,10 @@ pub async fn serve(
     let mut last_heard = Instant::now();
     let mut close: Option<(u16, &'static str)> = None;
     loop {
-        if let Some(p) = current.take() {
+        let early = current.is_some() && tokio::time::Instant::now() < not_before;
+        if let Some(p) = current.take_if(|_| !early) {
             if let Some(frame) = p.frame_for(last_sent) {
+                not_before = tokio::time::Instant::now() + gap;
                 match write(&mut tx, limits.write_timeout, Message::Text(frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break,
@@ -81,6 +88,7 @@ pub async fn serve(
                 close = Some((GOING_AWAY, "server shutting down"));
                 break;
             }
+            _ = tokio::time::sleep_until(not_before), if early => {}
             changed = seat.snapshots.changed() => {
                 if changed.is_err() {
                     break;
