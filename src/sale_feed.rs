@@ -90,8 +90,10 @@ pub async fn run(room: Arc<Room>, stock_frames_per_s: u64, shutdown: Cancellatio
         );
         stocks.insert(s.id.clone(), s.left());
     }
-    let mut tick = tokio::time::interval(STOCK_PUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The next stock push is due a whole interval after the last one began, not on a fixed
+    // beat: a late tick followed by one on time would put two pushes under 100 ms apart, and
+    // 11 within a second.
+    let mut stocks_at = Instant::now() + STOCK_PUSH_INTERVAL;
     let mut budget = FrameBudget::new(stock_frames_per_s, Instant::now());
     loop {
         let next_boundary = next_boundary(&room);
@@ -100,11 +102,14 @@ pub async fn run(room: Arc<Room>, stock_frames_per_s: u64, shutdown: Cancellatio
             _ = shutdown.cancelled() => return,
             _ = room.sale_changed.notified() => {}
             _ = sleep_until(next_boundary) => {}
-            _ = tick.tick() => stocks_due = true,
+            _ = sleep_until(stocks_at) => stocks_due = true,
         }
         let buyers = room.buyer_pushes.buyers();
         let sent = push_sales(&room, &mut sales).await;
         budget.spend(Instant::now(), buyers, sent);
+        if stocks_due {
+            stocks_at = Instant::now() + STOCK_PUSH_INTERVAL;
+        }
         if stocks_due && budget.covers(Instant::now(), buyers) {
             let sent = push_stocks(&room, &mut stocks).await;
             budget.spend(Instant::now(), buyers, sent);

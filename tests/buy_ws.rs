@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -625,5 +626,39 @@ async fn rest_input_is_validated_with_a_clear_400() {
             up["limit_per_user"].as_u64()
         ),
         (Some("renamed"), Some(250), Some(7), Some(3))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_pushes_come_at_most_ten_a_second_with_the_latest_left() {
+    let s = TestServer::start().await;
+    s.create_room("tick").await;
+    s.create_sku("tick", "T1", 100, 10_000, None).await;
+    let mut watcher = s.buyer("tick", "w").await;
+    let mut buyer = s.buyer("tick", "b").await;
+    // A buy every 10 ms for 1.5 s: the stock changes between any two pushes.
+    let buys = tokio::spawn(async move {
+        for i in 0..150 {
+            assert_eq!(buyer.buy(&format!("t{i}"), "T1", 1).await["ok"], true);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut at = Vec::new();
+    let mut lefts = Vec::new();
+    while lefts.last() != Some(&(10_000 - 150)) {
+        let v = watcher.next_json().await.expect("socket open");
+        if v["op"] == "stock" && v["sku"] == "T1" {
+            at.push(std::time::Instant::now());
+            lefts.push(v["left"].as_u64().unwrap());
+        }
+    }
+    buys.await.unwrap();
+    assert!(at.len() >= 8, "{} stock pushes in 1.5 s of buying", at.len());
+    assert!(lefts.windows(2).all(|w| w[1] < w[0]), "left only falls: {lefts:?}");
+    // Read times, so allow this client a little of its own scheduling.
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|&g| g >= Duration::from_millis(90)),
+        "stock pushes closer than 100 ms: {gaps:?}"
     );
 }
