@@ -653,8 +653,15 @@ async fn stock_pushes_come_at_most_ten_a_second_with_the_latest_left() {
         }
     }
     buys.await.unwrap();
-    assert!(at.len() >= 8, "{} stock pushes in 1.5 s of buying", at.len());
-    assert!(lefts.windows(2).all(|w| w[1] < w[0]), "left only falls: {lefts:?}");
+    assert!(
+        at.len() >= 8,
+        "{} stock pushes in 1.5 s of buying",
+        at.len()
+    );
+    assert!(
+        lefts.windows(2).all(|w| w[1] < w[0]),
+        "left only falls: {lefts:?}"
+    );
     // Read times, so allow this client a little of its own scheduling.
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(

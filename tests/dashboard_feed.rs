@@ -762,7 +762,8 @@ async fn a_dashboard_that_just_connected_gets_its_second_snapshot_an_interval_af
         let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
         // Read times, so allow a little of this client's own scheduling.
         assert!(
-            gaps.iter().all(|&g| g >= interval - Duration::from_millis(50)),
+            gaps.iter()
+                .all(|&g| g >= interval - Duration::from_millis(50)),
             "snapshots closer than the push interval: {gaps:?}"
         );
     }
