@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,13 +55,20 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 
 
 /// Builds the router.
 pub fn router(state: AppState, static_dir: PathBuf) -> Router {
-    let static_files = ServeDir::new(static_dir).append_index_html_on_directories(true);
+    // Errors are JSON everywhere (PROTOCOL.md "HTTP"), also for a path or method nothing
+    // serves; a 405 keeps its `Allow` header.
+    let static_files = ServeDir::new(static_dir)
+        .append_index_html_on_directories(true)
+        .not_found_service(axum::handler::HandlerWithoutStateExt::into_service(
+            no_such_path,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|| async { crate::telemetry::render() }))
         .route("/ws/buy", get(ws_buy))
         .route("/ws/dashboard", get(ws_dashboard))
         .merge(crate::api::router())
+        .method_not_allowed_fallback(no_such_method)
         .fallback_service(static_files)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
@@ -79,6 +87,14 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
             HeaderValue::from_static("no-referrer"),
         ))
         .with_state(state)
+}
+
+async fn no_such_path() -> crate::api::ApiError {
+    crate::api::ApiError::not_found("no such path")
+}
+
+async fn no_such_method(method: axum::http::Method) -> crate::api::ApiError {
+    crate::api::ApiError::method_not_allowed(format!("{method} is not served here; see Allow"))
 }
 
 /// Recovers the journal, serves `listener` until `shutdown` completes, then drains and exits.
@@ -211,6 +227,22 @@ async fn open_shared(
     Ok(opened)
 }
 
+/// A request to a socket path that is not a WebSocket upgrade (a plain GET): the library's
+/// status and reason, as JSON. Checked after the token and the room, so a bad token is a 401
+/// whatever the request.
+fn not_an_upgrade(r: WebSocketUpgradeRejection) -> Response {
+    let status = r.status();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ => "bad_request",
+    };
+    refuse(
+        status,
+        code,
+        &format!("not a WebSocket upgrade: {}", r.body_text()),
+    )
+}
+
 fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {
     (
         status,
@@ -241,7 +273,7 @@ fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 async fn ws_buy(
     State(s): State<AppState>,
     RawQuery(raw): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = handshake::parse_query::<BuyQuery>(raw.as_deref())
         .and_then(|q| handshake::admit_buyer(&s.auth, &q));
@@ -251,6 +283,10 @@ async fn ws_buy(
     };
     let Some(room) = s.hub.room(&room_id) else {
         return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return not_an_upgrade(r),
     };
     let (hub, limits) = (s.hub.clone(), s.buyer_limits);
     let tracker = s.hub.tasks().clone();
@@ -262,7 +298,7 @@ async fn ws_buy(
 async fn ws_dashboard(
     State(s): State<AppState>,
     RawQuery(raw): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = handshake::parse_query::<DashboardQuery>(raw.as_deref())
         .and_then(|q| handshake::admit_dashboard(&s.auth, &q));
@@ -272,6 +308,10 @@ async fn ws_dashboard(
     };
     let Some(room) = s.hub.room(&room_id) else {
         return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return not_an_upgrade(r),
     };
     let shutdown = s.hub.shutdown_token().clone();
     let tracker = s.hub.tasks().clone();

@@ -363,3 +363,63 @@ async fn rest_bodies_out_of_bounds_get_a_400_naming_the_field() {
     let withdrawn = s.admin("POST", stock, Some(json!({"delta": -10}))).await;
     assert_eq!(withdrawn["left"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_methods_and_plain_gets_nothing_serves_are_json_errors() {
+    let s = TestServer::start().await;
+    s.create_room("j").await;
+    let checks = [
+        ("GET", "/no/such/page", None, 404, "not_found"),
+        ("GET", "/api/nothing", Some(ADMIN), 404, "not_found"),
+        (
+            "DELETE",
+            "/api/rooms/j",
+            Some(ADMIN),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/api/rooms",
+            Some(VIEWER),
+            405,
+            "method_not_allowed",
+        ),
+        ("GET", "/ws/buy?room=j&user=u1", None, 400, "bad_request"),
+        (
+            "GET",
+            &format!("/ws/dashboard?room=j&token={VIEWER}"),
+            None,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (method, path, token, want, code) in checks {
+        let mut rb = s.http.request(method.parse().unwrap(), s.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {path}");
+        if want == 405 {
+            assert!(
+                r.headers().contains_key("allow"),
+                "{method} {path}: no Allow"
+            );
+        }
+        let body: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        assert_eq!(body["error"], code, "{method} {path}: {body}");
+        assert!(body["detail"].is_string(), "{method} {path}: {body}");
+    }
+    // A plain GET with a bad token is still refused for the token.
+    let r = s
+        .http
+        .get(s.url("/ws/dashboard?room=j&token=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}

@@ -38,6 +38,13 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    pub fn method_not_allowed(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            detail: detail.into(),
+        }
+    }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
