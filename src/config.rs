@@ -1,4 +1,5 @@
-//! Command-line flags, each also read from a `LIVEHUB_<FLAG>` environment variable.
+//! Command-line flags, each also read from a `LIVEHUB_<FLAG>` environment variable. An on/off
+//! flag's variable reads `1`/`0`, `yes`/`no`, `on`/`off` or `true`/`false`.
 //!
 //! | flag | environment | default |
 //! |---|---|---|
@@ -35,6 +36,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -90,10 +92,10 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_BUYER_SECRET", hide_env_values = true)]
     pub buyer_secret: Option<String>,
     /// Accept `?user=` instead of a JWT on /ws/buy (demos and quick tests only).
-    #[arg(long, env = "LIVEHUB_OPEN_BUYERS")]
+    #[arg(long, env = "LIVEHUB_OPEN_BUYERS", value_parser = BoolishValueParser::new())]
     pub open_buyers: bool,
     /// Create a demo room and simulate a livestream's buyers.
-    #[arg(long, env = "LIVEHUB_DEMO")]
+    #[arg(long, env = "LIVEHUB_DEMO", value_parser = BoolishValueParser::new())]
     pub demo: bool,
     /// Dashboard snapshots come at most this often.
     #[arg(long, env = "LIVEHUB_PUSH_INTERVAL_MS", default_value_t = DEFAULT_PUSH_INTERVAL_MS)]
@@ -126,7 +128,7 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Do not zero-fill the next journal segment ahead of use (then every batch's fdatasync
     /// also writes the file's size). For filesystems that copy on write, where it buys nothing.
-    #[arg(long, env = "LIVEHUB_NO_PREALLOCATE")]
+    #[arg(long, env = "LIVEHUB_NO_PREALLOCATE", value_parser = BoolishValueParser::new())]
     pub no_preallocate: bool,
     /// Longest time a graceful shutdown may take.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_DEADLINE_S", default_value_t = DEFAULT_SHUTDOWN_DEADLINE_S)]
@@ -163,7 +165,7 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.
-    #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true)]
+    #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true, value_parser = BoolishValueParser::new())]
     pub unsafe_no_fsync: bool,
     /// Share rooms, stock and limits with other hubs through this Redis
     /// (`redis://host:port/db`); without it, inventory lives in this process.
