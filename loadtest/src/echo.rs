@@ -173,12 +173,7 @@ pub fn spawn_in_process() -> anyhow::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("echo-server".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("echo-worker")
-                .enable_all()
-                .build()
-                .expect("echo runtime");
+            let rt = crate::runtime(Some(2), Some("echo-worker")).expect("echo runtime");
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("echo listener");
                 serve(listener, EchoOptions::default()).await
