@@ -43,7 +43,8 @@ impl Default for FeedLimits {
 
 /// Serves one dashboard until it leaves or the hub shuts down. Two snapshots go at least `gap`
 /// (the push interval) apart: the one on connect is off the aggregator's beat, and the slot's
-/// next one may come a moment later, so that one waits (and a newer one replaces it meanwhile).
+/// next one may come a moment later, so that one waits; when the wait is over the room's newest
+/// goes instead if it is newer, so the wait does not age what is sent.
 pub async fn serve(
     room: Arc<Room>,
     socket: WebSocket,
@@ -88,7 +89,13 @@ pub async fn serve(
                 close = Some((GOING_AWAY, "server shutting down"));
                 break;
             }
-            _ = tokio::time::sleep_until(not_before), if early => {}
+            _ = tokio::time::sleep_until(not_before), if early => {
+                // The room's newest (built for another slot meanwhile) may be fresher.
+                let newest = room.snapshots.borrow().clone();
+                if newest.as_ref().map(|p| p.number) > current.as_ref().map(|p| p.number) {
+                    current = newest;
+                }
+            }
             changed = seat.snapshots.changed() => {
                 if changed.is_err() {
                     break;
