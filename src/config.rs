@@ -14,7 +14,7 @@
 //! | `--dashboard-frames-per-s` | `LIVEHUB_DASHBOARD_FRAMES_PER_S` | 10,000 a room |
 //! | `--buyer-stock-frames-per-s` | `LIVEHUB_BUYER_STOCK_FRAMES_PER_S` | 20,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
-//! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 0 |
+//! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 250, when busy |
 //! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
 //! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
 //! | `--no-preallocate` | `LIVEHUB_NO_PREALLOCATE` | off: the next segment is zero-filled ahead |
@@ -44,7 +44,7 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_BUYER_RATE: f64 = 200.0;
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
-pub const DEFAULT_COMMIT_WINDOW_US: u64 = 0;
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = 250;
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
 /// File descriptors kept free for the journal, the listener and headroom when
 /// `--max-connections` is derived from the open-file limit.
@@ -116,7 +116,8 @@ pub struct Config {
     /// Frames one buyer connection may send in a burst.
     #[arg(long, env = "LIVEHUB_BUYER_BURST", default_value_t = DEFAULT_BUYER_BURST)]
     pub buyer_burst: f64,
-    /// How long the journal waits for more records before writing a batch, in microseconds.
+    /// How long the journal waits for more records before writing a batch when the hub is busy
+    /// (at least 16 records queued during the last fsync), in microseconds; 0 never waits.
     #[arg(long, env = "LIVEHUB_COMMIT_WINDOW_US", default_value_t = DEFAULT_COMMIT_WINDOW_US)]
     pub commit_window_us: u64,
     /// Journal records between snapshots of the durable state (0 takes none). Restart time

@@ -29,11 +29,13 @@ pub use record::{OrderRecord, Record};
 pub use recovery::Replayed;
 pub use snapshot::{Capture, Sink};
 
-/// Default time the writer holds a batch open after its first record. Zero: a batch is what
-/// queued while the previous one was written and synced (about 0.15 ms here), which batches as
-/// well under load and adds no wait when the hub is quiet. At 80,000 buys/s, p99 ack latency
-/// was 4.8 ms with 0 and 5.5-5.9 ms with 100-200 µs; closed-loop throughput ~2% lower.
-pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_micros(0);
+/// Default time the writer holds a busy batch open for more records (16 records queued during
+/// the last fsync; a quiet hub writes at once). Each fsync then answers more buys: in the
+/// closed loop 4.5-4.7 µs of server CPU an ack against 4.6-4.9 with none, and 237,700-243,800
+/// acks/s against 229,000-233,000 (3 alternating rounds, BENCHMARKS.md); at 118,000/s the p99
+/// did not move (4.61-5.16 against 4.59-5.16 ms).
+pub const DEFAULT_COMMIT_WINDOW: Duration =
+    Duration::from_micros(crate::config::DEFAULT_COMMIT_WINDOW_US);
 /// Default largest batch, in records.
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// Default segment size before a new segment starts.
