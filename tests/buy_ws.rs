@@ -509,7 +509,12 @@ async fn a_sale_opening_reaches_every_buyer_in_order_across_the_waves() {
     }
     let mut oks = 0;
     while let Some(r) = tasks.join_next().await {
-        let (sales, ok) = r.unwrap();
+        let (mut sales, ok) = r.unwrap();
+        // The SKU's creation is pushed too ("scheduled"); a buyer that connected before the
+        // room's sale feed got to it has that first, after the same state in its hello.
+        if sales.first().map(String::as_str) == Some("scheduled") {
+            sales.remove(0);
+        }
         assert_eq!(sales, ["open", "sold_out"]);
         oks += ok as usize;
     }
@@ -635,14 +640,10 @@ async fn stock_pushes_come_at_most_ten_a_second_with_the_latest_left() {
     s.create_room("tick").await;
     s.create_sku("tick", "T1", 100, 10_000, None).await;
     let mut watcher = s.buyer("tick", "w").await;
-    let mut buyer = s.buyer("tick", "b").await;
     // A buy every 10 ms for 1.5 s: the stock changes between any two pushes.
-    let buys = tokio::spawn(async move {
-        for i in 0..150 {
-            assert_eq!(buyer.buy(&format!("t{i}"), "T1", 1).await["ok"], true);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let buys = s
+        .buy_every("tick", "b", "T1", 150, Duration::from_millis(10))
+        .await;
     let mut at = Vec::new();
     let mut lefts = Vec::new();
     while lefts.last() != Some(&(10_000 - 150)) {

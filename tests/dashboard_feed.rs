@@ -737,13 +737,9 @@ async fn a_dashboard_that_just_connected_gets_its_second_snapshot_an_interval_af
     .await;
     s.create_room("g").await;
     s.create_sku("g", "A1", 100, 1_000_000, None).await;
-    let mut buyer = s.buyer("g", "u1").await;
-    let buys = tokio::spawn(async move {
-        for i in 0..150 {
-            assert_eq!(buyer.buy(&format!("g{i}"), "A1", 1).await["ok"], true);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let buys = s
+        .buy_every("g", "u1", "A1", 150, Duration::from_millis(20))
+        .await;
     let mut readers = Vec::new();
     for _ in 0..6 {
         let mut d = s.dashboard("g").await;

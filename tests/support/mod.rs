@@ -321,6 +321,26 @@ impl TestServer {
         .expect("buyer connects")
     }
 
+    /// A buyer `user` that buys one `sku` every `gap`, `n` times (reqs `{user}-0`, ...), each
+    /// accepted, in a task of its own: figures that keep changing while a test watches.
+    pub async fn buy_every(
+        &self,
+        room: &str,
+        user: &str,
+        sku: &str,
+        n: usize,
+        gap: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut b = self.buyer(room, user).await;
+        let (user, sku) = (user.to_owned(), sku.to_owned());
+        tokio::spawn(async move {
+            for i in 0..n {
+                assert_eq!(b.buy(&format!("{user}-{i}"), &sku, 1).await["ok"], true);
+                tokio::time::sleep(gap).await;
+            }
+        })
+    }
+
     /// The stats once they include every order up to `seq` (snapshots lag by a push interval).
     pub async fn stats_at(&self, room: &str, seq: u64) -> Value {
         let t0 = std::time::Instant::now();
