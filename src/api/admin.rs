@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::{check_ids, require, ApiError, JsonBody};
@@ -38,7 +39,11 @@ pub async fn put_room(
 }
 
 /// The body of `PUT /api/rooms/{room}/skus/{sku}`; [`crate::admin::validate_sku`] checks it.
+/// A field it does not know is a 400 naming it: a typo such as `"stok"` would otherwise make a
+/// SKU with no stock. The SKU state's own fields are let through and ignored, so a state read
+/// back can be sent again as a body.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SkuBody {
     pub name: String,
     pub price_fen: u64,
@@ -50,6 +55,16 @@ pub struct SkuBody {
     pub opens_at_ms: Option<i64>,
     #[serde(default)]
     pub closes_at_ms: Option<i64>,
+    #[serde(default, rename = "sku")]
+    _sku: Option<IgnoredAny>,
+    #[serde(default, rename = "stock_total")]
+    _stock_total: Option<IgnoredAny>,
+    #[serde(default, rename = "sold")]
+    _sold: Option<IgnoredAny>,
+    #[serde(default, rename = "left")]
+    _left: Option<IgnoredAny>,
+    #[serde(default, rename = "state")]
+    _state: Option<IgnoredAny>,
 }
 
 pub async fn put_sku(
