@@ -176,6 +176,10 @@ pub struct Plan {
     /// Every this many buys, one is sent twice in a row with the same req (0: never): both
     /// answers must be the same order (idempotency while the first is in flight).
     pub dup_every: u64,
+    /// When given, every connection asks the kernel to stamp what arrives, and each answer's
+    /// latency by its arrival (the same start as `latency`, without the time the answer then
+    /// waited in this tool's own queue) is added here when the connection ends.
+    pub arrival: Option<Arc<Simple>>,
 }
 
 /// A connection's share of the results.
@@ -282,6 +286,12 @@ pub async fn run_load(
     };
     let mut started = false;
     let mut alive = true;
+    // By arrival: kept here and added to the plan's histogram at the end (one lock a run).
+    let mut arrival = plan.arrival.as_ref().map(|_| crate::record::hist(3));
+    if arrival.is_some() {
+        // Without the stamps (a kernel that refuses them) the histogram stays empty.
+        let _ = ws.get_mut().stamp_arrivals();
+    }
     'run: loop {
         let now = Instant::now();
         let sending = now < plan.end;
@@ -346,6 +356,13 @@ pub async fn run_load(
                             *first = Some(answer);
                         }
                         let lat = at.saturating_duration_since(t).as_micros() as u64;
+                        if let (Some(h), Some(arrived)) = (arrival.as_mut(), ws.get_ref().last_arrival_ns()) {
+                            // What the answer waited here after it arrived, by the realtime
+                            // clock of the stamp, comes off the latency; only that short span
+                            // is on the other clock.
+                            let waited_us = crate::net::now_ns().saturating_sub(arrived) / 1_000;
+                            h.saturating_record(lat.saturating_sub(waited_us).clamp(1, crate::record::MAX_US));
+                        }
                         if f.op == "error" {
                             ctx.anomaly(format!("error frame for a valid buy: {:.160}", text.as_str()));
                             rec.record(at, lat, Outcome::Rejected("error_frame"));
@@ -435,6 +452,9 @@ pub async fn run_load(
                 }
             }
         }
+    }
+    if let (Some(h), Some(all)) = (&arrival, &plan.arrival) {
+        all.merge(h);
     }
     let unanswered = dups.values().filter(|a| a.is_some()).count();
     if unanswered > 0 {

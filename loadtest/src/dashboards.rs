@@ -114,6 +114,7 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
             req_prefix: format!("{}d", ctx.run_id),
             sink: None,
             dup_every: 0,
+            arrival: None,
         });
         let (ctx, brec) = (ctx.clone(), brec.clone());
         tokio::spawn(async move { scenario::run_buys(&ctx, bconns, plan, &brec).await })

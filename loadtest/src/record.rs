@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Latencies are recorded in microseconds, up to an hour.
-const MAX_US: u64 = 3_600_000_000;
+pub(crate) const MAX_US: u64 = 3_600_000_000;
 
 pub enum Outcome<'a> {
     /// An accepted buy.
@@ -60,7 +60,7 @@ pub struct Recorder {
     inner: Mutex<Inner>,
 }
 
-fn hist(sigfig: u8) -> Histogram<u64> {
+pub(crate) fn hist(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, sigfig).expect("valid histogram bounds")
 }
 
@@ -265,6 +265,10 @@ impl Simple {
             .lock()
             .unwrap()
             .saturating_record(us.clamp(1, MAX_US));
+    }
+    /// Adds a histogram of the same bounds (one connection's, say).
+    pub fn merge(&self, h: &Histogram<u64>) {
+        let _ = self.0.lock().unwrap().add(h);
     }
     pub fn json(&self) -> Value {
         latency_json(&self.0.lock().unwrap())

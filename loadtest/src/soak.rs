@@ -84,6 +84,7 @@ pub async fn soak(ctx: Arc<Ctx>, a: SoakArgs) -> anyhow::Result<i32> {
         req_prefix: format!("{}k", ctx.run_id),
         sink: Some(sink.clone()),
         dup_every: a.dup_every,
+        arrival: None,
     });
     let buys = {
         let (ctx, brec, plan) = (ctx.clone(), brec.clone(), plan.clone());

@@ -25,14 +25,21 @@ pub struct LoadRun {
     pub window: Duration,
     pub connected: usize,
     pub connect_times: Arc<Simple>,
+    /// In the open loop, the answers' latency by their arrival (`buys.latency_arrival`).
+    pub arrival: Option<Arc<Simple>>,
 }
 
 impl LoadRun {
     pub fn json(&self, ctx: &Ctx, wanted: usize) -> Value {
+        let mut buys =
+            scenario::buy_json(&self.finished, self.window, self.acks_by_end, &self.totals);
+        if let (Some(a), Some(b)) = (&self.arrival, buys.as_object_mut()) {
+            b.insert("latency_arrival".into(), a.json());
+        }
         json!({
             "connections": scenario::connections_json(ctx, wanted, self.connected, &self.connect_times),
             "window_s": (self.window.as_secs_f64() * 100.0).round() / 100.0,
-            "buys": scenario::buy_json(&self.finished, self.window, self.acks_by_end, &self.totals),
+            "buys": buys,
         })
     }
 
@@ -76,6 +83,9 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
     let reserve = ctx.common.ack_timeout + Duration::from_secs(20);
     let end = ctx.clamp(t0 + s.duration, reserve);
     let drain_until = ctx.clamp(end + ctx.common.ack_timeout, Duration::from_secs(15));
+    // The open loop's figure is a latency at a rate; by arrival it is also told apart from
+    // this tool's own queue on a machine it shares with the server.
+    let arrival = matches!(s.mode, Mode::Open { .. }).then(|| Arc::new(Simple::new()));
     let plan = Arc::new(Plan {
         t0,
         end,
@@ -87,6 +97,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
         req_prefix: format!("{}{}", ctx.run_id, s.req_tag),
         sink: None,
         dup_every: s.dup_every,
+        arrival: arrival.clone(),
     });
     ctx.pb.set_length(s.duration.as_secs().max(1));
     ctx.pb.set_position(0);
@@ -106,6 +117,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
         window: end.saturating_duration_since(t0),
         connected,
         connect_times: times,
+        arrival,
     })
 }
 

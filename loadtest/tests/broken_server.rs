@@ -793,6 +793,23 @@ async fn faithful_fake_passes_steady() {
     let sent = buys["sent"].as_u64().unwrap_or(0);
     assert!(sent >= 10, "too few buys sent\n{}", run.dump());
     assert_eq!(buys["ok"], sent, "{}", run.dump());
+    // The open loop also dates each answer by its arrival: never later than by the read. (The
+    // kernel may stamp a connection's first reads not yet, so not every ack need be there.)
+    let (read, arrival) = (&buys["latency"], &buys["latency_arrival"]);
+    let n = arrival["count"].as_u64().unwrap_or(0);
+    assert!(
+        n > 0 && n <= sent,
+        "latency_arrival count {n}\n{}",
+        run.dump()
+    );
+    for q in ["p50_ms", "p99_ms", "max_ms"] {
+        let (a, r) = (arrival[q].as_f64(), read[q].as_f64());
+        assert!(
+            a.zip(r).is_some_and(|(a, r)| a <= r),
+            "{q}: by arrival {a:?}, by the read {r:?}\n{}",
+            run.dump()
+        );
+    }
 }
 
 /// Oversell: all 50 buys acked on a stock of 10. The export, stats and acks agree with each
