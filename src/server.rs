@@ -19,6 +19,7 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::accept::{ConnCounts, ConnLimits};
+use crate::api::error::ApiError;
 use crate::auth::Auth;
 use crate::buyer::BuyerLimits;
 use crate::dashboard::feed::FeedLimits;
@@ -231,24 +232,16 @@ async fn open_shared(
 /// status and reason, as JSON. Checked after the token and the room, so a bad token is a 401
 /// whatever the request.
 fn not_an_upgrade(r: WebSocketUpgradeRejection) -> Response {
-    let status = r.status();
-    let code = match status {
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        _ => "bad_request",
+    let detail = format!("not a WebSocket upgrade: {}", r.body_text());
+    let e = match r.status() {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(detail),
+        status => ApiError {
+            status,
+            code: "bad_request",
+            detail,
+        },
     };
-    refuse(
-        status,
-        code,
-        &format!("not a WebSocket upgrade: {}", r.body_text()),
-    )
-}
-
-fn refuse(status: StatusCode, code: &str, detail: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({"error": code, "detail": detail})),
-    )
-        .into_response()
+    e.into_response()
 }
 
 /// Upgrade limits shared by both sockets: the buyer's 4 KiB rule is enforced on each frame
@@ -282,7 +275,7 @@ async fn ws_buy(
         Err(r) => return r.into_response(),
     };
     let Some(room) = s.hub.room(&room_id) else {
-        return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+        return ApiError::not_found("unknown room").into_response();
     };
     let ws = match ws {
         Ok(ws) => ws,
@@ -307,7 +300,7 @@ async fn ws_dashboard(
         Err(r) => return r.into_response(),
     };
     let Some(room) = s.hub.room(&room_id) else {
-        return refuse(StatusCode::NOT_FOUND, "not_found", "unknown room");
+        return ApiError::not_found("unknown room").into_response();
     };
     let ws = match ws {
         Ok(ws) => ws,
