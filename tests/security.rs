@@ -397,6 +397,14 @@ async fn paths_methods_and_plain_gets_nothing_serves_are_json_errors() {
             "method_not_allowed",
         ),
         ("GET", "/ws/buy?room=j&user=u1", None, 400, "bad_request"),
+        ("GET", "/ws/buy?room=nope&user=u1", None, 404, "not_found"),
+        (
+            "GET",
+            &format!("/ws/dashboard?room=nope&token={VIEWER}"),
+            None,
+            404,
+            "not_found",
+        ),
         (
             "GET",
             &format!("/ws/dashboard?room=j&token={VIEWER}"),
