@@ -43,6 +43,8 @@ pub struct Ctx {
     /// Recorders the progress line and the report show.
     pub recorders: Mutex<Vec<Arc<Recorder>>>,
     pub nofile: u64,
+    /// The machine's own stalls while the run went on (`machine.hiccups`).
+    pub hiccups: crate::hiccups::Meter,
 }
 
 impl Ctx {
@@ -107,6 +109,7 @@ impl Ctx {
             pb,
             recorders: Mutex::new(Vec::new()),
             nofile: net::nofile(),
+            hiccups: crate::hiccups::Meter::start(),
         }))
     }
 

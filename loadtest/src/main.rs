@@ -11,6 +11,7 @@ mod ctx;
 mod dash;
 mod dashboards;
 mod echo;
+mod hiccups;
 mod ids;
 mod invariants;
 mod net;

@@ -237,6 +237,8 @@ pub fn finish(
         "elapsed_s".into(),
         json!((ctx.secs() * 10.0).round() / 10.0),
     );
+    ctx.hiccups.stop();
+    s.insert("machine".into(), json!({"hiccups": ctx.hiccups.json()}));
     s.insert("checks".into(), json!(checks));
     let problems: Vec<String> = checks
         .iter()

@@ -33,6 +33,8 @@ struct Run {
     missed_push: u64,
     /// `latency_arrival`, as JSON.
     arrival: Value,
+    /// The machine's stalls from the open call to the last buyer's close.
+    hiccups: Value,
     connected: usize,
     connect_times: Arc<Simple>,
     /// Buys sent per user.
@@ -89,6 +91,7 @@ async fn run(
     ctx.pb.set_length(connected as u64);
     ctx.pb.set_position(0);
     ctx.pb.set_message(format!("{name}: open"));
+    ctx.hiccups.phase();
     let t_open = Instant::now();
     let _ = shared.t_open.set(t_open);
     // The echo server opens "the sale" on a frame from a control socket of its own, kept
@@ -155,6 +158,7 @@ async fn run(
         totals.add(res);
     }
     drop(go_tx);
+    let hiccups = ctx.hiccups.phase();
     let us = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t_open).as_micros() as u64);
     let mut push_us = shared.push_us.lock().unwrap().clone();
     push_us.sort_unstable();
@@ -168,6 +172,7 @@ async fn run(
         push_us,
         missed_push: shared.missed_push.load(Ordering::Relaxed),
         arrival: shared.arrival.json(),
+        hiccups,
         connected,
         connect_times: times,
         sent_by_user,
@@ -191,6 +196,7 @@ fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
             "latency_ok": crate::record::latency_json(&r.finished.hist_ok),
             "latency_arrival": r.arrival,
         },
+        "hiccups": r.hiccups,
         "timing_ms": {
             "open_call": ms(r.open_call_us),
             "first_ok_after_open": r.first_ok_us.map(ms),

@@ -27,6 +27,8 @@ pub struct LoadRun {
     pub connect_times: Arc<Simple>,
     /// In the open loop, the answers' latency by their arrival (`buys.latency_arrival`).
     pub arrival: Option<Arc<Simple>>,
+    /// The machine's stalls while the load ran (`hiccups`).
+    pub hiccups: Value,
 }
 
 impl LoadRun {
@@ -40,6 +42,7 @@ impl LoadRun {
             "connections": scenario::connections_json(ctx, wanted, self.connected, &self.connect_times),
             "window_s": (self.window.as_secs_f64() * 100.0).round() / 100.0,
             "buys": buys,
+            "hiccups": self.hiccups,
         })
     }
 
@@ -108,7 +111,9 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
             pb.set_position(t0.elapsed().as_secs());
         }
     });
+    ctx.hiccups.phase();
     let (totals, acks_by_end) = scenario::run_buys(ctx, conns, plan, &rec).await;
+    let hiccups = ctx.hiccups.phase();
     ticker.abort();
     Ok(LoadRun {
         totals,
@@ -118,6 +123,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
         connected,
         connect_times: times,
         arrival,
+        hiccups,
     })
 }
 

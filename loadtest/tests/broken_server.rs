@@ -810,6 +810,14 @@ async fn faithful_fake_passes_steady() {
             run.dump()
         );
     }
+    // The hiccup meter ticked through the load (1 ms ticks, a 1 s load) and the whole run.
+    let phase = run.summary["livehub"]["hiccups"]["late"]["count"].as_u64();
+    let whole = run.summary["machine"]["hiccups"]["late"]["count"].as_u64();
+    assert!(
+        phase.zip(whole).is_some_and(|(p, w)| p >= 100 && w >= p),
+        "hiccups: load {phase:?}, run {whole:?}\n{}",
+        run.dump()
+    );
 }
 
 /// Oversell: all 50 buys acked on a stock of 10. The export, stats and acks agree with each
