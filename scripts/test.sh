@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
 # and CJK fonts for the browser test, redis-server for the several-hubs tests, npm packages,
-# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser test against a
+# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser tests (the
+# dashboard, and the load tool's HTML report) against a
 # real livehub, and a short loadtest run that checks invariants (never timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +54,7 @@ for target in $(cd fuzz && cargo fuzz list); do
 done
 echo "fuzz step: $((SECONDS - fuzz_started)) s"
 
-step "browser test (headless chromium against a real livehub)"
+step "browser tests (headless chromium against a real livehub: the dashboard, the load tool's report)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 "$ROOT/scripts/with-livehub.sh" node --test tests/browser/
 

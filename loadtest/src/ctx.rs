@@ -109,7 +109,7 @@ impl Ctx {
             pb,
             recorders: Mutex::new(Vec::new()),
             nofile: net::nofile(),
-            hiccups: crate::hiccups::Meter::start(),
+            hiccups: crate::hiccups::Meter::start(started),
         }))
     }
 

@@ -12,10 +12,15 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::record::{hist, latency_json, MAX_US};
+use crate::record::{hist, latency_json, ms, MAX_US};
 
 /// How long the meter asks to sleep each time.
 pub const TICK: Duration = Duration::from_millis(1);
+/// The timeline's bucket: the report draws the latest wake-up of each.
+pub const BUCKET: Duration = Duration::from_millis(100);
+/// Most buckets the timeline keeps (only those with a wake-up over 1 ms late are kept: about
+/// three hours if every bucket had one).
+const MAX_BUCKETS: usize = 100_000;
 
 /// What the meter saw over some span.
 struct Seen {
@@ -55,10 +60,30 @@ impl Seen {
     }
 }
 
-/// The whole run's figures and the current phase's.
+/// The whole run's figures, the current phase's, and the timeline.
 struct Both {
     run: Seen,
     phase: Seen,
+    /// (bucket index, the latest wake-up's µs late, wake-ups over 1 ms late) of each bucket
+    /// that had one over 1 ms late, in order.
+    stalls: Vec<(u64, u64, u32)>,
+}
+
+impl Both {
+    fn add(&mut self, late: u64, at: Duration) {
+        self.run.add(late, at);
+        self.phase.add(late, at);
+        if late <= 1_000 {
+            return;
+        }
+        let idx = (at.as_nanos() / BUCKET.as_nanos()) as u64;
+        if let Some(b) = self.stalls.last_mut().filter(|b| b.0 == idx) {
+            b.1 = b.1.max(late);
+            b.2 += 1;
+        } else if self.stalls.len() < MAX_BUCKETS {
+            self.stalls.push((idx, late, 1));
+        }
+    }
 }
 
 pub struct Meter {
@@ -68,19 +93,20 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// Starts the meter's thread; it runs until [`Meter::stop`] or the process ends.
-    pub fn start() -> Meter {
+    /// Starts the meter's thread; it runs until [`Meter::stop`] or the process ends. Times in
+    /// its figures count from `t0` (the run's start).
+    pub fn start(t0: Instant) -> Meter {
         let seen = Arc::new(Mutex::new(Both {
             run: Seen::new(),
             phase: Seen::new(),
+            stalls: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, halt) = (seen.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("hiccup-meter".into())
             .spawn(move || {
-                let t0 = Instant::now();
-                let mut due = t0 + TICK;
+                let mut due = Instant::now() + TICK;
                 while !halt.load(Ordering::Relaxed) {
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     let woke = Instant::now();
@@ -88,9 +114,9 @@ impl Meter {
                     // A tick after this wake-up: the time until then counts too, so a stall
                     // while the thread was not asleep shows in the next tick.
                     due = woke + TICK;
-                    let mut g = s.lock().unwrap();
-                    g.run.add(late, woke - t0);
-                    g.phase.add(late, woke - t0);
+                    s.lock()
+                        .unwrap()
+                        .add(late, woke.saturating_duration_since(t0));
                 }
             })
             .ok();
@@ -113,6 +139,19 @@ impl Meter {
     /// "worst_at_s"}` (`late` has a count of 0 when the thread could not start).
     pub fn json(&self) -> Value {
         self.seen.lock().unwrap().run.json()
+    }
+
+    /// The timeline for the report: `[t_s, ms, n]` for each [`BUCKET`] (from `t0`) in which
+    /// `n` wake-ups came over 1 ms late, the latest by `ms`. Buckets without are left out.
+    pub fn stalls(&self) -> Vec<Value> {
+        let b = BUCKET.as_secs_f64();
+        self.seen
+            .lock()
+            .unwrap()
+            .stalls
+            .iter()
+            .map(|&(i, us, n)| json!([(i as f64 * b * 10.0).round() / 10.0, ms(us), n]))
+            .collect()
     }
 
     /// The figures since the last call (or the start), in the same shape; the next phase
@@ -140,7 +179,7 @@ mod tests {
     /// is due long before it wakes.
     #[test]
     fn records_each_tick_and_a_stall() {
-        let m = Meter::start();
+        let m = Meter::start(Instant::now());
         std::thread::sleep(Duration::from_millis(100));
         {
             let _held = m.seen.lock().unwrap();
@@ -156,5 +195,21 @@ mod tests {
         assert!((20..=160).contains(&n), "{j}");
         assert!(j["late"]["max_ms"].as_f64().unwrap() >= 20.0, "{j}");
         assert!(j["over_1ms"].as_u64().unwrap() >= 1, "{j}");
+        // The stall is on the timeline, at about 100 ms, as late as the summary's worst.
+        let stalls = m.stalls();
+        let worst = stalls
+            .iter()
+            .max_by(|a, b| a[1].as_f64().partial_cmp(&b[1].as_f64()).unwrap())
+            .expect("a bucket with the stall");
+        let (w, max) = (
+            worst[1].as_f64().unwrap(),
+            j["late"]["max_ms"].as_f64().unwrap(),
+        );
+        assert!(
+            (w - max).abs() < 0.05,
+            "worst {w} ms, max {max} ms: {stalls:?}"
+        );
+        let t = worst[0].as_f64().unwrap();
+        assert!((0.1..=0.2).contains(&t), "stall at {t} s: {stalls:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! `--report FILE.html`: one self-contained page (ECharts inlined) with throughput and
-//! p50/p99 latency over time, the latency distribution, and connections over time.
+//! p50/p99 latency over time, the latency distribution, connections over time, and the
+//! machine's own stalls over time (the hiccup meter's, [`crate::hiccups`]).
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ pub fn write(
     table: &str,
     recs: &[Finished],
     conns: &[(f64, i64)],
+    stalls: &[Value],
 ) -> anyhow::Result<()> {
     let series: Vec<Value> = recs
         .iter()
@@ -48,6 +50,7 @@ pub fn write(
         "title": format!("livehub-loadtest {} — {}", summary["scenario"].as_str().unwrap_or("?"), if summary["ok"].as_bool() == Some(true) { "PASS" } else { "FAIL" }),
         "series": series,
         "conns": conns.iter().map(|(t, n)| json!([t, n])).collect::<Vec<_>>(),
+        "stalls": stalls,
         "summary": summary,
     });
     let html = format!(
@@ -70,6 +73,7 @@ pre {{ background: #fff; border: 1px solid #e5e6eb; border-radius: 6px; padding:
 <div id="lat" class="chart"></div>
 <div id="dist" class="chart"></div>
 <div id="conns" class="chart"></div>
+<div id="stalls" class="chart"></div>
 <h2>Summary</h2>
 <pre>{table}</pre>
 <script>
@@ -105,6 +109,13 @@ chart('dist', 'Latency distribution (ms at percentile)', {{
 chart('conns', 'Open connections', {{
   xAxis: xs, yAxis: {{ type: 'value' }},
   series: [{{ name: 'connections', type: 'line', step: 'end', showSymbol: false, data: DATA.conns }}]
+}});
+// The load tool's hiccup meter: a thread asking to sleep 1 ms at a time. Each 100 ms in which it
+// woke over 1 ms late shows its latest wake-up; a gap is a quiet 100 ms.
+chart('stalls', 'The machine\'s stalls: latest wake-up of a 1 ms sleep, per 100 ms (ms late)', {{
+  xAxis: xs, yAxis: {{ type: 'value', name: 'ms' }},
+  tooltip: {{ trigger: 'item', formatter: p => `${{p.value[0]}} s: ${{p.value[1]}} ms late (${{p.value[2]}} wake-ups over 1 ms)` }},
+  series: [{{ name: 'stalls', type: 'bar', barMaxWidth: 4, data: DATA.stalls }}]
 }});
 </script>
 </body></html>

@@ -252,7 +252,8 @@ pub fn finish(
     crate::output::print(&summary, ctx.common.json);
     if let Some(path) = &ctx.common.report {
         let conns = ctx.conn_timeline.lock().unwrap().clone();
-        match crate::report::write(path, &summary, &table, &recs, &conns) {
+        let stalls = ctx.hiccups.stalls();
+        match crate::report::write(path, &summary, &table, &recs, &conns, &stalls) {
             Ok(()) => eprintln!("report written to {}", path.display()),
             Err(e) => {
                 eprintln!("error: {e:#}");
