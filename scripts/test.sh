@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
-# and CJK fonts for the browser test, redis-server for the several-hubs tests, npm packages,
-# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser tests (the
-# dashboard, and the load tool's HTML report) against a
-# real livehub, and a short loadtest run that checks invariants (never timings).
+# and CJK fonts for the browser tests, redis-server for the several-hubs tests, npm packages,
+# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser tests against
+# a real livehub (the dashboard, and the load tool's HTML report), and a short loadtest run
+# that checks invariants (never timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
