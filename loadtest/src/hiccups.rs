@@ -27,7 +27,7 @@ struct Seen {
     late: Histogram<u64>,
     /// Wake-ups over 1 ms late.
     over_1ms: u64,
-    /// The wake-up that came latest (µs late) and when, since the meter started.
+    /// The wake-up that came latest (µs late) and when, since the run's start.
     worst: (u64, Duration),
 }
 
