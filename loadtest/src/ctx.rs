@@ -205,10 +205,25 @@ impl Ctx {
         json!(self.conn_errors.lock().unwrap().clone())
     }
 
-    /// Samples connections and closes timeline buckets every `every`, and keeps the progress
-    /// line current, until the returned flag is set.
+    /// Closes timeline buckets every `every` and keeps the progress line current, and samples
+    /// the open connections every [`CONN_SAMPLE`] (kept when they changed), until the returned
+    /// flag is set.
     pub fn spawn_sampler(self: &Arc<Self>, every: Duration) -> Arc<AtomicBool> {
         let stop = Arc::new(AtomicBool::new(false));
+        let (ctx, flag) = (self.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CONN_SAMPLE);
+            while !flag.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let n = ctx.conns.load(Ordering::Relaxed);
+                let mut tl = ctx.conn_timeline.lock().unwrap();
+                // Only where the count changed: the chart steps there (the summary adds the
+                // last point).
+                if tl.last().is_none_or(|&(_, m)| m != n) {
+                    tl.push((ctx.secs(), n));
+                }
+            }
+        });
         let (ctx, flag) = (self.clone(), stop.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -216,10 +231,6 @@ impl Ctx {
             while !flag.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let now = Instant::now();
-                ctx.conn_timeline
-                    .lock()
-                    .unwrap()
-                    .push((ctx.secs(), ctx.conns.load(Ordering::Relaxed)));
                 let recs = ctx.recorders.lock().unwrap().clone();
                 for r in &recs {
                     r.tick(now);
@@ -252,6 +263,9 @@ impl Ctx {
         stop
     }
 }
+
+/// How often the open connections are sampled for the report's chart.
+pub const CONN_SAMPLE: Duration = Duration::from_millis(100);
 
 fn radix36(mut n: u64) -> String {
     const D: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";

@@ -251,7 +251,9 @@ pub fn finish(
     let table = crate::output::table(&summary);
     crate::output::print(&summary, ctx.common.json);
     if let Some(path) = &ctx.common.report {
-        let conns = ctx.conn_timeline.lock().unwrap().clone();
+        let mut conns = ctx.conn_timeline.lock().unwrap().clone();
+        // The chart's line runs to the end of the run.
+        conns.push((ctx.secs(), ctx.conns.load(Ordering::Relaxed)));
         let stalls = ctx.hiccups.stalls();
         match crate::report::write(path, &summary, &table, &recs, &conns, &stalls) {
             Ok(()) => eprintln!("report written to {}", path.display()),

@@ -89,10 +89,12 @@ describe('load-test report', () => {
     assert.ok(Math.abs(top - summary.livehub.buys.latency.max_ms) < 0.01, `100th percentile ${top}`);
   });
 
-  test('draws the connections the run held', async () => {
-    const conns = await seriesOf('conns');
-    const most = Math.max(...conns[0].data.map((p) => p[1]));
-    assert.equal(most, CONNECTIONS);
+  test('draws the connections the run held, and their close at its end', async () => {
+    const points = (await seriesOf('conns'))[0].data;
+    assert.equal(Math.max(...points.map((p) => p[1])), CONNECTIONS, JSON.stringify(points));
+    const [t, n] = points[points.length - 1];
+    assert.equal(n, 0, `connections still open at the end: ${JSON.stringify(points)}`);
+    assert.ok(Math.abs(t - summary.elapsed_s) < 0.5, `the line ends at ${t} s, the run at ${summary.elapsed_s} s`);
   });
 
   test('draws the hiccup meter\'s stalls, every one the summary counts', async () => {
