@@ -72,8 +72,8 @@ const EMPTY: u32 = u32::MAX;
 /// an array of its own, so a new request missed the cache twice, on its control group and on
 /// the bucket it then wrote (a third and two fifths of `begin`'s own samples, BENCHMARKS.md).
 /// Here the probe reads the buckets themselves, eight to a cache line, and the insert writes
-/// the line the probe just read: one miss. A bucket's home is its key's low bits, so a resize rehashes
-/// from the buckets alone, and a removal shifts the probe run back (no tombstones).
+/// the line the probe just read: one miss. A bucket's home is its key's low bits, so a resize
+/// rehashes from the buckets alone, and a removal shifts the probe run back (no tombstones).
 #[derive(Debug)]
 struct Index {
     buckets: Box<[Bucket]>,

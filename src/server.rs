@@ -90,12 +90,12 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .with_state(state)
 }
 
-async fn no_such_path() -> crate::api::ApiError {
-    crate::api::ApiError::not_found("no such path")
+async fn no_such_path() -> ApiError {
+    ApiError::not_found("no such path")
 }
 
-async fn no_such_method(method: axum::http::Method) -> crate::api::ApiError {
-    crate::api::ApiError::method_not_allowed(format!("{method} is not served here; see Allow"))
+async fn no_such_method(method: axum::http::Method) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not served here; see Allow"))
 }
 
 /// Recovers the journal, serves `listener` until `shutdown` completes, then drains and exits.

@@ -32,8 +32,8 @@ pub use snapshot::{Capture, Sink};
 /// Default time the writer holds a busy batch open for more records (16 records queued during
 /// the last fsync; a quiet hub writes at once). Each fsync then answers more buys: in the
 /// closed loop 4.5-4.7 µs of server CPU an ack against 4.6-4.9 with none, and 237,700-243,800
-/// acks/s against 229,000-233,000 (3 alternating rounds, BENCHMARKS.md); at 118,000/s the p99
-/// did not move (4.61-5.16 against 4.59-5.16 ms).
+/// acks/s against 229,000-233,000 (3 alternating rounds, BENCHMARKS.md); at 120,000/s on 50
+/// connections the p99 did not move (5.22-5.58 against 5.22-5.56 ms).
 pub const DEFAULT_COMMIT_WINDOW: Duration =
     Duration::from_micros(crate::config::DEFAULT_COMMIT_WINDOW_US);
 /// Default largest batch, in records.
