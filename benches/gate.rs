@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use livehub::inventory::UserRef;
 use livehub::inventory::{BuyRequest, LocalGate, Sku, SkuDef};
-use livehub::room::{Room, UserRef};
+use livehub::rooms::room::Room;
 
 /// Users a benchmark cycles through (distinct ledger entries, as in a real sale).
 const USERS: usize = 100_000;
@@ -52,7 +53,7 @@ fn run(room: &Room, skus: &[String], users: &[UserRef], threads: usize, iters: u
                     u = (u + 1) % users.len();
                     k = (k + 1) % skus.len();
                     let r = LocalGate::decide(
-                        room,
+                        room.sku(&skus[k]),
                         BuyRequest {
                             user: &users[u],
                             sku: &skus[k],

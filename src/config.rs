@@ -30,7 +30,7 @@
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
 //! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process |
-//! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (Redis mode) |
+//! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (fleet mode) |
 //! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_BUYER_RATE: f64 = 200.0;
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
-pub const DEFAULT_COMMIT_WINDOW_US: u64 = 250;
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = crate::journal::DEFAULT_COMMIT_WINDOW_US;
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
 /// File descriptors kept free for the journal, the listener and headroom when
 /// `--max-connections` is derived from the open-file limit.
@@ -57,7 +57,8 @@ pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
-/// About a quarter of a second of queueing at the ~33,000 durable acks/s of a 2-core machine.
+/// Buys admitted at once; by Little's law the queueing it allows is this divided by the acks a
+/// second the machine sustains.
 pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
 /// Journal records between snapshots: a restart restores the newest snapshot and replays at
 /// most about this many records after it.
@@ -65,6 +66,12 @@ pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT
 /// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
 pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
+/// Dashboard snapshot frames a second one room's dashboards may get in all; beyond it each
+/// dashboard's interval stretches.
+pub const DEFAULT_DASHBOARD_FRAMES_PER_S: u64 = 10_000;
+/// Stock frames a second one room's buyers may get in all; beyond it stock pushes come less
+/// often.
+pub const DEFAULT_BUYER_STOCK_FRAMES_PER_S: u64 = 20_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -103,12 +110,12 @@ pub struct Config {
     /// Snapshot frames a second one room's dashboards may get in all; with more dashboards
     /// than this allows at the push interval, each one's interval stretches (to a second at
     /// most). Lower trades the freshness of a big audience's screens for CPU for the buys.
-    #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = crate::dashboard::aggregator::FANOUT_FRAMES_PER_S)]
+    #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = DEFAULT_DASHBOARD_FRAMES_PER_S)]
     pub dashboard_frames_per_s: u64,
     /// Stock frames a second one room's buyers may get in all; with more buyers than this
     /// allows at 10 a second, stock pushes come less often (the acks still carry `left`, and
     /// sale state changes are never held back). Lower leaves more CPU for the buys in a spike.
-    #[arg(long, env = "LIVEHUB_BUYER_STOCK_FRAMES_PER_S", default_value_t = crate::sale_feed::STOCK_FRAMES_PER_S)]
+    #[arg(long, env = "LIVEHUB_BUYER_STOCK_FRAMES_PER_S", default_value_t = DEFAULT_BUYER_STOCK_FRAMES_PER_S)]
     pub buyer_stock_frames_per_s: u64,
     /// Frames a second one buyer connection may send on average.
     #[arg(long, env = "LIVEHUB_BUYER_RATE", default_value_t = DEFAULT_BUYER_RATE)]

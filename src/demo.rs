@@ -75,7 +75,7 @@ pub async fn run(hub: Hub, shutdown: CancellationToken) {
         return;
     };
     let started = Instant::now();
-    let mut viewers: Vec<crate::room::UserRef> = Vec::new();
+    let mut viewers: Vec<crate::inventory::UserRef> = Vec::new();
     let mut next_user = 0u64;
     let mut req = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(50));

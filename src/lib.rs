@@ -31,30 +31,21 @@
 //! - [`rate_limit`]: per-connection token bucket
 //! - [`clock`]: Unix milliseconds
 
-pub mod accept;
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod buyer;
-pub mod buyer_pushes;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod fleet;
-pub mod handshake;
 pub mod hub;
 pub mod ids;
 pub mod inventory;
 pub mod journal;
 pub mod protocol;
-pub mod rate_limit;
-pub mod requests;
-pub mod room;
 pub mod rooms;
-pub mod rooms_snapshot;
-pub mod sale_feed;
 pub mod seating;
 pub mod server;
-pub mod stop;
 pub mod telemetry;

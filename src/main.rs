@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use livehub::accept::ConnLimits;
 use livehub::auth::{self, Auth};
 use livehub::buyer::BuyerLimits;
 use livehub::config::{secret_or_generate, Command, Config, FD_RESERVE};
 use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
 use livehub::journal::JournalOptions;
+use livehub::server::accept::ConnLimits;
 use livehub::server::{self, Settings};
 
 /// mimalloc instead of glibc's malloc: buys allocate on the runtime's threads and are freed on
@@ -44,14 +44,14 @@ async fn main() -> anyhow::Result<()> {
     if cfg.redis_timeout_ms == 0 {
         anyhow::bail!("--redis-timeout-ms must be at least 1");
     }
-    let shared = match &cfg.redis {
+    let fleet = match &cfg.redis {
         None => None,
         Some(url) => {
             redis::Client::open(url.as_str())
                 .with_context(|| format!("--redis {url}: not a redis URL"))?;
             let hub_id = livehub::fleet::hub_id_for(&cfg.data_dir, cfg.hub_id.as_deref())
                 .map_err(anyhow::Error::msg)?;
-            Some(livehub::fleet::SharedOptions {
+            Some(livehub::fleet::FleetOptions {
                 url: url.clone(),
                 hub_id: hub_id.into(),
                 timeout: Duration::from_millis(cfg.redis_timeout_ms),
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             fanout_frames_per_s: cfg.dashboard_frames_per_s.max(1),
             stock_frames_per_s: cfg.buyer_stock_frames_per_s.max(1),
             max_pending_buys: cfg.max_pending_buys.max(1),
-            shared,
+            fleet,
         },
         auth: Auth::new(
             &admin_token,

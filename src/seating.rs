@@ -2,7 +2,7 @@
 //! the fewest members, ties going round robin, so the slots stay even as people come and go
 //! (plain round robin would drift with churn). Counts only, in atomics, no lock. The
 //! dashboards' fan-out ([`crate::dashboard::Fanout`]) and the buyers' pushes
-//! ([`crate::buyer_pushes`]) seat their audiences with it.
+//! ([`crate::buyer::pushes`]) seat their audiences with it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

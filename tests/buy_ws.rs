@@ -465,7 +465,7 @@ async fn a_sale_opening_reaches_every_buyer_in_order_across_the_waves() {
         Some(json!({"name":"flash","price_fen":100,"stock":50,"limit_per_user":1,"opens_at_ms":4102444800000i64,"closes_at_ms":null})),
     )
     .await;
-    let n = livehub::buyer_pushes::WAVE * 5;
+    let n = livehub::buyer::pushes::WAVE * 5;
     let mut buyers = Vec::new();
     for i in 0..n {
         buyers.push(s.buyer("waves", &format!("u{i}")).await);

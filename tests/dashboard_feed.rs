@@ -193,7 +193,7 @@ struct Watcher<'a> {
 }
 
 impl<'a> Watcher<'a> {
-    fn join(room: &'a livehub::room::Room, tick: usize) -> Self {
+    fn join(room: &'a livehub::rooms::room::Room, tick: usize) -> Self {
         let seat = room.fanout.join();
         let mut w = Watcher {
             seat,

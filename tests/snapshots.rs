@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use livehub::dashboard::snapshot::TrendPoint;
 use livehub::dashboard::Aggregator;
-use livehub::hub::{order_ack, Hub, HubOptions};
+use livehub::hub::buy::order_ack;
+use livehub::hub::{Hub, HubOptions};
 use livehub::inventory::SkuDef;
 use livehub::journal::{snapshot, JournalOptions, Replayed};
 use livehub::protocol::BuyMsg;

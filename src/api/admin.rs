@@ -2,25 +2,25 @@
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{Query, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::{check_ids, require, ApiError, JsonBody};
-use crate::admin::RoomView;
-use crate::auth::Access;
+use super::error::ApiError;
+use super::extract::{Admin, JsonBody, RoomPath, SkuPath};
+use super::state::AppState;
+use crate::catalog::RoomView;
 use crate::inventory::SkuDef;
 use crate::protocol::SkuState;
-use crate::server::AppState;
 
 /// Orders per export page when `limit` is not given, and the most a page may ask for.
 pub const DEFAULT_ORDERS_PAGE: usize = 1000;
 pub const MAX_ORDERS_PAGE: usize = 10_000;
 
-/// The body of `PUT /api/rooms/{room}`; [`crate::admin::validate_title`] checks it.
+/// The body of `PUT /api/rooms/{room}`; [`crate::catalog::validate_title`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct RoomBody {
     #[serde(default)]
@@ -29,16 +29,14 @@ pub struct RoomBody {
 
 pub async fn put_room(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
+    _: Admin,
+    RoomPath(room): RoomPath,
     JsonBody(body): JsonBody<RoomBody>,
 ) -> Result<Json<RoomView>, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room)])?;
     Ok(Json(s.hub.put_room(&room, body.title).await?))
 }
 
-/// The body of `PUT /api/rooms/{room}/skus/{sku}`; [`crate::admin::validate_sku`] checks it.
+/// The body of `PUT /api/rooms/{room}/skus/{sku}`; [`crate::catalog::validate_sku`] checks it.
 /// A field it does not know is a 400 naming it: a typo such as `"stok"` would otherwise make a
 /// SKU with no stock. The SKU state's own fields are let through and ignored, so a state read
 /// back can be sent again as a body.
@@ -69,12 +67,10 @@ pub struct SkuBody {
 
 pub async fn put_sku(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((room, sku)): Path<(String, String)>,
+    _: Admin,
+    SkuPath(room, sku): SkuPath,
     JsonBody(body): JsonBody<SkuBody>,
 ) -> Result<Json<SkuState>, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room), ("sku", &sku)])?;
     Ok(Json(s.hub.put_sku(&room, &sku, body.into()).await?))
 }
 
@@ -91,7 +87,7 @@ impl From<SkuBody> for SkuDef {
     }
 }
 
-/// The body of `POST .../stock`; [`crate::admin::validate_delta`] checks it.
+/// The body of `POST .../stock`; [`crate::catalog::validate_delta`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct StockBody {
     pub delta: i64,
@@ -99,32 +95,26 @@ pub struct StockBody {
 
 pub async fn change_stock(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((room, sku)): Path<(String, String)>,
+    _: Admin,
+    SkuPath(room, sku): SkuPath,
     JsonBody(body): JsonBody<StockBody>,
 ) -> Result<Json<SkuState>, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room), ("sku", &sku)])?;
     Ok(Json(s.hub.change_stock(&room, &sku, body.delta).await?))
 }
 
 pub async fn open_sale(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((room, sku)): Path<(String, String)>,
+    _: Admin,
+    SkuPath(room, sku): SkuPath,
 ) -> Result<Json<SkuState>, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room), ("sku", &sku)])?;
     Ok(Json(s.hub.open_sale(&room, &sku).await?))
 }
 
 pub async fn close_sale(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((room, sku)): Path<(String, String)>,
+    _: Admin,
+    SkuPath(room, sku): SkuPath,
 ) -> Result<Json<SkuState>, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room), ("sku", &sku)])?;
     Ok(Json(s.hub.close_sale(&room, &sku).await?))
 }
 
@@ -138,12 +128,10 @@ pub struct OrdersQuery {
 /// `GET /api/rooms/{room}/orders`: NDJSON, one order a line, oldest first.
 pub async fn orders(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
+    _: Admin,
+    RoomPath(room): RoomPath,
     q: Result<Query<OrdersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require(&s, &headers, Access::Admin)?;
-    check_ids(&[("room", &room)])?;
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
     if limit == 0 || limit > MAX_ORDERS_PAGE {

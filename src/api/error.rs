@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::admin::AdminError;
+use crate::catalog::CatalogError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -64,17 +64,17 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> Self {
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
         match e {
-            AdminError::BadRequest(d) => ApiError::bad_request(d),
-            AdminError::NotFound(d) => ApiError::not_found(d),
-            AdminError::Conflict(d) => ApiError {
+            CatalogError::BadRequest(d) => ApiError::bad_request(d),
+            CatalogError::NotFound(d) => ApiError::not_found(d),
+            CatalogError::Conflict(d) => ApiError {
                 status: StatusCode::CONFLICT,
                 code: "conflict",
                 detail: d,
             },
-            AdminError::Unavailable(d) => {
+            CatalogError::Unavailable(d) => {
                 tracing::error!(detail = %d, "admin change failed");
                 ApiError::unavailable("the change could not be made durable; nothing changed")
             }

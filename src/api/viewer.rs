@@ -4,22 +4,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::{check_ids, require, ApiError};
-use crate::admin::RoomView;
-use crate::auth::Access;
-use crate::server::AppState;
+use super::error::ApiError;
+use super::extract::{RoomPath, Viewer};
+use super::state::AppState;
+use crate::catalog::RoomView;
 
 pub async fn list_rooms(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _: Viewer,
 ) -> Result<Json<Vec<RoomView>>, ApiError> {
-    require(&s, &headers, Access::Viewer)?;
     Ok(Json(
         s.hub
             .rooms()
@@ -33,11 +32,9 @@ pub async fn list_rooms(
 /// One dashboard snapshot, with the whole trend.
 pub async fn stats(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
+    _: Viewer,
+    RoomPath(room): RoomPath,
 ) -> Result<Response, ApiError> {
-    require(&s, &headers, Access::Viewer)?;
-    check_ids(&[("room", &room)])?;
     let r = s
         .hub
         .room(&room)
@@ -74,21 +71,19 @@ pub struct Audit {
     pub skus: Vec<SkuAudit>,
 }
 
-/// Stock totals against the journal's orders (Redis mode: against every hub's orders in the
+/// Stock totals against the journal's orders (fleet mode: against every hub's orders in the
 /// room's stream, with stock as Redis holds it).
 pub async fn audit(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
+    _: Viewer,
+    RoomPath(room): RoomPath,
 ) -> Result<Json<Audit>, ApiError> {
-    require(&s, &headers, Access::Viewer)?;
-    check_ids(&[("room", &room)])?;
     let r = s
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
-    // Redis mode: every hub's orders, from the room's stream; otherwise this hub's journal.
+    // fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     let shared = s.hub.fleet().is_some();
     if shared {
         r.for_stream_from(0, |o| {

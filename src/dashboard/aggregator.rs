@@ -25,7 +25,7 @@ use super::snapshot::{
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
-use crate::room::{new_latency_histogram, Room};
+use crate::rooms::room::{new_latency_histogram, Room};
 
 /// A snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -38,7 +38,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// stretches past [`HEARTBEAT`]. At 20,000 a second, 10,000 dashboards cost the buy path about
 /// a quarter of its rate on two cores (BENCHMARKS.md, "Dashboards"); at 10,000, a tenth.
 /// `--dashboard-frames-per-s` and [`Aggregator::with_fanout_budget`] change it.
-pub const FANOUT_FRAMES_PER_S: u64 = 10_000;
+pub const FANOUT_FRAMES_PER_S: u64 = crate::config::DEFAULT_DASHBOARD_FRAMES_PER_S;
 
 /// Waves come at most this often: below it, building a snapshot a wave would cost more than
 /// the smaller waves save.
@@ -121,7 +121,7 @@ pub struct Aggregator {
     slots: [SlotState; FANOUT_SLOTS],
     /// The slot the next stretched tick serves.
     turn: usize,
-    /// Redis mode: fold the room's stream (every hub's orders) instead of this hub's journal.
+    /// fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
     from_stream: bool,
     hub_seqs: BTreeMap<Arc<str>, u64>,
 }
@@ -155,7 +155,7 @@ impl Aggregator {
         }
     }
 
-    /// Redis mode: the figures come from the room's stream, so they cover every hub.
+    /// fleet mode: the figures come from the room's stream, so they cover every hub.
     pub fn from_stream(mut self) -> Self {
         self.from_stream = true;
         self

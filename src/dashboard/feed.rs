@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// Close code sent when the hub shuts down.
 const GOING_AWAY: u16 = 1001;

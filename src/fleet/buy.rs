@@ -1,4 +1,4 @@
-//! The buy path in Redis mode: idempotency (this hub's table, then Redis's) → the buy script
+//! The buy path in fleet mode: idempotency (this hub's table, then Redis's) → the buy script
 //! takes stock and leaves a ticket → journal (the durable point) → ack; the journal's apply
 //! hands the order to the publisher, which turns the ticket into the order's ack in Redis.
 //!
@@ -16,10 +16,12 @@ use tokio::sync::oneshot;
 use super::scripts::{Done, Seen, Taken, Ticket};
 use super::{keys, Fleet, FleetError};
 use crate::clock::now_ms;
-use crate::hub::{order_ack, Hub};
+use crate::hub::buy::order_ack;
+use crate::hub::Hub;
+use crate::inventory::UserRef;
 use crate::journal::{JournalError, OrderRecord, Record};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::room::{Begin, Room, UserRef};
+use crate::rooms::room::{Begin, Room};
 
 /// How long a buy waits for the same request's decision on another hub before it answers
 /// `unavailable` (its state is in Redis; a repeat later gets the real answer).
@@ -143,8 +145,8 @@ fn done_ack(d: &Done, req: &str) -> Ack {
 }
 
 impl Hub {
-    /// [`Hub::buy`] in Redis mode.
-    pub(crate) async fn buy_shared(
+    /// [`Hub::buy`] in fleet mode.
+    pub(crate) async fn buy_in_fleet(
         &self,
         fleet: &Fleet,
         room: &Arc<Room>,
@@ -277,8 +279,8 @@ impl Hub {
         }
     }
 
-    /// [`Hub::status`] in Redis mode for a request this hub does not know: its state in Redis.
-    pub(crate) async fn status_shared(
+    /// [`Hub::status`] in fleet mode for a request this hub does not know: its state in Redis.
+    pub(crate) async fn status_in_fleet(
         &self,
         fleet: &Fleet,
         room: &Room,

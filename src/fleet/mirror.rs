@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{keys, Fleet, FleetError};
 use crate::hub::Hub;
 use crate::inventory::{Mirrored, Sku, SkuDef};
-use crate::room::Room;
+use crate::rooms::room::Room;
 use crate::rooms::Rooms;
 
 /// Every room is refreshed from Redis this often (stock taken on other hubs shows this late).

@@ -7,15 +7,16 @@
 //!
 //! - [`keys`]: key names; every key of a room shares the hash tag `{room}`;
 //! - [`scripts`]: the Lua scripts (one `EVALSHA` per buy) and their replies;
-//! - [`buy`]: the buy path in Redis mode: ticket → journal → publish;
+//! - [`buy`]: the buy path in fleet mode: ticket → journal → publish;
 //! - [`admin`]: operator changes written to Redis and announced to every hub;
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
 //! - [`stream`]: the room's stream → the aggregator;
 //! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
 
-pub mod admin;
 pub mod buy;
+pub mod catalog;
+pub mod connect;
 pub mod keys;
 pub mod mirror;
 pub mod publish;
@@ -38,7 +39,7 @@ pub const MAX_HUB_ID_LEN: usize = 32;
 
 /// How a hub joins the others.
 #[derive(Debug, Clone)]
-pub struct SharedOptions {
+pub struct FleetOptions {
     /// `redis://host:port/db`.
     pub url: String,
     /// This hub's id: unique among the hubs, stable for its data dir; it prefixes order ids.
@@ -80,7 +81,7 @@ impl std::fmt::Debug for Fleet {
 
 impl Fleet {
     /// Connects to Redis, failing with a clear error when it does not answer.
-    pub async fn connect(opts: &SharedOptions) -> Result<Fleet, FleetError> {
+    pub async fn connect(opts: &FleetOptions) -> Result<Fleet, FleetError> {
         let client = redis::Client::open(opts.url.as_str())?;
         // Short timeouts: while Redis is away, every call fails at once instead of queueing;
         // the manager keeps reconnecting in the background, so the hub recovers by itself.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::scripts::Done;
 use super::{keys, Fleet, FleetError};
 use crate::journal::OrderRecord;
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// Orders published with one script call at most.
 pub const PUBLISH_BATCH: usize = 1024;

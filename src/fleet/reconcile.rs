@@ -19,11 +19,11 @@ use serde::Serialize;
 
 use super::buy::TicketAt;
 use super::scripts::{Seen, Ticket};
-use super::{keys, mirror, publish, Fleet, FleetError, SharedOptions};
+use super::{keys, mirror, publish, Fleet, FleetError, FleetOptions};
 use crate::hub::Hub;
 use crate::ids::KEY_SEPARATOR;
 use crate::journal::{Apply, Mode, OrderRecord, Record};
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// What the start-up step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,7 +92,7 @@ async fn release_orphans(
     Ok(released)
 }
 
-/// The start-up step of a hub in Redis mode (journal replayed, not serving yet).
+/// The start-up step of a hub in fleet mode (journal replayed, not serving yet).
 pub async fn startup(hub: &Hub, fleet: &Fleet) -> Result<Repaired, FleetError> {
     let mut r = Repaired::default();
     for room in hub.rooms().all() {
@@ -186,7 +186,7 @@ pub async fn reconcile(url: &str, data_dirs: &[PathBuf], repair: bool) -> anyhow
     let mut reports = Vec::new();
     if repair {
         for (d, hub, orders) in &journals {
-            let fleet = Fleet::connect(&SharedOptions {
+            let fleet = Fleet::connect(&FleetOptions {
                 url: url.to_owned(),
                 hub_id: Arc::from(hub.as_str()),
                 timeout: super::DEFAULT_REDIS_TIMEOUT * 4,
@@ -219,7 +219,7 @@ pub async fn reconcile(url: &str, data_dirs: &[PathBuf], repair: bool) -> anyhow
             tracing::info!(hub = %hub, data_dir = %d.display(), "repaired");
         }
     }
-    let fleet = Fleet::connect(&SharedOptions {
+    let fleet = Fleet::connect(&FleetOptions {
         url: url.to_owned(),
         hub_id: Arc::from("reconcile"),
         timeout: super::DEFAULT_REDIS_TIMEOUT * 4,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{keys, Fleet, FleetError};
 use crate::journal::OrderRecord;
-use crate::room::{Room, StreamOrder};
+use crate::rooms::room::{Room, StreamOrder};
 
 /// How often the stream is read when the last read found it caught up.
 pub const STREAM_POLL: Duration = Duration::from_millis(20);

@@ -4,22 +4,32 @@
 //! - [`ledger`]: units per user of one SKU;
 //! - [`sku`]: one SKU's counters and window.
 //!
-//! [`Gate`] is the interface the hub buys through; [`LocalGate`] keeps everything in this
-//! process. With `--redis` the hub decides in Redis instead ([`crate::fleet`]): one script per
-//! buy, whose pending "ticket" must be released by its exact text, so that path has its own
-//! types and the hub picks the gate once per buy ([`crate::hub`]'s `GateKind`).
+//! [`LocalGate`] keeps everything in this process. In fleet mode (`--redis`) the hub decides in
+//! Redis instead ([`crate::fleet`]): one script per buy, whose pending ticket must be released
+//! by its exact text, so that path has its own types and the hub picks the gate once per buy
+//! ([`crate::hub`]'s `GateKind`).
+//!
+//! Every gate promises: a SKU never sells more than its stock, a user never holds more than the
+//! limit, and no refusal is caused by a reservation that the same decision rolled back.
 
 pub mod ledger;
 pub mod sku;
 pub mod stock;
 
-use std::future::Future;
 use std::sync::Arc;
 
 pub use sku::{Mirrored, Reserved, Sku, SkuDef};
 
 use crate::protocol::RejectCode;
-use crate::room::{Room, UserRef};
+
+/// A user of a room: the id, and the small key the gate's ledgers use. A buyer connection
+/// interns its user once ([`crate::rooms::room::Room::user`]), so a buy never hashes the user's
+/// string in the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: Arc<str>,
+    pub key: u32,
+}
 
 /// One buy as the gate sees it.
 #[derive(Debug, Clone, Copy)]
@@ -47,34 +57,17 @@ pub struct Rejection {
     pub left: Option<u64>,
 }
 
-/// Decides buys. Every implementation promises: a SKU never sells more than its stock, a user
-/// never holds more than the limit, and no refusal is caused by a reservation that the same
-/// decision rolled back.
-pub trait Gate: Send + Sync + 'static {
-    /// Takes stock and the user's allowance, or says why not.
-    fn reserve(
-        &self,
-        room: &Room,
-        buy: BuyRequest<'_>,
-    ) -> impl Future<Output = Result<Reservation, Rejection>> + Send;
-    /// Gives back a reservation whose order was not made durable.
-    fn release(
-        &self,
-        room: &Room,
-        user: &UserRef,
-        reservation: &Reservation,
-    ) -> impl Future<Output = ()> + Send;
-}
-
 /// The embedded gate: counters in this process's memory.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalGate;
 
 impl LocalGate {
-    /// The decision itself, synchronous: what the benchmark measures.
+    /// The decision itself, synchronous: what the benchmark measures. `sku` is the room's SKU
+    /// named by the buy, if it has one. A reservation that took the last unit has
+    /// `left_after == 0`: the caller tells the room's sale feed.
     #[inline]
-    pub fn decide(room: &Room, buy: BuyRequest<'_>) -> Result<Reservation, Rejection> {
-        let Some(sku) = room.sku(buy.sku) else {
+    pub fn decide(sku: Option<Arc<Sku>>, buy: BuyRequest<'_>) -> Result<Reservation, Rejection> {
+        let Some(sku) = sku else {
             return Err(Rejection {
                 code: RejectCode::UnknownSku,
                 sku: None,
@@ -82,17 +75,12 @@ impl LocalGate {
             });
         };
         match sku.reserve(buy.user.key, buy.qty, buy.now_ms) {
-            Ok(r) => {
-                if r.left_after == 0 {
-                    room.state_changed();
-                }
-                Ok(Reservation {
-                    qty: buy.qty,
-                    price_fen: r.price_fen,
-                    left_after: r.left_after,
-                    sku,
-                })
-            }
+            Ok(r) => Ok(Reservation {
+                qty: buy.qty,
+                price_fen: r.price_fen,
+                left_after: r.left_after,
+                sku,
+            }),
             Err((code, left)) => Err(Rejection {
                 code,
                 sku: Some(sku.id.clone()),
@@ -101,29 +89,9 @@ impl LocalGate {
         }
     }
 
-    /// [`Gate::release`], synchronous: the stock and the user's allowance go back at once.
-    pub fn give_back(room: &Room, user: &UserRef, r: &Reservation) {
+    /// Gives a reservation back at once: its stock and the user's allowance. The caller tells
+    /// the room's sale feed.
+    pub fn give_back(user: &UserRef, r: &Reservation) {
         r.sku.release(user.key, r.qty);
-        room.state_changed();
-    }
-}
-
-impl Gate for LocalGate {
-    fn reserve(
-        &self,
-        room: &Room,
-        buy: BuyRequest<'_>,
-    ) -> impl Future<Output = Result<Reservation, Rejection>> + Send {
-        std::future::ready(Self::decide(room, buy))
-    }
-
-    fn release(
-        &self,
-        room: &Room,
-        user: &UserRef,
-        r: &Reservation,
-    ) -> impl Future<Output = ()> + Send {
-        Self::give_back(room, user, r);
-        std::future::ready(())
     }
 }

@@ -12,19 +12,9 @@ const NO_OPEN: i64 = i64::MIN;
 const NO_CLOSE: i64 = i64::MAX;
 const NEVER: i64 = 0;
 
-/// A SKU as the admin API defines it (also the journal's SKU record).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SkuDef {
-    pub name: String,
-    pub price_fen: u64,
-    /// Initial stock; only used when the SKU is created.
-    pub stock: u64,
-    pub limit_per_user: Option<u64>,
-    pub opens_at_ms: Option<i64>,
-    pub closes_at_ms: Option<i64>,
-}
+pub use crate::journal::SkuDef;
 
-/// A SKU as Redis holds it (Redis mode), copied into the hub's memory for views.
+/// A SKU as Redis holds it (fleet mode), copied into the hub's memory for views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirrored {
     pub def: SkuDef,
@@ -266,7 +256,7 @@ impl Sku {
         stock::UserLedger::held(&self.ledger, user)
     }
 
-    /// Redis mode: copies the shared store's state of this SKU (definition, counters and
+    /// fleet mode: copies the shared store's state of this SKU (definition, counters and
     /// sell-out time). Returns whether anything a buyer sees changed.
     pub fn mirror(&self, m: &Mirrored) -> bool {
         let before = (self.view(0), self.sold_out_at_ms());
@@ -279,7 +269,7 @@ impl Sku {
         before != (self.view(0), self.sold_out_at_ms())
     }
 
-    /// Redis mode: the stock left after this hub's own buy, shown before the next refresh.
+    /// fleet mode: the stock left after this hub's own buy, shown before the next refresh.
     pub fn note_left(&self, left: u64) {
         self.left.store(left, Ordering::Release);
     }

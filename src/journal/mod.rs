@@ -1,12 +1,17 @@
 //! The durable journal: the record of truth for orders and every stock change.
 //!
 //! - [`record`]: what is recorded and its checksummed frame;
+//! - [`apply`]: what the journal asks of the state it keeps; [`error`]: its errors;
 //! - [`writer`]: group commit on one thread, the point where an order becomes durable;
 //! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
 //! - [`snapshot`]: the state as of a record number, written in the background; compaction;
 //! - [`segment`]: segment files; [`spare`]: the next segment, zero-filled ahead;
-//! - [`fault`]: I/O fault injection for tests.
+//! - `fault`: I/O fault injection for tests, only with the cargo feature `fault-injection`
+//!   (the tests turn it on; release builds leave it out).
 
+pub mod apply;
+pub mod error;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod record;
 pub mod recovery;
@@ -24,18 +29,20 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use apply::{Apply, Mode};
+pub use error::JournalError;
+#[cfg(feature = "fault-injection")]
 pub use fault::Faults;
-pub use record::{OrderRecord, Record};
+pub use record::{OrderRecord, Record, SkuDef, Ticket};
 pub use recovery::Replayed;
 pub use snapshot::{Capture, Sink};
 
-/// Default time the writer holds a busy batch open for more records (16 records queued during
-/// the last fsync; a quiet hub writes at once). Each fsync then answers more buys: in the
-/// closed loop 4.5-4.7 µs of server CPU an ack against 4.6-4.9 with none, and 237,700-243,800
-/// acks/s against 229,000-233,000 (3 alternating rounds, BENCHMARKS.md); at 120,000/s on 50
-/// connections the p99 did not move (5.22-5.58 against 5.22-5.56 ms).
-pub const DEFAULT_COMMIT_WINDOW: Duration =
-    Duration::from_micros(crate::config::DEFAULT_COMMIT_WINDOW_US);
+/// Default time the writer holds a busy batch open for more records (when 16 or more records
+/// queued during the last fsync; a quiet hub writes at once), so that each fsync answers more
+/// buys without delaying a lone one. Measured in BENCHMARKS.md ("commit window").
+pub const DEFAULT_COMMIT_WINDOW_US: u64 = 250;
+/// [`DEFAULT_COMMIT_WINDOW_US`] as a duration.
+pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_micros(DEFAULT_COMMIT_WINDOW_US);
 /// Default largest batch, in records.
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 /// Default segment size before a new segment starts.
@@ -44,63 +51,8 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// (admission control) instead of queueing without bound.
 pub const DEFAULT_QUEUE: usize = 64 * 1024;
 /// Default records between snapshots. A restart replays at most about this many records
-/// after restoring the newest snapshot (about 1.3 s at the replay speed in BENCHMARKS.md).
+/// after restoring the newest snapshot (replay speed: BENCHMARKS.md, "restart").
 pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = 1_000_000;
-
-/// Whether a record is applied as it becomes durable or replayed at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Just made durable; for an order, its reservation was made before.
-    Live,
-    /// Read back at start-up; nothing was reserved.
-    Replay,
-}
-
-/// What the journal tells about each durable record, in journal order. Called on the writer
-/// thread after the batch's fsync and before any waiter is released, so memory never shows a
-/// record that is not durable, and shows them in the order of their `seq`.
-pub trait Apply: Send + Sync + 'static {
-    fn apply(&self, record: &Record, mode: Mode);
-
-    /// A consistent picture of the durable state after every record applied so far, for a
-    /// snapshot. Called on the writer thread between batches, so it must be cheap (it stalls
-    /// the buy path while it runs); the expensive part belongs in [`Capture::encode`].
-    /// `None`: this state takes no snapshots.
-    fn capture(&self) -> Option<Box<dyn Capture>> {
-        None
-    }
-
-    /// Installs a snapshot's state (what [`Capture::encode`] wrote) into this state, which has
-    /// seen no record yet. On `Err` nothing was changed, so recovery can try an older snapshot.
-    fn restore(&self, state: &[u8]) -> Result<(), String> {
-        let _ = state;
-        Err("this state does not restore snapshots".into())
-    }
-}
-
-/// Journal errors.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("journal unavailable: {0}")]
-    Unavailable(String),
-    #[error("journal queue is full")]
-    Busy,
-    #[error("journal stopped")]
-    Stopped,
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Unrecoverable(String),
-    #[error("journal damaged in {path} at offset {offset}: {detail}; refusing to start so that no order is dropped silently")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        detail: String,
-    },
-}
 
 /// How the journal writes.
 #[derive(Debug, Clone)]
@@ -122,6 +74,8 @@ pub struct JournalOptions {
     /// Delete old snapshots and the segments they cover after each snapshot. Off only in
     /// tests that compare a snapshot's restart with a full replay of every segment.
     pub compact: bool,
+    /// Faults to inject into the journal's I/O (tests only).
+    #[cfg(feature = "fault-injection")]
     pub faults: Arc<Faults>,
 }
 
@@ -137,6 +91,7 @@ impl JournalOptions {
             snapshot_every_records: DEFAULT_SNAPSHOT_EVERY_RECORDS,
             preallocate: true,
             compact: true,
+            #[cfg(feature = "fault-injection")]
             faults: Arc::default(),
         }
     }
@@ -234,6 +189,7 @@ impl Journal {
             fsync: opts.fsync,
             window: opts.commit_window,
             max_batch: opts.max_batch.max(1),
+            #[cfg(feature = "fault-injection")]
             faults: opts.faults.clone(),
             apply,
             damaged: false,

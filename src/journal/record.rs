@@ -7,12 +7,31 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::SkuDef;
-
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload accepted on replay; anything bigger is damage, not a record.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// A SKU as an operator defines it: the admin API's body and the journal's SKU record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuDef {
+    pub name: String,
+    pub price_fen: u64,
+    /// Initial stock; only used when the SKU is created.
+    pub stock: u64,
+    pub limit_per_user: Option<u64>,
+    pub opens_at_ms: Option<i64>,
+    pub closes_at_ms: Option<i64>,
+}
+
+/// Where a begun request waits in its room's idempotency table: handed out when the request
+/// begins, carried by its order to the journal writer, which marks the entry done without a
+/// look-up. Only the table makes and reads one; it is never written to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub(crate) shard: u32,
+    pub(crate) at: u32,
+}
 
 /// One accepted purchase: the record of truth, and the NDJSON line of the orders export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +51,7 @@ pub struct OrderRecord {
     pub ts_ms: i64,
     /// Stock left right after this order's units were taken (the ack's `left`).
     pub left_after: u64,
-    /// Redis mode: the hub that took the order, which prefixes its id. Never written to the
+    /// fleet mode: the hub that took the order, which prefixes its id. Never written to the
     /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
     #[serde(skip)]
     pub hub: Option<Arc<str>>,
@@ -40,12 +59,12 @@ pub struct OrderRecord {
     /// was begun in this process: the journal writer marks it done without a look-up. Never
     /// written to the journal.
     #[serde(skip)]
-    pub begun: Option<crate::requests::Ticket>,
+    pub begun: Option<Ticket>,
 }
 
 impl OrderRecord {
     /// The order id: unique and never reused, because record numbers only grow, restarts
-    /// included; in Redis mode prefixed by the hub id (`h1:O42`), unique across hubs.
+    /// included; in fleet mode prefixed by the hub id (`h1:O42`), unique across hubs.
     pub fn order_id(&self) -> String {
         match &self.hub {
             None => format!("O{}", self.number),
@@ -288,11 +307,7 @@ mod tests {
                     user in "\\PC{1,64}", req in "\\PC{1,200}", qty: u64, price_fen: u64,
                     amount_fen: u64, referrer in proptest::option::of("\\PC{1,64}"), ts_ms: i64,
                     left_after: u64, hub in proptest::option::of("[a-z0-9]{1,8}"), ticket: bool)| {
-            let table = crate::requests::RequestTable::default();
-            let begun = match table.begin(&Arc::from("u"), "r") {
-                crate::requests::Began::Fresh(_, t) if ticket => Some(t),
-                _ => None,
-            };
+            let begun = ticket.then_some(Ticket { shard: 3, at: 7 });
             let order = Record::Order(Arc::new(OrderRecord {
                 seq, number, room: room.into(), sku: sku.into(), user: user.into(),
                 req: req.into(), qty, price_fen, amount_fen,

@@ -21,8 +21,10 @@ use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::apply::{Apply, Mode};
+use super::error::JournalError;
 use super::record::{self, Frame, Record, HEADER_LEN};
-use super::{segment, snapshot, Apply, JournalError, Mode};
+use super::{segment, snapshot};
 
 /// What replay found.
 #[derive(Debug, Default)]

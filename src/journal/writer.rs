@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::apply::{Apply, Mode};
+use super::error::JournalError;
+#[cfg(feature = "fault-injection")]
 use super::fault::Faults;
 use super::record::Record;
 use super::segment;
 use super::snapshot::{Job, Meta};
 use super::spare::Spare;
-use super::{Apply, JournalError, Mode};
 
 /// A record waiting to be made durable, and who waits for it.
 pub(crate) struct Pending {
@@ -52,6 +54,7 @@ pub(crate) struct Writer {
     pub fsync: bool,
     pub window: Duration,
     pub max_batch: usize,
+    #[cfg(feature = "fault-injection")]
     pub faults: Arc<Faults>,
     pub apply: Arc<dyn Apply>,
     /// Set when a failed batch could not be cut off the file; every batch fails until a
@@ -223,10 +226,12 @@ impl Writer {
                 return Err(std::io::Error::other("journal tail could not be repaired"));
             }
         }
+        #[cfg(feature = "fault-injection")]
         self.faults.check_write()?;
         self.file.write_all_at(buf, self.durable_len)?;
         self.allocated = self.allocated.max(self.durable_len + buf.len() as u64);
         if self.fsync {
+            #[cfg(feature = "fault-injection")]
             self.faults.check_sync()?;
             self.file.sync_data()?;
         }

@@ -17,12 +17,12 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use livehub::accept::ConnLimits;
 use livehub::auth::{sign_buyer_token, Auth};
 use livehub::buyer::BuyerLimits;
 use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
 use livehub::journal::{Faults, JournalOptions};
+use livehub::server::accept::ConnLimits;
 use livehub::server::{self, Settings};
 
 pub const ADMIN: &str = "test-admin-token";
@@ -54,8 +54,8 @@ pub struct Options {
     /// Records the journal queue holds before buys are refused `unavailable`.
     pub journal_queue: Option<usize>,
     pub max_pending_buys: usize,
-    /// Redis mode (`--redis`): see `support::redis`.
-    pub shared: Option<livehub::fleet::SharedOptions>,
+    /// fleet mode (`--redis`): see `support::redis`.
+    pub fleet: Option<livehub::fleet::FleetOptions>,
     /// The journal's segment size: small (1 MiB) so that the tests' journals go through
     /// rotations and preallocated spares, not only the first segment.
     pub segment_bytes: u64,
@@ -77,7 +77,7 @@ impl Default for Options {
             feed_limits: FeedLimits::default(),
             journal_queue: None,
             max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
-            shared: None,
+            fleet: None,
             segment_bytes: 1 << 20,
         }
     }
@@ -139,9 +139,9 @@ impl TestServer {
                 journal,
                 push_interval: opts.push_interval,
                 fanout_frames_per_s: opts.fanout_frames_per_s,
-                stock_frames_per_s: livehub::sale_feed::STOCK_FRAMES_PER_S,
+                stock_frames_per_s: livehub::buyer::sale_feed::STOCK_FRAMES_PER_S,
                 max_pending_buys: opts.max_pending_buys,
-                shared: opts.shared.clone(),
+                fleet: opts.fleet.clone(),
             },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
             buyer_limits: opts.limits,

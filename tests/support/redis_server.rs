@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use livehub::fleet::SharedOptions;
+use livehub::fleet::FleetOptions;
 
 use super::WAIT;
 
@@ -87,8 +87,8 @@ impl RedisServer {
     /// client sockets share the servers' two-thread runtime, so an answer can wait seconds
     /// for a worker (a debug build on two cores). A stopped Redis refuses connections, which
     /// fails a call at once whatever the timeout.
-    pub fn hub(&self, id: &str) -> SharedOptions {
-        SharedOptions {
+    pub fn hub(&self, id: &str) -> FleetOptions {
+        FleetOptions {
             url: self.url(),
             hub_id: Arc::from(id),
             timeout: Duration::from_secs(10),

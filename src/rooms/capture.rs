@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::{Sku, SkuDef};
 use crate::journal::record::{put_str, put_varint, zigzag};
 use crate::journal::{Capture, OrderRecord, Sink};
-use crate::room::Room;
+use crate::rooms::room::Room;
 use crate::rooms::Rooms;
 
 /// Bumped when the encoding changes; a snapshot of another version is passed over (recovery

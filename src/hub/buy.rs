@@ -1,217 +1,29 @@
-//! The hub: shared state in one cloneable handle, and the buy path from a decoded `buy` frame
-//! to its ack: idempotency → inventory gate → journal (the durable point) → ack.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+//! The buy path, from a decoded `buy` frame to its ack: idempotency ([`Room::begin_request`])
+//! → admission ([`HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`]) → the
+//! journal (group commit; the order is durable once its batch is fsynced) → the ack. A buy the
+//! journal refuses gives its stock back. Fleet mode decides in Redis instead
+//! ([`crate::fleet::buy`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot::{self, error::RecvError};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::{GateKind, Hub};
 use crate::clock::now_ms;
-use crate::fleet::{Fleet, SharedOptions};
-use crate::inventory::{BuyRequest, LocalGate, Reservation};
-use crate::journal::{Journal, JournalError, JournalOptions, OrderRecord, Record, Replayed};
+use crate::inventory::{BuyRequest, LocalGate, Reservation, Sku, UserRef};
+use crate::journal::{JournalError, OrderRecord, Record, Ticket};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::requests::Ticket;
-use crate::room::{Begin, Room, UserRef};
-use crate::rooms::Rooms;
-use crate::stop::{Stop, StopWatch};
-
-/// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
-#[derive(Debug, Clone)]
-pub struct HubOptions {
-    pub journal: JournalOptions,
-    /// How often dashboards get a snapshot at most.
-    pub push_interval: Duration,
-    /// Snapshot frames a second one room's dashboards may get in all; beyond it each
-    /// dashboard's interval stretches (see `dashboard::aggregator::FANOUT_FRAMES_PER_S`).
-    pub fanout_frames_per_s: u64,
-    /// Stock frames a second one room's buyers may get in all (see
-    /// `sale_feed::STOCK_FRAMES_PER_S`).
-    pub stock_frames_per_s: u64,
-    /// Buys being decided or made durable at once, over all connections; beyond it new buys
-    /// are answered `unavailable` at once (admission control), so an overload turns into quick
-    /// refusals rather than a queue that grows without bound. By Little's law, the queueing
-    /// delay it allows is this divided by the acks a second the machine sustains.
-    pub max_pending_buys: usize,
-    /// `--redis`: share inventory with other hubs through Redis; `None` keeps it in memory.
-    pub shared: Option<SharedOptions>,
-}
-
-impl HubOptions {
-    /// Options with every default but the journal's.
-    pub fn new(journal: JournalOptions) -> Self {
-        HubOptions {
-            journal,
-            push_interval: Duration::from_millis(crate::config::DEFAULT_PUSH_INTERVAL_MS),
-            fanout_frames_per_s: crate::dashboard::aggregator::FANOUT_FRAMES_PER_S,
-            stock_frames_per_s: crate::sale_feed::STOCK_FRAMES_PER_S,
-            max_pending_buys: crate::config::DEFAULT_MAX_PENDING_BUYS,
-            shared: None,
-        }
-    }
-}
-
-/// Where buys are decided. An enum, not a trait object: the embedded gate stays a direct,
-/// inlinable call, and the hub branches once per buy.
-pub enum GateKind {
-    /// In this process's memory (the default).
-    Local(LocalGate),
-    /// In Redis, shared with other hubs (`--redis`). Boxed: the embedded variant stays small.
-    Shared(Box<Fleet>),
-}
-
-/// The hub. Clones share one state.
-#[derive(Clone)]
-pub struct Hub {
-    inner: Arc<HubInner>,
-}
-
-struct HubInner {
-    rooms: Arc<Rooms>,
-    journal: Journal,
-    gate: GateKind,
-    options: HubOptions,
-    /// Serialises admin changes so that their journal order is their memory order.
-    admin: tokio::sync::Mutex<()>,
-    /// Buys admitted and not yet answered; one atomic add per buy.
-    pending: AtomicUsize,
-    shutdown: CancellationToken,
-    /// `shutdown`, as the buyer tasks poll it ([`crate::stop`]).
-    stop: Arc<Stop>,
-    tasks: TaskTracker,
-}
+use crate::rooms::room::{Begin, Room};
 
 impl Hub {
-    /// Recovers the journal in the data dir and starts the hub.
-    pub fn open(
-        options: HubOptions,
-        shutdown: CancellationToken,
-    ) -> Result<(Hub, Replayed), JournalError> {
-        Self::open_with(
-            options,
-            Arc::new(Rooms::default()),
-            GateKind::Local(LocalGate),
-            shutdown,
-        )
-    }
-
-    /// Recovers the journal into `rooms` and starts the hub with `gate`. In Redis mode the
-    /// rooms were loaded from Redis first ([`crate::fleet::mirror`]).
-    pub fn open_with(
-        options: HubOptions,
-        rooms: Arc<Rooms>,
-        gate: GateKind,
-        shutdown: CancellationToken,
-    ) -> Result<(Hub, Replayed), JournalError> {
-        let (journal, replayed) = Journal::open(&options.journal, rooms.clone())?;
-        let stop = Stop::new();
-        let tasks = TaskTracker::new();
-        {
-            let (stop, token) = (stop.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                token.cancelled().await;
-                stop.trigger();
-            });
-        }
-        let hub = Hub {
-            inner: Arc::new(HubInner {
-                rooms,
-                journal,
-                gate,
-                options,
-                admin: tokio::sync::Mutex::new(()),
-                pending: AtomicUsize::new(0),
-                shutdown,
-                stop,
-                tasks,
-            }),
-        };
-        for room in hub.rooms().all() {
-            hub.start_room_tasks(&room);
-        }
-        Ok((hub, replayed))
-    }
-
-    pub fn rooms(&self) -> &Rooms {
-        &self.inner.rooms
-    }
-
-    pub fn room(&self, id: &str) -> Option<Arc<Room>> {
-        self.inner.rooms.get(id)
-    }
-
-    pub fn options(&self) -> &HubOptions {
-        &self.inner.options
-    }
-
-    pub fn journal(&self) -> &Journal {
-        &self.inner.journal
-    }
-
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.inner.shutdown
-    }
-
-    /// A watcher of the shutdown for a task that polls it on every wake-up.
-    pub fn stop_watch(&self) -> StopWatch {
-        self.inner.stop.watch()
-    }
-
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.inner.tasks
-    }
-
-    pub(crate) fn admin_lock(&self) -> &tokio::sync::Mutex<()> {
-        &self.inner.admin
-    }
-
-    /// The Redis connection in Redis mode.
-    pub fn fleet(&self) -> Option<&Fleet> {
-        match &self.inner.gate {
-            GateKind::Local(_) => None,
-            GateKind::Shared(f) => Some(f.as_ref()),
-        }
-    }
-
-    /// Starts a room's sale feed and dashboard aggregator, once.
-    pub fn start_room_tasks(&self, room: &Arc<Room>) {
-        if room
-            .tasks_started
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return;
-        }
-        let token = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(crate::sale_feed::run(
-            room.clone(),
-            self.inner.options.stock_frames_per_s,
-            token.clone(),
-        ));
-        let mut aggregator =
-            crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval)
-                .with_fanout_budget(self.inner.options.fanout_frames_per_s);
-        if let Some(fleet) = self.fleet() {
-            aggregator = aggregator.from_stream();
-            self.inner.tasks.spawn(crate::fleet::stream::run(
-                fleet.clone(),
-                room.clone(),
-                token.clone(),
-            ));
-        }
-        self.inner.tasks.spawn(aggregator.run(token));
-    }
-
     /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
     pub async fn buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Ack {
-        if let GateKind::Shared(fleet) = &self.inner.gate {
-            return self.buy_shared(fleet, room, user, msg).await;
+        if let GateKind::Fleet(fleet) = &self.inner.gate {
+            return self.buy_in_fleet(fleet, room, user, msg).await;
         }
         match room.begin_request(&user.id, &msg.req).await {
             Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
@@ -224,7 +36,7 @@ impl Hub {
 
     /// [`Hub::buy`] without waiting, for the buyer's task: the answer now (a repeated `req`,
     /// any refusal), or the order on its way to the journal. `None` when the buy needs the
-    /// general path, [`Hub::buy`]: in Redis mode, or while another connection decides the same
+    /// general path, [`Hub::buy`]: in fleet mode, or while another connection decides the same
     /// `req`. Nothing is boxed or spawned for the common cases.
     pub fn start_buy(&self, room: &Arc<Room>, user: &UserRef, msg: &BuyMsg) -> Option<Started> {
         if !matches!(self.inner.gate, GateKind::Local(_)) {
@@ -256,8 +68,13 @@ impl Hub {
             qty: msg.qty,
             now_ms: now_ms(),
         };
-        let reservation = match LocalGate::decide(room, buy) {
-            Ok(r) => r,
+        let reservation = match LocalGate::decide(room.sku(&msg.sku), buy) {
+            Ok(r) => {
+                if r.left_after == 0 {
+                    room.state_changed();
+                }
+                r
+            }
             Err(rej) => {
                 room.end_request(&user.id, &msg.req);
                 return Started::Answered(
@@ -337,8 +154,8 @@ impl Hub {
         match room.settled_request(user, req).await {
             Some(order) => order_ack(&order, req),
             None => match self.fleet() {
-                // Redis mode: the order may have been taken by another hub.
-                Some(fleet) => self.status_shared(fleet, room, user, req).await,
+                // fleet mode: the order may have been taken by another hub.
+                Some(fleet) => self.status_in_fleet(fleet, room, user, req).await,
                 None => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
             },
         }
@@ -347,7 +164,8 @@ impl Hub {
     /// Gives a reservation back to the embedded gate (whose release never waits) and forgets
     /// its request.
     fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
-        LocalGate::give_back(room, user, r);
+        LocalGate::give_back(user, r);
+        room.state_changed();
         room.end_request(&user.id, req);
     }
 
@@ -361,7 +179,7 @@ impl Hub {
         &self,
         room: &Room,
         req: &str,
-        sku: &crate::inventory::Sku,
+        sku: &Sku,
         cause: &'static str,
         error: &dyn std::fmt::Display,
     ) -> Ack {
@@ -400,11 +218,6 @@ impl Hub {
         room.live.count_rejection(code);
         crate::telemetry::buy_metrics().rejected[code.index()].increment(1);
         Ack::rejected(req, code, sku, left)
-    }
-
-    /// Writes what is queued and stops the journal. Blocking; call from a blocking context.
-    pub fn close_journal(&self) {
-        self.inner.journal.close();
     }
 }
 

@@ -2,7 +2,7 @@
 //! changes (at once: admin changes, sell-outs and clock boundaries wake it), and `stock` at
 //! most every [`STOCK_PUSH_INTERVAL`] per SKU with the latest value, less often when the room
 //! has so many buyers that this would pass its push-frame budget ([`FrameBudget`]). Each push
-//! is encoded once and sent to every buyer of the room in waves ([`crate::buyer_pushes`]).
+//! is encoded once and sent to every buyer of the room in waves ([`crate::buyer::pushes`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::protocol::{SaleState, ServerMsg};
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// Stock pushes per SKU come at most this often (10 a second).
 pub const STOCK_PUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,7 +23,7 @@ pub const STOCK_PUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// 20,000 one a second. In a flash sale the stock changes every tick, and at 10 a second
 /// 15,000 buyers would take 150,000 frames a second, more writes than the buys and acks
 /// themselves; the acks carry `left` anyway.
-pub const STOCK_FRAMES_PER_S: u64 = 20_000;
+pub const STOCK_FRAMES_PER_S: u64 = crate::config::DEFAULT_BUYER_STOCK_FRAMES_PER_S;
 
 /// The room's push-frame budget. It refills `per_s` frames a second, up to a second's worth
 /// (or one wave, if the room has more buyers than that). Every push spends a frame per buyer:

@@ -1,43 +1,47 @@
 //! The registry of rooms, and how each durable journal record changes them.
 
+pub mod capture;
+pub mod requests;
+pub mod room;
+
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::inventory::Sku;
 use crate::journal::{Apply, Capture, Mode, OrderRecord, Record};
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// All rooms of this hub. Only [`Apply::apply`] (the journal writer, or replay) creates rooms
 /// and SKUs or changes their stock, so memory follows the journal's order exactly.
 ///
-/// In Redis mode ([`Rooms::shared`]) rooms and SKUs are copies of Redis made by
+/// In fleet mode ([`Rooms::in_fleet`]) rooms and SKUs are copies of Redis made by
 /// [`crate::fleet::mirror`]; the journal holds only this hub's orders, which are applied to the
 /// order list (never to stock, which Redis keeps) and handed to the stream publisher.
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: DashMap<Arc<str>, Arc<Room>>,
-    shared: Option<SharedApply>,
+    fleet: Option<FleetApply>,
 }
 
-/// What Redis mode needs from the journal's apply.
+/// What fleet mode needs from the journal's apply.
 #[derive(Debug)]
-struct SharedApply {
+struct FleetApply {
     hub: Arc<str>,
     /// Orders as they become durable, in journal order, to the stream publisher.
     publish: tokio::sync::mpsc::UnboundedSender<Arc<OrderRecord>>,
 }
 
 impl Rooms {
-    /// Rooms of a hub in Redis mode: orders are stamped with `hub` and, once durable, sent
+    /// Rooms of a hub in fleet mode: orders are stamped with `hub` and, once durable, sent
     /// to `publish`.
-    pub fn shared(
+    pub fn in_fleet(
         hub: Arc<str>,
         publish: tokio::sync::mpsc::UnboundedSender<Arc<OrderRecord>>,
     ) -> Rooms {
         Rooms {
             rooms: DashMap::new(),
-            shared: Some(SharedApply { hub, publish }),
+            fleet: Some(FleetApply { hub, publish }),
         }
     }
 
@@ -53,7 +57,7 @@ impl Rooms {
             .clone()
     }
 
-    fn apply_shared(&self, shared: &SharedApply, record: &Record, mode: Mode) {
+    fn apply_in_fleet(&self, fleet: &FleetApply, record: &Record, mode: Mode) {
         let Record::Order(o) = record else {
             // Redis holds rooms, SKUs and stock in this mode; such records come only from a
             // data dir used without --redis before.
@@ -62,7 +66,7 @@ impl Rooms {
         let o = match &o.hub {
             Some(_) => o.clone(),
             None => Arc::new(OrderRecord {
-                hub: Some(shared.hub.clone()),
+                hub: Some(fleet.hub.clone()),
                 ..(**o).clone()
             }),
         };
@@ -71,7 +75,7 @@ impl Rooms {
         match mode {
             Mode::Live => {
                 room.add_order(o.clone());
-                let _ = shared.publish.send(o);
+                let _ = fleet.publish.send(o);
             }
             Mode::Replay => room.add_replayed_order(o),
         }
@@ -102,8 +106,8 @@ impl Rooms {
 
 impl Apply for Rooms {
     fn apply(&self, record: &Record, mode: Mode) {
-        if let Some(shared) = &self.shared {
-            return self.apply_shared(shared, record, mode);
+        if let Some(fleet) = &self.fleet {
+            return self.apply_in_fleet(fleet, record, mode);
         }
         match record {
             Record::Room { room, title, .. } => match self.get(room) {

@@ -177,12 +177,7 @@ impl Index {
     }
 }
 
-/// Where a begun request's entry is, for [`RequestTable::complete`] to go straight there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    shard: u32,
-    at: u32,
-}
+pub use crate::journal::Ticket;
 
 /// One shard: the index and the entries it points at.
 #[derive(Debug, Default)]
@@ -581,7 +576,7 @@ pub(crate) mod tests {
     /// The table against a sequential model (a `HashMap` of strings), over random operations
     /// on a few users and reqs, including ones whose concatenations collide ("ab"+"c" and
     /// "a"+"bc"), orders completed by their ticket (as the hub's are), and orders that carry
-    /// copies of the strings and no ticket (replay, Redis mode).
+    /// copies of the strings and no ticket (replay, fleet mode).
     #[test]
     fn agrees_with_a_map_of_strings() {
         use proptest::prelude::*;

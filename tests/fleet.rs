@@ -22,7 +22,7 @@ async fn hub_in(redis: &RedisServer, id: &str, dir: &Path) -> TestServer {
     TestServer::start_in(
         dir,
         Options {
-            shared: Some(redis.hub(id)),
+            fleet: Some(redis.hub(id)),
             ..Options::default()
         },
     )
@@ -613,11 +613,11 @@ fn a_missing_redis_server_fails_with_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_times_buys_out_and_the_tickets_they_may_have_left_are_released() {
     let redis = RedisServer::start();
-    let mut shared = redis.hub("a");
+    let mut fleet = redis.hub("a");
     // One buyer, no crowd: a short timeout is safe here, and it is what a hung Redis meets.
-    shared.timeout = Duration::from_millis(300);
+    fleet.timeout = Duration::from_millis(300);
     let a = TestServer::start_with(Options {
-        shared: Some(shared),
+        fleet: Some(fleet),
         ..Options::default()
     })
     .await;

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use dashmap::{DashMap, DashSet};
 use tokio::sync::{watch, Notify};
 
-use crate::buyer_pushes::BuyerPushes;
-use crate::dashboard::{Fanout, Published};
-use crate::inventory::Sku;
+use crate::buyer::pushes::BuyerPushes;
+use crate::dashboard::fanout::Fanout;
+use crate::dashboard::snapshot::Published;
+use crate::inventory::{Sku, UserRef};
 use crate::journal::OrderRecord;
 use crate::protocol::{RejectCode, SkuState};
-use crate::requests::{Began, RequestTable, Seen, Ticket};
+use crate::rooms::requests::{Began, RequestTable, Seen, Ticket};
 
 /// What [`Room::begin_request`] found.
 pub enum Begin {
@@ -102,14 +103,6 @@ pub fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
-/// A user of a room: the id, and the small key the gate's ledgers use. A buyer connection
-/// interns its user once, so a buy never hashes the user's string in the gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRef {
-    pub id: Arc<str>,
-    pub key: u32,
-}
-
 /// An order read from the room's Redis stream: `order.seq` is the room-wide seq, `order.hub`
 /// the hub that took it, and `hub_seq` its seq in that hub's journal and export.
 #[derive(Debug, Clone)]
@@ -138,7 +131,7 @@ pub struct Room {
     /// `RwLock<Vec<_>>`, whose readers had to copy pieces out under the lock, and whose
     /// doubling at a million orders moved 8 MB while the writer held the lock.
     orders: boxcar::Vec<Arc<OrderRecord>>,
-    /// Redis mode: every hub's published orders, in the room's stream order. Append-only
+    /// fleet mode: every hub's published orders, in the room's stream order. Append-only
     /// like `orders`, for the same reason: the aggregator's fold and the audit read it without
     /// holding up the stream reader, which appends.
     stream: boxcar::Vec<StreamOrder>,
@@ -384,14 +377,14 @@ impl Room {
         self.for_orders(from, usize::MAX, f)
     }
 
-    /// Redis mode: appends orders read from the room's stream (the stream reader only).
+    /// fleet mode: appends orders read from the room's stream (the stream reader only).
     pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
         for o in orders {
             self.stream.push(o);
         }
     }
 
-    /// Redis mode: calls `f` on each stream order from index `from` on; returns the new count.
+    /// fleet mode: calls `f` on each stream order from index `from` on; returns the new count.
     /// Without a lock, like [`Room::for_orders_from`].
     pub fn for_stream_from(&self, from: usize, mut f: impl FnMut(&StreamOrder)) -> usize {
         let to = self.stream.count();
@@ -410,7 +403,7 @@ mod tests {
     use super::*;
 
     fn order(user: &str, req: &str) -> Arc<OrderRecord> {
-        crate::requests::tests::order(&Arc::from(user), &Arc::from(req))
+        crate::rooms::requests::tests::order(&Arc::from(user), &Arc::from(req))
     }
 
     /// Readers take no lock: `f` itself can append (as the journal writer does meanwhile)

@@ -15,12 +15,13 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::MissedTickBehavior;
 
-use crate::buyer_pushes::back_of_queue;
+use crate::buyer::pushes::back_of_queue;
+use crate::buyer::rate_limit::TokenBucket;
 use crate::clock::now_ms;
-use crate::hub::{Hub, Journaling, Started};
+use crate::hub::buy::{Journaling, Started};
+use crate::hub::Hub;
 use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
-use crate::rate_limit::TokenBucket;
-use crate::room::Room;
+use crate::rooms::room::Room;
 
 /// Close code for a frame over [`MAX_BUYER_FRAME`].
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -87,7 +88,7 @@ type Answer = (Ack, Instant, bool);
 /// submits them, one writer takes them in queue order and answers its batches in order), so
 /// they wait in a FIFO and only the oldest is polled: one wake-up for a batch of this
 /// connection's buys instead of one a buy, and nothing allocated to track each. The rare
-/// others (a duplicate being decided elsewhere, Redis mode, `status`) are boxed in a
+/// others (a duplicate being decided elsewhere, fleet mode, `status`) are boxed in a
 /// `FuturesUnordered`.
 struct Waiting {
     journal: VecDeque<(Journaling, Instant)>,

@@ -1,4 +1,4 @@
-//! Operator changes in Redis mode: written to Redis by one script each (which also sends the
+//! Operator changes in fleet mode: written to Redis by one script each (which also sends the
 //! change notice every hub listens to), then this hub's copy is refreshed before it answers,
 //! so the answer shows the change. Not journaled: Redis holds rooms, SKUs and stock in this
 //! mode, for every hub.
@@ -6,15 +6,15 @@
 use std::sync::Arc;
 
 use super::{keys, mirror, Fleet, FleetError};
-use crate::admin::{AdminError, RoomView, MAX_STOCK};
+use crate::catalog::rules::{CatalogError, RoomView, MAX_STOCK};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::inventory::SkuDef;
 use crate::protocol::SkuState;
 
-impl From<FleetError> for AdminError {
+impl From<FleetError> for CatalogError {
     fn from(e: FleetError) -> Self {
-        AdminError::Unavailable(format!("the change could not be made in redis: {e}"))
+        CatalogError::Unavailable(format!("the change could not be made in redis: {e}"))
     }
 }
 
@@ -31,12 +31,14 @@ async fn refreshed_view(
     fleet: &Fleet,
     room: &str,
     sku: &str,
-) -> Result<SkuState, AdminError> {
+) -> Result<SkuState, CatalogError> {
     mirror::sync_room(hub, fleet, room).await?;
     hub.room(room)
         .and_then(|r| r.sku(sku))
         .map(|s| s.view(now_ms()))
-        .ok_or_else(|| AdminError::Unavailable("the change was made but is not visible yet".into()))
+        .ok_or_else(|| {
+            CatalogError::Unavailable("the change was made but is not visible yet".into())
+        })
 }
 
 /// Creates a room or changes its title.
@@ -45,7 +47,7 @@ pub async fn put_room(
     fleet: &Fleet,
     room: Arc<str>,
     title: String,
-) -> Result<RoomView, AdminError> {
+) -> Result<RoomView, CatalogError> {
     let mut p = redis::pipe();
     p.cmd("HSET")
         .arg(keys::room(&room))
@@ -63,7 +65,7 @@ pub async fn put_room(
     let () = fleet.run_pipe(&p).await?;
     mirror::sync_room(hub, fleet, &room).await?;
     hub.room_view(&room)
-        .ok_or_else(|| AdminError::Unavailable("the room was made but is not visible yet".into()))
+        .ok_or_else(|| CatalogError::Unavailable("the room was made but is not visible yet".into()))
 }
 
 /// Creates a SKU (with its initial stock) or updates it (stock untouched).
@@ -73,7 +75,7 @@ pub async fn put_sku(
     room: &str,
     sku: &str,
     def: SkuDef,
-) -> Result<SkuState, AdminError> {
+) -> Result<SkuState, CatalogError> {
     let mut inv = fleet.scripts.put_sku.prepare_invoke();
     inv.key(keys::sku(room, sku))
         .key(keys::sku_list(room))
@@ -97,7 +99,7 @@ pub async fn change_stock(
     room: &str,
     sku: &str,
     delta: i64,
-) -> Result<SkuState, AdminError> {
+) -> Result<SkuState, CatalogError> {
     let mut inv = fleet.scripts.stock.prepare_invoke();
     inv.key(keys::sku(room, sku))
         .arg(delta)
@@ -107,15 +109,15 @@ pub async fn change_stock(
     let reply: Vec<String> = fleet.bounded(inv.invoke_async(&mut c)).await?;
     match first(&reply) {
         "ok" => refreshed_view(hub, fleet, room, sku).await,
-        "not_found" => Err(AdminError::NotFound(format!(
+        "not_found" => Err(CatalogError::NotFound(format!(
             "sku {sku} does not exist in room {room}"
         ))),
-        "conflict" => Err(AdminError::Conflict(format!(
+        "conflict" => Err(CatalogError::Conflict(format!(
             "cannot withdraw {}: only {} left",
             delta.unsigned_abs(),
             reply.get(1).map(String::as_str).unwrap_or("?")
         ))),
-        "too_much" => Err(AdminError::BadRequest(format!(
+        "too_much" => Err(CatalogError::BadRequest(format!(
             "stock_total would exceed {MAX_STOCK}"
         ))),
         _ => Err(FleetError::Reply(format!("{reply:?}")).into()),
@@ -129,7 +131,7 @@ pub async fn set_window(
     room: &str,
     sku: &str,
     open: bool,
-) -> Result<SkuState, AdminError> {
+) -> Result<SkuState, CatalogError> {
     let mut inv = fleet.scripts.window.prepare_invoke();
     inv.key(keys::sku(room, sku))
         .arg(if open { "open" } else { "close" })
@@ -139,7 +141,7 @@ pub async fn set_window(
     let reply: Vec<String> = fleet.bounded(inv.invoke_async(&mut c)).await?;
     match first(&reply) {
         "ok" => refreshed_view(hub, fleet, room, sku).await,
-        "not_found" => Err(AdminError::NotFound(format!(
+        "not_found" => Err(CatalogError::NotFound(format!(
             "sku {sku} does not exist in room {room}"
         ))),
         _ => Err(FleetError::Reply(format!("{reply:?}")).into()),

@@ -1,0 +1,15 @@
+//! Buyers: one task per buyer socket, and what the room pushes to them.
+//!
+//! - [`connection`]: the socket task: frames in, buys through the hub, acks and pushes out;
+//! - [`pushes`]: a room's buyers in fan-out slots, each push sent in waves;
+//! - [`sale_feed`]: the per-room task that makes the `sale` and `stock` pushes;
+//! - [`rate_limit`]: the per-connection token bucket;
+//! - [`stop`]: the stop signal the buyer tasks poll on every wake-up.
+
+pub mod connection;
+pub mod pushes;
+pub mod rate_limit;
+pub mod sale_feed;
+pub mod stop;
+
+pub use connection::{serve, BuyerLimits};
