@@ -46,6 +46,9 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
     // serves; a 405 keeps its `Allow` header.
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)
+        // A method other than GET or HEAD on a path no route serves is a JSON 404 too, not
+        // the static files' own empty 405.
+        .call_fallback_on_method_not_allowed(true)
         .not_found_service(axum::handler::HandlerWithoutStateExt::into_service(
             no_such_path,
         ));
