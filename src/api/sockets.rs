@@ -38,7 +38,7 @@ fn not_an_upgrade(r: WebSocketUpgradeRejection) -> Response {
 /// its turn, a dashboard after each snapshot). With a write buffer of 0, tungstenite wrote
 /// each frame with its own `send` syscall: 0.9 sends per ack at 170,000 acks/s, where the acks
 /// of one journal batch for one connection can leave in one.
-/// Bytes of frames a socket gathers before a write, short of a flush (see [`configure`]).
+/// Bytes of frames a socket gathers before a write, short of a flush (see `configure`).
 pub const WRITE_COALESCE_BYTES: usize = 8 * 1024;
 
 fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {

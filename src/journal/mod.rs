@@ -2,7 +2,7 @@
 //!
 //! - [`record`]: what is recorded and its checksummed frame;
 //! - [`apply`]: what the journal asks of the state it keeps; [`error`]: its errors;
-//! - [`writer`]: group commit on one thread, the point where an order becomes durable;
+//! - `writer`: group commit on one thread, the point where an order becomes durable;
 //! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
 //! - [`snapshot`]: the state as of a record number, written in the background; compaction;
 //! - [`segment`]: segment files; [`spare`]: the next segment, zero-filled ahead;
