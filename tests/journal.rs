@@ -278,12 +278,11 @@ async fn corruption_before_the_tail_refuses_to_start_and_names_the_place() {
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
 }
 
-/// Where the whole frames at the start of `bytes` end.
+/// Where the whole batches (or record frames) at the start of `bytes` end.
 fn records_end(bytes: &[u8]) -> usize {
+    use livehub::journal::record::{read_frame, Frame};
     let mut pos = 0;
-    while let livehub::journal::record::Frame::Valid { len, .. } =
-        livehub::journal::record::read_frame(&bytes[pos..])
-    {
+    while let Frame::Valid { len, .. } | Frame::Batch { len, .. } = read_frame(&bytes[pos..]) {
         pos += len;
     }
     pos
@@ -396,4 +395,55 @@ async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("ends before record"), "{err}");
+}
+
+/// A failed batch that cannot be cut off the segment stops the hub (fail-stop): its records
+/// may be on disk, so its buyer is told nothing, neither that it failed nor that it succeeded.
+/// After a restart the order is there, and the buyer's retry of the same `req` gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_that_cannot_be_cut_off_stops_the_hub_and_tells_nobody_it_failed() {
+    use std::sync::{Arc, Mutex};
+    let stopped: Arc<Mutex<Option<String>>> = Arc::default();
+    let hook = {
+        let stopped = stopped.clone();
+        livehub::journal::FatalHook(Arc::new(move |reason: &str| {
+            *stopped.lock().unwrap() = Some(reason.to_owned());
+        }))
+    };
+    let s = TestServer::start_with(Options {
+        on_fatal: Some(hook),
+        ..Options::default()
+    })
+    .await;
+    setup(&s, "x").await;
+    let mut c = s.buyer("x", "u1").await;
+    assert_eq!(c.buy("q0", "B2", 1).await["ok"], true);
+    s.faults.fail_next_syncs(1);
+    s.faults.fail_next_cuts(1);
+    c.send_json(json!({"op":"buy","req":"q1","sku":"B2","qty":2}))
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let reason = loop {
+        if let Some(r) = stopped.lock().unwrap().clone() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert!(reason.contains("could not be cut off"), "{reason}");
+    // The buy is not answered: the next frame is the pong, not an `unavailable` ack.
+    c.send_json(json!({"op":"ping"})).await;
+    let next = c.reply().await;
+    assert_eq!(next["op"], "pong", "the failed buy was answered: {next}");
+    // The process would exit here; a restart on what is on disk has the order.
+    let copy = copy_journal(&s.data_dir);
+    let again = TestServer::start_in(&copy, Options::default()).await;
+    let mut c2 = again.buyer("x", "u1").await;
+    let retry = c2.buy("q1", "B2", 2).await;
+    assert_eq!(retry["ok"], true, "{retry}");
+    assert_eq!(retry["left"], 7, "the order on disk, not a second one");
+    assert_eq!(again.export("x").await.len(), 2);
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Faults {
     writes: AtomicU32,
     syncs: AtomicU32,
+    cuts: AtomicU32,
     sync_delay_ms: AtomicU32,
 }
 
@@ -24,6 +25,11 @@ impl Faults {
         self.syncs.store(n, Ordering::SeqCst);
     }
 
+    /// Makes the next `n` cuts of a failed batch off the segment fail.
+    pub fn fail_next_cuts(&self, n: u32) {
+        self.cuts.store(n, Ordering::SeqCst);
+    }
+
     /// Makes every fsync take `ms` longer (a saturated disk), until set back to 0.
     pub fn slow_syncs(&self, ms: u32) {
         self.sync_delay_ms.store(ms, Ordering::SeqCst);
@@ -35,6 +41,12 @@ impl Faults {
                 io::ErrorKind::StorageFull,
                 "injected: no space left on device",
             )
+        })
+    }
+
+    pub(crate) fn check_cut(&self) -> io::Result<()> {
+        take_one(&self.cuts, || {
+            io::Error::other("injected: cannot cut the segment")
         })
     }
 

@@ -77,7 +77,39 @@ pub struct JournalOptions {
     /// Faults to inject into the journal's I/O (tests only).
     #[cfg(feature = "fault-injection")]
     pub faults: Arc<Faults>,
+    /// What the writer does when it cannot go on safely: a failed batch could not be cut off
+    /// the segment, so records whose buyers would be told they failed may be on disk. It then
+    /// answers nobody and stops; this is called with the reason. The default logs it and exits
+    /// the process (fail-stop): a restart replays what is on disk, and a buyer who retries the
+    /// same `req` gets its order. Tests set their own.
+    pub on_fatal: FatalHook,
 }
+
+/// See [`JournalOptions::on_fatal`].
+#[derive(Clone)]
+pub struct FatalHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for FatalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FatalHook")
+    }
+}
+
+impl Default for FatalHook {
+    fn default() -> Self {
+        FatalHook(Arc::new(|reason: &str| {
+            tracing::error!(
+                reason,
+                "journal: fail-stop; exiting so that a restart replays what is on disk"
+            );
+            eprintln!("livehub: journal fail-stop: {reason}");
+            std::process::exit(EXIT_FAIL_STOP);
+        }))
+    }
+}
+
+/// The process's exit code when the journal stops it ([`JournalOptions::on_fatal`]).
+pub const EXIT_FAIL_STOP: i32 = 75;
 
 impl JournalOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -93,6 +125,7 @@ impl JournalOptions {
             compact: true,
             #[cfg(feature = "fault-injection")]
             faults: Arc::default(),
+            on_fatal: FatalHook::default(),
         }
     }
 }
@@ -192,7 +225,7 @@ impl Journal {
             #[cfg(feature = "fault-injection")]
             faults: opts.faults.clone(),
             apply,
-            damaged: false,
+            on_fatal: opts.on_fatal.clone(),
             snapshots,
         };
         let (tx, rx) = sync_channel(opts.queue.max(1));

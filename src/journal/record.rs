@@ -1,7 +1,16 @@
-//! What the journal records, and how one record is framed on disk.
+//! What the journal records, and how it is framed on disk.
 //!
-//! Frame: `len: u32 LE | crc32c(payload): u32 LE | payload` where payload is the record in
-//! postcard (a compact, stable serde format). A frame never has an empty payload.
+//! Record frame: `len: u32 LE | crc32c(payload): u32 LE | payload` where payload is the record
+//! in postcard (a compact, stable serde format). A frame never has an empty payload, and `len`
+//! is at most [`MAX_PAYLOAD`].
+//!
+//! Batch: each group commit is written as one batch, `BATCH_FLAG | body length: u32 LE |
+//! crc32c(body): u32 LE | body`, where the body is the batch's record frames. The top bit of
+//! the length word, which no record frame sets, tells a batch header from a record frame. A
+//! batch is whole or it is not: a power cut in the middle of the last batch's write leaves a
+//! batch whose checksum fails (or whose header page is zeros), never a part of one that
+//! passes, so recovery can tell the torn last batch from damage before it. Segments written
+//! before batches existed hold bare record frames, which recovery still reads.
 
 use std::sync::Arc;
 
@@ -11,6 +20,27 @@ use serde::{Deserialize, Serialize};
 pub const HEADER_LEN: usize = 8;
 /// Largest payload accepted on replay; anything bigger is damage, not a record.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// The top bit of a header's length word: set in a batch header, never in a record frame's.
+pub const BATCH_FLAG: u32 = 1 << 31;
+/// Largest batch body accepted on replay.
+pub const MAX_BATCH_BODY: usize = (BATCH_FLAG - 1) as usize;
+
+/// Starts a batch in `buf`: a header to be filled in by [`end_batch`]. Returns where it starts.
+pub fn begin_batch(buf: &mut Vec<u8>) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER_LEN]);
+    at
+}
+
+/// Fills in the header of the batch begun at `at`, whose body is everything after it.
+pub fn end_batch(buf: &mut [u8], at: usize) {
+    let body = &buf[at + HEADER_LEN..];
+    assert!(body.len() <= MAX_BATCH_BODY, "a batch body over 2 GiB");
+    let len = BATCH_FLAG | body.len() as u32;
+    let crc = crc32c::crc32c(body);
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
 
 /// A SKU as an operator defines it: the admin API's body and the journal's SKU record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,19 +254,36 @@ fn put_order(out: &mut Vec<u8>, o: &OrderRecord) {
 pub enum Frame<'a> {
     /// A whole frame whose checksum matches: its payload and the frame's total length.
     Valid { payload: &'a [u8], len: usize },
+    /// A whole batch whose checksum matches: its body (record frames) and its total length.
+    Batch { body: &'a [u8], len: usize },
     /// Fewer bytes than the frame announces, or an impossible length.
     Truncated,
     /// The checksum does not match.
     Corrupt,
 }
 
-/// Reads the frame at the start of `buf`.
+/// Reads the record frame or batch at the start of `buf`.
 pub fn read_frame(buf: &[u8]) -> Frame<'_> {
     if buf.len() < HEADER_LEN {
         return Frame::Truncated;
     }
-    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let word = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if word & BATCH_FLAG != 0 {
+        let len = (word & !BATCH_FLAG) as usize;
+        if len == 0 || buf.len() < HEADER_LEN + len {
+            return Frame::Truncated;
+        }
+        let body = &buf[HEADER_LEN..HEADER_LEN + len];
+        if crc32c::crc32c(body) != crc {
+            return Frame::Corrupt;
+        }
+        return Frame::Batch {
+            body,
+            len: HEADER_LEN + len,
+        };
+    }
+    let len = word as usize;
     if len == 0 || len > MAX_PAYLOAD || buf.len() < HEADER_LEN + len {
         return Frame::Truncated;
     }

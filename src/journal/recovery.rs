@@ -192,30 +192,53 @@ fn read_segments(
             continue;
         }
         let buf = fs::read(path).map_err(io(path))?;
+        // A segment of bare record frames was written before batches existed; the writer
+        // never appends to one (it starts a new segment), so it is read by its own rules.
+        let legacy = matches!(record::read_frame(&buf), Frame::Valid { .. });
         let mut pos = 0usize;
         // Where the records end, when zeros (preallocated space) follow them.
         let mut records_end = None;
+        let mut next = |payload: &[u8], at: usize| -> Result<bool, JournalError> {
+            number += 1;
+            if number <= start {
+                // Covered by the snapshot: checked, not applied.
+                return Ok(true);
+            }
+            let rec = record::decode(payload).map_err(|e| JournalError::Corrupt {
+                path: path.clone(),
+                offset: at as u64,
+                detail: format!("undecodable record: {e}"),
+            })?;
+            chunk.push(rec);
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                return Ok(tx.send(full).is_ok());
+            }
+            Ok(true)
+        };
         while pos < buf.len() {
             match record::read_frame(&buf[pos..]) {
                 Frame::Valid { payload, len } => {
-                    number += 1;
-                    if number <= start {
-                        // Covered by the snapshot: checked, not applied.
-                        pos += len;
-                        continue;
-                    }
-                    let rec = record::decode(payload).map_err(|e| JournalError::Corrupt {
-                        path: path.clone(),
-                        offset: pos as u64,
-                        detail: format!("undecodable record: {e}"),
-                    })?;
-                    chunk.push(rec);
-                    if chunk.len() == CHUNK
-                        && tx
-                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                            .is_err()
-                    {
+                    if !next(payload, pos)? {
                         return Ok(out);
+                    }
+                    pos += len;
+                }
+                Frame::Batch { body, len } => {
+                    let mut at = 0;
+                    while at < body.len() {
+                        let offset = pos + HEADER_LEN + at;
+                        let Frame::Valid { payload, len } = record::read_frame(&body[at..]) else {
+                            return Err(JournalError::Corrupt {
+                                path: path.clone(),
+                                offset: offset as u64,
+                                detail: "a bad record frame inside a whole batch".into(),
+                            });
+                        };
+                        if !next(payload, offset)? {
+                            return Ok(out);
+                        }
+                        at += len;
                     }
                     pos += len;
                 }
@@ -229,7 +252,15 @@ fn read_segments(
                     } else {
                         "truncated frame"
                     };
-                    if !is_last || has_valid_frame_after(&buf, pos + 1) {
+                    // Only the last batch can be torn: it was never acknowledged. A whole
+                    // batch (or, in a segment of bare frames, a whole frame) after the bad
+                    // bytes means they are damage to what may have been acknowledged.
+                    let whole_after = if legacy {
+                        has_valid_frame_after(&buf, pos + 1)
+                    } else {
+                        has_valid_batch_after(&buf, pos + 1)
+                    };
+                    if !is_last || whole_after {
                         return Err(JournalError::Corrupt {
                             path: path.clone(),
                             offset: pos as u64,
@@ -237,7 +268,7 @@ fn read_segments(
                         });
                     }
                     let removed = (buf.len() - pos) as u64;
-                    tracing::warn!(path = %path.display(), offset = pos, bytes = removed, what, "cutting a torn journal tail");
+                    tracing::warn!(path = %path.display(), offset = pos, bytes = removed, what, "cutting the torn last batch off the journal");
                     let f = OpenOptions::new()
                         .write(true)
                         .open(path)
@@ -251,7 +282,8 @@ fn read_segments(
             }
         }
         out.end_number = number;
-        if is_last {
+        // The writer goes on in the last segment unless it holds bare frames.
+        if is_last && !legacy {
             let len = match records_end {
                 Some(end) => end,
                 None => fs::metadata(path).map_err(io(path))?.len(),
@@ -263,10 +295,23 @@ fn read_segments(
     Ok(out)
 }
 
-/// Whether any whole, valid frame starts at or after `from`. Only up to the last non-zero
-/// byte: zeros are never a frame, and a preallocated segment ends in megabytes of them.
+/// Whether any whole, valid record frame or batch starts at or after `from`. Only up to the
+/// last non-zero byte: zeros are never a frame, and a preallocated segment ends in megabytes
+/// of them.
 fn has_valid_frame_after(buf: &[u8], from: usize) -> bool {
+    any_after(buf, from, |f| {
+        matches!(f, Frame::Valid { .. } | Frame::Batch { .. })
+    })
+}
+
+/// Whether any whole, valid batch starts at or after `from`. The record frames inside a torn
+/// batch may be whole; only a whole batch is something that was acknowledged.
+fn has_valid_batch_after(buf: &[u8], from: usize) -> bool {
+    any_after(buf, from, |f| matches!(f, Frame::Batch { .. }))
+}
+
+fn any_after(buf: &[u8], from: usize, found: impl Fn(&Frame<'_>) -> bool) -> bool {
     let end = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     (from..end.min(buf.len().saturating_sub(HEADER_LEN)))
-        .any(|p| matches!(record::read_frame(&buf[p..]), Frame::Valid { .. }))
+        .any(|p| found(&record::read_frame(&buf[p..])))
 }

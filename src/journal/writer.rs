@@ -18,7 +18,7 @@ use super::apply::{Apply, Mode};
 use super::error::JournalError;
 #[cfg(feature = "fault-injection")]
 use super::fault::Faults;
-use super::record::Record;
+use super::record::{self, Record};
 use super::segment;
 use super::snapshot::{Job, Meta};
 use super::spare::Spare;
@@ -57,9 +57,8 @@ pub(crate) struct Writer {
     #[cfg(feature = "fault-injection")]
     pub faults: Arc<Faults>,
     pub apply: Arc<dyn Apply>,
-    /// Set when a failed batch could not be cut off the file; every batch fails until a
-    /// retried cut succeeds.
-    pub damaged: bool,
+    /// Called when a failed batch cannot be cut off; the writer then stops.
+    pub on_fatal: super::FatalHook,
     pub snapshots: Option<Snapshots>,
 }
 
@@ -108,7 +107,9 @@ impl Writer {
                 std::thread::sleep(self.window);
                 stopping = self.drain(&rx, &mut batch);
             }
-            self.commit(&mut batch, &mut buf);
+            if !self.commit(&mut batch, &mut buf) {
+                return;
+            }
         }
         // A clean stop leaves the segment as long as its records.
         self.trim();
@@ -128,11 +129,14 @@ impl Writer {
         false
     }
 
-    fn commit(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) {
+    /// Writes and answers one batch. Returns whether the writer may go on: `false` after a
+    /// fail-stop ([`Writer::fail_stop`]).
+    fn commit(&mut self, batch: &mut Vec<Pending>, buf: &mut Vec<u8>) -> bool {
         if batch.is_empty() {
-            return;
+            return true;
         }
         buf.clear();
+        let header = record::begin_batch(buf);
         let first_number = self.next_number;
         let mut seqs_before: Vec<(Arc<str>, u64)> = Vec::new();
         for p in batch.iter_mut() {
@@ -150,6 +154,7 @@ impl Writer {
             }
             p.record.encode_into(buf);
         }
+        record::end_batch(buf, header);
         let batch_len = batch.len() as u64;
         let started = Instant::now();
         match self.write_durably(buf) {
@@ -177,12 +182,29 @@ impl Writer {
                 for (room, seq) in seqs_before {
                     self.seqs.insert(room, seq);
                 }
-                self.cut_back();
+                if let Err(cut) = self.cut_back() {
+                    self.fail_stop(
+                        batch,
+                        &format!("a failed batch ({e}) could not be cut off the journal: {cut}"),
+                    );
+                    return false;
+                }
                 for p in batch.drain(..) {
                     let _ = p.done.send(Err(JournalError::Unavailable(e.to_string())));
                 }
             }
         }
+        true
+    }
+
+    /// Stops the writer without answering the batch: its records may be on disk, so none of
+    /// its buyers may be told it failed, and none may be told it succeeded (it was not synced).
+    /// The waiters are never answered (their senders are leaked, not dropped, since a dropped
+    /// sender reads as a failure), and [`FatalHook`](super::FatalHook) ends the process.
+    fn fail_stop(&mut self, batch: &mut Vec<Pending>, reason: &str) {
+        metrics::counter!("livehub_journal_fail_stops_total").increment(1);
+        std::mem::forget(std::mem::take(batch));
+        (self.on_fatal.0)(reason);
     }
 
     /// Hands a capture of the state to the snapshot thread when the interval is reached and
@@ -220,12 +242,6 @@ impl Writer {
     }
 
     fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self.damaged {
-            self.cut_back();
-            if self.damaged {
-                return Err(std::io::Error::other("journal tail could not be repaired"));
-            }
-        }
         #[cfg(feature = "fault-injection")]
         self.faults.check_write()?;
         self.file.write_all_at(buf, self.durable_len)?;
@@ -240,24 +256,15 @@ impl Writer {
 
     /// Cuts a failed batch off the segment so that a restart never finds records whose
     /// buyers were told `unavailable`.
-    fn cut_back(&mut self) {
-        let res = self.file.set_len(self.durable_len).and_then(|_| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        match res {
-            Ok(()) => {
-                self.damaged = false;
-                self.allocated = self.durable_len;
-            }
-            Err(e) => {
-                self.damaged = true;
-                tracing::error!(error = %e, "cannot cut the failed batch off the journal; refusing writes until it can");
-            }
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        self.faults.check_cut()?;
+        self.file.set_len(self.durable_len)?;
+        if self.fsync {
+            self.file.sync_data()?;
         }
+        self.allocated = self.durable_len;
+        Ok(())
     }
 
     /// Cuts the current segment's unused zeros off, durably, so that a segment the writer

@@ -59,6 +59,8 @@ pub struct Options {
     /// The journal's segment size: small (1 MiB) so that the tests' journals go through
     /// rotations and preallocated spares, not only the first segment.
     pub segment_bytes: u64,
+    /// What the journal does when it must stop (default: exit the process).
+    pub on_fatal: Option<livehub::journal::FatalHook>,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             max_pending_buys: livehub::config::DEFAULT_MAX_PENDING_BUYS,
             fleet: None,
             segment_bytes: 1 << 20,
+            on_fatal: None,
         }
     }
 }
@@ -131,6 +134,9 @@ impl TestServer {
         journal.faults = faults.clone();
         journal.fsync = opts.fsync;
         journal.segment_bytes = opts.segment_bytes;
+        if let Some(hook) = &opts.on_fatal {
+            journal.on_fatal = hook.clone();
+        }
         if let Some(q) = opts.journal_queue {
             journal.queue = q;
         }
