@@ -32,6 +32,44 @@ pub const SECRET: &str = "test-buyer-secret";
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// How often [`eventually`] looks again.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `probe` says yes, asking again every [`POLL`]; fails the test naming `what`
+/// when it still says no after `deadline`. This is how a test waits for something the server
+/// does in its own time, instead of sleeping and hoping it is done by then.
+pub async fn eventually(deadline: Duration, what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    eventually_ok(deadline, what, async || {
+        if probe().await {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await
+}
+
+/// [`eventually`] for a probe that returns what it waited for (`Ok`), or what it saw instead
+/// (`Err`), which the failure shows as it was last seen.
+pub async fn eventually_ok<T, E: std::fmt::Display>(
+    deadline: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            t0.elapsed() < deadline,
+            "not within {deadline:?}: {what} (last seen: {last})"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
