@@ -417,6 +417,7 @@ impl TestServer {
         tokio::spawn(async move {
             for i in 0..n {
                 assert_eq!(b.buy(&format!("{user}-{i}"), &sku, 1).await["ok"], true);
+                // Not synchronisation: the gap is the pace of the buys the caller asked for.
                 tokio::time::sleep(gap).await;
             }
         })
