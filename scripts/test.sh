@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
 # and CJK fonts for the browser tests, redis-server for the several-hubs tests, npm packages,
-# cargo-fuzz), then the Rust tests, a short run of each fuzz target, the browser tests against
-# a real livehub (the dashboard, and the load tool's HTML report), and a short loadtest run
-# that checks invariants (never timings).
+# clippy, cargo-fuzz), then checks the format and clippy's lints (warnings are errors), runs
+# the Rust tests, a short run of each fuzz target, the browser tests against a real livehub
+# (the dashboard, and the load tool's HTML report), and a short loadtest run that checks
+# invariants (never timings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,6 +24,10 @@ fi
 
 step "format"
 cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build"
 cargo build --workspace --all-targets --locked

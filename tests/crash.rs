@@ -96,6 +96,15 @@ async fn acknowledged_orders_survive_kill_9() {
                 ))
             })
             .collect();
+        // The first round's load makes its first orders before the kill (later rounds have
+        // those already, so their kills land wherever the random wait puts them).
+        eventually(
+            WAIT,
+            &format!("round {round}: the load made orders before the kill"),
+            async || !acked.lock().unwrap().is_empty(),
+        )
+        .await;
+        // Not synchronisation: the kill lands at a random moment of the load, as a crash would.
         let kill_after = Duration::from_millis(rng.random_range(150..900));
         tokio::time::sleep(kill_after).await;
         hub.child.kill().expect("SIGKILL");
@@ -103,10 +112,6 @@ async fn acknowledged_orders_survive_kill_9() {
         for t in load {
             t.await.unwrap();
         }
-        assert!(
-            !acked.lock().unwrap().is_empty(),
-            "round {round}: the load made orders before the kill"
-        );
 
         // Restart on the same dir and check every acknowledged order is there.
         let mut hub = spawn(&dir, &SNAPSHOT_FLAGS).await;

@@ -703,7 +703,9 @@ async fn staggered_dashboards_each_get_every_trend_point_over_real_sockets() {
             }
         }));
     }
-    // Buys spread over about three seconds, so they fall in several trend points.
+    // Buys spread over about three seconds, so they fall in several trend points: a pace, not
+    // synchronisation. (Not paused time: the server's journal thread answers on the real
+    // clock, and a paused runtime would jump its own clock ahead while it waits.)
     let mut buyer = s.buyer("w", "u1").await;
     for i in 0..BUYS {
         assert_eq!(buyer.buy(&format!("s{i}"), "A1", 1).await["ok"], true);
@@ -751,6 +753,8 @@ async fn a_dashboard_that_just_connected_gets_its_second_snapshot_an_interval_af
             }
             at
         }));
+        // Not synchronisation: the next dashboard joins 70 ms later, at another point of the
+        // beat.
         tokio::time::sleep(Duration::from_millis(70)).await;
     }
     for r in readers {

@@ -16,7 +16,7 @@ use livehub::fleet::buy::TicketAt;
 use livehub::fleet::scripts::{Taken, Ticket};
 use livehub::fleet::{keys, Fleet};
 use support::redis_server::RedisServer;
-use support::{temp_dir, Client, Options, TestServer, SECRET, WAIT};
+use support::{eventually, temp_dir, Client, Options, TestServer, SECRET, WAIT};
 
 async fn hub_in(redis: &RedisServer, id: &str, dir: &Path) -> TestServer {
     TestServer::start_in(
@@ -405,6 +405,8 @@ async fn redis_stopped_and_restarted_mid_load_loses_no_acked_order_and_oversells
                         Some("sold_out" | "insufficient_stock") => break,
                         _ => panic!("unexpected ack {ack}"),
                     }
+                    // Not synchronisation: a refused buyer backs off a moment before it tries
+                    // again, so 40 of them do not spin while Redis is down.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 if restarted.load(Ordering::SeqCst) && orders.len() >= 10 {
@@ -414,20 +416,15 @@ async fn redis_stopped_and_restarted_mid_load_loses_no_acked_order_and_oversells
             orders
         }));
     }
-    let wait_until = |what: &'static str, f: &dyn Fn() -> bool| {
-        let t0 = Instant::now();
-        while !f() {
-            assert!(t0.elapsed() < WAIT, "never happened: {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    wait_until("40 orders before the stop", &|| {
+    eventually(WAIT, "40 orders before the stop", async || {
         acked.load(Ordering::SeqCst) >= 40
-    });
+    })
+    .await;
     redis.stop();
-    wait_until("buys refused while redis is down", &|| {
+    eventually(WAIT, "buys refused while redis is down", async || {
         unavailable.load(Ordering::SeqCst) >= 20
-    });
+    })
+    .await;
     redis.restart();
     restarted.store(true, Ordering::SeqCst);
 

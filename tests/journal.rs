@@ -6,6 +6,8 @@ mod support;
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde_json::json;
 use support::*;
@@ -151,13 +153,16 @@ async fn failures_under_concurrent_load_never_ack_a_lost_order() {
     let s = TestServer::start().await;
     s.create_room("L").await;
     s.create_sku("L", "A1", 100, 100_000, None).await;
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for u in 0..20 {
         let mut c = s.buyer("L", &format!("u{u}")).await;
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
             let mut ok = Vec::new();
             for r in 0..60 {
                 let ack = c.buy(&format!("r{r}"), "A1", 1).await;
+                answered.fetch_add(1, Ordering::SeqCst);
                 if ack["ok"] == true {
                     ok.push(ack["order"].as_str().unwrap().to_owned());
                 } else {
@@ -167,11 +172,21 @@ async fn failures_under_concurrent_load_never_ack_a_lost_order() {
             ok
         }));
     }
-    for _ in 0..8 {
-        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-        s.faults.fail_next_syncs(1);
-        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-        s.faults.fail_next_writes(1);
+    // Sixteen faults spread over the load by its progress, one every 60 of its 1,200 answers,
+    // the last with 240 buys still to come: each lands while buys are in flight, however fast
+    // or slow this machine runs them.
+    for k in 1..=16 {
+        eventually(
+            WAIT,
+            &format!("{} of the 1,200 buys answered", 60 * k),
+            async || answered.load(Ordering::SeqCst) >= 60 * k,
+        )
+        .await;
+        if k % 2 == 1 {
+            s.faults.fail_next_syncs(1);
+        } else {
+            s.faults.fail_next_writes(1);
+        }
     }
     let mut acked = Vec::new();
     for t in tasks {
@@ -320,8 +335,27 @@ async fn orders_written_into_a_preallocated_segment_survive_a_crash_and_a_clean_
         acked.push(a["order"].as_str().unwrap().to_string());
         let len = std::fs::metadata(last_segment(&s.data_dir)).unwrap().len();
         assert!(len >= SEGMENT, "segment of {len} bytes");
-        // Time for the spare thread to fill the next one.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Before the next buy, the writer has left a full segment (it rotates just after
+        // answering) and the spare thread has filled the next one, so a rotation that buy
+        // causes takes a preallocated segment.
+        eventually_ok(
+            WAIT,
+            "a spare segment ready for the next rotation",
+            async || {
+                let seg = last_segment(&s.data_dir);
+                let written = records_end(&std::fs::read(&seg).unwrap());
+                let spare = s.data_dir.join("journal").join("spare.seg.ready").exists();
+                if written < SEGMENT as usize && spare {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} holds {written} bytes of records, spare ready: {spare}",
+                        seg.display()
+                    ))
+                }
+            },
+        )
+        .await;
     }
     let seg = last_segment(&s.data_dir);
     assert_ne!(

@@ -155,14 +155,13 @@ async fn a_client_that_never_finishes_its_request_is_dropped_at_the_handshake_ti
 
 /// A WebSocket client made by hand that, after the upgrade, never writes a byte (so never
 /// answers a ping) and only reads. Returns everything the server sent until it closed.
-async fn silent_client(addr: std::net::SocketAddr, path: String, wait: Duration) -> Vec<u8> {
+async fn silent_client(addr: std::net::SocketAddr, path: String) -> Vec<u8> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     tcp.write_all(req.as_bytes()).await.unwrap();
-    tokio::time::sleep(wait).await;
     let mut all = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut all))
         .await
@@ -192,12 +191,10 @@ async fn silent_sockets_close_at_the_idle_timeout_and_sockets_that_answer_pings_
     let quiet_buyer = tokio::spawn(silent_client(
         s.addr,
         "/ws/buy?room=r&user=quiet".to_owned(),
-        Duration::from_millis(100),
     ));
     let quiet_dash = tokio::spawn(silent_client(
         s.addr,
         format!("/ws/dashboard?room=r&token={VIEWER}"),
-        Duration::from_millis(100),
     ));
     // This one reads all along; tungstenite answers each ping with a pong as it reads.
     let mut live = s.buyer("r", "live").await;
@@ -335,6 +332,8 @@ async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others
         let mut acks = Vec::new();
         for i in 0..10 {
             acks.push(polite.buy(&format!("p{i}"), "A", 1).await);
+            // Not synchronisation: the polite buyer's pace, ten buys a second, well under the
+            // limit of 50 frames a second.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         acks

@@ -120,12 +120,19 @@ async fn sigterm_under_load_answers_in_flight_buys_closes_1001_and_loses_nothing
 }
 
 /// A connection that sent half a request head: the drain waits for it (up to the handshake
-/// timeout), so shutdown cannot finish on its own before the deadline.
+/// timeout), so shutdown cannot finish on its own before the deadline. Returns once the hub
+/// has read those bytes: until it has, the connection looks unused, and a shutdown would close
+/// it at once instead of waiting for it.
 async fn half_request(addr: &str) -> tokio::net::TcpStream {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    let (server, client) = (addr.parse().unwrap(), tcp.local_addr().unwrap());
+    eventually_ok(WAIT, "the hub has read the half request", async || {
+        server_read_all(server, client)
+    })
+    .await;
     tcp
 }
 
@@ -138,7 +145,6 @@ async fn the_shutdown_deadline_bounds_a_drain_that_cannot_finish() {
     )
     .await;
     let _stuck = half_request(&hub.addr).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     hub.terminate();
     assert_eq!(hub.exit_code().await, Some(0));
 }
@@ -157,8 +163,18 @@ async fn a_second_signal_exits_at_once() {
     )
     .await;
     let _stuck = half_request(&hub.addr).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     hub.terminate();
+    // The first signal has arrived once the hub stops listening.
+    eventually(
+        WAIT,
+        "the hub stops listening at the first signal",
+        async || tokio::net::TcpStream::connect(&hub.addr).await.is_err(),
+    )
+    .await;
+    // Not synchronisation: a window in which the draining hub must not exit, as the half-read
+    // request holds the drain (deadline 600 s). It also gives the hub's listener for a second
+    // signal, set up as the first one arrived, time to be in place: nothing outside the process
+    // shows when it is.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         hub.child.try_wait().unwrap().is_none(),

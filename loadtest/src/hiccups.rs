@@ -179,6 +179,8 @@ mod tests {
     /// is due long before it wakes.
     #[test]
     fn records_each_tick_and_a_stall() {
+        // Not synchronisation: the meter measures the real clock, so the test lets it tick
+        // for real time (100 ms, then 20 ms more) and stalls it for real (30 ms).
         let m = Meter::start(Instant::now());
         std::thread::sleep(Duration::from_millis(100));
         {

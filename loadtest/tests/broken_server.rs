@@ -562,6 +562,8 @@ async fn buyer_socket(
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            // Not synchronisation: the fake's limit on a socket's life, as the loop's bound
+            // limits its frames.
             _ = tokio::time::sleep_until(until) => break,
         };
         if ws.send(Message::text(out)).await.is_err() {

@@ -32,6 +32,44 @@ pub const SECRET: &str = "test-buyer-secret";
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// How often [`eventually`] looks again.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `probe` says yes, asking again every [`POLL`]; fails the test naming `what`
+/// when it still says no after `deadline`. This is how a test waits for something the server
+/// does in its own time, instead of sleeping and hoping it is done by then.
+pub async fn eventually(deadline: Duration, what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    eventually_ok(deadline, what, async || {
+        if probe().await {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await
+}
+
+/// [`eventually`] for a probe that returns what it waited for (`Ok`), or what it saw instead
+/// (`Err`), which the failure shows as it was last seen.
+pub async fn eventually_ok<T, E: std::fmt::Display>(
+    deadline: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            t0.elapsed() < deadline,
+            "not within {deadline:?}: {what} (last seen: {last})"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -104,6 +142,49 @@ pub async fn metric_via(http: &reqwest::Client, addr: &str, series: &str) -> Opt
         .expect("/metrics body");
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Whether the server at `server` has accepted the TCP connection from `client` and read every
+/// byte the client wrote on it, from Linux's `/proc/net/tcp`: the client's socket has nothing
+/// unacknowledged, and the server's has an inode (it was accepted) and nothing unread. `Err`
+/// says what the table showed instead.
+pub fn server_read_all(server: SocketAddr, client: SocketAddr) -> Result<(), String> {
+    let table =
+        std::fs::read_to_string("/proc/net/tcp").map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let (mut client_unacked, mut server_side) = (None, None);
+    for line in table.lines().skip(1) {
+        // sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(queues), Some(&inode)) = (
+            f.get(1).and_then(|a| proc_tcp_addr(a)),
+            f.get(2).and_then(|a| proc_tcp_addr(a)),
+            f.get(4).and_then(|q| q.split_once(':')),
+            f.get(9),
+        ) else {
+            continue;
+        };
+        let queue = |hex: &str| u64::from_str_radix(hex, 16).unwrap_or(u64::MAX);
+        if (local, remote) == (client, server) {
+            client_unacked = Some(queue(queues.0));
+        } else if (local, remote) == (server, client) {
+            server_side = Some((inode.to_owned(), queue(queues.1)));
+        }
+    }
+    match (client_unacked, &server_side) {
+        (Some(0), Some((inode, 0))) if inode != "0" => Ok(()),
+        _ => Err(format!(
+            "client's unacknowledged bytes {client_unacked:?}, server's (inode, unread bytes) \
+             {server_side:?}"
+        )),
+    }
+}
+
+/// An IPv4 address as `/proc/net/tcp` prints it: the address's bytes as a hex u32 in the
+/// machine's byte order, a colon, the port in hex.
+fn proc_tcp_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+    Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
 }
 
 pub fn temp_dir() -> PathBuf {
@@ -342,6 +423,7 @@ impl TestServer {
         tokio::spawn(async move {
             for i in 0..n {
                 assert_eq!(b.buy(&format!("{user}-{i}"), &sku, 1).await["ok"], true);
+                // Not synchronisation: the gap is the pace of the buys the caller asked for.
                 tokio::time::sleep(gap).await;
             }
         })
