@@ -456,17 +456,10 @@ async fn a_failed_batch_that_cannot_be_cut_off_stops_the_hub_and_tells_nobody_it
     s.faults.fail_next_cuts(1);
     c.send_json(json!({"op":"buy","req":"q1","sku":"B2","qty":2}))
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let reason = loop {
-        if let Some(r) = stopped.lock().unwrap().clone() {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the journal did not stop"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    };
+    let reason = eventually_ok(WAIT, "the journal stops", async || {
+        stopped.lock().unwrap().clone().ok_or("still running")
+    })
+    .await;
     assert!(reason.contains("could not be cut off"), "{reason}");
     // The buy is not answered: the next frame is the pong, not an `unavailable` ack.
     c.send_json(json!({"op":"ping"})).await;
