@@ -34,7 +34,7 @@
 //! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -214,41 +214,4 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
-}
-
-/// A secret from its flag, or from `data_dir/file`, or newly generated into that file.
-/// Returns the value and whether it was generated now.
-pub fn secret_or_generate(
-    given: &Option<String>,
-    data_dir: &Path,
-    file: &str,
-) -> std::io::Result<(String, bool)> {
-    if let Some(v) = given {
-        return Ok((v.clone(), false));
-    }
-    let path = data_dir.join(file);
-    if let Ok(v) = std::fs::read_to_string(&path) {
-        let v = v.trim().to_owned();
-        if !v.is_empty() {
-            return Ok((v, false));
-        }
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let v = crate::auth::random_token();
-    write_private(&path, &v)?;
-    Ok((v, true))
-}
-
-fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(value.as_bytes())?;
-    f.sync_all()
 }

@@ -7,6 +7,7 @@
 //! dashboards ([`dashboard::feed`]).
 //!
 //! - [`config`]: flags and `LIVEHUB_*` environment variables, with named defaults
+//! - [`data_dir`]: the data dir's own files: generated secrets, the mode that wrote it
 //! - [`server`]: the router and `run(listener, settings, shutdown)` that tests call directly;
 //!   the accept loop and its connection limits
 //! - [`api`]: HTTP: REST handlers, the extractors that check tokens, ids and bodies, the
@@ -35,6 +36,7 @@ pub mod buyer;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod dashboard;
 pub mod demo;
 pub mod fleet;

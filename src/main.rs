@@ -9,7 +9,8 @@ use clap::Parser;
 
 use livehub::auth::{self, Auth};
 use livehub::buyer::BuyerLimits;
-use livehub::config::{secret_or_generate, Command, Config, FD_RESERVE};
+use livehub::config::{Command, Config, FD_RESERVE};
+use livehub::data_dir::secret_or_generate;
 use livehub::dashboard::feed::FeedLimits;
 use livehub::hub::HubOptions;
 use livehub::journal::JournalOptions;

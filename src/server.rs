@@ -94,6 +94,11 @@ pub async fn run(
     let _ = crate::telemetry::prometheus();
     let token = CancellationToken::new();
     let started = std::time::Instant::now();
+    let mode = match settings.hub.fleet {
+        None => crate::data_dir::HubMode::Embedded,
+        Some(_) => crate::data_dir::HubMode::Fleet,
+    };
+    crate::data_dir::claim(&settings.hub.journal.data_dir, mode).map_err(anyhow::Error::msg)?;
     let (hub, replayed) = match settings.hub.fleet.clone() {
         None => {
             let opts = settings.hub.clone();

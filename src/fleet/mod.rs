@@ -202,8 +202,8 @@ pub fn hub_id_for(data_dir: &Path, given: Option<&str>) -> Result<String, String
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
                 .collect();
             check_hub_id(&id)?;
-            std::fs::create_dir_all(data_dir)
-                .and_then(|_| std::fs::write(&path, &id))
+            crate::data_dir::create(data_dir)
+                .and_then(|_| crate::data_dir::write_durably(&path, id.as_bytes(), false))
                 .map_err(|e| format!("cannot store the hub id in {}: {e}", path.display()))?;
             Ok(id)
         }
