@@ -30,14 +30,14 @@ use crate::rooms::room::{new_latency_histogram, Room};
 /// A snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Snapshot frames a second the feed may write to one room's dashboards. Each frame is one
-/// socket write (about 15 µs of CPU here, on the same cores as the buys, and as much again in
-/// a client on the same machine), so with many dashboards each one's push interval stretches
-/// to stay within this: 1,000 dashboards get a snapshot every 100 ms, 5,000 every 500 ms in ten
-/// waves of 500 (one every 50 ms), 10,000 every second in ten waves of 1,000. It never
-/// stretches past [`HEARTBEAT`]. At 20,000 a second, 10,000 dashboards cost the buy path about
-/// a quarter of its rate on two cores (BENCHMARKS.md, "Dashboards"); at 10,000, a tenth.
-/// `--dashboard-frames-per-s` and [`Aggregator::with_fanout_budget`] change it.
+/// Dashboard snapshot frames a second the feed may write to one room's dashboards. Each frame
+/// is one socket write on the same cores as the buys, so with many dashboards each one's push
+/// interval stretches to stay within this, and the fan-out's share of the CPU stays bounded
+/// however many watch: with the defaults, 1,000 dashboards get a snapshot every 100 ms, 5,000
+/// every 500 ms in ten waves of 500 (one every 50 ms), 10,000 every second in ten waves of
+/// 1,000. It never stretches past [`HEARTBEAT`]. What the fan-out costs the buy path:
+/// BENCHMARKS.md, "Dashboards". `--dashboard-frames-per-s` and
+/// [`Aggregator::with_fanout_budget`] change it.
 pub const FANOUT_FRAMES_PER_S: u64 = crate::config::DEFAULT_DASHBOARD_FRAMES_PER_S;
 
 /// Waves come at most this often: below it, building a snapshot a wave would cost more than

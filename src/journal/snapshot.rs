@@ -264,9 +264,9 @@ pub fn load(path: &Path, number: u64) -> Result<Loaded, String> {
     })
 }
 
-/// A snapshot is written and synced this much at a time, so that the journal's own fdatasync,
-/// which the buys wait for, never queues behind a whole snapshot (43 MB for a million orders)
-/// at the disk.
+/// A journal snapshot is written and synced this much at a time, so that the journal's own
+/// fdatasync, which the buys wait for, never queues at the disk behind a whole snapshot, which
+/// grows with the orders it holds.
 pub const WRITE_PIECE: usize = 1 << 20;
 
 /// Writes the snapshot `meta.next_number`, its state encoded by `state` into the file as it
