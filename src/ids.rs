@@ -1,8 +1,8 @@
 //! Validation of the ids that appear on the wire: room, sku, user, req and ref.
 //!
-//! PROTOCOL.md: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`. Every id is checked at the edge
-//! (REST path, WebSocket frame, JWT claim) so the rest of the hub can trust it, and so an id
-//! can never contain the separator used in composite keys ([`KEY_SEPARATOR`]).
+//! docs/protocol.md: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`. Every id is checked at the
+//! edge (REST path, WebSocket frame, JWT claim) so the rest of the hub can trust it, and so an
+//! id can never contain the separator used in composite keys ([`KEY_SEPARATOR`]).
 
 /// Longest id the protocol allows.
 pub const MAX_ID_LEN: usize = 64;

@@ -1,4 +1,4 @@
-//! Serde types of every frame on the buyer WebSocket (PROTOCOL.md, "Buyer WebSocket"),
+//! Serde types of every frame on the buyer WebSocket (docs/protocol.md, "Buyer WebSocket"),
 //! and the SKU state shared by REST, `hello` and dashboard snapshots.
 //!
 //! Parsing is two-step: a typed parse for the happy path, and only when that fails a

@@ -42,7 +42,7 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 
 
 /// Builds the router.
 pub fn router(state: AppState, static_dir: PathBuf) -> Router {
-    // Errors are JSON everywhere (PROTOCOL.md "HTTP"), also for a path or method nothing
+    // Errors are JSON everywhere (docs/protocol.md, "HTTP"), also for a path or method nothing
     // serves; a 405 keeps its `Allow` header.
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)

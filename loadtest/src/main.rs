@@ -1,5 +1,5 @@
-//! livehub-loadtest: a separate client of livehub's public protocol (PROTOCOL.md) that puts
-//! load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
+//! livehub-loadtest: a separate client of livehub's public protocol (docs/protocol.md) that
+//! puts load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
 //! soaks), then checks the server's invariants against what it saw.
 //!
 //! Exit codes: 0 every check passed; 1 a check failed (printed); 2 the run could not be done

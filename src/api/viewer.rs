@@ -106,7 +106,7 @@ pub async fn audit(
                 sold,
                 left,
                 in_flight,
-                // As PROTOCOL.md defines it; a buy in flight makes it false for that moment.
+                // As docs/protocol.md defines it; a buy in flight makes it false for a moment.
                 consistent: sold + left == stock_total
                     && sold <= stock_total
                     && (shared || sold == s.sold()),

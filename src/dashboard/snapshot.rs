@@ -1,4 +1,4 @@
-//! The dashboard snapshot (PROTOCOL.md, "Dashboard WebSocket"), and its two renderings:
+//! The dashboard snapshot (docs/protocol.md, "Dashboard WebSocket"), and its two renderings:
 //! with the whole trend (first message, REST) and with the new points only (later pushes).
 
 use std::collections::BTreeMap;
