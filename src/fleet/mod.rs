@@ -8,7 +8,7 @@
 //! - [`keys`]: key names; every key of a room shares the hash tag `{room}`;
 //! - [`scripts`]: the Lua scripts (one `EVALSHA` per buy) and their replies;
 //! - [`buy`]: the buy path in fleet mode: ticket → journal → publish;
-//! - [`admin`]: operator changes written to Redis and announced to every hub;
+//! - [`catalog`]: catalog changes written to Redis and announced to every hub;
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
 //! - [`stream`]: the room's stream → the aggregator;

@@ -1,7 +1,7 @@
 //! The buy path, from a decoded `buy` frame to its ack: idempotency ([`Room::begin_request`])
-//! → admission ([`HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`]) → the
-//! journal (group commit; the order is durable once its batch is fsynced) → the ack. A buy the
-//! journal refuses gives its stock back. Fleet mode decides in Redis instead
+//! → admission ([`super::HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`])
+//! → the journal (group commit; the order is durable once its batch is fsynced) → the ack. A
+//! buy the journal refuses gives its stock back. Fleet mode decides in Redis instead
 //! ([`crate::fleet::buy`]).
 
 use std::future::Future;
@@ -241,7 +241,7 @@ pub enum Started {
 /// A buy past the gate, waiting for the journal; resolves to its ack (ok only once the order
 /// is durable). A concrete type, so that a buyer's task keeps its buys in flight unboxed.
 /// Dropped before the journal answers (the buyer hung up), its reservation is still settled
-/// ([`InFlight`]).
+/// (`InFlight`).
 pub struct Journaling {
     in_flight: InFlight,
     _admitted: Admitted,

@@ -2,9 +2,11 @@
 //!
 //! - [`record`]: what is recorded and its checksummed frame;
 //! - [`apply`]: what the journal asks of the state it keeps; [`error`]: its errors;
-//! - [`writer`]: group commit on one thread, the point where an order becomes durable;
-//! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
-//! - [`snapshot`]: the state as of a record number, written in the background; compaction;
+//! - `writer`: group commit on one thread, the point where an order becomes durable;
+//! - [`recovery`]: journal snapshot restore and replay at start, torn-tail cut, refusal on
+//!   corruption;
+//! - [`snapshot`]: journal snapshots, the state as of a record number, written in the
+//!   background; compaction;
 //! - [`segment`]: segment files; [`spare`]: the next segment, zero-filled ahead;
 //! - `fault`: I/O fault injection for tests, only with the cargo feature `fault-injection`
 //!   (the tests turn it on; release builds leave it out).
