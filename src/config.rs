@@ -15,7 +15,7 @@
 //! | `--buyer-stock-frames-per-s` | `LIVEHUB_BUYER_STOCK_FRAMES_PER_S` | 20,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 250, when busy |
-//! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
+//! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no journal snapshots) |
 //! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
 //! | `--no-preallocate` | `LIVEHUB_NO_PREALLOCATE` | off: the next segment is zero-filled ahead |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
@@ -29,7 +29,7 @@
 //! | `--max-pending-buys` | `LIVEHUB_MAX_PENDING_BUYS` | 8192 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
-//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process |
+//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process; a URL: fleet mode |
 //! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (fleet mode) |
 //! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
@@ -60,8 +60,8 @@ pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// Buys admitted at once; by Little's law the queueing it allows is this divided by the acks a
 /// second the machine sustains.
 pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
-/// Journal records between snapshots: a restart restores the newest snapshot and replays at
-/// most about this many records after it.
+/// Journal records between journal snapshots: a restart restores the newest one and replays
+/// at most about this many records after it.
 pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS;
 /// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
 pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
@@ -107,9 +107,10 @@ pub struct Config {
     /// Dashboard snapshots come at most this often.
     #[arg(long, env = "LIVEHUB_PUSH_INTERVAL_MS", default_value_t = DEFAULT_PUSH_INTERVAL_MS)]
     pub push_interval_ms: u64,
-    /// Snapshot frames a second one room's dashboards may get in all; with more dashboards
-    /// than this allows at the push interval, each one's interval stretches (to a second at
-    /// most). Lower trades the freshness of a big audience's screens for CPU for the buys.
+    /// Dashboard snapshot frames a second one room's dashboards may get in all; with more
+    /// dashboards than this allows at the push interval, each one's interval stretches (to a
+    /// second at most). Lower trades the freshness of a big audience's screens for CPU for the
+    /// buys.
     #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = DEFAULT_DASHBOARD_FRAMES_PER_S)]
     pub dashboard_frames_per_s: u64,
     /// Stock frames a second one room's buyers may get in all; with more buyers than this
@@ -127,8 +128,8 @@ pub struct Config {
     /// (at least 16 records queued during the last fsync), in microseconds; 0 never waits.
     #[arg(long, env = "LIVEHUB_COMMIT_WINDOW_US", default_value_t = DEFAULT_COMMIT_WINDOW_US)]
     pub commit_window_us: u64,
-    /// Journal records between snapshots of the durable state (0 takes none). Restart time
-    /// is restoring the newest snapshot plus replaying at most this many records.
+    /// Journal records between journal snapshots of the durable state (0 takes none). Restart
+    /// time is restoring the newest snapshot plus replaying at most this many records.
     #[arg(long, env = "LIVEHUB_SNAPSHOT_EVERY_RECORDS", default_value_t = DEFAULT_SNAPSHOT_EVERY_RECORDS)]
     pub snapshot_every_records: u64,
     /// Size at which the journal starts a new segment file.
@@ -175,12 +176,12 @@ pub struct Config {
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.
     #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true, value_parser = BoolishValueParser::new())]
     pub unsafe_no_fsync: bool,
-    /// Share rooms, stock and limits with other hubs through this Redis
+    /// Fleet mode: share rooms, stock and limits with the fleet's other hubs through this Redis
     /// (`redis://host:port/db`); without it, inventory lives in this process.
     #[arg(long, env = "LIVEHUB_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
-    /// This hub's id among the hubs sharing Redis (1-32 of A-Z a-z 0-9 _ - .); it prefixes
-    /// order ids. Generated and pinned in the data dir when not given.
+    /// This hub's id in the fleet (1-32 of A-Z a-z 0-9 _ - .); it prefixes order ids. Generated
+    /// and pinned in the data dir when not given.
     #[arg(long, env = "LIVEHUB_HUB_ID")]
     pub hub_id: Option<String>,
     /// Longest wait for one Redis call; past it a buy answers `unavailable`.

@@ -167,7 +167,7 @@ impl SaleState {
     }
 }
 
-/// SKU state as REST, `hello` and snapshots show it.
+/// SKU state as REST, `hello` and dashboard snapshots show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuState {
     pub sku: Arc<str>,

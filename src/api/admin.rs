@@ -1,4 +1,4 @@
-//! Admin handlers: rooms, SKUs, stock, sale windows and the orders export.
+//! Handlers behind the admin token: rooms, SKUs, stock, sale windows and the orders export.
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;

@@ -40,7 +40,7 @@ pub async fn stats(
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut rx = r.snapshots.subscribe();
-    // A room created a moment ago may not have its first snapshot yet.
+    // A room created a moment ago may not have its first dashboard snapshot yet.
     let published = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|p| p.is_some()))
         .await
         .ok()
@@ -83,7 +83,7 @@ pub async fn audit(
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
-    // fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
+    // Fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     let shared = s.hub.fleet().is_some();
     if shared {
         r.for_stream_from(0, |o| {

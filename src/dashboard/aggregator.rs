@@ -1,5 +1,5 @@
-//! The per-room aggregator: an actor on a timer (tokio-console's `Aggregator::run` shape).
-//! Each tick it folds the new durable orders (in seq order) into its totals and builds a
+//! The per-room aggregator: an actor on a timer (tokio-console's `Aggregator::run` shape). Each
+//! tick it folds the new durable orders (in seq order) into its totals and builds a dashboard
 //! snapshot for the fan-out slots it serves: those whose figures changed since they were last
 //! served, or whose heartbeat is due. Totals come only from the orders, so a snapshot's totals
 //! always equal the orders export summed up to its `seq`.
@@ -27,7 +27,7 @@ use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
 use crate::rooms::room::{new_latency_histogram, Room};
 
-/// A snapshot goes out at least this often to every dashboard, changed or not.
+/// A dashboard snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Dashboard snapshot frames a second the feed may write to one room's dashboards. Each frame
@@ -90,7 +90,7 @@ struct SlotState {
     first_changed: usize,
 }
 
-/// Folds orders into figures and publishes snapshots for one room.
+/// Folds orders into figures and publishes dashboard snapshots for one room.
 pub struct Aggregator {
     room: Arc<Room>,
     interval: Duration,
@@ -121,7 +121,7 @@ pub struct Aggregator {
     slots: [SlotState; FANOUT_SLOTS],
     /// The slot the next stretched tick serves.
     turn: usize,
-    /// fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
+    /// Fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
     from_stream: bool,
     hub_seqs: BTreeMap<Arc<str>, u64>,
 }
@@ -155,13 +155,13 @@ impl Aggregator {
         }
     }
 
-    /// fleet mode: the figures come from the room's stream, so they cover every hub.
+    /// Fleet mode: the figures come from the room's stream, so they cover every hub.
     pub fn from_stream(mut self) -> Self {
         self.from_stream = true;
         self
     }
 
-    /// Snapshot frames a second the room's dashboards may get in all (default
+    /// Dashboard snapshot frames a second the room's dashboards may get in all (default
     /// [`FANOUT_FRAMES_PER_S`]); tests set it low to stagger a few dashboards.
     pub fn with_fanout_budget(mut self, frames_per_s: u64) -> Self {
         self.fanout_frames_per_s = frames_per_s.max(1);

@@ -65,7 +65,7 @@ pub struct Figures {
     pub latency_us: Latency,
     pub skus: Vec<SkuFigures>,
     pub top_referrers: Vec<Referrer>,
-    /// fleet mode only (absent otherwise): per hub, the highest seq of its export included.
+    /// Fleet mode only (absent otherwise): per hub, the highest seq of its export included.
     /// The totals equal the sums of each hub's export over its orders up to that seq; `seq`
     /// is then the room-wide count of orders in the room's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@
 
 use crate::ids::KEY_SEPARATOR;
 
-/// Set of room ids (outside any room's slot; admin changes only).
+/// Set of room ids (outside any room's slot; catalog changes only).
 pub const ROOMS: &str = "lh:rooms";
 /// Set of hub ids that ever joined (for `livehub reconcile`).
 pub const HUBS: &str = "lh:hubs";

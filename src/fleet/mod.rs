@@ -1,4 +1,4 @@
-//! Several hubs serving the same rooms through one Redis (`--redis URL`).
+//! Fleet mode (`--redis URL`): several hubs serving the same rooms through one Redis.
 //!
 //! Redis holds what every hub must agree on: rooms and SKU definitions, stock, per-user
 //! units, and the state of each `(room, user, req)`. Each hub still journals the orders it
@@ -37,14 +37,14 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest hub id.
 pub const MAX_HUB_ID_LEN: usize = 32;
 
-/// How a hub joins the others.
+/// How a hub joins the fleet.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
     /// `redis://host:port/db`.
     pub url: String,
     /// This hub's id: unique among the hubs, stable for its data dir; it prefixes order ids.
     pub hub_id: Arc<str>,
-    /// Longest wait for one Redis call on the buy and admin paths.
+    /// Longest wait for one Redis call on the buy and catalog paths.
     pub timeout: Duration,
 }
 

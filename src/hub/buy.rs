@@ -154,7 +154,7 @@ impl Hub {
         match room.settled_request(user, req).await {
             Some(order) => order_ack(&order, req),
             None => match self.fleet() {
-                // fleet mode: the order may have been taken by another hub.
+                // Fleet mode: the order may have been taken by another hub.
                 Some(fleet) => self.status_in_fleet(fleet, room, user, req).await,
                 None => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
             },

@@ -23,9 +23,9 @@ use crate::rooms::Rooms;
 #[derive(Debug, Clone)]
 pub struct HubOptions {
     pub journal: JournalOptions,
-    /// How often dashboards get a snapshot at most.
+    /// How often dashboards get a dashboard snapshot at most.
     pub push_interval: Duration,
-    /// Snapshot frames a second one room's dashboards may get in all; beyond it each
+    /// Dashboard snapshot frames a second one room's dashboards may get in all; beyond it each
     /// dashboard's interval stretches (see `dashboard::aggregator::FANOUT_FRAMES_PER_S`).
     pub fanout_frames_per_s: u64,
     /// Stock frames a second one room's buyers may get in all (see
@@ -36,7 +36,8 @@ pub struct HubOptions {
     /// refusals rather than a queue that grows without bound. By Little's law, the queueing
     /// delay it allows is this divided by the acks a second the machine sustains.
     pub max_pending_buys: usize,
-    /// `--redis`: share inventory with other hubs through Redis; `None` keeps it in memory.
+    /// Fleet mode (`--redis`): share inventory with the fleet's other hubs through Redis;
+    /// `None` keeps it in this process's memory.
     pub fleet: Option<FleetOptions>,
 }
 
@@ -59,8 +60,8 @@ impl HubOptions {
 pub enum GateKind {
     /// In this process's memory (the default).
     Local(LocalGate),
-    /// In Redis, with the other hubs of the fleet (`--redis`). Boxed: the embedded variant
-    /// stays small.
+    /// In Redis, with the fleet's other hubs (fleet mode, `--redis`). Boxed: the embedded
+    /// variant stays small.
     Fleet(Box<Fleet>),
 }
 
@@ -75,7 +76,7 @@ struct HubInner {
     journal: Journal,
     gate: GateKind,
     options: HubOptions,
-    /// Serialises admin changes so that their journal order is their memory order.
+    /// Serialises catalog changes so that their journal order is their memory order.
     admin: tokio::sync::Mutex<()>,
     /// Buys admitted and not yet answered; one atomic add per buy.
     pending: AtomicUsize,

@@ -235,7 +235,7 @@ impl Sku {
         }
     }
 
-    /// Sets the durable counters from a snapshot: `left` is what no durable order took.
+    /// Sets the durable counters from a journal snapshot: `left` is what no durable order took.
     /// Only on a SKU that no buy has seen yet.
     pub fn restore_counters(&self, stock_total: u64, sold: u64, sold_out_at_ms: Option<i64>) {
         self.total.store(stock_total, Ordering::Release);
@@ -246,7 +246,7 @@ impl Sku {
             .store(sold_out_at_ms.unwrap_or(NEVER), Ordering::Release);
     }
 
-    /// Adds units of a durable order restored from a snapshot to `user`'s count.
+    /// Adds units of a durable order restored from a journal snapshot to `user`'s count.
     pub fn add_held(&self, user: u32, qty: u64) {
         self.ledger.add(user, qty);
     }
@@ -256,8 +256,8 @@ impl Sku {
         stock::UserLedger::held(&self.ledger, user)
     }
 
-    /// fleet mode: copies the shared store's state of this SKU (definition, counters and
-    /// sell-out time). Returns whether anything a buyer sees changed.
+    /// Fleet mode: copies Redis's state of this SKU (definition, counters and sell-out time).
+    /// Returns whether anything a buyer sees changed.
     pub fn mirror(&self, m: &Mirrored) -> bool {
         let before = (self.view(0), self.sold_out_at_ms());
         self.redefine(&m.def);
@@ -269,7 +269,7 @@ impl Sku {
         before != (self.view(0), self.sold_out_at_ms())
     }
 
-    /// fleet mode: the stock left after this hub's own buy, shown before the next refresh.
+    /// Fleet mode: the stock left after this hub's own buy, shown before the next refresh.
     pub fn note_left(&self, left: u64) {
         self.left.store(left, Ordering::Release);
     }

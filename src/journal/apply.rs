@@ -1,5 +1,5 @@
 //! What the journal asks of the state it keeps: to apply each durable record, and to capture
-//! and restore itself for snapshots.
+//! and restore itself for journal snapshots.
 
 use super::record::Record;
 use super::snapshot::Capture;

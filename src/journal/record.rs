@@ -51,7 +51,7 @@ pub struct OrderRecord {
     pub ts_ms: i64,
     /// Stock left right after this order's units were taken (the ack's `left`).
     pub left_after: u64,
-    /// fleet mode: the hub that took the order, which prefixes its id. Never written to the
+    /// Fleet mode: the hub that took the order, which prefixes its id. Never written to the
     /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
     #[serde(skip)]
     pub hub: Option<Arc<str>>,
@@ -140,7 +140,8 @@ pub enum Record {
         closes_at_ms: Option<i64>,
         ts_ms: i64,
     },
-    /// An order. Shared: the journal, the room's order list and the idempotency table hold it.
+    /// An order, behind an `Arc` because the journal, the room's order list and the idempotency
+    /// table all hold it.
     Order(Arc<OrderRecord>),
 }
 

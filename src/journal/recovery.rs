@@ -1,5 +1,5 @@
-//! Recovery at start: restores the newest usable snapshot, replays the segments after it
-//! through [`Apply`], cuts a torn tail, and refuses to start on damage anywhere else.
+//! Recovery at start: restores the newest usable journal snapshot, replays the segments after
+//! it through [`Apply`], cuts a torn tail, and refuses to start on damage anywhere else.
 //!
 //! A snapshot that is torn, fails its checksum or cannot be decoded is passed over with a
 //! warning for the one before it, and then for a full replay; if the segments it would need

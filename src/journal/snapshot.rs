@@ -1,5 +1,5 @@
-//! Snapshots: the durable state as of a record number, so that a restart replays only the
-//! segments after it, and segments wholly before it can be deleted (compaction).
+//! Journal snapshots: the durable state as of a record number, so that a restart replays only
+//! the segments after it, and segments wholly before it can be deleted (compaction).
 //!
 //! File: `journal/snapshot-<N, 20 digits>.snap` holds the effect of every record numbered
 //! below `N`. Layout: a 32-byte header `magic (8) | N: u64 LE | body length: u64 LE |
