@@ -39,12 +39,19 @@ use std::path::{Path, PathBuf};
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Default `--listen`: loopback only, so a first run is not open to the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `--data-dir`.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default `--push-interval-ms`: dashboard snapshots at most ten a second.
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 100;
+/// Default `--buyer-rate`: frames a second one buyer connection may send on average.
 pub const DEFAULT_BUYER_RATE: f64 = 200.0;
+/// Default `--buyer-burst`: frames one buyer connection may send in a burst.
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
+/// Default `--commit-window-us` ([`crate::journal::DEFAULT_COMMIT_WINDOW_US`]).
 pub const DEFAULT_COMMIT_WINDOW_US: u64 = crate::journal::DEFAULT_COMMIT_WINDOW_US;
+/// Default `--shutdown-deadline-s`.
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
 /// File descriptors kept free for the journal, the listener and headroom when
 /// `--max-connections` is derived from the open-file limit.
@@ -52,10 +59,15 @@ pub const FD_RESERVE: u64 = 512;
 /// 0: no per-IP limit by default, because behind a reverse proxy or a carrier's NAT many
 /// buyers share one address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+/// Default `--handshake-timeout-s`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Default `--idle-timeout-s`.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
+/// Default `--outbound-queue`, in frames.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Default `--buyer-abuse-strikes`.
 pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
+/// Default `--write-timeout-s`.
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// Buys admitted at once; by Little's law the queueing it allows is this divided by the acks a
 /// second the machine sustains.
@@ -65,6 +77,7 @@ pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
 pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS;
 /// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
 pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
+/// Default `--redis-timeout-ms` ([`crate::fleet::DEFAULT_REDIS_TIMEOUT`]).
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 /// Dashboard snapshot frames a second one room's dashboards may get in all; beyond it each
 /// dashboard's interval stretches.
@@ -73,9 +86,15 @@ pub const DEFAULT_DASHBOARD_FRAMES_PER_S: u64 = 10_000;
 /// often.
 pub const DEFAULT_BUYER_STOCK_FRAMES_PER_S: u64 = 20_000;
 
+/// How log lines are written (`--log-format`). The values have no clap `help`, so that
+/// `--help` keeps one paragraph a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// One human-readable line an event.
+    #[value(help = None::<&str>)]
     Text,
+    /// One JSON object a line, for log collectors.
+    #[value(help = None::<&str>)]
     Json,
 }
 
@@ -171,6 +190,7 @@ pub struct Config {
     /// `unavailable` at once (admission control).
     #[arg(long, env = "LIVEHUB_MAX_PENDING_BUYS", default_value_t = DEFAULT_MAX_PENDING_BUYS)]
     pub max_pending_buys: usize,
+    /// How log lines are written.
     #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.
@@ -187,10 +207,12 @@ pub struct Config {
     /// Longest wait for one Redis call; past it a buy answers `unavailable`.
     #[arg(long, env = "LIVEHUB_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
     pub redis_timeout_ms: u64,
+    /// A tool to run instead of the server.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// `livehub`'s tools besides the server.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Print a buyer JWT signed with the buyer secret (from --buyer-secret or the data dir).
@@ -212,6 +234,7 @@ pub enum Command {
         /// A stopped hub's data dir; repeat for each hub.
         #[arg(long = "journal")]
         journals: Vec<PathBuf>,
+        /// Repair the given hubs first.
         #[arg(long)]
         repair: bool,
     },

@@ -13,10 +13,13 @@ pub const KEY_SEPARATOR: char = '\u{1f}';
 /// Why an id was refused, worded for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// No characters.
     #[error("is empty")]
     Empty,
+    /// More than [`MAX_ID_LEN`] characters.
     #[error("is longer than 64 characters")]
     TooLong,
+    /// A character outside the grammar.
     #[error("has a character outside A-Z a-z 0-9 _ - . :")]
     BadChar,
 }

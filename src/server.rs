@@ -27,13 +27,21 @@ use crate::server::accept::{ConnCounts, ConnLimits};
 /// Everything [`run`] needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The hub's behaviour, the journal's included.
     pub hub: HubOptions,
+    /// The tokens and secret requests are checked against.
     pub auth: Auth,
+    /// Limits of each buyer socket.
     pub buyer_limits: BuyerLimits,
+    /// The page's files (the host dashboard).
     pub static_dir: PathBuf,
+    /// Run the `--demo` room's simulated audience.
     pub demo: bool,
+    /// Longest time the drain may take once the shutdown fires.
     pub shutdown_deadline: Duration,
+    /// The accept loop's limits.
     pub conn_limits: ConnLimits,
+    /// Limits of each dashboard socket.
     pub feed_limits: FeedLimits,
 }
 

@@ -15,6 +15,7 @@ use super::extract::{RoomPath, Viewer};
 use super::state::AppState;
 use crate::catalog::RoomView;
 
+/// `GET /api/rooms`: every room with its SKUs.
 pub async fn list_rooms(
     State(s): State<AppState>,
     _: Viewer,
@@ -53,21 +54,31 @@ pub async fn stats(
         .into_response())
 }
 
+/// One SKU's stock against its orders.
 #[derive(Debug, Serialize)]
 pub struct SkuAudit {
+    /// The SKU.
     pub sku: Arc<str>,
+    /// Initial stock plus restocks minus withdrawals.
     pub stock_total: u64,
+    /// Units of the orders counted (the journal's, or in fleet mode the stream's).
     pub sold: u64,
+    /// Units that can still be sold.
     pub left: u64,
     /// Units reserved by buys whose orders are being made durable right now.
     pub in_flight: u64,
+    /// `sold + left == stock_total`, and (outside fleet mode) `sold` is the SKU's own count.
     pub consistent: bool,
 }
 
+/// `GET /api/rooms/{room}/audit`'s answer.
 #[derive(Debug, Serialize)]
 pub struct Audit {
+    /// The room.
     pub room: Arc<str>,
+    /// Every SKU is consistent.
     pub consistent: bool,
+    /// Every SKU of the room.
     pub skus: Vec<SkuAudit>,
 }
 

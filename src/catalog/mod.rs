@@ -53,6 +53,7 @@ impl Hub {
         })
     }
 
+    /// The room `room` as the API returns it, if it exists.
     pub fn room_view(&self, room: &str) -> Option<RoomView> {
         let r = self.room(room)?;
         Some(RoomView {
