@@ -27,6 +27,7 @@ impl DashLedger {
         self.held.len()
     }
 
+    /// Whether no user has an entry.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

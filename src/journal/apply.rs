@@ -17,6 +17,7 @@ pub enum Mode {
 /// thread after the batch's fsync and before any waiter is released, so memory never shows a
 /// record that is not durable, and shows them in the order of their `seq`.
 pub trait Apply: Send + Sync + 'static {
+    /// Makes `record`'s change in memory: just made durable, or replayed (`mode`).
     fn apply(&self, record: &Record, mode: Mode);
 
     /// A consistent picture of the durable state after every record applied so far, for a

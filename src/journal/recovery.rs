@@ -37,8 +37,9 @@ pub struct Replayed {
     pub snapshot: Option<u64>,
     /// Snapshots passed over as damaged: file and reason.
     pub bad_snapshots: Vec<(PathBuf, String)>,
-    /// Records and orders replayed from the segments (after the snapshot, if any).
+    /// Records replayed from the segments (after the snapshot, if any).
     pub records: u64,
+    /// Of those records, the orders.
     pub orders: u64,
     /// The last segment and where its records end (after any cut; a preallocated segment's
     /// zeros may follow).

@@ -114,6 +114,7 @@ impl Sink {
         self.len + self.buf.len() as u64
     }
 
+    /// Whether no body byte was encoded yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -201,7 +202,9 @@ fn header(number: u64, body_len: u64, body_crc: u32) -> [u8; HEADER_LEN] {
 /// A snapshot read back and checked: its meta, and the state's bytes.
 #[derive(Debug)]
 pub struct Loaded {
+    /// What the journal keeps besides the state.
     pub meta: Meta,
+    /// The whole body as read; `state()` is the state's part of it.
     pub state: Vec<u8>,
     state_at: usize,
 }
