@@ -127,6 +127,7 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// An aggregator for `room` whose dashboards get a snapshot at most every `interval`.
     pub fn new(room: Arc<Room>, interval: Duration) -> Self {
         Aggregator {
             room,

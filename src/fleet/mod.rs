@@ -51,10 +51,13 @@ pub struct FleetOptions {
 /// Why Redis could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// No answer within the call timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Redis or the connection to it failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// An answer this hub cannot read (a script of another version, a damaged key).
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
 }
@@ -62,10 +65,14 @@ pub enum FleetError {
 /// The connection to Redis shared by every task of a hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Fleet {
+    /// This hub's id in the fleet.
     pub hub_id: Arc<str>,
+    /// The client, for connections of their own (the change channel's subscription).
     pub client: redis::Client,
     conn: ConnectionManager,
+    /// The Lua scripts, run by `EVALSHA`.
     pub scripts: Arc<Scripts>,
+    /// Longest wait for one Redis call.
     pub timeout: Duration,
     /// Serialises refreshes of the in-memory copy ([`mirror`]), so two never add one SKU twice.
     pub(crate) sync_lock: Arc<tokio::sync::Mutex<()>>,

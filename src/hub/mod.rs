@@ -22,6 +22,7 @@ use crate::rooms::Rooms;
 /// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
 #[derive(Debug, Clone)]
 pub struct HubOptions {
+    /// How the journal writes.
     pub journal: JournalOptions,
     /// How often dashboards get a dashboard snapshot at most.
     pub push_interval: Duration,
@@ -137,22 +138,27 @@ impl Hub {
         Ok((hub, replayed))
     }
 
+    /// Every room of the hub.
     pub fn rooms(&self) -> &Rooms {
         &self.inner.rooms
     }
 
+    /// The room `id`, if it exists.
     pub fn room(&self, id: &str) -> Option<Arc<Room>> {
         self.inner.rooms.get(id)
     }
 
+    /// The options the hub was opened with.
     pub fn options(&self) -> &HubOptions {
         &self.inner.options
     }
 
+    /// The hub's journal.
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
     }
 
+    /// Cancelled when the hub shuts down; every task of the hub watches it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
@@ -162,6 +168,7 @@ impl Hub {
         self.inner.stop.watch()
     }
 
+    /// The hub's tasks, which a shutdown drains.
     pub fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
