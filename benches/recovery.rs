@@ -1,11 +1,11 @@
 //! Recovery time: writes a journal of N orders (default 1,000,000; `RECOVERY_ORDERS` sets it)
-//! through the real writer, taking snapshots every `RECOVERY_SNAPSHOT_EVERY` records (default
-//! the production default) without compaction, then times `Hub::open` three ways, three runs
-//! each, alternating: from the newest snapshot plus the records after it, and as a full replay
-//! of every segment (the snapshots moved aside). Each rebuilds stock, per-user
-//! counts, the idempotency table and the order list. Then it times what a snapshot of that
-//! state costs: the capture on the writer thread (the buy path's only stall), and the encode
-//! and write on the snapshot thread. Prints one line per measurement.
+//! through the real writer, taking journal snapshots every `RECOVERY_SNAPSHOT_EVERY` records
+//! (default the production default) without compaction, then times `Hub::open` two ways, three
+//! runs each, alternating: from the newest journal snapshot plus the records after it, and as a
+//! full replay of every segment (the snapshots moved aside). Each rebuilds stock, per-user
+//! counts, the idempotency table and the order list. Then it times what a journal snapshot of
+//! that state costs: the room state capture on the writer thread (the buy path's only stall),
+//! and the encode and write on the snapshot thread. Prints one line per measurement.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ fn main() {
         "newest snapshot: holds records below {snap_number} ({:.1} MiB); every {every} records",
         snap_bytes as f64 / 1048576.0
     );
-    // Recovery must not take new snapshots while it is being timed.
+    // Recovery must not take new journal snapshots while it is being timed.
     let mut ropts = opts.clone();
     ropts.snapshot_every_records = 0;
     let open = |label: &str, run: u32| -> Hub {
@@ -164,7 +164,7 @@ fn main() {
         }
     }
     let hub = open("from snapshot", 4);
-    // What taking a snapshot of this state costs.
+    // What taking a journal snapshot of this state costs.
     let mut stalls = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

@@ -5,9 +5,9 @@
 # env: NO_BUILD=1 skips the build; PORT (default 28772); LIVEHUB_BIN, another server binary to
 # measure (an A/B against an older build); SERVER_ARGS, more server flags (e.g.
 # "--dashboard-frames-per-s 10000").
-# Journal snapshots are off: one of 1M orders costs about a second of CPU, and whether it fell
-# in the first phase or the second (it depends on how many buys the first made) swung the
-# ratio between 0.5 and 0.85 with no change in the dashboards.
+# Journal snapshots are off: encoding one is CPU work that falls in the first phase or the
+# second depending on how many buys the first made, and would move the ratio between the two
+# phases with no change in the dashboards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-10000}; SOURCES=${2:-4}

@@ -3,7 +3,7 @@
 than 0.5 ms: on an otherwise idle machine those are stalls of the host (or of the kernel), which
 any server or load client meets the same way. Run one per core at once, e.g.
     python3 scripts/clock-gaps.py 10 & python3 scripts/clock-gaps.py 10; wait
-(BENCHMARKS.md, 2026-12-02)."""
+(BENCHMARKS.md, "the machine's own stalls")."""
 import sys
 import time
 

@@ -19,17 +19,23 @@ pub const JWT_LEEWAY_S: u64 = 30;
 /// What a bearer token grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
+    /// Reads: rooms, stats, audit, dashboards.
     Viewer,
+    /// What a viewer may, and catalog changes and the orders export.
     Admin,
 }
 
 /// Buyer JWT claims.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuyerClaims {
+    /// The user id the socket acts for.
     pub sub: String,
+    /// Expiry, in Unix seconds.
     pub exp: u64,
+    /// The one room the token is good for; `None`: any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// Not valid before, in Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
 }
@@ -37,10 +43,13 @@ pub struct BuyerClaims {
 /// Why a buyer was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
+    /// No token (and no open `?user=`).
     #[error("missing token")]
     Missing,
+    /// A token that does not verify, has expired or names no valid user.
     #[error("invalid token")]
     Invalid,
+    /// A valid token restricted to another room.
     #[error("token is for another room")]
     WrongRoom,
 }
@@ -48,8 +57,10 @@ pub enum AuthError {
 /// Why the configured tokens cannot be used; the hub refuses to start.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenConfigError {
+    /// The named token or secret is empty.
     #[error("the {0} must not be empty")]
     Empty(&'static str),
+    /// The admin and viewer tokens are the same.
     #[error("the admin and viewer tokens must differ: a viewer token would grant admin rights")]
     SameAdminAndViewer,
 }

@@ -15,7 +15,7 @@
 //! | `--buyer-stock-frames-per-s` | `LIVEHUB_BUYER_STOCK_FRAMES_PER_S` | 20,000 a room |
 //! | `--buyer-rate` / `--buyer-burst` | `LIVEHUB_BUYER_RATE` / `LIVEHUB_BUYER_BURST` | 200 / 400 frames |
 //! | `--commit-window-us` | `LIVEHUB_COMMIT_WINDOW_US` | 250, when busy |
-//! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no snapshots) |
+//! | `--snapshot-every-records` | `LIVEHUB_SNAPSHOT_EVERY_RECORDS` | 1,000,000 (0: no journal snapshots) |
 //! | `--segment-bytes` | `LIVEHUB_SEGMENT_BYTES` | 67,108,864 (64 MiB) |
 //! | `--no-preallocate` | `LIVEHUB_NO_PREALLOCATE` | off: the next segment is zero-filled ahead |
 //! | `--shutdown-deadline-s` | `LIVEHUB_SHUTDOWN_DEADLINE_S` | 10 |
@@ -29,7 +29,7 @@
 //! | `--max-pending-buys` | `LIVEHUB_MAX_PENDING_BUYS` | 8192 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
-//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process |
+//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process; a URL: fleet mode |
 //! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (fleet mode) |
 //! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
@@ -39,12 +39,19 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Default `--listen`: loopback only, so a first run is not open to the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `--data-dir`.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default `--push-interval-ms`: dashboard snapshots at most ten a second.
 pub const DEFAULT_PUSH_INTERVAL_MS: u64 = 100;
+/// Default `--buyer-rate`: frames a second one buyer connection may send on average.
 pub const DEFAULT_BUYER_RATE: f64 = 200.0;
+/// Default `--buyer-burst`: frames one buyer connection may send in a burst.
 pub const DEFAULT_BUYER_BURST: f64 = 400.0;
+/// Default `--commit-window-us` ([`crate::journal::DEFAULT_COMMIT_WINDOW_US`]).
 pub const DEFAULT_COMMIT_WINDOW_US: u64 = crate::journal::DEFAULT_COMMIT_WINDOW_US;
+/// Default `--shutdown-deadline-s`.
 pub const DEFAULT_SHUTDOWN_DEADLINE_S: u64 = 10;
 /// File descriptors kept free for the journal, the listener and headroom when
 /// `--max-connections` is derived from the open-file limit.
@@ -52,19 +59,25 @@ pub const FD_RESERVE: u64 = 512;
 /// 0: no per-IP limit by default, because behind a reverse proxy or a carrier's NAT many
 /// buyers share one address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+/// Default `--handshake-timeout-s`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Default `--idle-timeout-s`.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
+/// Default `--outbound-queue`, in frames.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Default `--buyer-abuse-strikes`.
 pub const DEFAULT_BUYER_ABUSE_STRIKES: f64 = 2000.0;
+/// Default `--write-timeout-s`.
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// Buys admitted at once; by Little's law the queueing it allows is this divided by the acks a
 /// second the machine sustains.
 pub const DEFAULT_MAX_PENDING_BUYS: usize = 8192;
-/// Journal records between snapshots: a restart restores the newest snapshot and replays at
-/// most about this many records after it.
+/// Journal records between journal snapshots: a restart restores the newest one and replays
+/// at most about this many records after it.
 pub const DEFAULT_SNAPSHOT_EVERY_RECORDS: u64 = crate::journal::DEFAULT_SNAPSHOT_EVERY_RECORDS;
 /// Journal segment size; compaction deletes whole segments, so smaller ones free disk sooner.
 pub const DEFAULT_SEGMENT_BYTES: u64 = crate::journal::DEFAULT_SEGMENT_BYTES;
+/// Default `--redis-timeout-ms` ([`crate::fleet::DEFAULT_REDIS_TIMEOUT`]).
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 /// Dashboard snapshot frames a second one room's dashboards may get in all; beyond it each
 /// dashboard's interval stretches.
@@ -73,9 +86,15 @@ pub const DEFAULT_DASHBOARD_FRAMES_PER_S: u64 = 10_000;
 /// often.
 pub const DEFAULT_BUYER_STOCK_FRAMES_PER_S: u64 = 20_000;
 
+/// How log lines are written (`--log-format`). The values have no clap `help`, so that
+/// `--help` keeps one paragraph a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// One human-readable line an event.
+    #[value(help = None::<&str>)]
     Text,
+    /// One JSON object a line, for log collectors.
+    #[value(help = None::<&str>)]
     Json,
 }
 
@@ -107,9 +126,10 @@ pub struct Config {
     /// Dashboard snapshots come at most this often.
     #[arg(long, env = "LIVEHUB_PUSH_INTERVAL_MS", default_value_t = DEFAULT_PUSH_INTERVAL_MS)]
     pub push_interval_ms: u64,
-    /// Snapshot frames a second one room's dashboards may get in all; with more dashboards
-    /// than this allows at the push interval, each one's interval stretches (to a second at
-    /// most). Lower trades the freshness of a big audience's screens for CPU for the buys.
+    /// Dashboard snapshot frames a second one room's dashboards may get in all; with more
+    /// dashboards than this allows at the push interval, each one's interval stretches (to a
+    /// second at most). Lower trades the freshness of a big audience's screens for CPU for the
+    /// buys.
     #[arg(long, env = "LIVEHUB_DASHBOARD_FRAMES_PER_S", default_value_t = DEFAULT_DASHBOARD_FRAMES_PER_S)]
     pub dashboard_frames_per_s: u64,
     /// Stock frames a second one room's buyers may get in all; with more buyers than this
@@ -127,8 +147,8 @@ pub struct Config {
     /// (at least 16 records queued during the last fsync), in microseconds; 0 never waits.
     #[arg(long, env = "LIVEHUB_COMMIT_WINDOW_US", default_value_t = DEFAULT_COMMIT_WINDOW_US)]
     pub commit_window_us: u64,
-    /// Journal records between snapshots of the durable state (0 takes none). Restart time
-    /// is restoring the newest snapshot plus replaying at most this many records.
+    /// Journal records between journal snapshots of the durable state (0 takes none). Restart
+    /// time is restoring the newest snapshot plus replaying at most this many records.
     #[arg(long, env = "LIVEHUB_SNAPSHOT_EVERY_RECORDS", default_value_t = DEFAULT_SNAPSHOT_EVERY_RECORDS)]
     pub snapshot_every_records: u64,
     /// Size at which the journal starts a new segment file.
@@ -170,26 +190,29 @@ pub struct Config {
     /// `unavailable` at once (admission control).
     #[arg(long, env = "LIVEHUB_MAX_PENDING_BUYS", default_value_t = DEFAULT_MAX_PENDING_BUYS)]
     pub max_pending_buys: usize,
+    /// How log lines are written.
     #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Skip fdatasync: acknowledged orders can be lost. For benchmarks that measure its cost only.
     #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true, value_parser = BoolishValueParser::new())]
     pub unsafe_no_fsync: bool,
-    /// Share rooms, stock and limits with other hubs through this Redis
+    /// Fleet mode: share rooms, stock and limits with the fleet's other hubs through this Redis
     /// (`redis://host:port/db`); without it, inventory lives in this process.
     #[arg(long, env = "LIVEHUB_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
-    /// This hub's id among the hubs sharing Redis (1-32 of A-Z a-z 0-9 _ - .); it prefixes
-    /// order ids. Generated and pinned in the data dir when not given.
+    /// This hub's id in the fleet (1-32 of A-Z a-z 0-9 _ - .); it prefixes order ids. Generated
+    /// and pinned in the data dir when not given.
     #[arg(long, env = "LIVEHUB_HUB_ID")]
     pub hub_id: Option<String>,
     /// Longest wait for one Redis call; past it a buy answers `unavailable`.
     #[arg(long, env = "LIVEHUB_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
     pub redis_timeout_ms: u64,
+    /// A tool to run instead of the server.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// `livehub`'s tools besides the server.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Print a buyer JWT signed with the buyer secret (from --buyer-secret or the data dir).
@@ -211,6 +234,7 @@ pub enum Command {
         /// A stopped hub's data dir; repeat for each hub.
         #[arg(long = "journal")]
         journals: Vec<PathBuf>,
+        /// Repair the given hubs first.
         #[arg(long)]
         repair: bool,
     },

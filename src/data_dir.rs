@@ -136,11 +136,9 @@ pub fn claim(data_dir: &Path, mode: HubMode) -> Result<(), String> {
                 s.trim()
             )),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            create(data_dir)
-                .and_then(|()| write_durably(&path, mode.as_str().as_bytes(), false))
-                .map_err(|e| format!("cannot mark the data dir {}: {e}", path.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(data_dir)
+            .and_then(|()| write_durably(&path, mode.as_str().as_bytes(), false))
+            .map_err(|e| format!("cannot mark the data dir {}: {e}", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
@@ -156,13 +154,18 @@ mod tests {
         claim(&dir, HubMode::Embedded).unwrap();
         claim(&dir, HubMode::Embedded).unwrap();
         let e = claim(&dir, HubMode::Fleet).unwrap_err();
-        assert!(e.contains("embedded hub") && e.contains("without --redis"), "{e}");
+        assert!(
+            e.contains("embedded hub") && e.contains("without --redis"),
+            "{e}"
+        );
         let d2 = tempfile::tempdir().unwrap();
         claim(d2.path(), HubMode::Fleet).unwrap();
         let e = claim(d2.path(), HubMode::Embedded).unwrap_err();
         assert!(e.contains("fleet mode") && e.contains("--redis URL"), "{e}");
         std::fs::write(d2.path().join(MODE_FILE), "sharded").unwrap();
-        assert!(claim(d2.path(), HubMode::Fleet).unwrap_err().contains("unknown mode"));
+        assert!(claim(d2.path(), HubMode::Fleet)
+            .unwrap_err()
+            .contains("unknown mode"));
     }
 
     #[test]
@@ -176,7 +179,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("s.secret")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("s.secret"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!dir.join("s.tmp").exists(), "no temp file left");

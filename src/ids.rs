@@ -1,8 +1,8 @@
 //! Validation of the ids that appear on the wire: room, sku, user, req and ref.
 //!
-//! PROTOCOL.md: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`. Every id is checked at the edge
-//! (REST path, WebSocket frame, JWT claim) so the rest of the hub can trust it, and so an id
-//! can never contain the separator used in composite keys ([`KEY_SEPARATOR`]).
+//! docs/protocol.md: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`. Every id is checked at the
+//! edge (REST path, WebSocket frame, JWT claim) so the rest of the hub can trust it, and so an
+//! id can never contain the separator used in composite keys ([`KEY_SEPARATOR`]).
 
 /// Longest id the protocol allows.
 pub const MAX_ID_LEN: usize = 64;
@@ -13,10 +13,13 @@ pub const KEY_SEPARATOR: char = '\u{1f}';
 /// Why an id was refused, worded for the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// No characters.
     #[error("is empty")]
     Empty,
+    /// More than [`MAX_ID_LEN`] characters.
     #[error("is longer than 64 characters")]
     TooLong,
+    /// A character outside the grammar.
     #[error("has a character outside A-Z a-z 0-9 _ - . :")]
     BadChar,
 }

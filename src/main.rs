@@ -10,19 +10,19 @@ use clap::Parser;
 use livehub::auth::{self, Auth};
 use livehub::buyer::BuyerLimits;
 use livehub::config::{Command, Config, FD_RESERVE};
-use livehub::data_dir::secret_or_generate;
 use livehub::dashboard::feed::FeedLimits;
+use livehub::data_dir::secret_or_generate;
 use livehub::hub::HubOptions;
 use livehub::journal::JournalOptions;
 use livehub::server::accept::ConnLimits;
 use livehub::server::{self, Settings};
 
 /// mimalloc instead of glibc's malloc: buys allocate on the runtime's threads and are freed on
-/// the journal writer's, and glibc's arena locks made those frees contend (futex waits and
-/// wakes were ~6% of the hub's CPU at 130,000 acks/s; BENCHMARKS.md "Durable orders").
+/// the journal writer's, and glibc's arena locks make those frees contend (futex waits and
+/// wakes on the buy path).
 /// Built without transparent huge pages (`no_thp`): the order state grows all stream long, and
-/// faulting it in 2 MiB pages took 10-14% of the hub's CPU in `clear_page` on the VMs we
-/// measure on, against 0.1% with 4 KiB pages.
+/// faulting it in 2 MiB pages costs the hub CPU in `clear_page` that 4 KiB pages do not. Both
+/// choices are measured in BENCHMARKS.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,4 +1,4 @@
-//! Serde types of every frame on the buyer WebSocket (PROTOCOL.md, "Buyer WebSocket"),
+//! Serde types of every frame on the buyer WebSocket (docs/protocol.md, "Buyer WebSocket"),
 //! and the SKU state shared by REST, `hello` and dashboard snapshots.
 //!
 //! Parsing is two-step: a typed parse for the happy path, and only when that fails a
@@ -25,17 +25,27 @@ pub const MAX_FRAME_DETAIL: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ClientMsg {
+    /// Buy units of a SKU.
     Buy(BuyMsg),
-    Status { req: String },
+    /// Ask what became of an earlier buy.
+    Status {
+        /// The earlier buy's `req`.
+        req: String,
+    },
+    /// Ask for a `pong` (keeps the socket alive, reads the server's clock).
     Ping {},
 }
 
 /// `{"op":"buy","req","sku","qty","ref"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct BuyMsg {
+    /// The buyer's id for this buy: a repeat of it gets the first answer, never a second order.
     pub req: String,
+    /// The SKU to buy.
     pub sku: String,
+    /// Units, 1 to [`MAX_QTY`].
     pub qty: u64,
+    /// Who sent the buyer (`ref`), for the dashboard's top referrers.
     #[serde(rename = "ref", default)]
     pub referrer: Option<String>,
 }
@@ -60,7 +70,9 @@ struct FlatBuy<'a> {
 /// A frame that is not a valid message: the `error` frame's detail and, when readable, its `req`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
+    /// What is wrong with the frame, cut to [`MAX_FRAME_DETAIL`] characters.
     pub detail: String,
+    /// The frame's `req`, when it holds a valid one.
     pub req: Option<String>,
 }
 
@@ -150,13 +162,18 @@ fn salvage_req(text: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {
+    /// The sale opens later.
     Scheduled,
+    /// Buys are taken.
     Open,
+    /// Open, but no stock is left.
     SoldOut,
+    /// The sale has closed.
     Closed,
 }
 
 impl SaleState {
+    /// The state as the wire spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             SaleState::Scheduled => "scheduled",
@@ -167,18 +184,28 @@ impl SaleState {
     }
 }
 
-/// SKU state as REST, `hello` and snapshots show it.
+/// SKU state as REST, `hello` and dashboard snapshots show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuState {
+    /// The SKU id.
     pub sku: Arc<str>,
+    /// The name buyers see.
     pub name: Arc<str>,
+    /// Unit price in fen.
     pub price_fen: u64,
+    /// Initial stock plus restocks minus withdrawals.
     pub stock_total: u64,
+    /// Units of durable orders.
     pub sold: u64,
+    /// Units that can still be sold.
     pub left: u64,
+    /// Most units one user may hold; `None` for no limit.
     pub limit_per_user: Option<u64>,
+    /// When the sale opens (Unix ms); `None`: open from the start.
     pub opens_at_ms: Option<i64>,
+    /// When the sale closes (Unix ms); `None`: never by the clock.
     pub closes_at_ms: Option<i64>,
+    /// The sale's state now.
     pub state: SaleState,
 }
 
@@ -186,15 +213,25 @@ pub struct SkuState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
+    /// No stock is left.
     SoldOut,
+    /// Some stock is left, less than `qty`.
     InsufficientStock,
+    /// The buy would take the user past the SKU's per-user limit.
     LimitExceeded,
+    /// The sale has not opened yet.
     NotOpen,
+    /// The sale has closed.
     Closed,
+    /// The room has no such SKU.
     UnknownSku,
+    /// The frame is not a valid message.
     BadRequest,
+    /// The connection sends faster than its rate limit.
     RateLimited,
+    /// The hub could not decide or make the order durable now; nothing was sold.
     Unavailable,
+    /// `status` for a `req` the hub does not know.
     UnknownRequest,
 }
 
@@ -213,6 +250,7 @@ impl RejectCode {
         RejectCode::UnknownRequest,
     ];
 
+    /// The code as the wire spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::SoldOut => "sold_out",
@@ -238,30 +276,51 @@ impl RejectCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ServerMsg {
+    /// The first frame on a socket: who it is for, and the room's SKUs.
     Hello {
+        /// The room.
         room: Arc<str>,
+        /// The user the socket acts for.
         user: Arc<str>,
+        /// The server's clock (Unix ms), to line the app's clock up with.
         server_time_ms: i64,
+        /// Every SKU of the room.
         skus: Vec<SkuState>,
     },
+    /// The answer to a `buy` or a `status`.
     Ack(Ack),
+    /// The answer to a `ping`.
     Pong {
+        /// The server's clock (Unix ms).
         server_time_ms: i64,
     },
+    /// A SKU's stock changed.
     Stock {
+        /// The SKU.
         sku: Arc<str>,
+        /// Units that can still be sold.
         left: u64,
+        /// The sale's state now.
         state: SaleState,
     },
+    /// A SKU's sale state or window changed.
     Sale {
+        /// The SKU.
         sku: Arc<str>,
+        /// The sale's state now.
         state: SaleState,
+        /// When the sale opens (Unix ms), if it has an opening time.
         opens_at_ms: Option<i64>,
+        /// When the sale closes (Unix ms), if it has a closing time.
         closes_at_ms: Option<i64>,
     },
+    /// A frame that could not be read as a message.
     Error {
+        /// Why: `bad_request` for a frame that could not be read.
         error: RejectCode,
+        /// What was wrong.
         detail: String,
+        /// The frame's `req`, when it held a valid one.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         req: Option<String>,
     },
@@ -270,18 +329,26 @@ pub enum ServerMsg {
 /// The answer to a `buy` (or a `status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
+    /// The buy's `req`.
     pub req: String,
+    /// Whether the order exists (and is durable).
     pub ok: bool,
+    /// The order id, when ok.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub order: Option<Arc<str>>,
+    /// Why not, when not ok.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<RejectCode>,
+    /// The SKU, when it exists.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sku: Option<Arc<str>>,
+    /// Units bought, when ok.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub qty: Option<u64>,
+    /// What the order costs in fen, when ok.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub amount_fen: Option<u64>,
+    /// Stock left right after the order (ok), or seen at the refusal (SKU exists).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub left: Option<u64>,
 }

@@ -15,6 +15,7 @@ pub struct Seating {
 }
 
 impl Seating {
+    /// `slots` empty slots (at least one).
     pub fn new(slots: usize) -> Self {
         Seating {
             counts: (0..slots.max(1)).map(|_| AtomicUsize::new(0)).collect(),

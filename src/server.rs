@@ -27,13 +27,21 @@ use crate::server::accept::{ConnCounts, ConnLimits};
 /// Everything [`run`] needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The hub's behaviour, the journal's included.
     pub hub: HubOptions,
+    /// The tokens and secret requests are checked against.
     pub auth: Auth,
+    /// Limits of each buyer socket.
     pub buyer_limits: BuyerLimits,
+    /// The page's files (the host dashboard).
     pub static_dir: PathBuf,
+    /// Run the `--demo` room's simulated audience.
     pub demo: bool,
+    /// Longest time the drain may take once the shutdown fires.
     pub shutdown_deadline: Duration,
+    /// The accept loop's limits.
     pub conn_limits: ConnLimits,
+    /// Limits of each dashboard socket.
     pub feed_limits: FeedLimits,
 }
 
@@ -42,7 +50,7 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 
 
 /// Builds the router.
 pub fn router(state: AppState, static_dir: PathBuf) -> Router {
-    // Errors are JSON everywhere (PROTOCOL.md "HTTP"), also for a path or method nothing
+    // Errors are JSON everywhere (docs/protocol.md, "HTTP"), also for a path or method nothing
     // serves; a 405 keeps its `Allow` header.
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)

@@ -1,5 +1,5 @@
-//! Dashboard sockets: count snapshots and measure the delay from a snapshot's `ts_ms` to its
-//! receipt here (same host, same wall clock).
+//! Dashboard sockets: count dashboard snapshots and measure the delay from a snapshot's `ts_ms`
+//! to its receipt here (same host, same wall clock).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,6 +1,6 @@
-//! `dashboards`: N dashboard sockets on one room; snapshots a second per socket and the delay
-//! from a snapshot's `ts_ms` to its receipt. `--with-buys RATE` runs an open-loop buy load
-//! alongside, so that snapshots change (and shows whether dashboards slow the buy path).
+//! `dashboards`: N dashboard sockets on one room; dashboard snapshots a second per socket and
+//! the delay from a snapshot's `ts_ms` to its receipt. `--with-buys RATE` runs an open-loop buy
+//! load alongside, so that snapshots change (and shows whether dashboards slow the buy path).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

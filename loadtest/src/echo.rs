@@ -97,9 +97,9 @@ impl Default for EchoOptions {
 
 async fn handle(stream: TcpStream, shared: Arc<Shared>, opts: EchoOptions) {
     let _ = stream.set_nodelay(opts.nodelay);
-    // livehub's read buffer (src/server.rs `configure`). Every answer is written and flushed
-    // on its own (`send`), so the write buffer only ever holds one frame; livehub gathers the
-    // acks that are ready into one write instead (its `WRITE_COALESCE_BYTES`).
+    // livehub's read buffer (src/api/sockets.rs `configure`). Every answer is written and
+    // flushed on its own (`send`), so the write buffer only ever holds one frame; livehub
+    // gathers the acks that are ready into one write instead (its `WRITE_COALESCE_BYTES`).
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)

@@ -1,4 +1,4 @@
-//! Ids as PROTOCOL.md defines them: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`.
+//! Ids as docs/protocol.md defines them: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`.
 
 pub fn valid(s: &str) -> bool {
     (1..=64).contains(&s.len())

@@ -1,5 +1,5 @@
 //! The checks after (and, in a soak, during) every scenario: what the client saw against the
-//! server's orders export, its stats snapshot and its stock audit.
+//! server's orders export, its dashboard snapshot (`/stats`) and its stock audit.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -198,7 +198,8 @@ impl Checker {
             ));
         }
 
-        // The server's stats: in the end poll (2 s) until the snapshot includes the last order.
+        // The server's stats: in the end poll (2 s) until the dashboard snapshot includes the
+        // last order.
         self.refresh().await?;
         let mut stats = None;
         let t = Instant::now();
@@ -215,7 +216,8 @@ impl Checker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Orders up to the snapshot's seq must be in the export: read what came meanwhile.
+        // Orders up to the dashboard snapshot's seq must be in the export: read what came
+        // meanwhile.
         if let Some(s) = &stats {
             if u(s, "seq") > self.last_seq() {
                 self.refresh().await?;

@@ -1,5 +1,5 @@
-//! livehub-loadtest: a separate client of livehub's public protocol (PROTOCOL.md) that puts
-//! load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
+//! livehub-loadtest: a separate client of livehub's public protocol (docs/protocol.md) that
+//! puts load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
 //! soaks), then checks the server's invariants against what it saw.
 //!
 //! Exit codes: 0 every check passed; 1 a check failed (printed); 2 the run could not be done
@@ -42,10 +42,10 @@ fn main() {
 }
 
 /// Most socket events a busy worker takes from the kernel at a time. Tokio's default (1,024)
-/// lets one poll wake more tasks than a worker's queue holds (256); the rest go to the shared
-/// queue, where they wait behind every task the next polls wake. In a spike (15,000 sockets
-/// ready within a few hundred ms) the echo server's answers had a p99 of 85-259 ms by their
-/// arrival at the client, and 9.4-18.4 ms with 64 (10 alternating pairs, BENCHMARKS.md).
+/// lets one poll wake more tasks than a worker's queue holds (256); the rest go to the global
+/// queue, where they wait behind every task the next polls wake, which in a spike (thousands of
+/// sockets ready at once) stretches the tail of the answers' latencies. Fewer events a poll
+/// keep the woken tasks on the worker that woke them (the A/B runs are in BENCHMARKS.md).
 const BUSY_IO_EVENTS: usize = 64;
 
 /// The runtime of the load client and of the echo servers: `threads` workers named `name`

@@ -22,7 +22,7 @@ pub type Ws = WebSocketStream<Stamped>;
 /// (`SO_TIMESTAMPNS`, once [`Stamped::stamp_arrivals`] asked for it), so that an answer can be
 /// dated by its arrival rather than by when this tool's task got round to reading it: in a
 /// spike the two differ by the client's own queue on the cores it shares with the server
-/// (BENCHMARKS.md, "late night"). Reads go through `recvmsg`; writes straight to the stream.
+/// (BENCHMARKS.md). Reads go through `recvmsg`; writes straight to the stream.
 pub struct Stamped {
     inner: TcpStream,
     /// Room for a read's control message, once stamps were asked for; until then reads are
@@ -294,8 +294,8 @@ pub async fn connect_ws(
         let _ = stream.set_nodelay(true);
         let url = format!("ws://{}{}", target.authority, path_and_query);
         // tungstenite zero-fills its whole read buffer before every read, even one that finds
-        // nothing: at the default 128 KiB that memset was the load client's top cost. Frames
-        // larger than the buffer still arrive, over several reads.
+        // nothing, so a buffer much smaller than its default keeps that memset off the load
+        // client's profile. Frames larger than the buffer still arrive, over several reads.
         let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
         let (ws, _) =
             tokio_tungstenite::client_async_with_config(url, Stamped::new(stream), Some(config))

@@ -18,7 +18,7 @@ pub enum Outcome<'a> {
     Ok,
     /// A rejected buy, with its error code.
     Rejected(&'a str),
-    /// Anything else that has a latency (a snapshot, a pong, a connect).
+    /// Anything else that has a latency (a dashboard snapshot, a pong, a connect).
     Event,
 }
 

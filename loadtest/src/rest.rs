@@ -136,7 +136,7 @@ impl Rest {
         .await
     }
 
-    /// `/stats`; `None` while the server answers 503 (no snapshot yet).
+    /// `/stats`; `None` while the server answers 503 (no dashboard snapshot yet).
     pub async fn stats(&self, room: &str) -> anyhow::Result<Option<Value>> {
         let t = self.viewer_token()?.to_owned();
         let path = format!("/api/rooms/{room}/stats");

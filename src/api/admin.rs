@@ -1,4 +1,4 @@
-//! Admin handlers: rooms, SKUs, stock, sale windows and the orders export.
+//! Handlers behind the admin token: rooms, SKUs, stock, sale windows and the orders export.
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -16,17 +16,20 @@ use crate::catalog::RoomView;
 use crate::inventory::SkuDef;
 use crate::protocol::SkuState;
 
-/// Orders per export page when `limit` is not given, and the most a page may ask for.
+/// Orders per export page when `limit` is not given.
 pub const DEFAULT_ORDERS_PAGE: usize = 1000;
+/// The most orders a page may ask for (`limit`).
 pub const MAX_ORDERS_PAGE: usize = 10_000;
 
 /// The body of `PUT /api/rooms/{room}`; [`crate::catalog::validate_title`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct RoomBody {
+    /// The room's title; empty when not given.
     #[serde(default)]
     pub title: String,
 }
 
+/// `PUT /api/rooms/{room}`: creates the room or changes its title.
 pub async fn put_room(
     State(s): State<AppState>,
     _: Admin,
@@ -43,14 +46,20 @@ pub async fn put_room(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SkuBody {
+    /// The SKU's name as buyers see it.
     pub name: String,
+    /// Unit price in fen.
     pub price_fen: u64,
+    /// Initial stock; only used when the SKU is created.
     #[serde(default)]
     pub stock: u64,
+    /// Most units one user may hold; `None` for no limit.
     #[serde(default)]
     pub limit_per_user: Option<u64>,
+    /// When the sale opens (Unix ms); `None` opens it at once.
     #[serde(default)]
     pub opens_at_ms: Option<i64>,
+    /// When the sale closes (Unix ms); `None` never closes it by the clock.
     #[serde(default)]
     pub closes_at_ms: Option<i64>,
     #[serde(default, rename = "sku")]
@@ -65,6 +74,7 @@ pub struct SkuBody {
     _state: Option<IgnoredAny>,
 }
 
+/// `PUT /api/rooms/{room}/skus/{sku}`: creates the SKU or updates it (stock untouched).
 pub async fn put_sku(
     State(s): State<AppState>,
     _: Admin,
@@ -90,9 +100,11 @@ impl From<SkuBody> for SkuDef {
 /// The body of `POST .../stock`; [`crate::catalog::validate_delta`] checks it.
 #[derive(Debug, Deserialize)]
 pub struct StockBody {
+    /// Units to add (`> 0`, a restock) or take away (`< 0`, a withdrawal).
     pub delta: i64,
 }
 
+/// `POST /api/rooms/{room}/skus/{sku}/stock`: restocks or withdraws.
 pub async fn change_stock(
     State(s): State<AppState>,
     _: Admin,
@@ -102,6 +114,7 @@ pub async fn change_stock(
     Ok(Json(s.hub.change_stock(&room, &sku, body.delta).await?))
 }
 
+/// `POST /api/rooms/{room}/skus/{sku}/open`: opens the sale now.
 pub async fn open_sale(
     State(s): State<AppState>,
     _: Admin,
@@ -110,6 +123,7 @@ pub async fn open_sale(
     Ok(Json(s.hub.open_sale(&room, &sku).await?))
 }
 
+/// `POST /api/rooms/{room}/skus/{sku}/close`: closes the sale now.
 pub async fn close_sale(
     State(s): State<AppState>,
     _: Admin,
@@ -118,10 +132,13 @@ pub async fn close_sale(
     Ok(Json(s.hub.close_sale(&room, &sku).await?))
 }
 
+/// The query string of the orders export.
 #[derive(Debug, Deserialize)]
 pub struct OrdersQuery {
+    /// Only orders with a higher `seq` (0: from the first).
     #[serde(default)]
     pub after_seq: u64,
+    /// Orders in the page; [`DEFAULT_ORDERS_PAGE`] when not given.
     pub limit: Option<usize>,
 }
 

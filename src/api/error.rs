@@ -9,14 +9,19 @@ use serde_json::json;
 
 use crate::catalog::CatalogError;
 
+/// A REST error: its status, and the body's `error` code and `detail`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The body's `error`: a stable code clients branch on.
     pub code: &'static str,
+    /// The body's `detail`: what was wrong, for a person.
     pub detail: String,
 }
 
 impl ApiError {
+    /// 400 `bad_request`: the request itself is wrong.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -24,6 +29,7 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// 401 `unauthorized`: no token, or one that does not grant this.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -31,6 +37,7 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// 404 `not_found`: no such room, SKU or path.
     pub fn not_found(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
@@ -38,6 +45,7 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// 405 `method_not_allowed`: the path exists, the method does not.
     pub fn method_not_allowed(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
@@ -45,6 +53,7 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// 503 `unavailable`: the hub cannot do it now; trying again later may work.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

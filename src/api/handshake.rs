@@ -17,23 +17,31 @@ use crate::ids;
 /// `GET /ws/buy?room=&token=&user=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct BuyQuery {
+    /// The room to buy in.
     pub room: Option<String>,
+    /// The buyer's JWT.
     pub token: Option<String>,
+    /// The user, only with `--open-buyers` and no token.
     pub user: Option<String>,
 }
 
 /// `GET /ws/dashboard?room=&token=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DashboardQuery {
+    /// The room to watch.
     pub room: Option<String>,
+    /// A viewer or admin token.
     pub token: Option<String>,
 }
 
 /// Why an upgrade was refused: the HTTP answer `{"error": code, "detail": detail}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The HTTP status (400 or 401).
     pub status: StatusCode,
+    /// The body's `error` code.
     pub code: &'static str,
+    /// The body's `detail`: what was wrong, never the token.
     pub detail: String,
 }
 
@@ -75,7 +83,9 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<
 /// A buyer let in: the room id (grammar checked) and the user the socket acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buyer {
+    /// The room id.
     pub room: String,
+    /// The user id.
     pub user: Arc<str>,
 }
 

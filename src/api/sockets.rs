@@ -30,17 +30,17 @@ fn not_an_upgrade(r: WebSocketUpgradeRejection) -> Response {
     e.into_response()
 }
 
+/// Bytes of frames a socket gathers before a write, short of a flush (see `configure`).
+pub const WRITE_COALESCE_BYTES: usize = 8 * 1024;
+
 /// Upgrade limits shared by both sockets: the buyer's 4 KiB rule is enforced on each frame
 /// (close 1009); the library's own limits only bound memory.
 ///
 /// Frames are buffered up to [`WRITE_COALESCE_BYTES`] before tungstenite writes them, and
 /// every writer flushes after its batch (a buyer's task after all the frames it queued before
-/// its turn, a dashboard after each snapshot). With a write buffer of 0, tungstenite wrote
-/// each frame with its own `send` syscall: 0.9 sends per ack at 170,000 acks/s, where the acks
-/// of one journal batch for one connection can leave in one.
-/// Bytes of frames a socket gathers before a write, short of a flush (see `configure`).
-pub const WRITE_COALESCE_BYTES: usize = 8 * 1024;
-
+/// its turn, a dashboard after each dashboard snapshot). Without a write buffer tungstenite
+/// would write each frame with its own `send` syscall, where the acks of one journal batch for
+/// one connection can leave in one (BENCHMARKS.md).
 fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(16 * MAX_BUYER_FRAME)
         .max_frame_size(16 * MAX_BUYER_FRAME)

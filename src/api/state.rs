@@ -11,9 +11,13 @@ use crate::server::accept::ConnCounts;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// The hub the handlers act on.
     pub hub: Hub,
+    /// The tokens and secret requests are checked against.
     pub auth: Auth,
+    /// Limits of each buyer socket.
     pub buyer_limits: BuyerLimits,
+    /// Limits of each dashboard socket.
     pub feed_limits: FeedLimits,
     /// Open connections, overall and by source IP.
     pub conns: Arc<ConnCounts>,

@@ -15,6 +15,7 @@ use super::extract::{RoomPath, Viewer};
 use super::state::AppState;
 use crate::catalog::RoomView;
 
+/// `GET /api/rooms`: every room with its SKUs.
 pub async fn list_rooms(
     State(s): State<AppState>,
     _: Viewer,
@@ -40,7 +41,7 @@ pub async fn stats(
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut rx = r.snapshots.subscribe();
-    // A room created a moment ago may not have its first snapshot yet.
+    // A room created a moment ago may not have its first dashboard snapshot yet.
     let published = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|p| p.is_some()))
         .await
         .ok()
@@ -53,21 +54,31 @@ pub async fn stats(
         .into_response())
 }
 
+/// One SKU's stock against its orders.
 #[derive(Debug, Serialize)]
 pub struct SkuAudit {
+    /// The SKU.
     pub sku: Arc<str>,
+    /// Initial stock plus restocks minus withdrawals.
     pub stock_total: u64,
+    /// Units of the orders counted (the journal's, or in fleet mode the stream's).
     pub sold: u64,
+    /// Units that can still be sold.
     pub left: u64,
     /// Units reserved by buys whose orders are being made durable right now.
     pub in_flight: u64,
+    /// `sold + left == stock_total`, and (outside fleet mode) `sold` is the SKU's own count.
     pub consistent: bool,
 }
 
+/// `GET /api/rooms/{room}/audit`'s answer.
 #[derive(Debug, Serialize)]
 pub struct Audit {
+    /// The room.
     pub room: Arc<str>,
+    /// Every SKU is consistent.
     pub consistent: bool,
+    /// Every SKU of the room.
     pub skus: Vec<SkuAudit>,
 }
 
@@ -83,7 +94,7 @@ pub async fn audit(
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
     let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
-    // fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
+    // Fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     let shared = s.hub.fleet().is_some();
     if shared {
         r.for_stream_from(0, |o| {
@@ -106,7 +117,7 @@ pub async fn audit(
                 sold,
                 left,
                 in_flight,
-                // As PROTOCOL.md defines it; a buy in flight makes it false for that moment.
+                // As docs/protocol.md defines it; a buy in flight makes it false for a moment.
                 consistent: sold + left == stock_total
                     && sold <= stock_total
                     && (shared || sold == s.sold()),

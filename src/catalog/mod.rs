@@ -21,7 +21,7 @@ use crate::journal::Record;
 use crate::protocol::SkuState;
 
 impl Hub {
-    /// Runs an admin change on its own task: a client hanging up mid-change cannot leave it
+    /// Runs a catalog change on its own task: a client hanging up mid-change cannot leave it
     /// half done.
     async fn run_admin<T: Send + 'static>(
         &self,
@@ -32,7 +32,7 @@ impl Hub {
             .map_err(|e| CatalogError::Unavailable(format!("admin task failed: {e}")))?
     }
 
-    /// fleet mode: a room or SKU made on another hub a moment ago may not be in this hub's
+    /// Fleet mode: a room or SKU made on another hub a moment ago may not be in this hub's
     /// copy yet; look in Redis before answering 404.
     async fn refresh_if_missing(&self, room: &str, sku: Option<&str>) {
         let Some(fleet) = self.fleet() else { return };
@@ -53,6 +53,7 @@ impl Hub {
         })
     }
 
+    /// The room `room` as the API returns it, if it exists.
     pub fn room_view(&self, room: &str) -> Option<RoomView> {
         let r = self.room(room)?;
         Some(RoomView {

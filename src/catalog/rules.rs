@@ -21,12 +21,16 @@ pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 /// Why an operator change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    /// A value out of bounds or malformed (400).
     #[error("{0}")]
     BadRequest(String),
+    /// No such room or SKU (404).
     #[error("{0}")]
     NotFound(String),
+    /// The change does not fit the state now, such as withdrawing more than is left (409).
     #[error("{0}")]
     Conflict(String),
+    /// The change could not be made durable, or Redis did not answer (503).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -40,8 +44,11 @@ impl From<JournalError> for CatalogError {
 /// A room as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomView {
+    /// The room id.
     pub room: Arc<str>,
+    /// The room's title.
     pub title: String,
+    /// Every SKU, in creation order.
     pub skus: Vec<SkuState>,
 }
 

@@ -1,5 +1,5 @@
-//! The per-room aggregator: an actor on a timer (tokio-console's `Aggregator::run` shape).
-//! Each tick it folds the new durable orders (in seq order) into its totals and builds a
+//! The per-room aggregator: an actor on a timer (tokio-console's `Aggregator::run` shape). Each
+//! tick it folds the new durable orders (in seq order) into its totals and builds a dashboard
 //! snapshot for the fan-out slots it serves: those whose figures changed since they were last
 //! served, or whose heartbeat is due. Totals come only from the orders, so a snapshot's totals
 //! always equal the orders export summed up to its `seq`.
@@ -27,17 +27,17 @@ use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
 use crate::rooms::room::{new_latency_histogram, Room};
 
-/// A snapshot goes out at least this often to every dashboard, changed or not.
+/// A dashboard snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Snapshot frames a second the feed may write to one room's dashboards. Each frame is one
-/// socket write (about 15 µs of CPU here, on the same cores as the buys, and as much again in
-/// a client on the same machine), so with many dashboards each one's push interval stretches
-/// to stay within this: 1,000 dashboards get a snapshot every 100 ms, 5,000 every 500 ms in ten
-/// waves of 500 (one every 50 ms), 10,000 every second in ten waves of 1,000. It never
-/// stretches past [`HEARTBEAT`]. At 20,000 a second, 10,000 dashboards cost the buy path about
-/// a quarter of its rate on two cores (BENCHMARKS.md, "Dashboards"); at 10,000, a tenth.
-/// `--dashboard-frames-per-s` and [`Aggregator::with_fanout_budget`] change it.
+/// Dashboard snapshot frames a second the feed may write to one room's dashboards. Each frame
+/// is one socket write on the same cores as the buys, so with many dashboards each one's push
+/// interval stretches to stay within this, and the fan-out's share of the CPU stays bounded
+/// however many watch: with the defaults, 1,000 dashboards get a snapshot every 100 ms, 5,000
+/// every 500 ms in ten waves of 500 (one every 50 ms), 10,000 every second in ten waves of
+/// 1,000. It never stretches past [`HEARTBEAT`]. What the fan-out costs the buy path:
+/// BENCHMARKS.md, "Dashboards". `--dashboard-frames-per-s` and
+/// [`Aggregator::with_fanout_budget`] change it.
 pub const FANOUT_FRAMES_PER_S: u64 = crate::config::DEFAULT_DASHBOARD_FRAMES_PER_S;
 
 /// Waves come at most this often: below it, building a snapshot a wave would cost more than
@@ -90,7 +90,7 @@ struct SlotState {
     first_changed: usize,
 }
 
-/// Folds orders into figures and publishes snapshots for one room.
+/// Folds orders into figures and publishes dashboard snapshots for one room.
 pub struct Aggregator {
     room: Arc<Room>,
     interval: Duration,
@@ -121,12 +121,13 @@ pub struct Aggregator {
     slots: [SlotState; FANOUT_SLOTS],
     /// The slot the next stretched tick serves.
     turn: usize,
-    /// fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
+    /// Fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
     from_stream: bool,
     hub_seqs: BTreeMap<Arc<str>, u64>,
 }
 
 impl Aggregator {
+    /// An aggregator for `room` whose dashboards get a snapshot at most every `interval`.
     pub fn new(room: Arc<Room>, interval: Duration) -> Self {
         Aggregator {
             room,
@@ -155,13 +156,13 @@ impl Aggregator {
         }
     }
 
-    /// fleet mode: the figures come from the room's stream, so they cover every hub.
+    /// Fleet mode: the figures come from the room's stream, so they cover every hub.
     pub fn from_stream(mut self) -> Self {
         self.from_stream = true;
         self
     }
 
-    /// Snapshot frames a second the room's dashboards may get in all (default
+    /// Dashboard snapshot frames a second the room's dashboards may get in all (default
     /// [`FANOUT_FRAMES_PER_S`]); tests set it low to stagger a few dashboards.
     pub fn with_fanout_budget(mut self, frames_per_s: u64) -> Self {
         self.fanout_frames_per_s = frames_per_s.max(1);

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use super::snapshot::Published;
 use crate::seating::Seating;
 
-/// Fan-out slots per room. With few dashboards every tick serves every slot the same snapshot;
-/// with many, one slot a tick, so a wave is about a tenth of the audience (1,000 frames for
-/// 10,000 dashboards: ~15 ms of writes on two cores instead of ~150 ms).
+/// Fan-out slots per room. With few dashboards every tick serves every slot the same dashboard
+/// snapshot; with many, one slot a tick, so a wave is about a tenth of the audience and the
+/// writes of one wave take a tenth of the time a whole audience's would.
 pub const FANOUT_SLOTS: usize = 10;
 
 /// The slots of one room.

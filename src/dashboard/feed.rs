@@ -1,6 +1,6 @@
-//! One dashboard socket: the room's newest snapshot in full on connect, then the latest
-//! snapshot of its fan-out slot each time the aggregator serves that slot. A dashboard that
-//! was too slow to see every snapshot of its slot gets the full rendering (whole trend)
+//! One dashboard socket: the room's newest dashboard snapshot in full on connect, then the
+//! latest snapshot of its fan-out slot each time the aggregator serves that slot. A dashboard
+//! that was too slow to see every snapshot of its slot gets the full rendering (whole trend)
 //! instead of the delta, so it never misses a trend point; it never gets a backlog and never
 //! slows anyone else, because each socket only reads its slot's `watch`.
 

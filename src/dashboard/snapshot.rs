@@ -1,4 +1,4 @@
-//! The dashboard snapshot (PROTOCOL.md, "Dashboard WebSocket"), and its two renderings:
+//! The dashboard snapshot (docs/protocol.md, "Dashboard WebSocket"), and its two renderings:
 //! with the whole trend (first message, REST) and with the new points only (later pushes).
 
 use std::collections::BTreeMap;
@@ -12,60 +12,96 @@ use crate::protocol::SkuState;
 /// Width of a trend point.
 pub const TREND_INTERVAL_MS: i64 = 1000;
 
+/// Buy-to-ack latency percentiles over the recent seconds, in microseconds (0s when none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Latency {
+    /// Median.
     pub p50: u64,
+    /// 90th percentile.
     pub p90: u64,
+    /// 99th percentile.
     pub p99: u64,
+    /// 99.9th percentile.
     pub p999: u64,
+    /// Slowest.
     pub max: u64,
 }
 
+/// One SKU's figures: its state, with `sold` as of the snapshot's `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkuFigures {
+    /// The SKU's state, flattened into the same object.
     #[serde(flatten)]
     pub state: SkuState,
+    /// Sales of the SKU in fen.
     pub gmv_fen: u64,
+    /// When the stock ran out, while it is out.
     pub sold_out_at_ms: Option<i64>,
+    /// Seconds until sold out at the recent pace; `None` when sold out or nothing sells.
     pub eta_sold_out_s: Option<f64>,
 }
 
+/// One of the referrers that brought the most sales.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referrer {
+    /// The buy frames' `ref`.
     #[serde(rename = "ref")]
     pub referrer: Arc<str>,
+    /// Orders it brought.
     pub orders: u64,
+    /// Their sales in fen.
     pub gmv_fen: u64,
 }
 
+/// Sales in one [`TREND_INTERVAL_MS`] of the trend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrendPoint {
+    /// The interval's start (Unix ms).
     pub t_ms: i64,
+    /// Sales in fen.
     pub gmv_fen: u64,
+    /// Orders.
     pub orders: u64,
 }
 
 /// Every figure of a snapshot but the trend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
+    /// The room.
     pub room: Arc<str>,
+    /// The last order folded in: every total covers the orders up to it.
     pub seq: u64,
+    /// When the figures were built (Unix ms).
     pub ts_ms: i64,
+    /// Gross merchandise value: the sales in fen.
     pub gmv_fen: u64,
+    /// Orders.
     pub orders: u64,
+    /// Units sold.
     pub units: u64,
+    /// Distinct users with an order.
     pub buyers: u64,
+    /// Buyer sockets open now.
     pub viewers: u64,
+    /// Most buyer sockets open at once.
     pub peak_viewers: u64,
+    /// Distinct users that connected.
     pub unique_viewers: u64,
+    /// Average order value in fen.
     pub aov_fen: u64,
+    /// `buyers / unique_viewers`.
     pub conversion: f64,
+    /// Sales in fen per thousand unique viewers.
     pub gpm_fen: u64,
+    /// Rejected buys by code (codes with none left out).
     pub rejected: BTreeMap<String, u64>,
+    /// Buy-to-ack latency over the recent seconds.
     pub latency_us: Latency,
+    /// Every SKU of the room.
     pub skus: Vec<SkuFigures>,
+    /// The referrers with the most sales, best first.
     pub top_referrers: Vec<Referrer>,
-    /// fleet mode only (absent otherwise): per hub, the highest seq of its export included.
+    /// Fleet mode only (absent otherwise): per hub, the highest seq of its export included.
     /// The totals equal the sums of each hub's export over its orders up to that seq; `seq`
     /// is then the room-wide count of orders in the room's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +135,7 @@ pub struct Published {
     /// trend point changed since snapshot `after` was built, so the delta brings up to date a
     /// dashboard holding any snapshot numbered `after` or later. `None`: full rendering only.
     pub after: Option<u64>,
+    /// Every figure but the trend, shared by every `Published` of the same build.
     pub figures: Arc<Figures>,
     /// The whole trend.
     pub trend: Arc<Vec<TrendPoint>>,

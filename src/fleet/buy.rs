@@ -45,9 +45,13 @@ fn next_nonce() -> u64 {
 /// A ticket and where it lives.
 #[derive(Debug, Clone)]
 pub struct TicketAt {
+    /// The room whose request table holds it.
     pub room: Arc<str>,
+    /// The buyer.
     pub user: Arc<str>,
+    /// The request table's field for `(user, req)` ([`super::keys::request_field`]).
     pub field: String,
+    /// The ticket itself.
     pub ticket: Ticket,
 }
 

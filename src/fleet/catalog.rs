@@ -1,7 +1,7 @@
-//! Operator changes in fleet mode: written to Redis by one script each (which also sends the
-//! change notice every hub listens to), then this hub's copy is refreshed before it answers,
-//! so the answer shows the change. Not journaled: Redis holds rooms, SKUs and stock in this
-//! mode, for every hub.
+//! Catalog changes in fleet mode (the fleet's side of [`crate::catalog`]): written to Redis by
+//! one script each (which also sends the change notice every hub listens to), then this hub's
+//! copy is refreshed before it answers, so the answer shows the change. Not journaled: Redis
+//! holds rooms, SKUs and stock in this mode, for every hub.
 
 use std::sync::Arc;
 

@@ -19,9 +19,10 @@ pub async fn open(
     fleet_options: &FleetOptions,
     token: &CancellationToken,
 ) -> anyhow::Result<(Hub, Replayed)> {
-    // Snapshots hold rooms, SKUs and orders of the embedded mode; in fleet mode Redis holds
-    // rooms and SKUs and the journal only orders, so the journal is replayed in full and no
-    // snapshot is taken. A data dir whose segments an embedded run compacted cannot switch.
+    // Journal snapshots hold rooms, SKUs and orders of the embedded mode; in fleet mode Redis
+    // holds rooms and SKUs and the journal only orders, so the journal is replayed in full and
+    // no journal snapshot is taken. A data dir whose segments an embedded run compacted cannot
+    // switch.
     let journal_dir = options.journal.data_dir.join("journal");
     if journal_dir.exists()
         && !crate::journal::snapshot::list(&journal_dir)

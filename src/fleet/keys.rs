@@ -2,7 +2,7 @@
 //! room's keys share one slot and each script (which touches one SKU's counters, the room's
 //! request table, stream and counters) runs there.
 //!
-//! Why the room and not `{room:sku}`: PROTOCOL.md makes `buy` idempotent on
+//! Why the room and not `{room:sku}`: docs/protocol.md makes `buy` idempotent on
 //! `(room, user, req)` whatever the SKU, so the request table is per room, and the buy script
 //! must see it together with the SKU's stock. Different rooms spread over the cluster; one
 //! hot room stays on one shard (as one hot SKU would with a per-SKU tag).
@@ -12,7 +12,7 @@
 
 use crate::ids::KEY_SEPARATOR;
 
-/// Set of room ids (outside any room's slot; admin changes only).
+/// Set of room ids (outside any room's slot; catalog changes only).
 pub const ROOMS: &str = "lh:rooms";
 /// Set of hub ids that ever joined (for `livehub reconcile`).
 pub const HUBS: &str = "lh:hubs";

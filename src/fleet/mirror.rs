@@ -1,11 +1,11 @@
 //! Each hub's copy of the rooms and SKUs that Redis holds. Buyers' `hello`, the sale feed's
 //! pushes, REST views and dashboards read this copy; buys never trust it (the script decides).
 //!
-//! It follows Redis two ways: a change notice on the `lh:changes` channel (sent by the admin
-//! scripts of any hub) refreshes that room at once, so `sale` pushes reach every hub's buyers
-//! within a round trip; and every [`MIRROR_INTERVAL`] every room is refreshed, which carries
-//! stock taken by other hubs' buyers to this hub's `stock` pushes and catches any notice
-//! missed while Redis was away.
+//! It follows Redis two ways: a change notice on the `lh:changes` channel (sent by the catalog
+//! scripts of any hub, [`super::catalog`]) refreshes that room at once, so `sale` pushes reach
+//! every hub's buyers within a round trip; and every [`MIRROR_INTERVAL`] every room is
+//! refreshed, which carries stock taken by other hubs' buyers to this hub's `stock` pushes and
+//! catches any notice missed while Redis was away.
 
 use std::collections::HashMap;
 use std::sync::Arc;

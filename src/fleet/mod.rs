@@ -1,4 +1,4 @@
-//! Several hubs serving the same rooms through one Redis (`--redis URL`).
+//! Fleet mode (`--redis URL`): several hubs serving the same rooms through one Redis.
 //!
 //! Redis holds what every hub must agree on: rooms and SKU definitions, stock, per-user
 //! units, and the state of each `(room, user, req)`. Each hub still journals the orders it
@@ -8,7 +8,7 @@
 //! - [`keys`]: key names; every key of a room shares the hash tag `{room}`;
 //! - [`scripts`]: the Lua scripts (one `EVALSHA` per buy) and their replies;
 //! - [`buy`]: the buy path in fleet mode: ticket → journal → publish;
-//! - [`catalog`]: operator changes written to Redis and announced to every hub;
+//! - [`catalog`]: catalog changes written to Redis and announced to every hub;
 //! - [`connect`]: joining the fleet at start-up;
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
@@ -38,24 +38,27 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest hub id.
 pub const MAX_HUB_ID_LEN: usize = 32;
 
-/// How a hub joins the others.
+/// How a hub joins the fleet.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
     /// `redis://host:port/db`.
     pub url: String,
     /// This hub's id: unique among the hubs, stable for its data dir; it prefixes order ids.
     pub hub_id: Arc<str>,
-    /// Longest wait for one Redis call on the buy and admin paths.
+    /// Longest wait for one Redis call on the buy and catalog paths.
     pub timeout: Duration,
 }
 
 /// Why Redis could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// No answer within the call timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Redis or the connection to it failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// An answer this hub cannot read (a script of another version, a damaged key).
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
 }
@@ -63,10 +66,14 @@ pub enum FleetError {
 /// The connection to Redis shared by every task of a hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Fleet {
+    /// This hub's id in the fleet.
     pub hub_id: Arc<str>,
+    /// The client, for connections of their own (the change channel's subscription).
     pub client: redis::Client,
     conn: ConnectionManager,
+    /// The Lua scripts, run by `EVALSHA`.
     pub scripts: Arc<Scripts>,
+    /// Longest wait for one Redis call.
     pub timeout: Duration,
     /// Serialises refreshes of the in-memory copy ([`mirror`]), so two never add one SKU twice.
     pub(crate) sync_lock: Arc<tokio::sync::Mutex<()>>,

@@ -108,9 +108,13 @@ pub async fn startup(hub: &Hub, fleet: &Fleet) -> Result<Repaired, FleetError> {
 /// One SKU in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct SkuReport {
+    /// The room.
     pub room: String,
+    /// The SKU.
     pub sku: String,
+    /// Initial stock plus restocks minus withdrawals, as Redis holds it.
     pub stock_total: u64,
+    /// Units that can still be sold, as Redis holds it.
     pub left: u64,
     /// Units of orders published to the room's stream (every hub's).
     pub sold: u64,
@@ -126,8 +130,11 @@ pub struct SkuReport {
 /// One hub whose data dir was given.
 #[derive(Debug, Clone, Serialize)]
 pub struct HubReport {
+    /// The hub's id (from its data dir).
     pub hub: String,
+    /// The data dir given.
     pub data_dir: PathBuf,
+    /// Orders in its journal.
     pub orders: u64,
     /// Its journaled orders not yet in the stream.
     pub unpublished: u64,
@@ -140,9 +147,13 @@ pub struct HubReport {
 pub struct Report {
     /// Every SKU has `unaccounted == 0`, and no given hub has unpublished orders or orphans.
     pub consistent: bool,
+    /// Whether the given hubs were repaired (`--repair`) before the report was made.
     pub repaired: bool,
+    /// Every SKU of every room.
     pub skus: Vec<SkuReport>,
+    /// Every hub whose data dir was given.
     pub hubs: Vec<HubReport>,
+    /// Open tickets per hub id, of every hub that ever joined (given or not).
     pub open_tickets_by_hub: BTreeMap<String, u64>,
 }
 

@@ -9,15 +9,22 @@ use crate::protocol::RejectCode;
 
 /// Every script of the fleet.
 pub struct Scripts {
+    /// One buy: checks and takes stock and allowance, leaves a ticket ([`TAKE`]).
     pub take: Script,
+    /// Gives a ticket's units back, if the request still holds exactly that ticket.
     pub release: Script,
+    /// Appends a hub's journaled orders to the room's stream, exactly once.
     pub publish: Script,
+    /// Creates or updates a SKU, and sends the change notice.
     pub put_sku: Script,
+    /// A restock or withdrawal, and the change notice.
     pub stock: Script,
+    /// Opens or closes a sale now, and sends the change notice.
     pub window: Script,
 }
 
 impl Scripts {
+    /// Every script, from the sources built into the binary.
     pub fn new() -> Scripts {
         Scripts {
             take: Script::new(TAKE),
@@ -44,9 +51,13 @@ pub const TAKE: &str = include_str!("lua/take.lua");
 /// release only ever undoes the attempt that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
+    /// The hub that took the stock.
     pub hub: Arc<str>,
+    /// Unique per attempt on that hub.
     pub nonce: u64,
+    /// The SKU the units came from.
     pub sku: Arc<str>,
+    /// Units taken.
     pub qty: u64,
 }
 
@@ -56,6 +67,7 @@ impl Ticket {
         format!("P|{}|{}|{}|{}", self.hub, self.nonce, self.sku, self.qty)
     }
 
+    /// Reads [`Ticket::encode`]'s text; `None` for anything else.
     pub fn decode(s: &str) -> Option<Ticket> {
         let mut p = s.split('|');
         if p.next()? != "P" {
@@ -75,10 +87,15 @@ impl Ticket {
 /// on any hub gets the same ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Done {
+    /// The order id (`hub:O<number>`).
     pub order: String,
+    /// The SKU bought.
     pub sku: Arc<str>,
+    /// Units bought.
     pub qty: u64,
+    /// What the order costs, in fen.
     pub amount_fen: u64,
+    /// Stock left right after the order's units were taken (the ack's `left`).
     pub left: u64,
 }
 
@@ -91,6 +108,7 @@ impl Done {
         )
     }
 
+    /// Reads [`Done::encode`]'s text; `None` for anything else.
     pub fn decode(s: &str) -> Option<Done> {
         let mut p = s.split('|');
         if p.next()? != "D" {
@@ -110,11 +128,14 @@ impl Done {
 /// What a request's entry in the request table says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
+    /// Being decided: a hub holds this ticket for it.
     Pending(Ticket),
+    /// Decided: the order's ack.
     Done(Done),
 }
 
 impl Seen {
+    /// Reads an entry of the request table; `None` when it is neither a ticket nor an ack.
     pub fn decode(s: &str) -> Option<Seen> {
         Ticket::decode(s)
             .map(Seen::Pending)
@@ -126,11 +147,21 @@ impl Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
     /// Stock taken; the ticket is in Redis.
-    Ok { left_after: u64, price_fen: u64 },
+    Ok {
+        /// Stock left right after the units were taken.
+        left_after: u64,
+        /// Unit price in force at the decision.
+        price_fen: u64,
+    },
     /// The request was already decided or is being decided (on this hub or another).
     Seen(Seen),
     /// Refused; `left` when the SKU exists.
-    Refused { code: RejectCode, left: Option<u64> },
+    Refused {
+        /// Why, as the ack's `error` says it.
+        code: RejectCode,
+        /// Stock seen, when the SKU exists.
+        left: Option<u64>,
+    },
 }
 
 impl Taken {

@@ -1,7 +1,7 @@
 //! The buy path, from a decoded `buy` frame to its ack: idempotency ([`Room::begin_request`])
-//! → admission ([`super::HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`]) → the
-//! journal (group commit; the order is durable once its batch is fsynced) → the ack. A buy the
-//! journal refuses gives its stock back. Fleet mode decides in Redis instead
+//! → admission ([`super::HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`])
+//! → the journal (group commit; the order is durable once its batch is fsynced) → the ack. A
+//! buy the journal refuses gives its stock back. Fleet mode decides in Redis instead
 //! ([`crate::fleet::buy`]).
 
 use std::future::Future;
@@ -154,7 +154,7 @@ impl Hub {
         match room.settled_request(user, req).await {
             Some(order) => order_ack(&order, req),
             None => match self.fleet() {
-                // fleet mode: the order may have been taken by another hub.
+                // Fleet mode: the order may have been taken by another hub.
                 Some(fleet) => self.status_in_fleet(fleet, room, user, req).await,
                 None => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
             },

@@ -22,10 +22,11 @@ use crate::rooms::Rooms;
 /// Knobs of the hub's behaviour (the server's listen address and tokens live in `Config`).
 #[derive(Debug, Clone)]
 pub struct HubOptions {
+    /// How the journal writes.
     pub journal: JournalOptions,
-    /// How often dashboards get a snapshot at most.
+    /// How often dashboards get a dashboard snapshot at most.
     pub push_interval: Duration,
-    /// Snapshot frames a second one room's dashboards may get in all; beyond it each
+    /// Dashboard snapshot frames a second one room's dashboards may get in all; beyond it each
     /// dashboard's interval stretches (see `dashboard::aggregator::FANOUT_FRAMES_PER_S`).
     pub fanout_frames_per_s: u64,
     /// Stock frames a second one room's buyers may get in all (see
@@ -36,7 +37,8 @@ pub struct HubOptions {
     /// refusals rather than a queue that grows without bound. By Little's law, the queueing
     /// delay it allows is this divided by the acks a second the machine sustains.
     pub max_pending_buys: usize,
-    /// `--redis`: share inventory with other hubs through Redis; `None` keeps it in memory.
+    /// Fleet mode (`--redis`): share inventory with the fleet's other hubs through Redis;
+    /// `None` keeps it in this process's memory.
     pub fleet: Option<FleetOptions>,
 }
 
@@ -59,8 +61,8 @@ impl HubOptions {
 pub enum GateKind {
     /// In this process's memory (the default).
     Local(LocalGate),
-    /// In Redis, with the other hubs of the fleet (`--redis`). Boxed: the embedded variant
-    /// stays small.
+    /// In Redis, with the fleet's other hubs (fleet mode, `--redis`). Boxed: the embedded
+    /// variant stays small.
     Fleet(Box<Fleet>),
 }
 
@@ -75,7 +77,7 @@ struct HubInner {
     journal: Journal,
     gate: GateKind,
     options: HubOptions,
-    /// Serialises admin changes so that their journal order is their memory order.
+    /// Serialises catalog changes so that their journal order is their memory order.
     admin: tokio::sync::Mutex<()>,
     /// Buys admitted and not yet answered; one atomic add per buy.
     pending: AtomicUsize,
@@ -136,22 +138,27 @@ impl Hub {
         Ok((hub, replayed))
     }
 
+    /// Every room of the hub.
     pub fn rooms(&self) -> &Rooms {
         &self.inner.rooms
     }
 
+    /// The room `id`, if it exists.
     pub fn room(&self, id: &str) -> Option<Arc<Room>> {
         self.inner.rooms.get(id)
     }
 
+    /// The options the hub was opened with.
     pub fn options(&self) -> &HubOptions {
         &self.inner.options
     }
 
+    /// The hub's journal.
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
     }
 
+    /// Cancelled when the hub shuts down; every task of the hub watches it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
@@ -161,6 +168,7 @@ impl Hub {
         self.inner.stop.watch()
     }
 
+    /// The hub's tasks, which a shutdown drains.
     pub fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }

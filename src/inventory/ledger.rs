@@ -9,8 +9,8 @@ use super::stock::UserLedger;
 /// [`UserLedger::update`]; it is held only for a few atomic operations, never across `.await`
 /// and never while touching this map again.
 ///
-/// Keys are interned user keys, hashed with foldhash: several times faster than SipHash on short ids, and seeded at
-/// random per map so user-chosen ids cannot aim at one shard.
+/// Keys are interned user keys, hashed with foldhash rather than SipHash because every buy
+/// hashes one, and seeded at random per map so user-chosen ids cannot aim at one shard.
 #[derive(Debug, Default)]
 pub struct DashLedger {
     held: DashMap<u32, u64, foldhash::fast::RandomState>,
@@ -27,6 +27,7 @@ impl DashLedger {
         self.held.len()
     }
 
+    /// Whether no user has an entry.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

@@ -27,33 +27,46 @@ use crate::protocol::RejectCode;
 /// string in the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
+    /// The user id, as checked at the edge.
     pub id: Arc<str>,
+    /// The room's interned key for the user, which the ledgers hold.
     pub key: u32,
 }
 
 /// One buy as the gate sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct BuyRequest<'a> {
+    /// Who buys.
     pub user: &'a UserRef,
+    /// The SKU id the frame names.
     pub sku: &'a str,
+    /// Units asked for.
     pub qty: u64,
+    /// The decision's time, for the sale window.
     pub now_ms: i64,
 }
 
 /// Stock and allowance taken for a buy, until its order is durable or refused.
 #[derive(Debug, Clone)]
 pub struct Reservation {
+    /// The SKU the units were taken from.
     pub sku: Arc<Sku>,
+    /// Units taken.
     pub qty: u64,
+    /// Unit price in force at the decision.
     pub price_fen: u64,
+    /// Stock left right after the units were taken.
     pub left_after: u64,
 }
 
 /// Why the gate refused a buy; `left` when the SKU exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// Why, as the ack's `error` says it.
     pub code: RejectCode,
+    /// The SKU's id, when it exists.
     pub sku: Option<Arc<str>>,
+    /// Stock seen at the decision, when the SKU exists.
     pub left: Option<u64>,
 }
 

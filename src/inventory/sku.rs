@@ -17,11 +17,15 @@ pub use crate::journal::SkuDef;
 /// A SKU as Redis holds it (fleet mode), copied into the hub's memory for views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirrored {
+    /// The definition in force (its `stock` is not used).
     pub def: SkuDef,
+    /// Initial stock plus restocks minus withdrawals.
     pub total: u64,
+    /// Units that can still be sold.
     pub left: u64,
     /// Units of published orders, every hub's.
     pub sold: u64,
+    /// When the stock ran out, while it is out.
     pub sold_out_at_ms: Option<i64>,
 }
 
@@ -29,6 +33,7 @@ pub struct Mirrored {
 /// ledger entry; the name, read only for views, sits behind a `RwLock`.
 #[derive(Debug)]
 pub struct Sku {
+    /// The SKU's id, unique in its room.
     pub id: Arc<str>,
     name: RwLock<Arc<str>>,
     price_fen: AtomicU64,
@@ -49,11 +54,14 @@ pub struct Sku {
 /// (the order became durable) or released.
 #[derive(Debug, Clone)]
 pub struct Reserved {
+    /// Unit price in force at the decision.
     pub price_fen: u64,
+    /// Stock left right after the units were taken.
     pub left_after: u64,
 }
 
 impl Sku {
+    /// A SKU as `def` defines it, with its initial stock and nothing sold.
     pub fn new(id: Arc<str>, def: &SkuDef) -> Sku {
         let sku = Sku {
             id,
@@ -81,6 +89,7 @@ impl Sku {
         self.set_window(def.opens_at_ms, def.closes_at_ms);
     }
 
+    /// Sets the sale window; `None` leaves that side open.
     pub fn set_window(&self, opens_at_ms: Option<i64>, closes_at_ms: Option<i64>) {
         self.opens_at
             .store(opens_at_ms.unwrap_or(NO_OPEN), Ordering::Release);
@@ -88,37 +97,45 @@ impl Sku {
             .store(closes_at_ms.unwrap_or(NO_CLOSE), Ordering::Release);
     }
 
+    /// The sale window: opening and closing time, `None` where there is none.
     pub fn window(&self) -> (Option<i64>, Option<i64>) {
         let o = self.opens_at.load(Ordering::Acquire);
         let c = self.closes_at.load(Ordering::Acquire);
         ((o != NO_OPEN).then_some(o), (c != NO_CLOSE).then_some(c))
     }
 
+    /// Most units one user may hold; `None` for no limit.
     pub fn limit_per_user(&self) -> Option<u64> {
         let l = self.limit.load(Ordering::Acquire);
         (l != NO_LIMIT).then_some(l)
     }
 
+    /// Unit price in fen.
     pub fn price_fen(&self) -> u64 {
         self.price_fen.load(Ordering::Acquire)
     }
 
+    /// Units that can still be sold (reservations in flight already taken out).
     pub fn left(&self) -> u64 {
         self.left.get()
     }
 
+    /// Units of durable orders.
     pub fn sold(&self) -> u64 {
         self.sold.get()
     }
 
+    /// Initial stock plus restocks minus withdrawals.
     pub fn stock_total(&self) -> u64 {
         self.total.get()
     }
 
+    /// The name buyers see.
     pub fn name(&self) -> Arc<str> {
         self.name.read().expect("name lock").clone()
     }
 
+    /// When the stock ran out, while it is out.
     pub fn sold_out_at_ms(&self) -> Option<i64> {
         let t = self.sold_out_at.load(Ordering::Acquire);
         (t != NEVER).then_some(t)
@@ -235,7 +252,7 @@ impl Sku {
         }
     }
 
-    /// Sets the durable counters from a snapshot: `left` is what no durable order took.
+    /// Sets the durable counters from a journal snapshot: `left` is what no durable order took.
     /// Only on a SKU that no buy has seen yet.
     pub fn restore_counters(&self, stock_total: u64, sold: u64, sold_out_at_ms: Option<i64>) {
         self.total.store(stock_total, Ordering::Release);
@@ -246,7 +263,7 @@ impl Sku {
             .store(sold_out_at_ms.unwrap_or(NEVER), Ordering::Release);
     }
 
-    /// Adds units of a durable order restored from a snapshot to `user`'s count.
+    /// Adds units of a durable order restored from a journal snapshot to `user`'s count.
     pub fn add_held(&self, user: u32, qty: u64) {
         self.ledger.add(user, qty);
     }
@@ -256,8 +273,8 @@ impl Sku {
         stock::UserLedger::held(&self.ledger, user)
     }
 
-    /// fleet mode: copies the shared store's state of this SKU (definition, counters and
-    /// sell-out time). Returns whether anything a buyer sees changed.
+    /// Fleet mode: copies Redis's state of this SKU (definition, counters and sell-out time).
+    /// Returns whether anything a buyer sees changed.
     pub fn mirror(&self, m: &Mirrored) -> bool {
         let before = (self.view(0), self.sold_out_at_ms());
         self.redefine(&m.def);
@@ -269,7 +286,7 @@ impl Sku {
         before != (self.view(0), self.sold_out_at_ms())
     }
 
-    /// fleet mode: the stock left after this hub's own buy, shown before the next refresh.
+    /// Fleet mode: the stock left after this hub's own buy, shown before the next refresh.
     pub fn note_left(&self, left: u64) {
         self.left.store(left, Ordering::Release);
     }

@@ -16,10 +16,13 @@
 
 /// The operations the gate needs from an atomic counter.
 pub trait Counter {
+    /// The value now (acquire).
     fn get(&self) -> u64;
     /// `compare_exchange_weak` with acquire-release ordering; `Err` carries the value seen.
     fn swap_if(&self, current: u64, new: u64) -> Result<u64, u64>;
+    /// Adds `v`; returns the value before.
     fn add(&self, v: u64) -> u64;
+    /// Subtracts `v`; returns the value before.
     fn sub(&self, v: u64) -> u64;
 }
 
@@ -59,9 +62,15 @@ pub trait UserLedger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     /// Stock is short: `left == 0` is sold out, else insufficient.
-    Stock { left: u64 },
+    Stock {
+        /// Stock seen.
+        left: u64,
+    },
     /// The user would exceed the per-user limit.
-    Limit { left: u64 },
+    Limit {
+        /// Stock seen.
+        left: u64,
+    },
 }
 
 /// Takes `qty` from `left` with a compare-and-swap loop that never goes below zero.

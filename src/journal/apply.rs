@@ -1,5 +1,5 @@
 //! What the journal asks of the state it keeps: to apply each durable record, and to capture
-//! and restore itself for snapshots.
+//! and restore itself for journal snapshots.
 
 use super::record::Record;
 use super::snapshot::Capture;
@@ -17,6 +17,7 @@ pub enum Mode {
 /// thread after the batch's fsync and before any waiter is released, so memory never shows a
 /// record that is not durable, and shows them in the order of their `seq`.
 pub trait Apply: Send + Sync + 'static {
+    /// Makes `record`'s change in memory: just made durable, or replayed (`mode`).
     fn apply(&self, record: &Record, mode: Mode);
 
     /// A consistent picture of the durable state after every record applied so far, for a

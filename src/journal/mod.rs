@@ -3,8 +3,10 @@
 //! - [`record`]: what is recorded and its checksummed frame;
 //! - [`apply`]: what the journal asks of the state it keeps; [`error`]: its errors;
 //! - `writer`: group commit on one thread, the point where an order becomes durable;
-//! - [`recovery`]: snapshot restore and replay at start, torn-tail cut, refusal on corruption;
-//! - [`snapshot`]: the state as of a record number, written in the background; compaction;
+//! - [`recovery`]: journal snapshot restore and replay at start, torn-tail cut, refusal on
+//!   corruption;
+//! - [`snapshot`]: journal snapshots, the state as of a record number, written in the
+//!   background; compaction;
 //! - [`segment`]: segment files; [`spare`]: the next segment, zero-filled ahead;
 //! - `fault`: I/O fault injection for tests, only with the cargo feature `fault-injection`
 //!   (the tests turn it on; release builds leave it out).
@@ -61,11 +63,15 @@ pub struct JournalOptions {
     pub data_dir: PathBuf,
     /// fdatasync each batch. Off only for benchmarks that measure its cost.
     pub fsync: bool,
+    /// How long a busy batch is held open for more records ([`DEFAULT_COMMIT_WINDOW`]).
     pub commit_window: Duration,
+    /// Largest batch, in records ([`DEFAULT_MAX_BATCH`]).
     pub max_batch: usize,
+    /// Segment size before a new segment starts ([`DEFAULT_SEGMENT_BYTES`]).
     pub segment_bytes: u64,
+    /// Records that may wait for the writer ([`DEFAULT_QUEUE`]).
     pub queue: usize,
-    /// Records between snapshots; 0 takes none.
+    /// Records between journal snapshots; 0 takes none.
     pub snapshot_every_records: u64,
     /// Zero-fill the next segment ahead of use ([`spare`]), so that batches never change a
     /// segment's size and their fdatasync writes no inode. Only with `fsync` (without it there
@@ -112,6 +118,7 @@ impl Default for FatalHook {
 pub const EXIT_FAIL_STOP: i32 = 75;
 
 impl JournalOptions {
+    /// The defaults, with the journal in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         JournalOptions {
             data_dir: data_dir.into(),

@@ -45,12 +45,17 @@ pub fn end_batch(buf: &mut [u8], at: usize) {
 /// A SKU as an operator defines it: the admin API's body and the journal's SKU record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuDef {
+    /// The name buyers see.
     pub name: String,
+    /// Unit price in fen.
     pub price_fen: u64,
     /// Initial stock; only used when the SKU is created.
     pub stock: u64,
+    /// Most units one user may hold; `None` for no limit.
     pub limit_per_user: Option<u64>,
+    /// When the sale opens (Unix ms); `None`: open from the start.
     pub opens_at_ms: Option<i64>,
+    /// When the sale closes (Unix ms); `None`: never by the clock.
     pub closes_at_ms: Option<i64>,
 }
 
@@ -70,18 +75,27 @@ pub struct OrderRecord {
     pub seq: u64,
     /// The journal's record number, from which the order id is made. Set by the writer.
     pub number: u64,
+    /// The room the order was taken in.
     pub room: Arc<str>,
+    /// The SKU bought.
     pub sku: Arc<str>,
+    /// The buyer.
     pub user: Arc<str>,
+    /// The buyer's request id, which makes the buy idempotent.
     pub req: Arc<str>,
+    /// Units bought.
     pub qty: u64,
+    /// Unit price in force at the decision.
     pub price_fen: u64,
+    /// `qty * price_fen`.
     pub amount_fen: u64,
+    /// The buy frame's `ref` (who sent the buyer), if any.
     pub referrer: Option<Arc<str>>,
+    /// When the gate decided the buy (Unix ms).
     pub ts_ms: i64,
     /// Stock left right after this order's units were taken (the ack's `left`).
     pub left_after: u64,
-    /// fleet mode: the hub that took the order, which prefixes its id. Never written to the
+    /// Fleet mode: the hub that took the order, which prefixes its id. Never written to the
     /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
     #[serde(skip)]
     pub hub: Option<Arc<str>>,
@@ -143,34 +157,52 @@ impl OrderRecord {
 pub enum Record {
     /// A room was created or its title changed.
     Room {
+        /// The room.
         room: Arc<str>,
+        /// Its title now.
         title: String,
+        /// When (Unix ms).
         ts_ms: i64,
     },
     /// A SKU was created (`created`: its `stock` is the initial stock) or updated.
     Sku {
+        /// The SKU's room.
         room: Arc<str>,
+        /// The SKU.
         sku: Arc<str>,
+        /// Its definition now.
         def: SkuDef,
+        /// Whether this record created it.
         created: bool,
+        /// When (Unix ms).
         ts_ms: i64,
     },
     /// A restock (`delta > 0`) or a withdrawal (`delta < 0`).
     Stock {
+        /// The SKU's room.
         room: Arc<str>,
+        /// The SKU.
         sku: Arc<str>,
+        /// Units added (`> 0`) or taken away (`< 0`).
         delta: i64,
+        /// When (Unix ms).
         ts_ms: i64,
     },
     /// A sale was opened or closed now: its new window.
     Window {
+        /// The SKU's room.
         room: Arc<str>,
+        /// The SKU.
         sku: Arc<str>,
+        /// When the sale opens now; `None`: open from the start.
         opens_at_ms: Option<i64>,
+        /// When the sale closes now; `None`: never by the clock.
         closes_at_ms: Option<i64>,
+        /// When (Unix ms).
         ts_ms: i64,
     },
-    /// An order. Shared: the journal, the room's order list and the idempotency table hold it.
+    /// An order, behind an `Arc` because the journal, the room's order list and the idempotency
+    /// table all hold it.
     Order(Arc<OrderRecord>),
 }
 
@@ -253,9 +285,19 @@ fn put_order(out: &mut Vec<u8>, o: &OrderRecord) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// A whole frame whose checksum matches: its payload and the frame's total length.
-    Valid { payload: &'a [u8], len: usize },
-    /// A whole batch whose checksum matches: its body (record frames) and its total length.
-    Batch { body: &'a [u8], len: usize },
+    Valid {
+        /// The record's bytes.
+        payload: &'a [u8],
+        /// Header and payload.
+        len: usize,
+    },
+    /// A whole batch whose checksum matches.
+    Batch {
+        /// The batch's record frames.
+        body: &'a [u8],
+        /// Header and body.
+        len: usize,
+    },
     /// Fewer bytes than the frame announces, or an impossible length.
     Truncated,
     /// The checksum does not match.

@@ -1,5 +1,5 @@
-//! Recovery at start: restores the newest usable snapshot, replays the segments after it
-//! through [`Apply`], cuts a torn tail, and refuses to start on damage anywhere else.
+//! Recovery at start: restores the newest usable journal snapshot, replays the segments after
+//! it through [`Apply`], cuts a torn tail, and refuses to start on damage anywhere else.
 //!
 //! A snapshot that is torn, fails its checksum or cannot be decoded is passed over with a
 //! warning for the one before it, and then for a full replay; if the segments it would need
@@ -37,8 +37,9 @@ pub struct Replayed {
     pub snapshot: Option<u64>,
     /// Snapshots passed over as damaged: file and reason.
     pub bad_snapshots: Vec<(PathBuf, String)>,
-    /// Records and orders replayed from the segments (after the snapshot, if any).
+    /// Records replayed from the segments (after the snapshot, if any).
     pub records: u64,
+    /// Of those records, the orders.
     pub orders: u64,
     /// The last segment and where its records end (after any cut; a preallocated segment's
     /// zeros may follow).

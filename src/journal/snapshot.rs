@@ -1,5 +1,5 @@
-//! Snapshots: the durable state as of a record number, so that a restart replays only the
-//! segments after it, and segments wholly before it can be deleted (compaction).
+//! Journal snapshots: the durable state as of a record number, so that a restart replays only
+//! the segments after it, and segments wholly before it can be deleted (compaction).
 //!
 //! File: `journal/snapshot-<N, 20 digits>.snap` holds the effect of every record numbered
 //! below `N`. Layout: a 32-byte header `magic (8) | N: u64 LE | body length: u64 LE |
@@ -114,6 +114,7 @@ impl Sink {
         self.len + self.buf.len() as u64
     }
 
+    /// Whether no body byte was encoded yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -201,7 +202,9 @@ fn header(number: u64, body_len: u64, body_crc: u32) -> [u8; HEADER_LEN] {
 /// A snapshot read back and checked: its meta, and the state's bytes.
 #[derive(Debug)]
 pub struct Loaded {
+    /// What the journal keeps besides the state.
     pub meta: Meta,
+    /// The whole body as read; `state()` is the state's part of it.
     pub state: Vec<u8>,
     state_at: usize,
 }
@@ -264,9 +267,9 @@ pub fn load(path: &Path, number: u64) -> Result<Loaded, String> {
     })
 }
 
-/// A snapshot is written and synced this much at a time, so that the journal's own fdatasync,
-/// which the buys wait for, never queues behind a whole snapshot (43 MB for a million orders)
-/// at the disk.
+/// A journal snapshot is written and synced this much at a time, so that the journal's own
+/// fdatasync, which the buys wait for, never queues at the disk behind a whole snapshot, which
+/// grows with the orders it holds.
 pub const WRITE_PIECE: usize = 1 << 20;
 
 /// Writes the snapshot `meta.next_number`, its state encoded by `state` into the file as it

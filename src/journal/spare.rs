@@ -3,11 +3,10 @@
 //!
 //! Why: an append changes the file's size, and then every batch's `fdatasync` must also write
 //! the inode, a second I/O the batch waits for. Writing inside the file's length leaves only
-//! the data to flush. On this VM's ext4 that took an 8 KiB write + fdatasync from 0.165 to
-//! 0.109 ms (p50), and at 106,000 buys/s the journal's fsync p99 from ≤ 2.5 ms to ≤ 1 ms
-//! (BENCHMARKS.md). `fallocate` would not do: it leaves unwritten extents, whose conversion
-//! on the first write is again a metadata change; the bytes have to be really written once,
-//! which is what write-ahead logs such as PostgreSQL's do for their segments too.
+//! the data to flush, which makes each batch's fdatasync shorter (BENCHMARKS.md). `fallocate`
+//! would not do: it leaves unwritten extents, whose conversion on the first write is again a
+//! metadata change; the bytes have to be really written once, which is what write-ahead logs
+//! such as PostgreSQL's do for their segments too.
 //!
 //! The segment the writer starts in is extended with zeros the same way at start (before the
 //! writer runs, so nothing else writes the file meanwhile), so that the first rotation, and
@@ -31,7 +30,7 @@ use std::thread::JoinHandle;
 use super::snapshot::WRITE_PIECE;
 
 /// Largest segment that is zero-filled ahead: filling costs a write of the whole segment (at
-/// start too), so `--segment-bytes` beyond this grow by appends as before.
+/// start too), so segments bigger than this (`--segment-bytes`) grow by appends instead.
 pub const MAX_BYTES: u64 = 1 << 30;
 
 const PARTIAL: &str = "spare.seg.partial";

@@ -76,7 +76,8 @@ pub(crate) struct Snapshots {
 
 /// Records queued while the last batch was written and synced that make the hub busy enough
 /// for the commit window: then each fsync is paid by more records, for a wait a fraction of
-/// the latency already there. A quieter hub (below ~100,000 buys/s here) writes at once.
+/// the latency already there. A quieter hub writes at once, so a lone buy never waits out the
+/// window (where the threshold falls in buys a second: BENCHMARKS.md, "commit window").
 pub const BUSY_BATCH: usize = 16;
 
 /// Whether a batch of `len` records waits out `window` for more before it is written.

@@ -51,11 +51,14 @@ impl Default for ConnLimits {
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// `--max-connections` are open.
     MaxConnections,
+    /// `--max-connections-per-ip` are open from this address.
     MaxPerIp,
 }
 
 impl Refusal {
+    /// The limit's name, as the refusal metric's `reason` and the `503`'s detail give it.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::MaxConnections => "max_connections",
