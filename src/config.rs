@@ -61,6 +61,13 @@ pub const FD_RESERVE: u64 = 512;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 /// Default `--handshake-timeout-s`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Connections open at once that have not shown a valid token yet (`--max-unauthenticated`).
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 4096;
+/// How long a new connection is safe from being closed for a newcomer while it has shown no
+/// token: far longer than a handshake takes.
+pub const DEFAULT_UNAUTHENTICATED_GRACE_MS: u64 = 1000;
+/// Time a request body has to arrive once its head has (`--body-timeout-s`).
+pub const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
 /// Default `--idle-timeout-s`.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 60;
 /// Default `--outbound-queue`, in frames.
@@ -170,6 +177,13 @@ pub struct Config {
     /// Seconds a new connection has to send its request (WebSocket upgrade included).
     #[arg(long, env = "LIVEHUB_HANDSHAKE_TIMEOUT_S", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_S)]
     pub handshake_timeout_s: u64,
+    /// Connections open at once that have not shown a valid token; past it a newcomer closes
+    /// the oldest of them that has had a second to show one (0: no limit).
+    #[arg(long, env = "LIVEHUB_MAX_UNAUTHENTICATED", default_value_t = DEFAULT_MAX_UNAUTHENTICATED)]
+    pub max_unauthenticated: usize,
+    /// Seconds a request body has to arrive once its head has.
+    #[arg(long, env = "LIVEHUB_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
+    pub body_timeout_s: u64,
     /// A socket that sends nothing (not even a pong to the server's pings, sent every third
     /// of this) for this many seconds is closed.
     #[arg(long, env = "LIVEHUB_IDLE_TIMEOUT_S", default_value_t = DEFAULT_IDLE_TIMEOUT_S)]

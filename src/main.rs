@@ -128,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(max_connections_from_fd_limit),
             max_per_ip: cfg.max_connections_per_ip,
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
+            max_unauthenticated: cfg.max_unauthenticated,
+            body_timeout: Duration::from_secs(cfg.body_timeout_s.max(1)),
+            ..ConnLimits::default()
         },
         feed_limits: FeedLimits {
             write_timeout: Duration::from_secs(cfg.write_timeout_s.max(1)),

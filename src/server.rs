@@ -49,7 +49,7 @@ pub struct Settings {
 pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'";
 
 /// Builds the router.
-pub fn router(state: AppState, static_dir: PathBuf) -> Router {
+pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> Router {
     // Errors are JSON everywhere (docs/protocol.md, "HTTP"), also for a path or method nothing
     // serves; a 405 keeps its `Allow` header.
     let static_files = ServeDir::new(static_dir)
@@ -66,6 +66,10 @@ pub fn router(state: AppState, static_dir: PathBuf) -> Router {
         .merge(crate::api::router())
         .method_not_allowed_fallback(no_such_method)
         .fallback_service(static_files)
+        // A body that dribbles in is cut off: reading it fails, and the request is refused.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -135,7 +139,11 @@ pub async fn run(
         conns: Arc::new(ConnCounts::default()),
     };
     let conns = state.conns.clone();
-    let app = router(state, settings.static_dir.clone());
+    let app = router(
+        state,
+        settings.static_dir.clone(),
+        settings.conn_limits.body_timeout,
+    );
     {
         let token = token.clone();
         tokio::spawn(async move {

@@ -501,3 +501,120 @@ async fn over_the_pending_buys_limit_buys_are_shed_and_no_acked_order_is_lost() 
     ok.push(again["order"].as_str().unwrap().to_owned());
     only_acked_orders_after_restart(s, &ok).await;
 }
+
+/// Reads what the server sends on `tcp` until it closes the connection (or `WAIT` passes).
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+/// Strangers that dribble their requests cannot fill `--max-connections`: they hold at most
+/// `--max-unauthenticated` connections, a newcomer closes the oldest of them once it has had
+/// its grace, and buyers still connect and buy. A body is never read before its token is
+/// checked, and a body that stalls is cut off at the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_strangers_hold_no_slot_that_buyers_need() {
+    const CAP: usize = 20;
+    let mut opts = Options::default();
+    opts.conn_limits.max_connections = 60;
+    opts.conn_limits.max_unauthenticated = CAP;
+    opts.conn_limits.unauthenticated_grace = Duration::from_millis(200);
+    opts.conn_limits.body_timeout = Duration::from_millis(300);
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    s.create_sku("r", "A1", 100, 1000, None).await;
+
+    // A body without a valid token is refused before it is read: the 401 comes back while
+    // the client has sent none of its 1,000 bytes.
+    let mut t = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    t.write_all(b"PUT /api/rooms/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut t)
+        .await
+        .expect("answered and closed");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A body with the admin token that stalls half-way is cut off at the body timeout.
+    let mut t = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    t.write_all(format!("PUT /api/rooms/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n{{\"title\":").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut t).await.expect("cut off");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Strangers dribble request heads: as many as the overall limit. Those over the
+    // unauthenticated limit are refused while every stranger is within its grace.
+    let mut strangers = Vec::new();
+    for _ in 0..60 {
+        let mut t = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let _ = t.write_all(b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n").await;
+        strangers.push(t);
+    }
+    // The strangers are left to be there longer than their grace (part of the scenario: a
+    // newcomer may close only a stranger that had its chance).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        metric(
+            &s,
+            "livehub_connections_refused_total{reason=\"max_unauthenticated\"}"
+        )
+        .await
+            >= 30.0,
+        "strangers over the unauthenticated limit were refused while all were in their grace"
+    );
+
+    // Buyers connect and buy: each closes a stranger for its slot.
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        buyers.push(s.buyer("r", &format!("u{i}")).await);
+    }
+    for (i, b) in buyers.iter_mut().enumerate() {
+        let a = b.buy(&format!("q{i}"), "A1", 1).await;
+        assert_eq!(a["ok"], true, "{a}");
+    }
+    assert!(
+        metric(&s, "livehub_unauthenticated_closed_total").await >= 1.0,
+        "a buyer took a stranger's slot"
+    );
+    // At most the unauthenticated limit of strangers still holds a connection; the rest were
+    // refused or closed.
+    let mut open = 0;
+    for t in &mut strangers {
+        if still_open(t).await {
+            open += 1;
+        }
+    }
+    assert!(open <= CAP, "{open} strangers hold connections");
+}
+
+/// Whether the server still holds `tcp` open: nothing more to read, and no end.
+async fn still_open(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut b = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(5), tcp.read(&mut b)).await {
+            Err(_) => return true,
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => {}
+        }
+    }
+}

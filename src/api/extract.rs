@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::auth::Access;
 use crate::ids;
+use crate::server::accept::Authenticated;
 
 /// The request carries the admin token.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,12 @@ fn require(state: &AppState, parts: &Parts, needed: Access) -> Result<(), ApiErr
         .and_then(crate::auth::bearer_token)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     match state.auth.access(token) {
-        Some(a) if a >= needed => Ok(()),
+        Some(a) if a >= needed => {
+            if let Some(mark) = parts.extensions.get::<Authenticated>() {
+                mark.mark();
+            }
+            Ok(())
+        }
         Some(_) => Err(ApiError::unauthorized("this token cannot do that")),
         None => Err(ApiError::unauthorized("invalid token")),
     }

@@ -22,6 +22,10 @@ pub use error::ApiError;
 pub use extract::parse_json;
 pub use state::AppState;
 
+/// The largest request body any REST call takes: a SKU definition or a title is a few hundred
+/// bytes. A larger body is refused before it is read whole.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Routes under `/api` and the socket paths.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,4 +46,5 @@ pub fn router() -> Router<AppState> {
         .route("/api/rooms/{room}/stats", get(viewer::stats))
         .route("/api/rooms/{room}/orders", get(admin::orders))
         .route("/api/rooms/{room}/audit", get(viewer::audit))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

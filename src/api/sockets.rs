@@ -8,11 +8,13 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::error::ApiError;
 use super::handshake::{self, BuyQuery, DashboardQuery};
 use super::state::AppState;
 use crate::protocol::MAX_BUYER_FRAME;
+use crate::server::accept::Authenticated;
 
 /// A request to a socket path that is not a WebSocket upgrade (a plain GET): the library's
 /// status and reason, as JSON. Checked after the token and the room, so a bad token is a 401
@@ -53,6 +55,7 @@ fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 pub async fn buy(
     State(s): State<AppState>,
     RawQuery(raw): RawQuery,
+    mark: Option<Extension<Authenticated>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = handshake::parse_query::<BuyQuery>(raw.as_deref())
@@ -61,6 +64,9 @@ pub async fn buy(
         Ok(b) => (b.room, b.user),
         Err(r) => return r.into_response(),
     };
+    if let Some(Extension(m)) = mark {
+        m.mark();
+    }
     let Some(room) = s.hub.room(&room_id) else {
         return ApiError::not_found("unknown room").into_response();
     };
@@ -79,6 +85,7 @@ pub async fn buy(
 pub async fn dashboard(
     State(s): State<AppState>,
     RawQuery(raw): RawQuery,
+    mark: Option<Extension<Authenticated>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = handshake::parse_query::<DashboardQuery>(raw.as_deref())
@@ -87,6 +94,9 @@ pub async fn dashboard(
         Ok(room) => room,
         Err(r) => return r.into_response(),
     };
+    if let Some(Extension(m)) = mark {
+        m.mark();
+    }
     let Some(room) = s.hub.room(&room_id) else {
         return ApiError::not_found("unknown room").into_response();
     };

@@ -6,14 +6,22 @@
 //! over a limit gets a one-shot `503` written without waiting and is closed: it never costs a
 //! task. The handshake timeout is hyper's header-read timeout: a client that does not finish
 //! its request head (a WebSocket upgrade included) within it is dropped (slowloris).
+//!
+//! A connection is *unauthenticated* until a request on it shows a valid token (a REST call
+//! past its [`crate::api::extract`] check, or an admitted socket upgrade): strangers may hold
+//! at most [`ConnLimits::max_unauthenticated`] connections. When that many are open, a new
+//! connection closes the oldest unauthenticated one that has had
+//! [`ConnLimits::unauthenticated_grace`] to show a token, and is refused only when none has.
+//! So sockets that dribble a byte now and then can neither fill `--max-connections` nor keep
+//! buyers out, while a flash crowd's handshakes, each done in milliseconds, are never cut.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -36,6 +44,12 @@ pub struct ConnLimits {
     pub max_per_ip: usize,
     /// Time a new connection has to send its request head (the WebSocket upgrade included).
     pub handshake_timeout: Duration,
+    /// Connections open at once that have not shown a valid token yet.
+    pub max_unauthenticated: usize,
+    /// How long an unauthenticated connection is safe from being closed for a newcomer.
+    pub unauthenticated_grace: Duration,
+    /// Time a request body has to arrive once its head has.
+    pub body_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -44,6 +58,11 @@ impl Default for ConnLimits {
             max_connections: 0,
             max_per_ip: 0,
             handshake_timeout: Duration::from_secs(10),
+            max_unauthenticated: crate::config::DEFAULT_MAX_UNAUTHENTICATED,
+            unauthenticated_grace: Duration::from_millis(
+                crate::config::DEFAULT_UNAUTHENTICATED_GRACE_MS,
+            ),
+            body_timeout: Duration::from_secs(crate::config::DEFAULT_BODY_TIMEOUT_S),
         }
     }
 }
@@ -55,6 +74,8 @@ pub enum Refusal {
     MaxConnections,
     /// `--max-connections-per-ip` are open from this address.
     MaxPerIp,
+    /// `--max-unauthenticated` connections are open, and none of them is past its grace.
+    MaxUnauthenticated,
 }
 
 impl Refusal {
@@ -63,6 +84,7 @@ impl Refusal {
         match self {
             Refusal::MaxConnections => "max_connections",
             Refusal::MaxPerIp => "max_connections_per_ip",
+            Refusal::MaxUnauthenticated => "max_unauthenticated",
         }
     }
 }
@@ -73,12 +95,53 @@ impl Refusal {
 pub struct ConnCounts {
     total: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
+    /// Connections that have not shown a valid token yet: when each was accepted, and how
+    /// to close it. An entry leaves when its connection authenticates or closes.
+    unauthenticated: DashMap<u64, (Instant, CancellationToken)>,
+    next_id: AtomicU64,
 }
 
 impl ConnCounts {
     /// Open connections now.
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now that have not shown a valid token.
+    pub fn unauthenticated(&self) -> usize {
+        self.unauthenticated.len()
+    }
+
+    /// Registers a new connection as unauthenticated, closing the oldest unauthenticated one
+    /// past its grace if the limit is reached; refused when none is.
+    fn admit_stranger(
+        self: &Arc<Self>,
+        limits: &ConnLimits,
+        close: CancellationToken,
+    ) -> Result<Stranger, Refusal> {
+        if limits.max_unauthenticated > 0
+            && self.unauthenticated.len() >= limits.max_unauthenticated
+        {
+            let now = Instant::now();
+            let oldest = self
+                .unauthenticated
+                .iter()
+                .filter(|e| now.duration_since(e.value().0) >= limits.unauthenticated_grace)
+                .min_by_key(|e| e.value().0)
+                .map(|e| *e.key());
+            let Some((_, (_, victim))) = oldest.and_then(|id| self.unauthenticated.remove(&id))
+            else {
+                return Err(Refusal::MaxUnauthenticated);
+            };
+            metrics::counter!("livehub_unauthenticated_closed_total").increment(1);
+            victim.cancel();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.unauthenticated.insert(id, (Instant::now(), close));
+        Ok(Stranger {
+            counts: self.clone(),
+            id,
+        })
     }
 
     /// Takes a slot for a connection from `ip`, or says which limit is full.
@@ -118,6 +181,34 @@ impl Drop for Slot {
         }
         self.counts.per_ip.remove_if(&self.ip, |_, n| *n == 0);
         self.counts.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's place among the unauthenticated ones, until it authenticates
+/// ([`Authenticated::mark`]) or closes.
+#[derive(Debug)]
+struct Stranger {
+    counts: Arc<ConnCounts>,
+    id: u64,
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        self.counts.unauthenticated.remove(&self.id);
+    }
+}
+
+/// Put in every request's extensions: the handler that checks a token marks the connection
+/// authenticated, which takes it out of the unauthenticated ones for good.
+#[derive(Debug, Clone)]
+pub struct Authenticated(Arc<std::sync::Mutex<Option<Stranger>>>);
+
+impl Authenticated {
+    /// The connection showed a valid token.
+    pub fn mark(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.take();
+        }
     }
 }
 
@@ -205,11 +296,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let closed = CancellationToken::new();
+        let stranger = match counts.admit_stranger(&limits, closed.clone()) {
+            Ok(s) => s,
+            Err(why) => {
+                drop(slot);
+                refuse(&tcp, why);
+                continue;
+            }
+        };
+        let authenticated = Authenticated(Arc::new(std::sync::Mutex::new(Some(stranger))));
         let io = TokioIo::new(Counted { tcp, _slot: slot });
         let service = TowerToHyperService::new(app.clone().map_request(
             move |mut req: axum::http::Request<Incoming>| {
                 req.extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(remote));
+                req.extensions_mut().insert(authenticated.clone());
                 req
             },
         ));
@@ -222,6 +324,8 @@ pub async fn serve(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                // Closed for a newcomer while it had shown no token: dropped at once.
+                _ = closed.cancelled() => {}
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
