@@ -649,3 +649,87 @@ async fn a_hung_redis_times_buys_out_and_the_tickets_they_may_have_left_are_rele
     assert_eq!(ack["left"], 8);
     assert_eq!(a.export("r").await.len(), 2);
 }
+
+/// Buys of SKUs that do not exist cost Redis at most one room refresh a moment (the negative
+/// look-up's cache): 50 connections sending junk while real buyers buy. Every junk buy is
+/// answered `unknown_sku`, every real buy is decided, and the refreshes stay few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_sku_buys_refresh_the_room_at_most_once_a_moment() {
+    let redis = RedisServer::start();
+    let a = hub(&redis, "a").await;
+    a.create_room("r").await;
+    a.create_sku("r", "A1", 100, 1000, None).await;
+    let started = Instant::now();
+    let before = support::metric_at(&a.addr.to_string(), "livehub_fleet_resyncs_total")
+        .await
+        .unwrap_or(0.0);
+    let mut junk = Vec::new();
+    for c in 0..50 {
+        let url = buyer_url(&a, "r", &format!("junk{c}"));
+        junk.push(tokio::spawn(async move {
+            let mut cl = Client::connect(&url).await.unwrap();
+            for i in 0..20 {
+                cl.send_json(json!({"op": "buy", "req": format!("j{i}"), "sku": format!("nope{i}"), "qty": 1}))
+                    .await;
+            }
+            for _ in 0..20 {
+                let ack = cl.reply().await;
+                assert_eq!(ack["error"], "unknown_sku", "{ack}");
+            }
+        }));
+    }
+    let mut real = Client::connect(&buyer_url(&a, "r", "buyer")).await.unwrap();
+    for i in 0..50 {
+        assert_eq!(real.buy(&format!("q{i}"), "A1", 1).await["ok"], true);
+    }
+    for t in junk {
+        t.await.unwrap();
+    }
+    let resyncs = support::metric_at(&a.addr.to_string(), "livehub_fleet_resyncs_total")
+        .await
+        .unwrap_or(0.0)
+        - before;
+    let allowed = started.elapsed().as_millis() as f64
+        / livehub::fleet::resync::RESYNC_ROOM_GAP.as_millis() as f64
+        + 2.0;
+    assert!(
+        resyncs >= 1.0 && resyncs <= allowed,
+        "{resyncs} refreshes for 1,000 junk buys (at most {allowed})"
+    );
+}
+
+/// Fleet-mode buys are under `--max-pending-buys` like embedded ones: while Redis hangs, buys
+/// beyond the limit are answered `unavailable` at once instead of queueing for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_buys_are_shed_beyond_the_pending_limit() {
+    let redis = RedisServer::start();
+    let mut fleet = redis.hub("a");
+    fleet.timeout = Duration::from_millis(500);
+    let a = TestServer::start_with(Options {
+        fleet: Some(fleet),
+        max_pending_buys: 2,
+        ..Options::default()
+    })
+    .await;
+    a.create_room("r").await;
+    a.create_sku("r", "S", 100, 100, None).await;
+    let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
+    assert_eq!(c.buy("warm", "S", 1).await["ok"], true);
+    redis.pause();
+    for i in 0..6 {
+        c.send_json(json!({"op": "buy", "req": format!("p{i}"), "sku": "S", "qty": 1}))
+            .await;
+    }
+    let mut unavailable = 0;
+    for _ in 0..6 {
+        let ack = c.reply().await;
+        assert_eq!(ack["error"], "unavailable", "{ack}");
+        unavailable += 1;
+    }
+    redis.resume();
+    assert_eq!(unavailable, 6);
+    let shed = support::metric_at(&a.addr.to_string(), "livehub_buys_shed_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(shed >= 4.0, "{shed} buys shed: only 2 may wait for Redis");
+}

@@ -160,6 +160,13 @@ impl Hub {
         if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
             return order_ack(&order, &msg.req);
         }
+        // Admission control, as for the embedded gate: beyond the pending buys' limit a buy is
+        // answered `unavailable` at once instead of queueing for Redis.
+        let Some(_admitted) = self.admit() else {
+            room.end_request(&user.id, &msg.req);
+            metrics::counter!("livehub_buys_shed_total").increment(1);
+            return self.rejected_buy(room, msg, RejectCode::Unavailable);
+        };
         let ack = self.decide_shared(fleet, room, user, msg).await;
         // Forgets the request unless it made an order here (the journal's apply marked it done).
         room.end_request(&user.id, &msg.req);
@@ -175,8 +182,9 @@ impl Hub {
     ) -> Ack {
         let mut sku = room.sku(&msg.sku);
         if sku.is_none() {
-            // Created on another hub a moment ago? Look in Redis before saying no.
-            let _ = super::mirror::sync_room(self, fleet, &room.id).await;
+            // Created on another hub a moment ago? Look in Redis before saying no, unless the
+            // room was looked at a moment ago.
+            super::mirror::resync_for_unknown_sku(self, fleet, &room.id).await;
             sku = room.sku(&msg.sku);
         }
         let Some(sku) = sku else {

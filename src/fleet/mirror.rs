@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +115,16 @@ pub async fn load_all(fleet: &Fleet, rooms: &Rooms) -> Result<Vec<Arc<Room>>, Fl
         }
     }
     Ok(out)
+}
+
+/// Refreshes one room for a buy of a SKU this hub does not know, unless a refresh was made
+/// for that room (or any) a moment ago ([`super::resync::Resyncs`]).
+pub async fn resync_for_unknown_sku(hub: &Hub, fleet: &Fleet, room_id: &Arc<str>) {
+    if !fleet.resyncs.allow(room_id, Instant::now()) {
+        return;
+    }
+    metrics::counter!("livehub_fleet_resyncs_total").increment(1);
+    let _ = sync_room(hub, fleet, room_id).await;
 }
 
 /// Refreshes one room of a running hub and starts its tasks if it is new here.

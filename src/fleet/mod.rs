@@ -13,6 +13,7 @@
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
 //! - [`stream`]: the room's stream → the aggregator;
+//! - [`resync`]: how often a buy of an unknown SKU may refresh its room from Redis;
 //! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
 
 pub mod buy;
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod mirror;
 pub mod publish;
 pub mod reconcile;
+pub mod resync;
 pub mod scripts;
 pub mod stream;
 
@@ -77,6 +79,8 @@ pub struct Fleet {
     pub timeout: Duration,
     /// Serialises refreshes of the in-memory copy ([`mirror`]), so two never add one SKU twice.
     pub(crate) sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Refreshes of one room made for a buy of a SKU this hub does not know ([`resync::Resyncs`]).
+    pub(crate) resyncs: Arc<resync::Resyncs>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -111,6 +115,7 @@ impl Fleet {
             scripts: Arc::new(Scripts::new()),
             timeout: opts.timeout,
             sync_lock: Arc::default(),
+            resyncs: Arc::default(),
         };
         Ok(fleet)
     }

@@ -135,7 +135,7 @@ impl Hub {
     }
 
     /// A place among the pending buys, or `None` when they are full.
-    fn admit(&self) -> Option<Admitted> {
+    pub(crate) fn admit(&self) -> Option<Admitted> {
         let pending = &self.inner.pending;
         if pending.fetch_add(1, Ordering::AcqRel) >= self.inner.options.max_pending_buys {
             pending.fetch_sub(1, Ordering::AcqRel);
@@ -222,7 +222,7 @@ impl Hub {
 }
 
 /// One admitted buy; leaves the count when the buy is answered (or dropped).
-struct Admitted(Hub);
+pub(crate) struct Admitted(Hub);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
