@@ -60,16 +60,35 @@ struct Read {
     end_number: u64,
 }
 
+/// How recovery treats the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Check {
+    /// At start: leftovers are removed, a torn last batch is cut, and segments wholly covered
+    /// by the snapshot are not read.
+    #[default]
+    Start,
+    /// Offline (`livehub verify`): nothing is changed on disk (a torn last batch is only
+    /// reported, in [`Replayed::cut`]), and every frame of every segment is checked.
+    ReadOnly,
+}
+
 /// Restores the newest usable snapshot in `dir`, then replays the segments after it. One
 /// thread reads, checks and decodes frames while the caller's thread applies them, so
 /// recovery uses two cores.
 pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
+    replay_with(dir, apply, Check::Start)
+}
+
+/// [`replay`], with the files treated as `check` says.
+pub fn replay_with(dir: &Path, apply: &dyn Apply, check: Check) -> Result<Replayed, JournalError> {
     let io = |source| JournalError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    snapshot::remove_leftovers(dir).map_err(io)?;
-    super::spare::remove_leftovers(dir).map_err(io)?;
+    if check == Check::Start {
+        snapshot::remove_leftovers(dir).map_err(io)?;
+        super::spare::remove_leftovers(dir).map_err(io)?;
+    }
     let segments = segment::list(dir).map_err(io)?;
     let snapshots = snapshot::list(dir).map_err(io)?;
     let first_in_segments = match segments.first() {
@@ -123,7 +142,7 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
     }
     let read = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
-        let reader = s.spawn(move || read_segments(&segments, start, tx));
+        let reader = s.spawn(move || read_segments(&segments, start, check, tx));
         for chunk in rx {
             for rec in chunk {
                 out.records += 1;
@@ -155,6 +174,7 @@ pub fn replay(dir: &Path, apply: &dyn Apply) -> Result<Replayed, JournalError> {
 fn read_segments(
     segments: &[PathBuf],
     start: u64,
+    check: Check,
     tx: std::sync::mpsc::SyncSender<Vec<Record>>,
 ) -> Result<Read, JournalError> {
     let io = |path: &Path| {
@@ -187,8 +207,8 @@ fn read_segments(
         let next_first = segments
             .get(i + 1)
             .and_then(|p| snapshot::segment_first_number(p));
-        // A segment wholly before the snapshot is not even read.
-        if next_first.is_some_and(|n| n <= start) {
+        // A segment wholly before the snapshot is not even read at start.
+        if check == Check::Start && next_first.is_some_and(|n| n <= start) {
             out.end_number = next_first.expect("checked");
             continue;
         }
@@ -269,6 +289,10 @@ fn read_segments(
                         });
                     }
                     let removed = (buf.len() - pos) as u64;
+                    if check == Check::ReadOnly {
+                        out.cut = Some((path.clone(), pos as u64, removed));
+                        break;
+                    }
                     tracing::warn!(path = %path.display(), offset = pos, bytes = removed, what, "cutting the torn last batch off the journal");
                     let f = OpenOptions::new()
                         .write(true)
