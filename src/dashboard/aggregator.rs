@@ -25,7 +25,8 @@ use super::snapshot::{
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
-use crate::rooms::room::{new_latency_histogram, Room};
+use crate::rooms::live::new_latency_histogram;
+use crate::rooms::room::Room;
 
 /// A snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

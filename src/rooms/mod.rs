@@ -1,6 +1,7 @@
 //! The registry of rooms, and how each durable journal record changes them.
 
 pub mod capture;
+pub mod live;
 pub mod requests;
 pub mod room;
 

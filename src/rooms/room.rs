@@ -1,10 +1,10 @@
 //! Everything the hub keeps for one live room: its SKUs, the idempotency table, the durable
 //! orders in seq order, live audience figures, and the channels that carry pushes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use tokio::sync::{watch, Notify};
 
 use crate::buyer::pushes::BuyerPushes;
@@ -12,7 +12,8 @@ use crate::dashboard::fanout::Fanout;
 use crate::dashboard::snapshot::Published;
 use crate::inventory::{Sku, UserRef};
 use crate::journal::OrderRecord;
-use crate::protocol::{RejectCode, SkuState};
+use crate::protocol::SkuState;
+use crate::rooms::live::LiveStats;
 use crate::rooms::requests::{Began, RequestTable, Seen, Ticket};
 
 /// What [`Room::begin_request`] found.
@@ -41,66 +42,6 @@ fn prefetch(p: *const u8, lines: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, lines);
-}
-
-/// Audience and buy-path figures of a room, updated by buyer tasks.
-#[derive(Debug)]
-pub struct LiveStats {
-    pub viewers: AtomicU64,
-    pub peak_viewers: AtomicU64,
-    pub unique_viewers: DashSet<Arc<str>>,
-    pub rejected: [AtomicU64; RejectCode::ALL.len()],
-    /// Buy-to-ack times in microseconds since the aggregator last took them.
-    pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
-}
-
-/// Largest latency the histograms track; slower acks are counted at this value.
-pub const MAX_LATENCY_US: u64 = 60_000_000;
-
-impl LiveStats {
-    fn new() -> Self {
-        LiveStats {
-            viewers: AtomicU64::new(0),
-            peak_viewers: AtomicU64::new(0),
-            unique_viewers: DashSet::new(),
-            rejected: Default::default(),
-            latency_us: Mutex::new(new_latency_histogram()),
-        }
-    }
-
-    /// A buyer connected; returns whether this user is new to the room.
-    pub fn viewer_joined(&self, user: &Arc<str>) {
-        let now = self.viewers.fetch_add(1, Ordering::AcqRel) + 1;
-        self.peak_viewers.fetch_max(now, Ordering::AcqRel);
-        if !self.unique_viewers.contains(user) {
-            self.unique_viewers.insert(user.clone());
-        }
-    }
-
-    pub fn viewer_left(&self) {
-        self.viewers.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub fn count_rejection(&self, code: RejectCode) {
-        self.rejected[code.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn record_latency(&self, us: u64) {
-        self.record_latencies([us]);
-    }
-
-    /// Records several buy-to-ack times under one lock (a buyer's acks that are ready at once).
-    pub fn record_latencies(&self, us: impl IntoIterator<Item = u64>) {
-        let mut h = self.latency_us.lock().expect("latency lock");
-        for us in us {
-            h.saturating_record(us.clamp(1, MAX_LATENCY_US));
-        }
-    }
-}
-
-/// An empty latency histogram: 1 µs to [`MAX_LATENCY_US`], 3 significant digits.
-pub fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
-    hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 /// An order read from the room's Redis stream: `order.seq` is the room-wide seq, `order.hub`
@@ -174,7 +115,7 @@ impl Room {
             next_user: AtomicU32::new(0),
             orders: boxcar::Vec::with_capacity(orders),
             stream: boxcar::Vec::new(),
-            live: LiveStats::new(),
+            live: LiveStats::default(),
             buyer_pushes: BuyerPushes::default(),
             sale_changed: Notify::new(),
             snapshots: watch::channel(None).0,
