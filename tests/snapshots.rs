@@ -203,7 +203,7 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
                 )
             })
             .collect();
-        let orders = room.orders_after(0, usize::MAX);
+        let orders = room.orders.page_after(0, usize::MAX);
         let export = orders.iter().map(|o| o.to_ndjson()).collect();
         let audit = room
             .skus()
@@ -275,7 +275,7 @@ fn buy_after(rt: &tokio::runtime::Runtime, hub: &Hub) -> (String, u64) {
             )
             .await;
         assert!(ack.ok, "{ack:?}");
-        let o = r.orders_after(0, usize::MAX).pop().unwrap();
+        let o = r.orders.page_after(0, usize::MAX).pop().unwrap();
         assert_eq!(Some(Arc::from(o.order_id())), ack.order);
         (o.order_id(), o.seq)
     })
@@ -576,8 +576,8 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
         };
         let ack = hub.buy(&r, &u, &more).await;
         assert_eq!(ack.error.map(|c| c.as_str()), Some("limit_exceeded"));
-        assert_eq!(r.order_count(), 6);
-        let o = r.orders_after(0, 1).pop().unwrap();
+        assert_eq!(r.orders.count(), 6);
+        let o = r.orders.page_after(0, 1).pop().unwrap();
         assert_eq!(order_ack(&o, "q1"), first);
     });
     close(hub);

@@ -86,11 +86,12 @@ pub async fn audit(
     // fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     let shared = s.hub.fleet().is_some();
     if shared {
-        r.for_stream_from(0, |o| {
+        r.orders.for_each_stream_from(0, |o| {
             *sold.entry(o.order.sku.clone()).or_default() += o.order.qty
         });
     } else {
-        r.for_orders_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
+        r.orders
+            .for_each_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
     }
     let skus: Vec<SkuAudit> = r
         .skus()

@@ -218,14 +218,14 @@ impl Aggregator {
     pub fn step_at(&mut self, at: Instant, now: i64, force: bool) -> bool {
         let room = self.room.clone();
         if self.from_stream {
-            self.cursor = room.for_stream_from(self.cursor, |s| {
+            self.cursor = room.orders.for_each_stream_from(self.cursor, |s| {
                 self.fold(&s.order);
                 if let Some(h) = &s.order.hub {
                     self.hub_seqs.insert(h.clone(), s.hub_seq);
                 }
             });
         } else {
-            self.cursor = room.for_orders_from(self.cursor, |o| self.fold(o));
+            self.cursor = room.orders.for_each_from(self.cursor, |o| self.fold(o));
         }
         self.take_latencies();
         let figures = Arc::new(self.figures(now));

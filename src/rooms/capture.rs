@@ -112,7 +112,7 @@ impl Rooms {
                     .collect();
                 RoomCapture {
                     title: room.title(),
-                    orders: room.order_count(),
+                    orders: room.orders.count(),
                     skus,
                     room,
                 }
@@ -267,7 +267,7 @@ impl Capture for RoomsCapture {
             };
             out.put(&postcard::to_allocvec(&head).expect("encodes"));
             let mut strings = Strings::default();
-            rc.room.orders_prefix(rc.orders, |o| {
+            rc.room.orders.for_prefix(rc.orders, |o| {
                 let buf = out.buf();
                 let sku = strings.index(&o.sku, buf);
                 let user = strings.index(&o.user, buf);

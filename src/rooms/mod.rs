@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod live;
+pub mod orders;
 pub mod requests;
 pub mod room;
 

@@ -14,6 +14,7 @@ use crate::inventory::{Sku, UserRef};
 use crate::journal::OrderRecord;
 use crate::protocol::SkuState;
 use crate::rooms::live::LiveStats;
+use crate::rooms::orders::OrderLog;
 use crate::rooms::requests::{Began, RequestTable, Seen, Ticket};
 
 /// What [`Room::begin_request`] found.
@@ -24,32 +25,6 @@ pub enum Begin {
     Fresh(Arc<str>, Ticket),
     /// The request already made this order.
     Done(Arc<OrderRecord>),
-}
-
-/// How many orders ahead [`Room::for_orders`] asks the CPU to fetch.
-const PREFETCH_AHEAD: usize = 16;
-
-/// Asks the CPU to start loading `lines` cache lines from `p` into its caches: a hint that
-/// reads nothing into the program.
-#[inline]
-fn prefetch(p: *const u8, lines: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for l in 0..lines {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch cannot fault and has no effect the program can see, whatever the
-        // address; `wrapping_add` makes no claim about the allocation.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l) as *const i8) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, lines);
-}
-
-/// An order read from the room's Redis stream: `order.seq` is the room-wide seq, `order.hub`
-/// the hub that took it, and `hub_seq` its seq in that hub's journal and export.
-#[derive(Debug, Clone)]
-pub struct StreamOrder {
-    pub order: Arc<OrderRecord>,
-    pub hub_seq: u64,
 }
 
 /// One room.
@@ -65,17 +40,9 @@ pub struct Room {
     /// User ids interned to ledger keys.
     users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     next_user: AtomicU32,
-    /// Durable orders by seq. Appended only by the journal writer, in seq order. An
-    /// append-only vector of buckets that double: readers (the dashboard aggregator's fold, the
-    /// audit, the snapshot thread, exports) index it without a lock, so none of them can hold
-    /// up the writer, and growing it never copies or re-faults what it holds. It replaced a
-    /// `RwLock<Vec<_>>`, whose readers had to copy pieces out under the lock, and whose
-    /// doubling at a million orders moved 8 MB while the writer held the lock.
-    orders: boxcar::Vec<Arc<OrderRecord>>,
-    /// fleet mode: every hub's published orders, in the room's stream order. Append-only
-    /// like `orders`, for the same reason: the aggregator's fold and the audit read it without
-    /// holding up the stream reader, which appends.
-    stream: boxcar::Vec<StreamOrder>,
+    /// The durable orders by seq (and, in fleet mode, the room's stream). Durable orders are
+    /// appended by [`Room::add_order`] and its kin only, with the idempotency table.
+    pub orders: OrderLog,
     pub live: LiveStats,
     /// Pushes to every buyer of the room, each encoded once, sent in waves.
     pub buyer_pushes: BuyerPushes,
@@ -113,8 +80,7 @@ impl Room {
             requests: RequestTable::with_capacity(orders),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
-            orders: boxcar::Vec::with_capacity(orders),
-            stream: boxcar::Vec::new(),
+            orders: OrderLog::with_capacity(orders),
             live: LiveStats::default(),
             buyer_pushes: BuyerPushes::default(),
             sale_changed: Notify::new(),
@@ -261,79 +227,6 @@ impl Room {
             self.orders.push(order);
         }
     }
-
-    /// Calls `f` on the durable orders with index `from..to` (fewer if there are fewer), in
-    /// seq order, without a lock. Returns the index after the last order handed over.
-    fn for_orders(&self, from: usize, to: usize, mut f: impl FnMut(&Arc<OrderRecord>)) -> usize {
-        // Every index below the count is written: the one writer pushes, and the count is
-        // raised after the entry (with release ordering; `count` loads with acquire).
-        let to = to.min(self.orders.count());
-        let at = |i: usize| self.orders.get(i).expect("an order below the count");
-        for i in from..to {
-            // Each order is its own allocation, long out of cache: ask for the ones ahead
-            // (the record, then, once it has arrived, its `req`) while this one is handled.
-            if i + PREFETCH_AHEAD < to {
-                prefetch(Arc::as_ptr(at(i + PREFETCH_AHEAD)) as *const u8, 2);
-            }
-            if i + PREFETCH_AHEAD / 2 < to {
-                prefetch(at(i + PREFETCH_AHEAD / 2).req.as_ptr(), 1);
-            }
-            f(at(i));
-        }
-        to.max(from)
-    }
-
-    /// The first `n` durable orders (in seq order): the snapshot thread.
-    pub fn orders_prefix(&self, n: usize, f: impl FnMut(&Arc<OrderRecord>)) {
-        self.for_orders(0, n, f);
-    }
-
-    /// Orders with `seq > after_seq`, oldest first, at most `limit`.
-    pub fn orders_after(&self, after_seq: u64, limit: usize) -> Vec<Arc<OrderRecord>> {
-        let count = self.orders.count();
-        let seq = |i: usize| self.orders.get(i).expect("an order below the count").seq;
-        // The first index whose seq is above `after_seq` (seqs grow with the index).
-        let (mut lo, mut hi) = (0, count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if seq(mid) <= after_seq {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut page = Vec::with_capacity(limit.min(count - lo));
-        self.for_orders(lo, lo.saturating_add(limit), |o| page.push(o.clone()));
-        page
-    }
-
-    /// Number of durable orders.
-    pub fn order_count(&self) -> usize {
-        self.orders.count()
-    }
-
-    /// Calls `f` on each order from index `from` (not seq) to the count there is now, without
-    /// a lock; returns the index reached.
-    pub fn for_orders_from(&self, from: usize, f: impl FnMut(&Arc<OrderRecord>)) -> usize {
-        self.for_orders(from, usize::MAX, f)
-    }
-
-    /// fleet mode: appends orders read from the room's stream (the stream reader only).
-    pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
-        for o in orders {
-            self.stream.push(o);
-        }
-    }
-
-    /// fleet mode: calls `f` on each stream order from index `from` on; returns the new count.
-    /// Without a lock, like [`Room::for_orders_from`].
-    pub fn for_stream_from(&self, from: usize, mut f: impl FnMut(&StreamOrder)) -> usize {
-        let to = self.stream.count();
-        for i in from..to {
-            f(self.stream.get(i).expect("a stream order below the count"));
-        }
-        to
-    }
 }
 
 #[cfg(test)]
@@ -345,60 +238,6 @@ mod tests {
 
     fn order(user: &str, req: &str) -> Arc<OrderRecord> {
         crate::rooms::requests::tests::order(&Arc::from(user), &Arc::from(req))
-    }
-
-    /// Readers take no lock: `f` itself can append (as the journal writer does meanwhile)
-    /// without waiting for the reader, which would deadlock if `f` ran under a read lock. The
-    /// reader stops at the count there was when it began.
-    #[test]
-    fn readers_never_hold_the_order_list_while_they_work() {
-        // On a thread of its own: a reader that held the lock would hang it, and the wait
-        // below turns that into a failure.
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            readers_work_outside_the_lock();
-            let _ = done.send(());
-        });
-        finished
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a reader held the order list while its callback appended");
-    }
-
-    /// The room's next order, by seq.
-    fn next(room: &Room, req: &str) -> Arc<OrderRecord> {
-        let mut o = order("u", req);
-        Arc::get_mut(&mut o).expect("new").seq = room.order_count() as u64 + 1;
-        o
-    }
-
-    fn readers_work_outside_the_lock() {
-        let room = Room::new("r".into(), "t".into());
-        let n = 2500;
-        for i in 0..n {
-            room.add_order(next(&room, &format!("a{i}")));
-        }
-        // The fold sees the orders there were when it began, whatever is appended meanwhile.
-        let mut seen = Vec::new();
-        let reached = room.for_orders_from(n / 5, |o| {
-            seen.push(o.req.to_string());
-            room.add_order(next(&room, &format!("b{}", seen.len())));
-        });
-        assert_eq!(reached, n);
-        let want: Vec<String> = (n / 5..n).map(|i| format!("a{i}")).collect();
-        assert_eq!(seen, want);
-        assert_eq!(room.order_count(), n + want.len());
-        let mut prefix = 0;
-        room.orders_prefix(n + 10, |o| {
-            assert_eq!(o.seq, prefix as u64 + 1, "in seq order");
-            prefix += 1;
-            room.add_order(next(&room, &format!("c{prefix}")));
-        });
-        assert_eq!(prefix, n + 10);
-        // A page after a seq starts right after it.
-        let page = room.orders_after(n as u64 - 3, 5);
-        let seqs: Vec<u64> = page.iter().map(|o| o.seq).collect();
-        assert_eq!(seqs, (n as u64 - 2..n as u64 + 3).collect::<Vec<_>>());
-        assert!(room.orders_after(u64::MAX - 1, 5).is_empty());
     }
 
     /// Many connections begin the same `(user, req)` at once, on a multi-threaded runtime.
