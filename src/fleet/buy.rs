@@ -21,7 +21,8 @@ use crate::hub::Hub;
 use crate::inventory::UserRef;
 use crate::journal::{JournalError, OrderRecord, Record};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::rooms::room::{Begin, Room};
+use crate::rooms::requests::Begin;
+use crate::rooms::room::Room;
 
 /// How long a buy waits for the same request's decision on another hub before it answers
 /// `unavailable` (its state is in Redis; a repeat later gets the real answer).
@@ -153,12 +154,12 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
     ) -> Ack {
-        if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
+        if let Begin::Done(order) = room.requests.begin(&user.id, &msg.req).await {
             return order_ack(&order, &msg.req);
         }
         let ack = self.decide_shared(fleet, room, user, msg).await;
         // Forgets the request unless it made an order here (the journal's apply marked it done).
-        room.end_request(&user.id, &msg.req);
+        room.requests.end(&user.id, &msg.req);
         ack
     }
 
@@ -374,7 +375,7 @@ impl Drop for SharedInFlight {
                     .split(crate::ids::KEY_SEPARATOR)
                     .nth(1)
                     .unwrap_or("");
-                room.end_request(&at.user, req);
+                room.requests.end(&at.user, req);
             }
         };
         match tokio::runtime::Handle::try_current() {

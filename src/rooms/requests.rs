@@ -1,4 +1,5 @@
-//! A room's idempotency table: where every `(user, req)` stands, pending or the order it made.
+//! A room's idempotency table: where every `(user, req)` stands, pending or the order it made,
+//! and [`Requests`], the table with the waiting a duplicate in flight does on top of it.
 //!
 //! Every buy looks here when it begins (on the buyer's runtime thread) and again when its order
 //! becomes durable (on the journal writer), and the table holds every request of the stream,
@@ -21,6 +22,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
 
 use crate::journal::OrderRecord;
 
@@ -456,6 +459,123 @@ impl RequestTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What [`Requests::begin`] found.
+#[derive(Debug)]
+pub enum Begin {
+    /// The caller now owns the request and must end it: by the order's commit
+    /// ([`crate::rooms::room::Room::add_order`]), or by [`Requests::end`]. The order should
+    /// carry this `req` (the table's own `Arc`) and the ticket ([`OrderRecord::begun`]).
+    Fresh(Arc<str>, Ticket),
+    /// The request already made this order.
+    Done(Arc<OrderRecord>),
+}
+
+/// A room's requests: the [`RequestTable`], and the wake-ups of those who wait for a request
+/// another connection is deciding (a duplicate `req` in flight, or a `status` of it).
+#[derive(Debug, Default)]
+pub struct Requests {
+    table: RequestTable,
+    /// Woken when a request that somebody waits for is settled (made an order or forgotten).
+    /// One per room: duplicates in flight are rare, so a waiter that wakes for another
+    /// request only looks again.
+    settled: Notify,
+}
+
+impl Requests {
+    /// Room for `n` requests without a resize (a snapshot being restored).
+    pub fn with_capacity(n: usize) -> Self {
+        Requests {
+            table: RequestTable::with_capacity(n),
+            settled: Notify::new(),
+        }
+    }
+
+    /// Starts deciding `(user, req)` unless it made an order; while another connection is
+    /// deciding it, waits for that decision and looks again.
+    pub async fn begin(&self, user: &Arc<str>, req: &str) -> Begin {
+        loop {
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            // Pending elsewhere (and marked as waited for). Listen first, then look again, so
+            // a settle between the two looks is never missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            settled.await;
+        }
+    }
+
+    /// [`Requests::begin`] without waiting: `None` while another connection decides the
+    /// request (it is then marked as waited for; call [`Requests::begin`]).
+    #[inline]
+    pub fn try_begin(&self, user: &Arc<str>, req: &str) -> Option<Begin> {
+        match self.table.begin(user, req) {
+            Began::Fresh(req, ticket) => Some(Begin::Fresh(req, ticket)),
+            Began::Done(order) => Some(Begin::Done(order)),
+            Began::Pending => None,
+        }
+    }
+
+    /// Forgets a request that made nothing, waking whoever waits on it.
+    pub fn end(&self, user: &str, req: &str) {
+        if self.table.forget_pending(user, req) == Some(true) {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// The order `(user, req)` made, if it made one by now (a pending request has not).
+    pub fn order_of(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        match self.table.look(user, req, false) {
+            Seen::Done(o) => Some(o),
+            Seen::Absent | Seen::Pending => None,
+        }
+    }
+
+    /// Whether `(user, req)` is known here: the order it made, waiting while it is decided;
+    /// `None` for a request this room never saw (or that made nothing).
+    pub async fn settled(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        loop {
+            match self.table.look(user, req, false) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => {}
+            }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.table.look(user, req, true) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => settled.await,
+            }
+        }
+    }
+
+    /// Marks the order's request done (inserting it done when nobody began it here); returns
+    /// whether somebody waits for it, who must then be woken by [`Requests::wake_waiters`].
+    /// The room calls it when it records the order ([`crate::rooms::room::Room::add_order`]).
+    #[inline]
+    pub(super) fn complete(&self, order: &Arc<OrderRecord>) -> bool {
+        self.table.complete(order) == Some(true)
+    }
+
+    /// Records an order nobody began in this process (replay, snapshot restore): nobody waits.
+    #[inline]
+    pub(super) fn insert_done(&self, order: &Arc<OrderRecord>) {
+        self.table.insert_done(order);
+    }
+
+    /// Wakes everybody waiting for a request, after [`Requests::complete`] said somebody does.
+    #[inline]
+    pub(super) fn wake_waiters(&self) {
+        self.settled.notify_waiters();
     }
 }
 

@@ -15,17 +15,7 @@ use crate::journal::OrderRecord;
 use crate::protocol::SkuState;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
-use crate::rooms::requests::{Began, RequestTable, Seen, Ticket};
-
-/// What [`Room::begin_request`] found.
-pub enum Begin {
-    /// The caller now owns the request and must end it: by the order's commit, or by
-    /// [`Room::end_request`]. The order should carry this `req` (the table's own `Arc`) and
-    /// the ticket ([`OrderRecord::begun`]).
-    Fresh(Arc<str>, Ticket),
-    /// The request already made this order.
-    Done(Arc<OrderRecord>),
-}
+use crate::rooms::requests::Requests;
 
 /// One room.
 #[derive(Debug)]
@@ -36,7 +26,9 @@ pub struct Room {
     skus: DashMap<Arc<str>, Arc<Sku>, foldhash::fast::RandomState>,
     /// SKUs in creation order, for listings.
     sku_list: RwLock<Vec<Arc<Sku>>>,
-    requests: RequestTable,
+    /// Where every `(user, req)` stands. Requests are completed by [`Room::add_order`] and
+    /// its kin only, together with the order log.
+    pub requests: Requests,
     /// User ids interned to ledger keys.
     users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     next_user: AtomicU32,
@@ -58,10 +50,6 @@ pub struct Room {
     pub tasks_started: AtomicBool,
     /// Dashboards connected now; the aggregator paces snapshots by it.
     pub dashboards: AtomicUsize,
-    /// Woken when a request that somebody waits for is settled (made an order or forgotten).
-    /// One per room: duplicates in flight are rare, so a waiter that wakes for another
-    /// request only looks again.
-    request_settled: Notify,
 }
 
 impl Room {
@@ -77,7 +65,7 @@ impl Room {
             title: RwLock::new(title),
             skus: DashMap::default(),
             sku_list: RwLock::new(Vec::new()),
-            requests: RequestTable::with_capacity(orders),
+            requests: Requests::with_capacity(orders),
             users: DashMap::default(),
             next_user: AtomicU32::new(0),
             orders: OrderLog::with_capacity(orders),
@@ -88,7 +76,6 @@ impl Room {
             fanout: Fanout::default(),
             tasks_started: AtomicBool::new(false),
             dashboards: AtomicUsize::new(0),
-            request_settled: Notify::new(),
         }
     }
 
@@ -140,81 +127,23 @@ impl Room {
         self.sale_changed.notify_one();
     }
 
-    /// Starts deciding `(user, req)` unless it made an order; while another connection is
-    /// deciding it, waits for that decision and looks again.
-    pub async fn begin_request(&self, user: &Arc<str>, req: &str) -> Begin {
-        loop {
-            if let Some(b) = self.try_begin_request(user, req) {
-                return b;
-            }
-            // Pending elsewhere (and marked as waited for). Listen first, then look again, so
-            // a settle between the two looks is never missed.
-            let settled = self.request_settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            if let Some(b) = self.try_begin_request(user, req) {
-                return b;
-            }
-            settled.await;
-        }
-    }
-
-    /// [`Room::begin_request`] without waiting: `None` while another connection decides the
-    /// request (it is then marked as waited for; call [`Room::begin_request`]).
-    pub fn try_begin_request(&self, user: &Arc<str>, req: &str) -> Option<Begin> {
-        match self.requests.begin(user, req) {
-            Began::Fresh(req, ticket) => Some(Begin::Fresh(req, ticket)),
-            Began::Done(order) => Some(Begin::Done(order)),
-            Began::Pending => None,
-        }
-    }
-
-    /// Forgets a request that made nothing, waking whoever waits on it.
-    pub fn end_request(&self, user: &str, req: &str) {
-        if self.requests.forget_pending(user, req) == Some(true) {
-            self.request_settled.notify_waiters();
-        }
-    }
-
-    /// The order `(user, req)` made, if it made one by now (a pending request has not).
-    pub fn order_of(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
-        match self.requests.look(user, req, false) {
-            Seen::Done(o) => Some(o),
-            Seen::Absent | Seen::Pending => None,
-        }
-    }
-
-    /// Whether `(user, req)` is known here: the order it made, waiting while it is decided;
-    /// `None` for a request this room never saw (or that made nothing).
-    pub async fn settled_request(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
-        loop {
-            match self.requests.look(user, req, false) {
-                Seen::Absent => return None,
-                Seen::Done(o) => return Some(o),
-                Seen::Pending => {}
-            }
-            let settled = self.request_settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            match self.requests.look(user, req, true) {
-                Seen::Absent => return None,
-                Seen::Done(o) => return Some(o),
-                Seen::Pending => settled.await,
-            }
-        }
-    }
+    // Recording an order changes the request table and the order log together, in this order:
+    // the request first, so that whoever finds the order in the log finds its request done;
+    // the waiters' wake-up last, so that a woken waiter finds the order in the log as well.
 
     /// Records a durable order (journal apply only, in seq order). The request's entry,
-    /// pending since [`Room::begin_request`], becomes the order in place.
+    /// pending since [`Requests::begin`], becomes the order in place, and whoever waits for
+    /// the request is woken.
     pub fn add_order(&self, order: Arc<OrderRecord>) {
-        let waited = self.requests.complete(&order) == Some(true);
+        let waited = self.requests.complete(&order);
         self.orders.push(order);
         if waited {
-            self.request_settled.notify_waiters();
+            self.requests.wake_waiters();
         }
     }
 
-    /// Records an order replayed from the journal at start (nobody began it in this process).
+    /// Records an order replayed from the journal at start (nobody began it in this process,
+    /// so nobody waits for it).
     pub fn add_replayed_order(&self, order: Arc<OrderRecord>) {
         self.requests.insert_done(&order);
         self.orders.push(order);
@@ -235,6 +164,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::rooms::requests::Begin;
 
     fn order(user: &str, req: &str) -> Arc<OrderRecord> {
         crate::rooms::requests::tests::order(&Arc::from(user), &Arc::from(req))
@@ -256,7 +186,7 @@ mod tests {
             for _ in 0..CONTENDERS {
                 let (room, deciding, fresh) = (room.clone(), deciding.clone(), fresh.clone());
                 tasks.push(tokio::spawn(async move {
-                    match room.begin_request(&Arc::from("u1"), "q1").await {
+                    match room.requests.begin(&Arc::from("u1"), "q1").await {
                         Begin::Fresh(..) => {
                             assert_eq!(
                                 deciding.fetch_add(1, Ordering::SeqCst),
@@ -269,7 +199,7 @@ mod tests {
                             if makes_order {
                                 room.add_order(order("u1", "q1"));
                             } else {
-                                room.end_request("u1", "q1");
+                                room.requests.end("u1", "q1");
                             }
                             None
                         }
@@ -296,7 +226,7 @@ mod tests {
                 assert_eq!(fresh.load(Ordering::SeqCst), CONTENDERS, "round {round}");
                 assert_eq!(done, 0, "round {round}");
             }
-            assert!(room.settled_request("u1", "q1").await.is_some() == makes_order);
+            assert!(room.requests.settled("u1", "q1").await.is_some() == makes_order);
         }
     }
 
@@ -304,27 +234,27 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn status_waits_for_a_pending_request() {
         let room = Arc::new(Room::new("r".into(), String::new()));
-        assert!(room.settled_request("u1", "q1").await.is_none());
+        assert!(room.requests.settled("u1", "q1").await.is_none());
         assert!(matches!(
-            room.begin_request(&Arc::from("u1"), "q1").await,
+            room.requests.begin(&Arc::from("u1"), "q1").await,
             Begin::Fresh(..)
         ));
         let asking = {
             let room = room.clone();
-            tokio::spawn(async move { room.settled_request("u1", "q1").await })
+            tokio::spawn(async move { room.requests.settled("u1", "q1").await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !asking.is_finished(),
             "status answered while the request was pending"
         );
-        assert!(room.order_of("u1", "q1").is_none());
+        assert!(room.requests.order_of("u1", "q1").is_none());
         room.add_order(order("u1", "q1"));
         let got = tokio::time::timeout(Duration::from_secs(10), asking)
             .await
             .expect("status was never woken")
             .expect("task");
         assert_eq!(got.expect("the order").req.as_ref(), "q1");
-        assert!(room.order_of("u1", "q1").is_some());
+        assert!(room.requests.order_of("u1", "q1").is_some());
     }
 }
