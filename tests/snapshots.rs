@@ -225,7 +225,7 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
         });
         let mut agg = Aggregator::new(room.clone(), Duration::from_secs(3600));
         assert!(agg.step(NOW, true));
-        let published = room.snapshots.borrow().clone().unwrap();
+        let published = room.feeds.snapshots.borrow().clone().unwrap();
         out.insert(
             room.id.to_string(),
             Observed {

@@ -39,7 +39,7 @@ pub async fn stats(
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    let mut rx = r.snapshots.subscribe();
+    let mut rx = r.feeds.snapshots.subscribe();
     // A room created a moment ago may not have its first snapshot yet.
     let published = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|p| p.is_some()))
         .await

@@ -310,7 +310,7 @@ pub async fn serve(
     metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
     let (sink, mut rx) = socket.split();
     let mut out = Outbound::new(sink, limits.outbound_queue);
-    let mut pushes = room.buyer_pushes.subscribe();
+    let mut pushes = room.feeds.buyer_pushes.subscribe();
     let pushes = &mut pushes.rx;
     let mut in_flight = Waiting::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);

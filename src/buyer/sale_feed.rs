@@ -100,11 +100,11 @@ pub async fn run(room: Arc<Room>, stock_frames_per_s: u64, shutdown: Cancellatio
         let mut stocks_due = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = room.sale_changed.notified() => {}
+            _ = room.feeds.sale_changed() => {}
             _ = sleep_until(next_boundary) => {}
             _ = sleep_until(stocks_at) => stocks_due = true,
         }
-        let buyers = room.buyer_pushes.buyers();
+        let buyers = room.feeds.buyer_pushes.buyers();
         let sent = push_sales(&room, &mut sales).await;
         budget.spend(Instant::now(), buyers, sent);
         if stocks_due {
@@ -179,7 +179,7 @@ async fn push_stocks(room: &Room, seen: &mut HashMap<Arc<str>, u64>) -> usize {
 /// Sends `frames` to the room's buyers; returns how many frames each buyer gets.
 async fn send(room: &Room, frames: Vec<axum::extract::ws::Utf8Bytes>) -> usize {
     let n = frames.len();
-    room.buyer_pushes.send(frames.into()).await;
+    room.feeds.buyer_pushes.send(frames.into()).await;
     n
 }
 

@@ -173,7 +173,7 @@ impl Aggregator {
     fn stretched(&self) -> Duration {
         stretched_interval(
             self.interval,
-            self.room.dashboards.load(Ordering::Relaxed),
+            self.room.feeds.dashboards.load(Ordering::Relaxed),
             self.fanout_frames_per_s,
         )
     }
@@ -303,10 +303,11 @@ impl Aggregator {
         // the room's latest, which is so never older than what its slot held when it sat
         // down, and the slot's next snapshot follows it as a delta.
         self.room
+            .feeds
             .snapshots
             .send_replace(Some(to_serve[0].1.clone()));
         for (i, p) in to_serve {
-            self.room.fanout.serve(i, p);
+            self.room.feeds.fanout.serve(i, p);
         }
         true
     }

@@ -231,7 +231,7 @@ impl Hub {
         };
         sku.note_left(left_after);
         if left_after == 0 {
-            room.state_changed();
+            room.feeds.notify_sale_changed();
         }
         let order = OrderRecord {
             seq: 0,

@@ -100,7 +100,7 @@ pub async fn load_room(
         }
     }
     if changed {
-        room.state_changed();
+        room.feeds.notify_sale_changed();
     }
     Ok(Some(room))
 }

@@ -72,7 +72,7 @@ impl Hub {
         let reservation = match LocalGate::decide(room.sku(&msg.sku), buy) {
             Ok(r) => {
                 if r.left_after == 0 {
-                    room.state_changed();
+                    room.feeds.notify_sale_changed();
                 }
                 r
             }
@@ -166,7 +166,7 @@ impl Hub {
     /// its request.
     fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
         LocalGate::give_back(user, r);
-        room.state_changed();
+        room.feeds.notify_sale_changed();
         room.requests.end(&user.id, req);
     }
 

@@ -1,6 +1,7 @@
 //! The registry of rooms, and how each durable journal record changes them.
 
 pub mod capture;
+pub mod feeds;
 pub mod live;
 pub mod orders;
 pub mod requests;
@@ -130,7 +131,7 @@ impl Apply for Rooms {
                     Some(s) => s.redefine(def),
                     None => r.add_sku(Arc::new(Sku::new(sku.clone(), def))),
                 }
-                r.state_changed();
+                r.feeds.notify_sale_changed();
             }
             Record::Stock {
                 room, sku, delta, ..
@@ -138,7 +139,7 @@ impl Apply for Rooms {
                 if let Some((r, s)) = self.sku(room, sku) {
                     // A live withdrawal took its units out of `left` before it was journaled.
                     s.apply_stock_delta(*delta, mode == Mode::Live && *delta < 0);
-                    r.state_changed();
+                    r.feeds.notify_sale_changed();
                 }
             }
             Record::Window {
@@ -150,7 +151,7 @@ impl Apply for Rooms {
             } => {
                 if let Some((r, s)) = self.sku(room, sku) {
                     s.set_window(*opens_at_ms, *closes_at_ms);
-                    r.state_changed();
+                    r.feeds.notify_sale_changed();
                 }
             }
             Record::Order(o) => {

@@ -1,18 +1,15 @@
 //! Everything the hub keeps for one live room: its SKUs, the idempotency table, the durable
 //! orders in seq order, live audience figures, and the channels that carry pushes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
-use tokio::sync::{watch, Notify};
 
-use crate::buyer::pushes::BuyerPushes;
-use crate::dashboard::fanout::Fanout;
-use crate::dashboard::snapshot::Published;
 use crate::inventory::{Sku, UserRef};
 use crate::journal::OrderRecord;
 use crate::protocol::SkuState;
+use crate::rooms::feeds::Feeds;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
 use crate::rooms::requests::Requests;
@@ -36,20 +33,7 @@ pub struct Room {
     /// appended by [`Room::add_order`] and its kin only, with the idempotency table.
     pub orders: OrderLog,
     pub live: LiveStats,
-    /// Pushes to every buyer of the room, each encoded once, sent in waves.
-    pub buyer_pushes: BuyerPushes,
-    /// Wakes the sale feed when a sale's state may have changed.
-    pub sale_changed: Notify,
-    /// The room's newest dashboard snapshot overall, whichever slot it was built for (REST
-    /// stats, a dashboard's first message).
-    pub snapshots: watch::Sender<Option<Arc<Published>>>,
-    /// The slots the dashboards read their snapshots from, served in waves; each a `watch`:
-    /// latest value wins, so a slow dashboard never gets a backlog.
-    pub fanout: Fanout,
-    /// Whether the room's background tasks run.
-    pub tasks_started: AtomicBool,
-    /// Dashboards connected now; the aggregator paces snapshots by it.
-    pub dashboards: AtomicUsize,
+    pub feeds: Feeds,
 }
 
 impl Room {
@@ -70,12 +54,7 @@ impl Room {
             next_user: AtomicU32::new(0),
             orders: OrderLog::with_capacity(orders),
             live: LiveStats::default(),
-            buyer_pushes: BuyerPushes::default(),
-            sale_changed: Notify::new(),
-            snapshots: watch::channel(None).0,
-            fanout: Fanout::default(),
-            tasks_started: AtomicBool::new(false),
-            dashboards: AtomicUsize::new(0),
+            feeds: Feeds::default(),
         }
     }
 
@@ -120,11 +99,6 @@ impl Room {
 
     pub fn sku_states(&self, now_ms: i64) -> Vec<SkuState> {
         self.skus().iter().map(|s| s.view(now_ms)).collect()
-    }
-
-    /// A sale's state may have changed: the sale feed looks at once.
-    pub fn state_changed(&self) {
-        self.sale_changed.notify_one();
     }
 
     // Recording an order changes the request table and the order log together, in this order:
