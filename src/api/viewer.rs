@@ -94,7 +94,8 @@ pub async fn audit(
             .for_each_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
     }
     let skus: Vec<SkuAudit> = r
-        .skus()
+        .skus
+        .list()
         .iter()
         .map(|s| {
             let stock_total = s.stock_total();

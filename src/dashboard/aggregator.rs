@@ -415,7 +415,7 @@ impl Aggregator {
             })
             .collect();
         let mut skus = Vec::new();
-        for s in self.room.skus() {
+        for s in self.room.skus.list() {
             let mut state = s.view(now);
             let t = self.skus.entry(s.id.clone()).or_default();
             while t

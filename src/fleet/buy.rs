@@ -170,11 +170,11 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
     ) -> Ack {
-        let mut sku = room.sku(&msg.sku);
+        let mut sku = room.skus.get(&msg.sku);
         if sku.is_none() {
             // Created on another hub a moment ago? Look in Redis before saying no.
             let _ = super::mirror::sync_room(self, fleet, &room.id).await;
-            sku = room.sku(&msg.sku);
+            sku = room.skus.get(&msg.sku);
         }
         let Some(sku) = sku else {
             return self.rejected(room, &msg.req, RejectCode::UnknownSku, None, None);

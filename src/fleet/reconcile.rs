@@ -244,7 +244,7 @@ pub async fn reconcile(url: &str, data_dirs: &[PathBuf], repair: bool) -> anyhow
                 }
             }
         }
-        for s in room.skus() {
+        for s in room.skus.list() {
             let journaled: u64 = journals
                 .iter()
                 .flat_map(|(_, _, o)| o.iter())

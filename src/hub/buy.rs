@@ -69,7 +69,7 @@ impl Hub {
             qty: msg.qty,
             now_ms: now_ms(),
         };
-        let reservation = match LocalGate::decide(room.sku(&msg.sku), buy) {
+        let reservation = match LocalGate::decide(room.skus.get(&msg.sku), buy) {
             Ok(r) => {
                 if r.left_after == 0 {
                     room.feeds.notify_sale_changed();
@@ -197,7 +197,7 @@ impl Hub {
     /// Counts and words the rejection of `msg` before it reached the inventory (shed, rate
     /// limited), with the SKU's `left` when the SKU exists, as every ack for one carries.
     pub fn rejected_buy(&self, room: &Room, msg: &BuyMsg, code: RejectCode) -> Ack {
-        let sku = room.sku(&msg.sku);
+        let sku = room.skus.get(&msg.sku);
         self.rejected(
             room,
             &msg.req,

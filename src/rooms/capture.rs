@@ -95,7 +95,8 @@ impl Rooms {
             .into_iter()
             .map(|room| {
                 let skus = room
-                    .skus()
+                    .skus
+                    .list()
                     .iter()
                     .map(|s| {
                         let (stock_total, sold) = (s.stock_total(), s.sold());
@@ -159,7 +160,7 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
     for row in &head.skus {
         let sku = Arc::new(Sku::new(row.id.clone(), &row.def));
         sku.restore_counters(row.stock_total, row.sold, row.sold_out_at_ms);
-        room.add_sku(sku.clone());
+        room.skus.add(sku.clone());
         skus.insert(&row.id, sku);
     }
     // Two threads, as in a journal replay: this one decodes orders and counts each user's
@@ -226,7 +227,7 @@ fn decode_orders<'a>(
                     .ok_or_else(|| format!("order {} of an unknown SKU", o.seq))?,
             );
         }
-        let key = *as_user[ui].get_or_insert_with(|| room.user(&strings[ui]).key);
+        let key = *as_user[ui].get_or_insert_with(|| room.users.intern(&strings[ui]).key);
         as_sku[si].as_ref().expect("set above").add_held(key, o.qty);
         chunk.push(Arc::new(OrderRecord {
             seq: o.seq,

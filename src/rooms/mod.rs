@@ -6,6 +6,8 @@ pub mod live;
 pub mod orders;
 pub mod requests;
 pub mod room;
+pub mod skus;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -102,7 +104,7 @@ impl Rooms {
 
     fn sku(&self, room: &str, sku: &str) -> Option<(Arc<Room>, Arc<Sku>)> {
         let room = self.get(room)?;
-        let sku = room.sku(sku)?;
+        let sku = room.skus.get(sku)?;
         Some((room, sku))
     }
 }
@@ -127,9 +129,9 @@ impl Apply for Rooms {
                     tracing::error!(%room, %sku, "journal has a SKU of an unknown room; skipped");
                     return;
                 };
-                match r.sku(sku) {
+                match r.skus.get(sku) {
                     Some(s) => s.redefine(def),
-                    None => r.add_sku(Arc::new(Sku::new(sku.clone(), def))),
+                    None => r.skus.add(Arc::new(Sku::new(sku.clone(), def))),
                 }
                 r.feeds.notify_sale_changed();
             }
@@ -165,7 +167,7 @@ impl Apply for Rooms {
                         r.add_order(o.clone());
                     }
                     Mode::Replay => {
-                        s.replay_order(r.user(&o.user).key, o.qty, o.ts_ms);
+                        s.replay_order(r.users.intern(&o.user).key, o.qty, o.ts_ms);
                         r.add_replayed_order(o.clone());
                     }
                 }

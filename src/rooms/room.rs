@@ -1,34 +1,35 @@
-//! Everything the hub keeps for one live room: its SKUs, the idempotency table, the durable
-//! orders in seq order, live audience figures, and the channels that carry pushes.
+//! One live room: its id and title, and its parts, each a concern of its own with its own
+//! small API (see each part's module):
+//! - [`Skus`] and [`Users`]: what is on sale, and who buys, interned to ledger keys;
+//! - [`Requests`]: the idempotency table, and the waits of duplicates in flight;
+//! - [`OrderLog`]: the durable orders in seq order (and, in fleet mode, the room's stream);
+//! - [`LiveStats`]: audience and buy-path figures;
+//! - [`Feeds`]: the channels that carry pushes to buyers and dashboards.
+//!
+//! The parts are fields of the room itself, not boxed: the buy path reaches each with no
+//! pointer to follow. The room's own methods are the few operations that must change two parts
+//! together.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
-
-use crate::inventory::{Sku, UserRef};
 use crate::journal::OrderRecord;
-use crate::protocol::SkuState;
 use crate::rooms::feeds::Feeds;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
 use crate::rooms::requests::Requests;
+use crate::rooms::skus::Skus;
+use crate::rooms::users::Users;
 
 /// One room.
 #[derive(Debug)]
 pub struct Room {
     pub id: Arc<str>,
     title: RwLock<String>,
-    /// foldhash: fast on short ids, randomly seeded per map.
-    skus: DashMap<Arc<str>, Arc<Sku>, foldhash::fast::RandomState>,
-    /// SKUs in creation order, for listings.
-    sku_list: RwLock<Vec<Arc<Sku>>>,
+    pub skus: Skus,
+    pub users: Users,
     /// Where every `(user, req)` stands. Requests are completed by [`Room::add_order`] and
     /// its kin only, together with the order log.
     pub requests: Requests,
-    /// User ids interned to ledger keys.
-    users: DashMap<Arc<str>, u32, foldhash::fast::RandomState>,
-    next_user: AtomicU32,
     /// The durable orders by seq (and, in fleet mode, the room's stream). Durable orders are
     /// appended by [`Room::add_order`] and its kin only, with the idempotency table.
     pub orders: OrderLog,
@@ -42,36 +43,18 @@ impl Room {
     }
 
     /// A room sized for `orders` orders (a snapshot being restored), so that filling the
-    /// idempotency table and the order list never rehashes or copies.
+    /// idempotency table and the order log never rehashes or copies.
     pub fn with_capacity(id: Arc<str>, title: String, orders: usize) -> Room {
         Room {
             id,
             title: RwLock::new(title),
-            skus: DashMap::default(),
-            sku_list: RwLock::new(Vec::new()),
+            skus: Skus::default(),
+            users: Users::default(),
             requests: Requests::with_capacity(orders),
-            users: DashMap::default(),
-            next_user: AtomicU32::new(0),
             orders: OrderLog::with_capacity(orders),
             live: LiveStats::default(),
             feeds: Feeds::default(),
         }
-    }
-
-    /// The user `id` of this room, interned on first sight.
-    pub fn user(&self, id: &str) -> UserRef {
-        if let Some(k) = self.users.get(id) {
-            return UserRef {
-                id: k.key().clone(),
-                key: *k.value(),
-            };
-        }
-        let id: Arc<str> = Arc::from(id);
-        let key = *self
-            .users
-            .entry(id.clone())
-            .or_insert_with(|| self.next_user.fetch_add(1, Ordering::Relaxed));
-        UserRef { id, key }
     }
 
     pub fn title(&self) -> String {
@@ -80,25 +63,6 @@ impl Room {
 
     pub fn set_title(&self, title: String) {
         *self.title.write().expect("title lock") = title;
-    }
-
-    pub fn sku(&self, id: &str) -> Option<Arc<Sku>> {
-        self.skus.get(id).map(|s| s.value().clone())
-    }
-
-    /// Adds a SKU (journal apply only).
-    pub fn add_sku(&self, sku: Arc<Sku>) {
-        self.skus.insert(sku.id.clone(), sku.clone());
-        self.sku_list.write().expect("sku list lock").push(sku);
-    }
-
-    /// SKUs in creation order.
-    pub fn skus(&self) -> Vec<Arc<Sku>> {
-        self.sku_list.read().expect("sku list lock").clone()
-    }
-
-    pub fn sku_states(&self, now_ms: i64) -> Vec<SkuState> {
-        self.skus().iter().map(|s| s.view(now_ms)).collect()
     }
 
     // Recording an order changes the request table and the order log together, in this order:
@@ -134,7 +98,7 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
