@@ -98,7 +98,9 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
     use std::time::Duration;
 
     use super::*;
@@ -160,6 +162,7 @@ mod tests {
             if makes_order {
                 assert_eq!(fresh.load(Ordering::SeqCst), 1, "round {round}");
                 assert_eq!(done, CONTENDERS - 1, "round {round}");
+                assert_eq!(room.orders.count(), 1, "round {round}");
             } else {
                 assert_eq!(fresh.load(Ordering::SeqCst), CONTENDERS, "round {round}");
                 assert_eq!(done, 0, "round {round}");
@@ -168,31 +171,46 @@ mod tests {
         }
     }
 
-    /// `status` waits for a pending request and then sees what it became.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn status_waits_for_a_pending_request() {
-        let room = Arc::new(Room::new("r".into(), String::new()));
-        assert!(room.requests.settled("u1", "q1").await.is_none());
-        assert!(matches!(
-            room.requests.begin(&Arc::from("u1"), "q1").await,
-            Begin::Fresh(..)
-        ));
-        let asking = {
-            let room = room.clone();
-            tokio::spawn(async move { room.requests.settled("u1", "q1").await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    /// A waker that notes that it was woken.
+    #[derive(Default)]
+    struct Noted(AtomicBool);
+
+    impl Wake for Noted {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `status` waits for a pending request, is woken when the order is recorded, and then
+    /// finds it in the order log too. Polled by hand: each step is a poll, with no timing.
+    #[test]
+    fn status_waits_for_a_pending_request() {
+        let room = Room::new("r".into(), String::new());
+        let noted = Arc::new(Noted::default());
+        let waker = Waker::from(noted.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut asking = Box::pin(room.requests.settled("u1", "q1"));
         assert!(
-            !asking.is_finished(),
+            matches!(asking.as_mut().poll(&mut cx), Poll::Ready(None)),
+            "a request never seen is not known"
+        );
+        let Some(Begin::Fresh(..)) = room.requests.try_begin(&Arc::from("u1"), "q1") else {
+            panic!("q1 is new");
+        };
+        let mut asking = Box::pin(room.requests.settled("u1", "q1"));
+        assert!(
+            asking.as_mut().poll(&mut cx).is_pending(),
             "status answered while the request was pending"
         );
         assert!(room.requests.order_of("u1", "q1").is_none());
+        assert!(!noted.0.load(Ordering::SeqCst));
         room.add_order(order("u1", "q1"));
-        let got = tokio::time::timeout(Duration::from_secs(10), asking)
-            .await
-            .expect("status was never woken")
-            .expect("task");
-        assert_eq!(got.expect("the order").req.as_ref(), "q1");
+        assert!(noted.0.load(Ordering::SeqCst), "status was never woken");
+        let Poll::Ready(Some(got)) = asking.as_mut().poll(&mut cx) else {
+            panic!("status did not see the order");
+        };
+        assert_eq!(got.req.as_ref(), "q1");
         assert!(room.requests.order_of("u1", "q1").is_some());
+        assert_eq!(room.orders.page_after(0, 10).len(), 1);
     }
 }
