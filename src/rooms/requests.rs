@@ -16,9 +16,8 @@
 //!   the very `Arc` of the `req` the order carries).
 //!
 //! A request that made nothing is forgotten: its bucket goes, and its entry's place is reused
-//! by a later request. It replaced a `DashMap<String, _>` whose two look-ups a buy were ~19% of
-//! the hub's CPU at 120,000 acks/s, then a table of whole entries that was ~19% at 210,000,
-//! then a `hashbrown::HashTable` of these buckets, 13% at 236,000 (BENCHMARKS.md).
+//! by a later request, so a stream of refused buys does not grow the table. Why this shape and
+//! not a general-purpose map: BENCHMARKS.md.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
@@ -71,12 +70,12 @@ const EMPTY: u32 = u32::MAX;
 
 /// A shard's index: open addressing with linear probing over [`Bucket`]s, at most 3/4 full.
 ///
-/// Why not a `hashbrown::HashTable` (what it was): hashbrown keeps a control byte a bucket in
-/// an array of its own, so a new request missed the cache twice, on its control group and on
-/// the bucket it then wrote (a third and two fifths of `begin`'s own samples, BENCHMARKS.md).
-/// Here the probe reads the buckets themselves, eight to a cache line, and the insert writes
-/// the line the probe just read: one miss. A bucket's home is its key's low bits, so a resize
-/// rehashes from the buckets alone, and a removal shifts the probe run back (no tombstones).
+/// Why not a `hashbrown::HashTable`: hashbrown keeps a control byte a bucket in an array of
+/// its own, so a new request would miss the cache twice, on its control group and on the
+/// bucket it then writes (BENCHMARKS.md). Here the probe reads the buckets themselves, eight
+/// to a cache line, and the insert writes the line the probe just read: one miss. A bucket's
+/// home is its key's low bits, so a resize rehashes from the buckets alone, and a removal
+/// shifts the probe run back (no tombstones).
 #[derive(Debug)]
 struct Index {
     buckets: Box<[Bucket]>,
@@ -272,12 +271,11 @@ pub struct RequestTable {
 /// of the requests (the hash's bits as `u` in `[0, 1)`, the shard is `⌊SHARDS·log2(1+u)⌋`),
 /// so the shards' loads grow steadily over one doubling, from the first to the last.
 ///
-/// Why uneven on purpose: a hash table doubles (and moves every bucket) when it is 7/8 full.
-/// Equal shards fill at the same pace, so all of them doubled within a few thousand buys of
-/// each other: at about 917,000 requests the whole table was moved in one burst (the p99 of
-/// that second at 107,000 buys/s went from about 6 ms to 13-44 ms). With the loads spread
-/// over a factor of two, the shards double one at a time, evenly spaced, each moving
-/// 1/90 to 1/45 of the table.
+/// Why uneven on purpose: a shard's index doubles (and moves every bucket) when it is 3/4
+/// full. Equal shards would fill at the same pace and double at nearly the same moment,
+/// moving the whole table in one burst, a spike in the ack latency (BENCHMARKS.md). With the
+/// loads spread over a factor of two, the shards double one at a time, evenly spaced, each
+/// moving about 1/90 to 1/45 of the table.
 fn pick_shard(hash: u64) -> usize {
     // The bucket key takes the low 32 bits: take others.
     let u = ((hash >> 40) & 0xffff) as f64 / 65536.0;
