@@ -35,7 +35,8 @@ fn room_with(skus: usize) -> (Arc<Room>, Vec<String>) {
             opens_at_ms: None,
             closes_at_ms: None,
         };
-        room.add_sku(Arc::new(Sku::new(Arc::from(id.as_str()), &def)));
+        room.skus
+            .add(Arc::new(Sku::new(Arc::from(id.as_str()), &def)));
     }
     (room, ids)
 }
@@ -53,7 +54,7 @@ fn run(room: &Room, skus: &[String], users: &[UserRef], threads: usize, iters: u
                     u = (u + 1) % users.len();
                     k = (k + 1) % skus.len();
                     let r = LocalGate::decide(
-                        room.sku(&skus[k]),
+                        room.skus.get(&skus[k]),
                         BuyRequest {
                             user: &users[u],
                             sku: &skus[k],
@@ -73,7 +74,7 @@ fn gate(c: &mut Criterion) {
     let users: Vec<String> = (0..users()).map(|i| format!("user{i}")).collect();
     // Each buyer connection interns its user once; decisions then use the key.
     let (probe, _) = room_with(1);
-    let users: Vec<UserRef> = users.iter().map(|u| probe.user(u)).collect();
+    let users: Vec<UserRef> = users.iter().map(|u| probe.users.intern(u)).collect();
     let mut g = c.benchmark_group("gate");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));

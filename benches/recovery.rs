@@ -134,7 +134,7 @@ fn main() {
             Hub::open(HubOptions::new(ropts.clone()), CancellationToken::new()).unwrap();
         let took = t.elapsed();
         let cpu = cpu_time() - cpu0;
-        assert_eq!(hub.room("r").unwrap().order_count() as u64, n);
+        assert_eq!(hub.room("r").unwrap().orders.count() as u64, n);
         println!(
             "{label} run {run}: {n} orders recovered in {took:.2?}, {cpu:.2?} CPU (snapshot {:?}, {} records replayed)",
             replayed.snapshot, replayed.records

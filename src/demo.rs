@@ -92,7 +92,7 @@ pub async fn run(hub: Hub, shutdown: CancellationToken) {
         let mut rng = rand::rng();
         while viewers.len() < target {
             next_user += 1;
-            let u = room.user(&format!("viewer{next_user}"));
+            let u = room.users.intern(&format!("viewer{next_user}"));
             room.live.viewer_joined(&u.id);
             viewers.push(u);
         }

@@ -94,7 +94,7 @@ async fn totals_equal_the_orders_sums_at_every_seq() {
         }
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(agg.step(2_000_000, false), "new orders publish");
-        let p = room.snapshots.borrow().clone().unwrap();
+        let p = room.feeds.snapshots.borrow().clone().unwrap();
         let v = parse(&p.full_frame());
         assert_eq!(v["seq"], seq);
         assert_eq!(
@@ -132,7 +132,7 @@ async fn publishes_only_on_change_and_at_least_once_a_second() {
     assert!(!agg.step(1_600, false));
     tokio::time::advance(Duration::from_millis(600)).await;
     assert!(agg.step(2_200, false), "heartbeat after a second");
-    let n = room.snapshots.borrow().as_ref().unwrap().number;
+    let n = room.feeds.snapshots.borrow().as_ref().unwrap().number;
     rooms.apply(&order(1, 2_300, 1, 100, "u", None), Mode::Replay);
     assert!(!agg.step(2_200, false), "not twice within a push interval");
     tokio::time::advance(Duration::from_millis(100)).await;
@@ -143,7 +143,10 @@ async fn publishes_only_on_change_and_at_least_once_a_second() {
     room.live.viewer_joined(&Arc::from("v1"));
     tokio::time::advance(Duration::from_millis(100)).await;
     assert!(agg.step(2_400, false), "a viewer change publishes");
-    assert_eq!(room.snapshots.borrow().as_ref().unwrap().number, n + 2);
+    assert_eq!(
+        room.feeds.snapshots.borrow().as_ref().unwrap().number,
+        n + 2
+    );
 }
 
 #[test]
@@ -194,7 +197,7 @@ struct Watcher<'a> {
 
 impl<'a> Watcher<'a> {
     fn join(room: &'a livehub::rooms::room::Room, tick: usize) -> Self {
-        let seat = room.fanout.join();
+        let seat = room.feeds.fanout.join();
         let mut w = Watcher {
             seat,
             last_sent: None,
@@ -202,7 +205,7 @@ impl<'a> Watcher<'a> {
             got: Vec::new(),
             last: None,
         };
-        if let Some(p) = room.snapshots.borrow().clone() {
+        if let Some(p) = room.feeds.snapshots.borrow().clone() {
             w.take(&p, tick);
         }
         w
@@ -270,14 +273,15 @@ async fn with_ten_thousand_dashboards_slots_are_served_in_waves() {
     let mut agg =
         Aggregator::new(room.clone(), Duration::from_millis(100)).with_fanout_budget(20_000);
     let mut slots: Vec<_> = (0..FANOUT_SLOTS)
-        .map(|i| room.fanout.subscribe(i))
+        .map(|i| room.feeds.fanout.subscribe(i))
         .collect();
     assert!(agg.step(1_000, false), "the first tick serves every slot");
     for (i, rx) in slots.iter_mut().enumerate() {
         assert!(rx.has_changed().unwrap(), "slot {i}");
         rx.mark_unchanged();
     }
-    room.dashboards
+    room.feeds
+        .dashboards
         .store(10_000, std::sync::atomic::Ordering::Relaxed);
     let tick = agg.tick_interval();
     assert_eq!(tick, Duration::from_millis(50));
@@ -325,7 +329,7 @@ async fn with_ten_thousand_dashboards_slots_are_served_in_waves() {
         assert!(gaps.iter().all(|&g| g == 10), "slot {i}: gaps {gaps:?}");
         assert!(ticks.len() >= 7, "slot {i}: {ticks:?}");
     }
-    let latest = room.snapshots.borrow().clone().unwrap();
+    let latest = room.feeds.snapshots.borrow().clone().unwrap();
     assert_eq!(
         latest.figures.ts_ms,
         1_000 + 80 * 50,
@@ -354,7 +358,7 @@ async fn every_dashboard_gets_every_trend_point_across_waves_and_audience_change
     for tick in 0..400usize {
         let now_ms = 10_000 + (t - start).as_millis() as i64;
         let phase = tick / 100;
-        room.dashboards.store(
+        room.feeds.dashboards.store(
             if phase % 2 == 1 { 10_000 } else { 20 },
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -425,7 +429,7 @@ async fn each_slot_is_served_at_most_every_interval_and_at_least_once_a_second()
     let base = Duration::from_millis(100);
     let mut agg = Aggregator::new(room.clone(), base).with_fanout_budget(100);
     let mut slots: Vec<_> = (0..FANOUT_SLOTS)
-        .map(|i| room.fanout.subscribe(i))
+        .map(|i| room.feeds.fanout.subscribe(i))
         .collect();
     let start = tokio::time::Instant::now();
     let mut t = start;
@@ -442,7 +446,7 @@ async fn each_slot_is_served_at_most_every_interval_and_at_least_once_a_second()
         } else {
             (20 - secs.min(20)) * 10
         };
-        room.dashboards.store(
+        room.feeds.dashboards.store(
             audience.min(95) as usize,
             std::sync::atomic::Ordering::Relaxed,
         );
@@ -499,7 +503,7 @@ async fn the_trend_has_the_whole_history_first_and_increments_after() {
         );
     }
     agg.step(6_000, false);
-    let first = room.snapshots.borrow().clone().unwrap();
+    let first = room.feeds.snapshots.borrow().clone().unwrap();
     assert_eq!(
         parse(&first.full_frame())["trend"]["points"]
             .as_array()
@@ -511,7 +515,7 @@ async fn the_trend_has_the_whole_history_first_and_increments_after() {
     rooms.apply(&order(7, 7_100, 1, 100, "u", None), Mode::Replay);
     tokio::time::advance(Duration::from_millis(100)).await;
     assert!(agg.step(7_200, false));
-    let second = room.snapshots.borrow().clone().unwrap();
+    let second = room.feeds.snapshots.borrow().clone().unwrap();
     let delta = parse(&second.delta_frame());
     let pts: Vec<(i64, u64)> = delta["trend"]["points"]
         .as_array()

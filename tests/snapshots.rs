@@ -134,7 +134,7 @@ fn run_ops(rt: &tokio::runtime::Runtime, hub: &Hub, ops: &[Op]) {
                     referrer,
                 } => {
                     let r = hub.room(ROOMS[room]).unwrap();
-                    let u = r.user(&format!("u{user}"));
+                    let u = r.users.intern(&format!("u{user}"));
                     let msg = BuyMsg {
                         req: format!("q{req}"),
                         sku: SKUS[sku].into(),
@@ -153,7 +153,7 @@ fn run_ops(rt: &tokio::runtime::Runtime, hub: &Hub, ops: &[Op]) {
                     hub.close_sale(ROOMS[room], SKUS[sku]).await.unwrap();
                 }
                 Op::Limit { room, sku, limit } => {
-                    let s = hub.room(ROOMS[room]).unwrap().sku(SKUS[sku]).unwrap();
+                    let s = hub.room(ROOMS[room]).unwrap().skus.get(SKUS[sku]).unwrap();
                     let mut d = s.def();
                     d.limit_per_user = limit;
                     // Refused when an open and a close fell in the same millisecond.
@@ -190,11 +190,12 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
     let mut out = BTreeMap::new();
     for room in hub.rooms().all() {
         let skus = room
-            .skus()
+            .skus
+            .list()
             .iter()
             .map(|s| {
                 let held = (0..USERS)
-                    .map(|u| s.held(room.user(&format!("u{u}")).key))
+                    .map(|u| s.held(room.users.intern(&format!("u{u}")).key))
                     .collect();
                 (
                     serde_json::to_string(&s.view(NOW)).unwrap(),
@@ -203,10 +204,11 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
                 )
             })
             .collect();
-        let orders = room.orders_after(0, usize::MAX);
+        let orders = room.orders.page_after(0, usize::MAX);
         let export = orders.iter().map(|o| o.to_ndjson()).collect();
         let audit = room
-            .skus()
+            .skus
+            .list()
             .iter()
             .map(|s| {
                 let sold: u64 = orders.iter().filter(|o| o.sku == s.id).map(|o| o.qty).sum();
@@ -225,7 +227,7 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
         });
         let mut agg = Aggregator::new(room.clone(), Duration::from_secs(3600));
         assert!(agg.step(NOW, true));
-        let published = room.snapshots.borrow().clone().unwrap();
+        let published = room.feeds.snapshots.borrow().clone().unwrap();
         out.insert(
             room.id.to_string(),
             Observed {
@@ -261,7 +263,7 @@ fn buy_after(rt: &tokio::runtime::Runtime, hub: &Hub) -> (String, u64) {
     rt.block_on(async {
         hub.put_sku("r0", "Z", def(5, None)).await.unwrap();
         let r = hub.room("r0").unwrap();
-        let u = r.user("late");
+        let u = r.users.intern("late");
         let ack = hub
             .buy(
                 &r,
@@ -275,7 +277,7 @@ fn buy_after(rt: &tokio::runtime::Runtime, hub: &Hub) -> (String, u64) {
             )
             .await;
         assert!(ack.ok, "{ack:?}");
-        let o = r.orders_after(0, usize::MAX).pop().unwrap();
+        let o = r.orders.page_after(0, usize::MAX).pop().unwrap();
         assert_eq!(Some(Arc::from(o.order_id())), ack.order);
         (o.order_id(), o.seq)
     })
@@ -527,7 +529,7 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
         hub.put_room("r0", "t".into()).await.unwrap();
         hub.put_sku("r0", "A", def(10, Some(2))).await.unwrap();
         let r = hub.room("r0").unwrap();
-        let u = r.user("u1");
+        let u = r.users.intern("u1");
         let msg = BuyMsg {
             req: "q1".into(),
             sku: "A".into(),
@@ -536,7 +538,7 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
         };
         let first = hub.buy(&r, &u, &msg).await;
         for i in 0..5 {
-            let u = r.user(&format!("x{i}"));
+            let u = r.users.intern(&format!("x{i}"));
             let m = BuyMsg {
                 req: "y".into(),
                 sku: "A".into(),
@@ -554,7 +556,7 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
     assert!(rep.snapshot.is_some(), "restarted from a snapshot");
     rt.block_on(async {
         let r = hub.room("r0").unwrap();
-        let u = r.user("u1");
+        let u = r.users.intern("u1");
         assert_eq!(hub.status(&r, "u1", "q1").await, first);
         let msg = BuyMsg {
             req: "q1".into(),
@@ -576,8 +578,8 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
         };
         let ack = hub.buy(&r, &u, &more).await;
         assert_eq!(ack.error.map(|c| c.as_str()), Some("limit_exceeded"));
-        assert_eq!(r.order_count(), 6);
-        let o = r.orders_after(0, 1).pop().unwrap();
+        assert_eq!(r.orders.count(), 6);
+        let o = r.orders.page_after(0, 1).pop().unwrap();
         assert_eq!(order_ack(&o, "q1"), first);
     });
     close(hub);

@@ -160,7 +160,7 @@ pub async fn orders(
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    let page = r.orders_after(q.after_seq, limit);
+    let page = r.orders.page_after(q.after_seq, limit);
     let mut body = String::with_capacity(page.len() * 200);
     for o in &page {
         body.push_str(&o.to_ndjson());

@@ -40,7 +40,7 @@ pub async fn stats(
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    let mut rx = r.snapshots.subscribe();
+    let mut rx = r.feeds.snapshots.subscribe();
     // A room created a moment ago may not have its first dashboard snapshot yet.
     let published = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|p| p.is_some()))
         .await
@@ -97,14 +97,16 @@ pub async fn audit(
     // Fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     let shared = s.hub.fleet().is_some();
     if shared {
-        r.for_stream_from(0, |o| {
+        r.orders.for_each_stream_from(0, |o| {
             *sold.entry(o.order.sku.clone()).or_default() += o.order.qty
         });
     } else {
-        r.for_orders_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
+        r.orders
+            .for_each_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
     }
     let skus: Vec<SkuAudit> = r
-        .skus()
+        .skus
+        .list()
         .iter()
         .map(|s| {
             let stock_total = s.stock_total();

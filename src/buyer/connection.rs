@@ -306,11 +306,11 @@ pub async fn serve(
 ) {
     room.live.viewer_joined(&user);
     // Interned once per connection: the gate keys its ledgers by this.
-    let who = room.user(&user);
+    let who = room.users.intern(&user);
     metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
     let (sink, mut rx) = socket.split();
     let mut out = Outbound::new(sink, limits.outbound_queue);
-    let mut pushes = room.buyer_pushes.subscribe();
+    let mut pushes = room.feeds.buyer_pushes.subscribe();
     let pushes = &mut pushes.rx;
     let mut in_flight = Waiting::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
@@ -328,7 +328,7 @@ pub async fn serve(
         room: room.id.clone(),
         user: user.clone(),
         server_time_ms: now_ms(),
-        skus: room.sku_states(now_ms()),
+        skus: room.skus.states(now_ms()),
     };
     let mut flow = out.push_msg(&hello);
     let mut close: Option<(u16, &'static str)> = None;
@@ -523,7 +523,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
 fn resend_state(out: &mut Outbound, room: &Room) -> Flow {
     let now = now_ms();
-    for s in room.skus() {
+    for s in room.skus.list() {
         let (o, c) = s.window();
         let state = s.state_at(now);
         let sale = ServerMsg::Sale {

@@ -78,7 +78,7 @@ pub async fn run(room: Arc<Room>, stock_frames_per_s: u64, shutdown: Cancellatio
     let mut stocks: HashMap<Arc<str>, u64> = HashMap::new();
     // What buyers already know from `hello` is the state now.
     let now = now_ms();
-    for s in room.skus() {
+    for s in room.skus.list() {
         let (o, c) = s.window();
         sales.insert(
             s.id.clone(),
@@ -100,11 +100,11 @@ pub async fn run(room: Arc<Room>, stock_frames_per_s: u64, shutdown: Cancellatio
         let mut stocks_due = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = room.sale_changed.notified() => {}
+            _ = room.feeds.sale_changed() => {}
             _ = sleep_until(next_boundary) => {}
             _ = sleep_until(stocks_at) => stocks_due = true,
         }
-        let buyers = room.buyer_pushes.buyers();
+        let buyers = room.feeds.buyer_pushes.buyers();
         let sent = push_sales(&room, &mut sales).await;
         budget.spend(Instant::now(), buyers, sent);
         if stocks_due {
@@ -121,7 +121,8 @@ fn next_boundary(room: &Room) -> Instant {
     let now = now_ms();
     let far = Instant::now() + Duration::from_secs(3600);
     match room
-        .skus()
+        .skus
+        .list()
         .iter()
         .filter_map(|s| s.next_boundary_after(now))
         .min()
@@ -136,7 +137,7 @@ fn next_boundary(room: &Room) -> Instant {
 async fn push_sales(room: &Room, seen: &mut HashMap<Arc<str>, SaleSeen>) -> usize {
     let now = now_ms();
     let mut frames = Vec::new();
-    for s in room.skus() {
+    for s in room.skus.list() {
         let (o, c) = s.window();
         let current = SaleSeen {
             state: s.state_at(now),
@@ -161,7 +162,7 @@ async fn push_sales(room: &Room, seen: &mut HashMap<Arc<str>, SaleSeen>) -> usiz
 async fn push_stocks(room: &Room, seen: &mut HashMap<Arc<str>, u64>) -> usize {
     let now = now_ms();
     let mut frames = Vec::new();
-    for s in room.skus() {
+    for s in room.skus.list() {
         let left = s.left();
         if seen.get(&s.id) != Some(&left) {
             seen.insert(s.id.clone(), left);
@@ -179,7 +180,7 @@ async fn push_stocks(room: &Room, seen: &mut HashMap<Arc<str>, u64>) -> usize {
 /// Sends `frames` to the room's buyers; returns how many frames each buyer gets.
 async fn send(room: &Room, frames: Vec<axum::extract::ws::Utf8Bytes>) -> usize {
     let n = frames.len();
-    room.buyer_pushes.send(frames.into()).await;
+    room.feeds.buyer_pushes.send(frames.into()).await;
     n
 }
 

@@ -38,7 +38,7 @@ impl Hub {
         let Some(fleet) = self.fleet() else { return };
         let known = self
             .room(room)
-            .is_some_and(|r| sku.is_none_or(|s| r.sku(s).is_some()));
+            .is_some_and(|r| sku.is_none_or(|s| r.skus.get(s).is_some()));
         if !known && ids::check(room).is_ok() {
             let _ = crate::fleet::mirror::sync_room(self, fleet, room).await;
         }
@@ -48,7 +48,7 @@ impl Hub {
         let r = self
             .room(room)
             .ok_or_else(|| CatalogError::NotFound(format!("room {room} does not exist")))?;
-        r.sku(sku).ok_or_else(|| {
+        r.skus.get(sku).ok_or_else(|| {
             CatalogError::NotFound(format!("sku {sku} does not exist in room {room}"))
         })
     }
@@ -59,7 +59,7 @@ impl Hub {
         Some(RoomView {
             room: r.id.clone(),
             title: r.title(),
-            skus: r.sku_states(now_ms()),
+            skus: r.skus.states(now_ms()),
         })
     }
 
@@ -116,7 +116,7 @@ impl Hub {
         }
         self.run_admin(async move {
             let _g = hub.admin_lock().lock().await;
-            let created = r.sku(&sku).is_none();
+            let created = r.skus.get(&sku).is_none();
             let rec = Record::Sku {
                 room: r.id.clone(),
                 sku: sku.clone(),
@@ -125,7 +125,8 @@ impl Hub {
                 ts_ms: now_ms(),
             };
             hub.journal().append(rec).await?;
-            Ok(r.sku(&sku)
+            Ok(r.skus
+                .get(&sku)
                 .expect("the journal applied the sku")
                 .view(now_ms()))
         })

@@ -25,7 +25,8 @@ use super::snapshot::{
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
-use crate::rooms::room::{new_latency_histogram, Room};
+use crate::rooms::live::new_latency_histogram;
+use crate::rooms::room::Room;
 
 /// A dashboard snapshot goes out at least this often to every dashboard, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -173,7 +174,7 @@ impl Aggregator {
     fn stretched(&self) -> Duration {
         stretched_interval(
             self.interval,
-            self.room.dashboards.load(Ordering::Relaxed),
+            self.room.feeds.dashboards.load(Ordering::Relaxed),
             self.fanout_frames_per_s,
         )
     }
@@ -218,14 +219,14 @@ impl Aggregator {
     pub fn step_at(&mut self, at: Instant, now: i64, force: bool) -> bool {
         let room = self.room.clone();
         if self.from_stream {
-            self.cursor = room.for_stream_from(self.cursor, |s| {
+            self.cursor = room.orders.for_each_stream_from(self.cursor, |s| {
                 self.fold(&s.order);
                 if let Some(h) = &s.order.hub {
                     self.hub_seqs.insert(h.clone(), s.hub_seq);
                 }
             });
         } else {
-            self.cursor = room.for_orders_from(self.cursor, |o| self.fold(o));
+            self.cursor = room.orders.for_each_from(self.cursor, |o| self.fold(o));
         }
         self.take_latencies();
         let figures = Arc::new(self.figures(now));
@@ -303,10 +304,11 @@ impl Aggregator {
         // the room's latest, which is so never older than what its slot held when it sat
         // down, and the slot's next snapshot follows it as a delta.
         self.room
+            .feeds
             .snapshots
             .send_replace(Some(to_serve[0].1.clone()));
         for (i, p) in to_serve {
-            self.room.fanout.serve(i, p);
+            self.room.feeds.fanout.serve(i, p);
         }
         true
     }
@@ -414,7 +416,7 @@ impl Aggregator {
             })
             .collect();
         let mut skus = Vec::new();
-        for s in self.room.skus() {
+        for s in self.room.skus.list() {
             let mut state = s.view(now);
             let t = self.skus.entry(s.id.clone()).or_default();
             while t

@@ -53,11 +53,11 @@ pub async fn serve(
     gap: Duration,
 ) {
     metrics::gauge!("livehub_connections", "kind" => "dashboard").increment(1.0);
-    room.dashboards.fetch_add(1, Ordering::Relaxed);
+    room.feeds.dashboards.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
-    let mut seat = room.fanout.join();
+    let mut seat = room.feeds.fanout.join();
     // Seated first, then the room's newest: it is at least as new as what the slot holds.
-    let mut current = room.snapshots.borrow().clone();
+    let mut current = room.feeds.snapshots.borrow().clone();
     let mut last_sent: Option<u64> = None;
     // When the next snapshot may go.
     let mut not_before = tokio::time::Instant::now();
@@ -91,7 +91,7 @@ pub async fn serve(
             }
             _ = tokio::time::sleep_until(not_before), if early => {
                 // The room's newest (built for another slot meanwhile) may be fresher.
-                let newest = room.snapshots.borrow().clone();
+                let newest = room.feeds.snapshots.borrow().clone();
                 if newest.as_ref().map(|p| p.number) > current.as_ref().map(|p| p.number) {
                     current = newest;
                 }
@@ -131,7 +131,7 @@ pub async fn serve(
         .await;
     }
     drop(seat);
-    room.dashboards.fetch_sub(1, Ordering::Relaxed);
+    room.feeds.dashboards.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("livehub_connections", "kind" => "dashboard").decrement(1.0);
 }
 

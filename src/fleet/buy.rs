@@ -21,7 +21,8 @@ use crate::hub::Hub;
 use crate::inventory::UserRef;
 use crate::journal::{JournalError, OrderRecord, Record};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::rooms::room::{Begin, Room};
+use crate::rooms::requests::Begin;
+use crate::rooms::room::Room;
 
 /// How long a buy waits for the same request's decision on another hub before it answers
 /// `unavailable` (its state is in Redis; a repeat later gets the real answer).
@@ -157,19 +158,19 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
     ) -> Ack {
-        if let Begin::Done(order) = room.begin_request(&user.id, &msg.req).await {
+        if let Begin::Done(order) = room.requests.begin(&user.id, &msg.req).await {
             return order_ack(&order, &msg.req);
         }
         // Admission control, as for the embedded gate: beyond the pending buys' limit a buy is
         // answered `unavailable` at once instead of queueing for Redis.
         let Some(_admitted) = self.admit() else {
-            room.end_request(&user.id, &msg.req);
+            room.requests.end(&user.id, &msg.req);
             metrics::counter!("livehub_buys_shed_total").increment(1);
             return self.rejected_buy(room, msg, RejectCode::Unavailable);
         };
         let ack = self.decide_shared(fleet, room, user, msg).await;
         // Forgets the request unless it made an order here (the journal's apply marked it done).
-        room.end_request(&user.id, &msg.req);
+        room.requests.end(&user.id, &msg.req);
         ack
     }
 
@@ -180,12 +181,12 @@ impl Hub {
         user: &UserRef,
         msg: &BuyMsg,
     ) -> Ack {
-        let mut sku = room.sku(&msg.sku);
+        let mut sku = room.skus.get(&msg.sku);
         if sku.is_none() {
             // Created on another hub a moment ago? Look in Redis before saying no, unless the
             // room was looked at a moment ago.
             super::mirror::resync_for_unknown_sku(self, fleet, &room.id).await;
-            sku = room.sku(&msg.sku);
+            sku = room.skus.get(&msg.sku);
         }
         let Some(sku) = sku else {
             return self.rejected(room, &msg.req, RejectCode::UnknownSku, None, None);
@@ -242,7 +243,7 @@ impl Hub {
         };
         sku.note_left(left_after);
         if left_after == 0 {
-            room.state_changed();
+            room.feeds.notify_sale_changed();
         }
         let order = OrderRecord {
             seq: 0,
@@ -386,7 +387,7 @@ impl Drop for SharedInFlight {
                     .split(crate::ids::KEY_SEPARATOR)
                     .nth(1)
                     .unwrap_or("");
-                room.end_request(&at.user, req);
+                room.requests.end(&at.user, req);
             }
         };
         match tokio::runtime::Handle::try_current() {

@@ -34,7 +34,7 @@ async fn refreshed_view(
 ) -> Result<SkuState, CatalogError> {
     mirror::sync_room(hub, fleet, room).await?;
     hub.room(room)
-        .and_then(|r| r.sku(sku))
+        .and_then(|r| r.skus.get(sku))
         .map(|s| s.view(now_ms()))
         .ok_or_else(|| {
             CatalogError::Unavailable("the change was made but is not visible yet".into())

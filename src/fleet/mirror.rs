@@ -89,18 +89,18 @@ pub async fn load_room(
         let Some(m) = parse_sku(&h, sold.get(id).copied().unwrap_or(0)) else {
             continue;
         };
-        match room.sku(id) {
+        match room.skus.get(id) {
             Some(s) => changed |= s.mirror(&m),
             None => {
                 let s = Arc::new(Sku::new(Arc::from(id.as_str()), &m.def));
                 s.mirror(&m);
-                room.add_sku(s);
+                room.skus.add(s);
                 changed = true;
             }
         }
     }
     if changed {
-        room.state_changed();
+        room.feeds.notify_sale_changed();
     }
     Ok(Some(room))
 }

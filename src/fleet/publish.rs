@@ -114,7 +114,7 @@ pub async fn catch_up(fleet: &Fleet, room: &Room) -> Result<u64, FleetError> {
     let mut after = last.unwrap_or(0);
     let mut n = 0;
     loop {
-        let page = room.orders_after(after, PUBLISH_BATCH);
+        let page = room.orders.page_after(after, PUBLISH_BATCH);
         let Some(last) = page.last() else {
             return Ok(n);
         };

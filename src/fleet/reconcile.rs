@@ -98,7 +98,7 @@ pub async fn startup(hub: &Hub, fleet: &Fleet) -> Result<Repaired, FleetError> {
     for room in hub.rooms().all() {
         r.published += publish::catch_up(fleet, &room).await?;
         r.released += release_orphans(fleet, &room.id, &fleet.hub_id, |user, req| {
-            room.order_of(user, req).is_some()
+            room.requests.order_of(user, req).is_some()
         })
         .await?;
     }
@@ -255,7 +255,7 @@ pub async fn reconcile(url: &str, data_dirs: &[PathBuf], repair: bool) -> anyhow
                 }
             }
         }
-        for s in room.skus() {
+        for s in room.skus.list() {
             let journaled: u64 = journals
                 .iter()
                 .flat_map(|(_, _, o)| o.iter())

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{keys, Fleet, FleetError};
 use crate::journal::OrderRecord;
-use crate::rooms::room::{Room, StreamOrder};
+use crate::rooms::orders::StreamOrder;
+use crate::rooms::room::Room;
 
 /// How often the stream is read when the last read found it caught up.
 pub const STREAM_POLL: Duration = Duration::from_millis(20);
@@ -100,7 +101,7 @@ pub async fn run(fleet: Fleet, room: Arc<Room>, shutdown: CancellationToken) {
             Ok((orders, last)) => {
                 failing = false;
                 full = orders.len() >= STREAM_PAGE;
-                room.add_stream_orders(orders);
+                room.orders.add_stream_orders(orders);
                 if let Some(l) = last {
                     after = l;
                 }

@@ -1,8 +1,8 @@
-//! The buy path, from a decoded `buy` frame to its ack: idempotency ([`Room::begin_request`])
-//! → admission ([`super::HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`])
-//! → the journal (group commit; the order is durable once its batch is fsynced) → the ack. A
-//! buy the journal refuses gives its stock back. Fleet mode decides in Redis instead
-//! ([`crate::fleet::buy`]).
+//! The buy path, from a decoded `buy` frame to its ack: idempotency
+//! ([`crate::rooms::requests::Requests::begin`]) → admission
+//! ([`super::HubOptions::max_pending_buys`]) → the inventory gate ([`LocalGate`]) → the journal (group
+//! commit; the order is durable once its batch is fsynced) → the ack. A buy the journal refuses
+//! gives its stock back. Fleet mode decides in Redis instead ([`crate::fleet::buy`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +17,8 @@ use crate::clock::now_ms;
 use crate::inventory::{BuyRequest, LocalGate, Reservation, Sku, UserRef};
 use crate::journal::{JournalError, OrderRecord, Record, Ticket};
 use crate::protocol::{Ack, BuyMsg, RejectCode};
-use crate::rooms::room::{Begin, Room};
+use crate::rooms::requests::Begin;
+use crate::rooms::room::Room;
 
 impl Hub {
     /// Decides one buy and answers it. The ack is `ok` only once the order is durable.
@@ -25,7 +26,7 @@ impl Hub {
         if let GateKind::Fleet(fleet) = &self.inner.gate {
             return self.buy_in_fleet(fleet, room, user, msg).await;
         }
-        match room.begin_request(&user.id, &msg.req).await {
+        match room.requests.begin(&user.id, &msg.req).await {
             Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
             Begin::Fresh(req, ticket) => match self.decide_fresh(room, user, msg, req, ticket) {
                 Started::Answered(ack) => ack,
@@ -42,7 +43,7 @@ impl Hub {
         if !matches!(self.inner.gate, GateKind::Local(_)) {
             return None;
         }
-        Some(match room.try_begin_request(&user.id, &msg.req)? {
+        Some(match room.requests.try_begin(&user.id, &msg.req)? {
             Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req))),
             Begin::Fresh(req, ticket) => self.decide_fresh(room, user, msg, req, ticket),
         })
@@ -58,7 +59,7 @@ impl Hub {
         ticket: Ticket,
     ) -> Started {
         let Some(admitted) = self.admit() else {
-            room.end_request(&user.id, &msg.req);
+            room.requests.end(&user.id, &msg.req);
             metrics::counter!("livehub_buys_shed_total").increment(1);
             return Started::Answered(self.rejected_buy(room, msg, RejectCode::Unavailable));
         };
@@ -68,15 +69,15 @@ impl Hub {
             qty: msg.qty,
             now_ms: now_ms(),
         };
-        let reservation = match LocalGate::decide(room.sku(&msg.sku), buy) {
+        let reservation = match LocalGate::decide(room.skus.get(&msg.sku), buy) {
             Ok(r) => {
                 if r.left_after == 0 {
-                    room.state_changed();
+                    room.feeds.notify_sale_changed();
                 }
                 r
             }
             Err(rej) => {
-                room.end_request(&user.id, &msg.req);
+                room.requests.end(&user.id, &msg.req);
                 return Started::Answered(
                     self.rejected(room, &msg.req, rej.code, rej.sku, rej.left),
                 );
@@ -151,7 +152,7 @@ impl Hub {
 
     /// What became of an earlier buy.
     pub async fn status(&self, room: &Room, user: &str, req: &str) -> Ack {
-        match room.settled_request(user, req).await {
+        match room.requests.settled(user, req).await {
             Some(order) => order_ack(&order, req),
             None => match self.fleet() {
                 // Fleet mode: the order may have been taken by another hub.
@@ -165,8 +166,8 @@ impl Hub {
     /// its request.
     fn undo(&self, room: &Room, user: &UserRef, req: &str, r: &Reservation) {
         LocalGate::give_back(user, r);
-        room.state_changed();
-        room.end_request(&user.id, req);
+        room.feeds.notify_sale_changed();
+        room.requests.end(&user.id, req);
     }
 
     fn unavailable(&self, room: &Room, req: &str, r: &Reservation, e: &JournalError) -> Ack {
@@ -196,7 +197,7 @@ impl Hub {
     /// Counts and words the rejection of `msg` before it reached the inventory (shed, rate
     /// limited), with the SKU's `left` when the SKU exists, as every ack for one carries.
     pub fn rejected_buy(&self, room: &Room, msg: &BuyMsg, code: RejectCode) -> Ack {
-        let sku = room.sku(&msg.sku);
+        let sku = room.skus.get(&msg.sku);
         self.rejected(
             room,
             &msg.req,

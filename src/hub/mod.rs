@@ -187,10 +187,7 @@ impl Hub {
 
     /// Starts a room's sale feed and dashboard aggregator, once.
     pub fn start_room_tasks(&self, room: &Arc<Room>) {
-        if room
-            .tasks_started
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+        if !room.feeds.claim_tasks() {
             return;
         }
         let token = self.inner.shutdown.clone();

@@ -23,7 +23,7 @@ pub use sku::{Mirrored, Reserved, Sku, SkuDef};
 use crate::protocol::RejectCode;
 
 /// A user of a room: the id, and the small key the gate's ledgers use. A buyer connection
-/// interns its user once ([`crate::rooms::room::Room::user`]), so a buy never hashes the user's
+/// interns its user once ([`crate::rooms::users::Users::intern`]), so a buy never hashes the user's
 /// string in the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {

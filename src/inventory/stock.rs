@@ -47,7 +47,7 @@ impl Counter for std::sync::atomic::AtomicU64 {
 }
 
 /// Units each user holds of one SKU, with a per-user critical section. Users are the room's
-/// interned user keys ([`crate::inventory::UserRef`]), so a decision never hashes a string.
+/// interned user keys ([`crate::rooms::users::Users`]), so a decision never hashes a string.
 pub trait UserLedger {
     /// Runs `f` with the units `user` holds (0 if none) while no other call for the same
     /// user can run; on `Ok((held, r))` stores `held` and returns `r`; on `Err` stores nothing.

@@ -14,8 +14,8 @@
 //! snapshot thread reads later without holding up the writer.
 //!
 //! Encoding: postcard, one item at a time. Strings that repeat (SKU, user and referrer ids)
-//! are written once per room and then referred to by index, so an order costs about 25 bytes
-//! and restoring it allocates only its `req`, the order and its idempotency key.
+//! are written once per room and then referred to by index, so an order is a few varints and
+//! its `req`, and restoring it allocates only its `req`, the order and its idempotency entry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,7 +95,8 @@ impl Rooms {
             .into_iter()
             .map(|room| {
                 let skus = room
-                    .skus()
+                    .skus
+                    .list()
                     .iter()
                     .map(|s| {
                         let (stock_total, sold) = (s.stock_total(), s.sold());
@@ -112,7 +113,7 @@ impl Rooms {
                     .collect();
                 RoomCapture {
                     title: room.title(),
-                    orders: room.order_count(),
+                    orders: room.orders.count(),
                     skus,
                     room,
                 }
@@ -159,7 +160,7 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
     for row in &head.skus {
         let sku = Arc::new(Sku::new(row.id.clone(), &row.def));
         sku.restore_counters(row.stock_total, row.sold, row.sold_out_at_ms);
-        room.add_sku(sku.clone());
+        room.skus.add(sku.clone());
         skus.insert(&row.id, sku);
     }
     // Two threads, as in a journal replay: this one decodes orders and counts each user's
@@ -226,7 +227,7 @@ fn decode_orders<'a>(
                     .ok_or_else(|| format!("order {} of an unknown SKU", o.seq))?,
             );
         }
-        let key = *as_user[ui].get_or_insert_with(|| room.user(&strings[ui]).key);
+        let key = *as_user[ui].get_or_insert_with(|| room.users.intern(&strings[ui]).key);
         as_sku[si].as_ref().expect("set above").add_held(key, o.qty);
         chunk.push(Arc::new(OrderRecord {
             seq: o.seq,
@@ -267,7 +268,7 @@ impl Capture for RoomsCapture {
             };
             out.put(&postcard::to_allocvec(&head).expect("encodes"));
             let mut strings = Strings::default();
-            rc.room.orders_prefix(rc.orders, |o| {
+            rc.room.orders.for_prefix(rc.orders, |o| {
                 let buf = out.buf();
                 let sku = strings.index(&o.sku, buf);
                 let user = strings.index(&o.user, buf);
@@ -332,8 +333,8 @@ impl Strings {
 // The order stream is written by hand, byte for byte as postcard writes `Item`s (the
 // restore decodes it with postcard; a test holds the two equal): a varint for each integer
 // (zigzag for signed), a length-prefixed string, the variant's index before an enum's fields
-// (the helpers are the journal's, which writes its order records the same way). Serde's
-// per-field calls into a growing buffer cost ~250 ns an order.
+// (the helpers are the journal's, which writes its order records the same way). By hand
+// because serde's per-field calls into a growing buffer cost many times these few writes.
 const ITEM_STR: u64 = 0;
 const ITEM_ORDER: u64 = 1;
 const ITEM_END: u64 = 2;

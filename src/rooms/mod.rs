@@ -1,8 +1,13 @@
 //! The registry of rooms, and how each durable journal record changes them.
 
 pub mod capture;
+pub mod feeds;
+pub mod live;
+pub mod orders;
 pub mod requests;
 pub mod room;
+pub mod skus;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -99,7 +104,7 @@ impl Rooms {
 
     fn sku(&self, room: &str, sku: &str) -> Option<(Arc<Room>, Arc<Sku>)> {
         let room = self.get(room)?;
-        let sku = room.sku(sku)?;
+        let sku = room.skus.get(sku)?;
         Some((room, sku))
     }
 }
@@ -124,11 +129,11 @@ impl Apply for Rooms {
                     tracing::error!(%room, %sku, "journal has a SKU of an unknown room; skipped");
                     return;
                 };
-                match r.sku(sku) {
+                match r.skus.get(sku) {
                     Some(s) => s.redefine(def),
-                    None => r.add_sku(Arc::new(Sku::new(sku.clone(), def))),
+                    None => r.skus.add(Arc::new(Sku::new(sku.clone(), def))),
                 }
-                r.state_changed();
+                r.feeds.notify_sale_changed();
             }
             Record::Stock {
                 room, sku, delta, ..
@@ -136,7 +141,7 @@ impl Apply for Rooms {
                 if let Some((r, s)) = self.sku(room, sku) {
                     // A live withdrawal took its units out of `left` before it was journaled.
                     s.apply_stock_delta(*delta, mode == Mode::Live && *delta < 0);
-                    r.state_changed();
+                    r.feeds.notify_sale_changed();
                 }
             }
             Record::Window {
@@ -148,7 +153,7 @@ impl Apply for Rooms {
             } => {
                 if let Some((r, s)) = self.sku(room, sku) {
                     s.set_window(*opens_at_ms, *closes_at_ms);
-                    r.state_changed();
+                    r.feeds.notify_sale_changed();
                 }
             }
             Record::Order(o) => {
@@ -162,7 +167,7 @@ impl Apply for Rooms {
                         r.add_order(o.clone());
                     }
                     Mode::Replay => {
-                        s.replay_order(r.user(&o.user).key, o.qty, o.ts_ms);
+                        s.replay_order(r.users.intern(&o.user).key, o.qty, o.ts_ms);
                         r.add_replayed_order(o.clone());
                     }
                 }

@@ -1,4 +1,5 @@
-//! A room's idempotency table: where every `(user, req)` stands, pending or the order it made.
+//! A room's idempotency table: where every `(user, req)` stands, pending or the order it made,
+//! and [`Requests`], the table with the waiting a duplicate in flight does on top of it.
 //!
 //! Every buy looks here when it begins (on the buyer's runtime thread) and again when its order
 //! becomes durable (on the journal writer), and the table holds every request of the stream,
@@ -15,12 +16,13 @@
 //!   the very `Arc` of the `req` the order carries).
 //!
 //! A request that made nothing is forgotten: its bucket goes, and its entry's place is reused
-//! by a later request. It replaced a `DashMap<String, _>` whose two look-ups a buy were ~19% of
-//! the hub's CPU at 120,000 acks/s, then a table of whole entries that was ~19% at 210,000,
-//! then a `hashbrown::HashTable` of these buckets, 13% at 236,000 (BENCHMARKS.md).
+//! by a later request, so a stream of refused buys does not grow the table. Why this shape and
+//! not a general-purpose map: BENCHMARKS.md.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
 
 use crate::journal::OrderRecord;
 
@@ -68,12 +70,12 @@ const EMPTY: u32 = u32::MAX;
 
 /// A shard's index: open addressing with linear probing over [`Bucket`]s, at most 3/4 full.
 ///
-/// Why not a `hashbrown::HashTable` (what it was): hashbrown keeps a control byte a bucket in
-/// an array of its own, so a new request missed the cache twice, on its control group and on
-/// the bucket it then wrote (a third and two fifths of `begin`'s own samples, BENCHMARKS.md).
-/// Here the probe reads the buckets themselves, eight to a cache line, and the insert writes
-/// the line the probe just read: one miss. A bucket's home is its key's low bits, so a resize
-/// rehashes from the buckets alone, and a removal shifts the probe run back (no tombstones).
+/// Why not a `hashbrown::HashTable`: hashbrown keeps a control byte a bucket in an array of
+/// its own, so a new request would miss the cache twice, on its control group and on the
+/// bucket it then writes (BENCHMARKS.md). Here the probe reads the buckets themselves, eight
+/// to a cache line, and the insert writes the line the probe just read: one miss. A bucket's
+/// home is its key's low bits, so a resize rehashes from the buckets alone, and a removal
+/// shifts the probe run back (no tombstones).
 #[derive(Debug)]
 struct Index {
     buckets: Box<[Bucket]>,
@@ -269,12 +271,11 @@ pub struct RequestTable {
 /// of the requests (the hash's bits as `u` in `[0, 1)`, the shard is `⌊SHARDS·log2(1+u)⌋`),
 /// so the shards' loads grow steadily over one doubling, from the first to the last.
 ///
-/// Why uneven on purpose: a hash table doubles (and moves every bucket) when it is 7/8 full.
-/// Equal shards fill at the same pace, so all of them doubled within a few thousand buys of
-/// each other: at about 917,000 requests the whole table was moved in one burst (the p99 of
-/// that second at 107,000 buys/s went from about 6 ms to 13-44 ms). With the loads spread
-/// over a factor of two, the shards double one at a time, evenly spaced, each moving
-/// 1/90 to 1/45 of the table.
+/// Why uneven on purpose: a shard's index doubles (and moves every bucket) when it is 3/4
+/// full. Equal shards would fill at the same pace and double at nearly the same moment,
+/// moving the whole table in one burst, a spike in the ack latency (BENCHMARKS.md). With the
+/// loads spread over a factor of two, the shards double one at a time, evenly spaced, each
+/// moving about 1/90 to 1/45 of the table.
 fn pick_shard(hash: u64) -> usize {
     // The bucket key takes the low 32 bits: take others.
     let u = ((hash >> 40) & 0xffff) as f64 / 65536.0;
@@ -456,6 +457,123 @@ impl RequestTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// What [`Requests::begin`] found.
+#[derive(Debug)]
+pub enum Begin {
+    /// The caller now owns the request and must end it: by the order's commit
+    /// ([`crate::rooms::room::Room::add_order`]), or by [`Requests::end`]. The order should
+    /// carry this `req` (the table's own `Arc`) and the ticket ([`OrderRecord::begun`]).
+    Fresh(Arc<str>, Ticket),
+    /// The request already made this order.
+    Done(Arc<OrderRecord>),
+}
+
+/// A room's requests: the [`RequestTable`], and the wake-ups of those who wait for a request
+/// another connection is deciding (a duplicate `req` in flight, or a `status` of it).
+#[derive(Debug, Default)]
+pub struct Requests {
+    table: RequestTable,
+    /// Woken when a request that somebody waits for is settled (made an order or forgotten).
+    /// One per room: duplicates in flight are rare, so a waiter that wakes for another
+    /// request only looks again.
+    settled: Notify,
+}
+
+impl Requests {
+    /// Room for `n` requests without a resize (a snapshot being restored).
+    pub fn with_capacity(n: usize) -> Self {
+        Requests {
+            table: RequestTable::with_capacity(n),
+            settled: Notify::new(),
+        }
+    }
+
+    /// Starts deciding `(user, req)` unless it made an order; while another connection is
+    /// deciding it, waits for that decision and looks again.
+    pub async fn begin(&self, user: &Arc<str>, req: &str) -> Begin {
+        loop {
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            // Pending elsewhere (and marked as waited for). Listen first, then look again, so
+            // a settle between the two looks is never missed.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(b) = self.try_begin(user, req) {
+                return b;
+            }
+            settled.await;
+        }
+    }
+
+    /// [`Requests::begin`] without waiting: `None` while another connection decides the
+    /// request (it is then marked as waited for; call [`Requests::begin`]).
+    #[inline]
+    pub fn try_begin(&self, user: &Arc<str>, req: &str) -> Option<Begin> {
+        match self.table.begin(user, req) {
+            Began::Fresh(req, ticket) => Some(Begin::Fresh(req, ticket)),
+            Began::Done(order) => Some(Begin::Done(order)),
+            Began::Pending => None,
+        }
+    }
+
+    /// Forgets a request that made nothing, waking whoever waits on it.
+    pub fn end(&self, user: &str, req: &str) {
+        if self.table.forget_pending(user, req) == Some(true) {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// The order `(user, req)` made, if it made one by now (a pending request has not).
+    pub fn order_of(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        match self.table.look(user, req, false) {
+            Seen::Done(o) => Some(o),
+            Seen::Absent | Seen::Pending => None,
+        }
+    }
+
+    /// Whether `(user, req)` is known here: the order it made, waiting while it is decided;
+    /// `None` for a request this room never saw (or that made nothing).
+    pub async fn settled(&self, user: &str, req: &str) -> Option<Arc<OrderRecord>> {
+        loop {
+            match self.table.look(user, req, false) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => {}
+            }
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.table.look(user, req, true) {
+                Seen::Absent => return None,
+                Seen::Done(o) => return Some(o),
+                Seen::Pending => settled.await,
+            }
+        }
+    }
+
+    /// Marks the order's request done (inserting it done when nobody began it here); returns
+    /// whether somebody waits for it, who must then be woken by [`Requests::wake_waiters`].
+    /// The room calls it when it records the order ([`crate::rooms::room::Room::add_order`]).
+    #[inline]
+    pub(super) fn complete(&self, order: &Arc<OrderRecord>) -> bool {
+        self.table.complete(order) == Some(true)
+    }
+
+    /// Records an order nobody began in this process (replay, snapshot restore): nobody waits.
+    #[inline]
+    pub(super) fn insert_done(&self, order: &Arc<OrderRecord>) {
+        self.table.insert_done(order);
+    }
+
+    /// Wakes everybody waiting for a request, after [`Requests::complete`] said somebody does.
+    #[inline]
+    pub(super) fn wake_waiters(&self) {
+        self.settled.notify_waiters();
     }
 }
 

@@ -1,0 +1,76 @@
+//! A room's live figures: its audience, its refusals by reason, and its buy-to-ack times,
+//! updated by the buyer tasks and read by the room's dashboard aggregator.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashSet;
+
+use crate::protocol::RejectCode;
+
+/// Largest latency the histograms track; slower acks are counted at this value.
+pub const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// An empty latency histogram: 1 µs to [`MAX_LATENCY_US`], 3 significant digits.
+pub fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Audience and buy-path figures of a room. Buyer tasks update them through the methods; the
+/// aggregator reads the fields.
+#[derive(Debug)]
+pub struct LiveStats {
+    pub viewers: AtomicU64,
+    pub peak_viewers: AtomicU64,
+    pub unique_viewers: DashSet<Arc<str>>,
+    pub rejected: [AtomicU64; RejectCode::ALL.len()],
+    /// Buy-to-ack times in microseconds since the aggregator last took them.
+    pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Default for LiveStats {
+    fn default() -> Self {
+        LiveStats {
+            viewers: AtomicU64::new(0),
+            peak_viewers: AtomicU64::new(0),
+            unique_viewers: DashSet::new(),
+            rejected: Default::default(),
+            latency_us: Mutex::new(new_latency_histogram()),
+        }
+    }
+}
+
+impl LiveStats {
+    /// A buyer connected: one more viewer now, the peak raised to match, and the user
+    /// remembered for the count of unique viewers.
+    pub fn viewer_joined(&self, user: &Arc<str>) {
+        let now = self.viewers.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak_viewers.fetch_max(now, Ordering::AcqRel);
+        if !self.unique_viewers.contains(user) {
+            self.unique_viewers.insert(user.clone());
+        }
+    }
+
+    /// A buyer disconnected.
+    pub fn viewer_left(&self) {
+        self.viewers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A buy was refused for `code`.
+    pub fn count_rejection(&self, code: RejectCode) {
+        self.rejected[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One buy-to-ack time.
+    pub fn record_latency(&self, us: u64) {
+        self.record_latencies([us]);
+    }
+
+    /// Records several buy-to-ack times under one lock (a buyer's acks that are ready at once).
+    pub fn record_latencies(&self, us: impl IntoIterator<Item = u64>) {
+        let mut h = self.latency_us.lock().expect("latency lock");
+        for us in us {
+            h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
+    }
+}
