@@ -109,15 +109,15 @@ pub fn secret_or_generate(
     Ok((v, true))
 }
 
-/// Checks that `data_dir` was written by a hub of `mode`, and marks it so when it is new (or
-/// from before the marker existed). Another mode is refused with what to do: replaying an
-/// embedded journal in fleet mode, or a fleet journal without Redis, would misplace or drop
-/// acknowledged orders.
-pub fn claim(data_dir: &Path, mode: HubMode) -> Result<(), String> {
+/// Checks that `data_dir` was written by a hub of `mode`. Another mode is refused with what to
+/// do: replaying an embedded journal in fleet mode, or a fleet journal without Redis, would
+/// misplace or drop acknowledged orders. `Ok(false)`: the data dir has no marker yet (it is
+/// new, or from before the marker); [`mark`] it once the hub has opened it.
+pub fn check(data_dir: &Path, mode: HubMode) -> Result<bool, String> {
     let path = data_dir.join(MODE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(s) => match HubMode::parse(&s) {
-            Some(m) if m == mode => Ok(()),
+            Some(m) if m == mode => Ok(true),
             Some(HubMode::Fleet) => Err(format!(
                 "{} was written by a hub in fleet mode (--redis): its journal holds orders of \
                  rooms and SKUs kept in Redis. Start it with --redis URL (and its --hub-id), \
@@ -136,11 +136,25 @@ pub fn claim(data_dir: &Path, mode: HubMode) -> Result<(), String> {
                 s.trim()
             )),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(data_dir)
-            .and_then(|()| write_durably(&path, mode.as_str().as_bytes(), false))
-            .map_err(|e| format!("cannot mark the data dir {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// Marks `data_dir` as written by a hub of `mode`.
+pub fn mark(data_dir: &Path, mode: HubMode) -> Result<(), String> {
+    let path = data_dir.join(MODE_FILE);
+    create(data_dir)
+        .and_then(|()| write_durably(&path, mode.as_str().as_bytes(), false))
+        .map_err(|e| format!("cannot mark the data dir {}: {e}", path.display()))
+}
+
+/// [`check`], then [`mark`] when there was no marker.
+pub fn claim(data_dir: &Path, mode: HubMode) -> Result<(), String> {
+    if !check(data_dir, mode)? {
+        mark(data_dir, mode)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

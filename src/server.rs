@@ -110,7 +110,8 @@ pub async fn run(
         None => crate::data_dir::HubMode::Embedded,
         Some(_) => crate::data_dir::HubMode::Fleet,
     };
-    crate::data_dir::claim(&settings.hub.journal.data_dir, mode).map_err(anyhow::Error::msg)?;
+    let data_dir = settings.hub.journal.data_dir.clone();
+    let marked = crate::data_dir::check(&data_dir, mode).map_err(anyhow::Error::msg)?;
     let (hub, replayed) = match settings.hub.fleet.clone() {
         None => {
             let opts = settings.hub.clone();
@@ -119,6 +120,10 @@ pub async fn run(
         }
         Some(fleet) => crate::fleet::connect::open(&settings.hub, &fleet, &token).await?,
     };
+    // Marked only once its journal replayed: a refused start leaves the data dir as it was.
+    if !marked {
+        crate::data_dir::mark(&data_dir, mode).map_err(anyhow::Error::msg)?;
+    }
     tracing::info!(
         snapshot = replayed.snapshot,
         bad_snapshots = replayed.bad_snapshots.len(),

@@ -16,14 +16,16 @@ use livehub::rooms::Rooms;
 
 fn rooms_with_sku() -> Arc<Rooms> {
     let rooms = Arc::new(Rooms::default());
-    rooms.apply(
-        &Record::Room {
-            room: "r".into(),
-            title: "t".into(),
-            ts_ms: 0,
-        },
-        Mode::Replay,
-    );
+    rooms
+        .apply(
+            &Record::Room {
+                room: "r".into(),
+                title: "t".into(),
+                ts_ms: 0,
+            },
+            Mode::Replay,
+        )
+        .expect("the record applies");
     let def = SkuDef {
         name: "n".into(),
         price_fen: 100,
@@ -32,16 +34,18 @@ fn rooms_with_sku() -> Arc<Rooms> {
         opens_at_ms: None,
         closes_at_ms: None,
     };
-    rooms.apply(
-        &Record::Sku {
-            room: "r".into(),
-            sku: "A1".into(),
-            def,
-            created: true,
-            ts_ms: 0,
-        },
-        Mode::Replay,
-    );
+    rooms
+        .apply(
+            &Record::Sku {
+                room: "r".into(),
+                sku: "A1".into(),
+                def,
+                created: true,
+                ts_ms: 0,
+            },
+            Mode::Replay,
+        )
+        .expect("the record applies");
     rooms
 }
 
@@ -79,17 +83,19 @@ async fn totals_equal_the_orders_sums_at_every_seq() {
         for i in 0..(batch % 7 + 1) {
             seq += 1;
             let (qty, price) = (1 + i % 3, 100 + batch * 7);
-            rooms.apply(
-                &order(
-                    seq,
-                    1_000_000 + (seq as i64) * 137,
-                    qty,
-                    price,
-                    &format!("u{}", seq % 9),
-                    (i % 2 == 0).then_some("s1"),
-                ),
-                Mode::Replay,
-            );
+            rooms
+                .apply(
+                    &order(
+                        seq,
+                        1_000_000 + (seq as i64) * 137,
+                        qty,
+                        price,
+                        &format!("u{}", seq % 9),
+                        (i % 2 == 0).then_some("s1"),
+                    ),
+                    Mode::Replay,
+                )
+                .expect("the record applies");
             sums = (sums.0 + qty * price, sums.1 + 1, sums.2 + qty);
         }
         tokio::time::advance(Duration::from_millis(100)).await;
@@ -133,7 +139,9 @@ async fn publishes_only_on_change_and_at_least_once_a_second() {
     tokio::time::advance(Duration::from_millis(600)).await;
     assert!(agg.step(2_200, false), "heartbeat after a second");
     let n = room.feeds.snapshots.borrow().as_ref().unwrap().number;
-    rooms.apply(&order(1, 2_300, 1, 100, "u", None), Mode::Replay);
+    rooms
+        .apply(&order(1, 2_300, 1, 100, "u", None), Mode::Replay)
+        .expect("the record applies");
     assert!(!agg.step(2_200, false), "not twice within a push interval");
     tokio::time::advance(Duration::from_millis(100)).await;
     assert!(
@@ -293,7 +301,9 @@ async fn with_ten_thousand_dashboards_slots_are_served_in_waves() {
     for seq in 1..=80u64 {
         tokio::time::advance(tick).await;
         let now = 1_000 + seq as i64 * 50;
-        rooms.apply(&order(seq, now, 1, 100 + seq, "u", None), Mode::Replay);
+        rooms
+            .apply(&order(seq, now, 1, 100 + seq, "u", None), Mode::Replay)
+            .expect("the record applies");
         (gmv, n) = (gmv + 100 + seq, n + 1);
         sums.insert(seq, (gmv, n));
         agg.step(now, false);
@@ -373,7 +383,9 @@ async fn every_dashboard_gets_every_trend_point_across_waves_and_audience_change
                     now_ms
                 };
                 let price = 100 + seq % 13;
-                rooms.apply(&order(seq, ts, 1, price, "u", None), Mode::Replay);
+                rooms
+                    .apply(&order(seq, ts, 1, price, "u", None), Mode::Replay)
+                    .expect("the record applies");
                 (gmv, n) = (gmv + price, n + 1);
                 sums.insert(seq, (gmv, n));
             }
@@ -452,10 +464,12 @@ async fn each_slot_is_served_at_most_every_interval_and_at_least_once_a_second()
         );
         if secs < 15 && tick % 2 == 0 {
             seq += 1;
-            rooms.apply(
-                &order(seq, at.as_millis() as i64, 1, 100, "u", None),
-                Mode::Replay,
-            );
+            rooms
+                .apply(
+                    &order(seq, at.as_millis() as i64, 1, 100, "u", None),
+                    Mode::Replay,
+                )
+                .expect("the record applies");
         }
         agg.step_at(t, at.as_millis() as i64, false);
         for (i, rx) in slots.iter_mut().enumerate() {
@@ -497,10 +511,12 @@ async fn the_trend_has_the_whole_history_first_and_increments_after() {
     let room = rooms.get("r").unwrap();
     let mut agg = Aggregator::new(room.clone(), Duration::from_millis(100));
     for s in 1..=5u64 {
-        rooms.apply(
-            &order(s, (s as i64) * 1000 + 10, 1, 100, "u", None),
-            Mode::Replay,
-        );
+        rooms
+            .apply(
+                &order(s, (s as i64) * 1000 + 10, 1, 100, "u", None),
+                Mode::Replay,
+            )
+            .expect("the record applies");
     }
     agg.step(6_000, false);
     let first = room.feeds.snapshots.borrow().clone().unwrap();
@@ -511,8 +527,12 @@ async fn the_trend_has_the_whole_history_first_and_increments_after() {
             .len(),
         5
     );
-    rooms.apply(&order(6, 5_500, 2, 100, "u", None), Mode::Replay);
-    rooms.apply(&order(7, 7_100, 1, 100, "u", None), Mode::Replay);
+    rooms
+        .apply(&order(6, 5_500, 2, 100, "u", None), Mode::Replay)
+        .expect("the record applies");
+    rooms
+        .apply(&order(7, 7_100, 1, 100, "u", None), Mode::Replay)
+        .expect("the record applies");
     tokio::time::advance(Duration::from_millis(100)).await;
     assert!(agg.step(7_200, false));
     let second = room.feeds.snapshots.borrow().clone().unwrap();

@@ -733,3 +733,79 @@ async fn fleet_buys_are_shed_beyond_the_pending_limit() {
         .unwrap_or(0.0);
     assert!(shed >= 4.0, "{shed} buys shed: only 2 may wait for Redis");
 }
+
+/// A data dir written in fleet mode holds orders of rooms kept in Redis. Started without
+/// `--redis`, it is refused: by its mode marker, and, for a data dir from before the marker,
+/// by replay itself, which names the file and offset of the first order it cannot place
+/// instead of skipping it (skipped orders would lose their idempotency, and a journal
+/// snapshot would then delete them for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_data_dir_started_without_redis_is_refused_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let a = hub(&redis, "a").await;
+    a.create_room("r").await;
+    a.create_sku("r", "S", 100, 10, None).await;
+    let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
+    assert_eq!(c.buy("q1", "S", 1).await["ok"], true);
+    drop(c);
+    let dir = a.stop().await;
+    let journal_before = std::fs::read_dir(dir.join("journal")).unwrap().count();
+    let err = match TestServer::try_start_in(&dir, Options::default()).await {
+        Ok(_) => panic!("an embedded hub started on a fleet data dir"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("fleet mode") && err.contains("--redis"),
+        "{err}"
+    );
+    // A data dir from before the marker: replay refuses the order it cannot place.
+    std::fs::remove_file(dir.join("mode")).unwrap();
+    let err = match TestServer::try_start_in(&dir, Options::default()).await {
+        Ok(_) => panic!("an embedded hub replayed a fleet journal"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(".seg") && err.contains("offset"),
+        "names file and offset: {err}"
+    );
+    assert!(err.contains("room r") && err.contains("--redis"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("journal")).unwrap().count(),
+        journal_before,
+        "nothing written or compacted"
+    );
+    // And the fleet hub still starts on it, with its order.
+    let again = hub_in(&redis, "a", &dir).await;
+    assert_eq!(again.export("r").await.len(), 1);
+}
+
+/// An embedded hub's data dir holds its rooms and SKUs in its journal: a fleet hub refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_data_dir_started_in_fleet_mode_is_refused() {
+    let redis = RedisServer::start();
+    let e = TestServer::start().await;
+    e.create_room("r").await;
+    let dir = e.stop().await;
+    let err = match TestServer::try_start_in(
+        &dir,
+        Options {
+            fleet: Some(redis.hub("a")),
+            ..Options::default()
+        },
+    )
+    .await
+    {
+        Ok(_) => panic!("a fleet hub started on an embedded data dir"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("embedded hub") && err.contains("without --redis"),
+        "{err}"
+    );
+    // It still starts as it was.
+    let again = TestServer::start_in(&dir, Options::default()).await;
+    let (status, _) = again
+        .request("GET", "/api/rooms/r/audit", Some(support::VIEWER), None)
+        .await;
+    assert_eq!(status, 200);
+}

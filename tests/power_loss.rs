@@ -31,10 +31,11 @@ const SEGMENT_BYTES: u64 = 1 << 20;
 struct Replayed(Mutex<Vec<String>>);
 
 impl Apply for Replayed {
-    fn apply(&self, record: &Record, mode: Mode) {
+    fn apply(&self, record: &Record, mode: Mode) -> Result<(), String> {
         if let (Record::Order(o), Mode::Replay) = (record, mode) {
             self.0.lock().unwrap().push(o.req.to_string());
         }
+        Ok(())
     }
 }
 

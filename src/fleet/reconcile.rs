@@ -162,10 +162,11 @@ pub struct Report {
 struct Collect(Mutex<Vec<Arc<OrderRecord>>>);
 
 impl Apply for Collect {
-    fn apply(&self, record: &Record, _mode: Mode) {
+    fn apply(&self, record: &Record, _mode: Mode) -> Result<(), String> {
         if let Record::Order(o) = record {
             self.0.lock().expect("collect lock").push(o.clone());
         }
+        Ok(())
     }
 }
 

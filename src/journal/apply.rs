@@ -17,8 +17,10 @@ pub enum Mode {
 /// thread after the batch's fsync and before any waiter is released, so memory never shows a
 /// record that is not durable, and shows them in the order of their `seq`.
 pub trait Apply: Send + Sync + 'static {
-    /// Makes `record`'s change in memory: just made durable, or replayed (`mode`).
-    fn apply(&self, record: &Record, mode: Mode);
+    /// Makes `record`'s change in memory: just made durable, or replayed (`mode`). `Err`
+    /// says why the record cannot be placed (an order of a room or SKU this state does not
+    /// hold): replay then refuses to start, naming the file and offset, rather than drop it.
+    fn apply(&self, record: &Record, mode: Mode) -> Result<(), String>;
 
     /// A consistent picture of the durable state after every record applied so far, for a
     /// snapshot. Called on the writer thread between batches, so it must be cheap (it stalls

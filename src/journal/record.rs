@@ -207,6 +207,17 @@ pub enum Record {
 }
 
 impl Record {
+    /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Room { .. } => "room",
+            Record::Sku { .. } => "sku",
+            Record::Stock { .. } => "stock",
+            Record::Window { .. } => "window",
+            Record::Order(_) => "order",
+        }
+    }
+
     /// Appends this record's frame to `buf`. Orders, nearly every record, are written by hand
     /// in postcard's bytes (`put_order`); the rest by postcard.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {

@@ -48,6 +48,13 @@ pub struct Replayed {
     pub cut: Option<(PathBuf, u64, u64)>,
 }
 
+/// A record and where it is: the index of its segment and its offset there.
+struct Placed {
+    record: Record,
+    segment: u32,
+    offset: u64,
+}
+
 /// Records handed from the reading thread to the applying one at a time.
 const CHUNK: usize = 4096;
 
@@ -141,21 +148,37 @@ pub fn replay_with(dir: &Path, apply: &dyn Apply, check: Check) -> Result<Replay
         )));
     }
     let read = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(16);
-        let reader = s.spawn(move || read_segments(&segments, start, check, tx));
-        for chunk in rx {
-            for rec in chunk {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Placed>>(16);
+        let segments = &segments;
+        let reader = s.spawn(move || read_segments(segments, start, check, tx));
+        let mut refused = None;
+        'chunks: for chunk in &rx {
+            for placed in chunk {
+                let rec = &placed.record;
                 out.records += 1;
-                if let Record::Order(o) = &rec {
+                if let Record::Order(o) = rec {
                     out.orders += 1;
                     out.next_number = out.next_number.max(o.number + 1);
                     let s = out.seqs.entry(o.room.clone()).or_insert(0);
                     *s = (*s).max(o.seq);
                 }
-                apply.apply(&rec, Mode::Replay);
+                if let Err(detail) = apply.apply(rec, Mode::Replay) {
+                    refused = Some(JournalError::Corrupt {
+                        path: segments[placed.segment as usize].clone(),
+                        offset: placed.offset,
+                        detail,
+                    });
+                    break 'chunks;
+                }
             }
         }
-        reader.join().expect("journal reader thread")
+        // Dropping the receiver stops the reader at its next chunk.
+        drop(rx);
+        let read = reader.join().expect("journal reader thread");
+        match refused {
+            Some(e) => Err(e),
+            None => read,
+        }
     })?;
     out.next_number = out.next_number.max(read.end_number);
     // The writer appends to the last segment only if numbering goes on from its end; a
@@ -175,7 +198,7 @@ fn read_segments(
     segments: &[PathBuf],
     start: u64,
     check: Check,
-    tx: std::sync::mpsc::SyncSender<Vec<Record>>,
+    tx: std::sync::mpsc::SyncSender<Vec<Placed>>,
 ) -> Result<Read, JournalError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -230,7 +253,11 @@ fn read_segments(
                 offset: at as u64,
                 detail: format!("undecodable record: {e}"),
             })?;
-            chunk.push(rec);
+            chunk.push(Placed {
+                record: rec,
+                segment: i as u32,
+                offset: at as u64,
+            });
             if chunk.len() == CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                 return Ok(tx.send(full).is_ok());

@@ -165,7 +165,10 @@ impl Writer {
                 metrics::histogram!("livehub_journal_fsync_seconds")
                     .record(started.elapsed().as_secs_f64());
                 for p in batch.drain(..) {
-                    self.apply.apply(&p.record, Mode::Live);
+                    if let Err(e) = self.apply.apply(&p.record, Mode::Live) {
+                        // The gate placed it before it was journaled: a bug, not damage.
+                        tracing::error!(error = %e, "a durable record could not be applied");
+                    }
                     let _ = p.done.send(Ok(p.record));
                 }
                 // A segment that grows by appends is left as soon as a preallocated one is

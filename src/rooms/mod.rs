@@ -62,11 +62,20 @@ impl Rooms {
             .clone()
     }
 
-    fn apply_in_fleet(&self, fleet: &FleetApply, record: &Record, mode: Mode) {
+    fn apply_in_fleet(
+        &self,
+        fleet: &FleetApply,
+        record: &Record,
+        mode: Mode,
+    ) -> Result<(), String> {
         let Record::Order(o) = record else {
-            // Redis holds rooms, SKUs and stock in this mode; such records come only from a
-            // data dir used without --redis before.
-            return;
+            // Redis holds rooms, SKUs and stock in this mode: such a record was written by an
+            // embedded hub, whose orders belong to rooms Redis does not have.
+            return Err(format!(
+                "a catalog record ({}) in the journal of a fleet hub: this data dir was written \
+                 by an embedded hub; start it without --redis",
+                record.kind()
+            ));
         };
         let o = match &o.hub {
             Some(_) => o.clone(),
@@ -84,6 +93,7 @@ impl Rooms {
             }
             Mode::Replay => room.add_replayed_order(o),
         }
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Room>> {
@@ -109,8 +119,22 @@ impl Rooms {
     }
 }
 
+/// Why a record of an embedded hub's journal has no place: its room or SKU was never made by
+/// a record before it. A journal written in fleet mode holds orders of rooms kept in Redis.
+fn unplaced(record: &Record, room: &str, sku: Option<&str>) -> String {
+    let what = match sku {
+        Some(sku) => format!("room {room}, SKU {sku}"),
+        None => format!("room {room}"),
+    };
+    format!(
+        "{} of {what}, which no earlier record of this journal made (a journal written in \
+         fleet mode holds orders of rooms kept in Redis: start it with --redis)",
+        record.kind()
+    )
+}
+
 impl Apply for Rooms {
-    fn apply(&self, record: &Record, mode: Mode) {
+    fn apply(&self, record: &Record, mode: Mode) -> Result<(), String> {
         if let Some(fleet) = &self.fleet {
             return self.apply_in_fleet(fleet, record, mode);
         }
@@ -125,10 +149,7 @@ impl Apply for Rooms {
                 }
             },
             Record::Sku { room, sku, def, .. } => {
-                let Some(r) = self.get(room) else {
-                    tracing::error!(%room, %sku, "journal has a SKU of an unknown room; skipped");
-                    return;
-                };
+                let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
                 match r.skus.get(sku) {
                     Some(s) => s.redefine(def),
                     None => r.skus.add(Arc::new(Sku::new(sku.clone(), def))),
@@ -138,11 +159,12 @@ impl Apply for Rooms {
             Record::Stock {
                 room, sku, delta, ..
             } => {
-                if let Some((r, s)) = self.sku(room, sku) {
-                    // A live withdrawal took its units out of `left` before it was journaled.
-                    s.apply_stock_delta(*delta, mode == Mode::Live && *delta < 0);
-                    r.feeds.notify_sale_changed();
-                }
+                let (r, s) = self
+                    .sku(room, sku)
+                    .ok_or_else(|| unplaced(record, room, Some(sku)))?;
+                // A live withdrawal took its units out of `left` before it was journaled.
+                s.apply_stock_delta(*delta, mode == Mode::Live && *delta < 0);
+                r.feeds.notify_sale_changed();
             }
             Record::Window {
                 room,
@@ -151,16 +173,16 @@ impl Apply for Rooms {
                 closes_at_ms,
                 ..
             } => {
-                if let Some((r, s)) = self.sku(room, sku) {
-                    s.set_window(*opens_at_ms, *closes_at_ms);
-                    r.feeds.notify_sale_changed();
-                }
+                let (r, s) = self
+                    .sku(room, sku)
+                    .ok_or_else(|| unplaced(record, room, Some(sku)))?;
+                s.set_window(*opens_at_ms, *closes_at_ms);
+                r.feeds.notify_sale_changed();
             }
             Record::Order(o) => {
-                let Some((r, s)) = self.sku(&o.room, &o.sku) else {
-                    tracing::error!(room = %o.room, sku = %o.sku, "journal has an order of an unknown SKU; skipped");
-                    return;
-                };
+                let (r, s) = self
+                    .sku(&o.room, &o.sku)
+                    .ok_or_else(|| unplaced(record, &o.room, Some(&o.sku)))?;
                 match mode {
                     Mode::Live => {
                         s.commit(o.qty);
@@ -173,6 +195,7 @@ impl Apply for Rooms {
                 }
             }
         }
+        Ok(())
     }
 
     fn capture(&self) -> Option<Box<dyn Capture>> {
@@ -181,5 +204,30 @@ impl Apply for Rooms {
 
     fn restore(&self, state: &[u8]) -> Result<(), String> {
         self.restore_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_a_room_or_sku_never_made_cannot_be_placed() {
+        let rooms = Rooms::default();
+        let order = Record::Order(crate::rooms::requests::tests::order(
+            &Arc::from("u"),
+            &Arc::from("q"),
+        ));
+        let e = rooms.apply(&order, Mode::Replay).unwrap_err();
+        assert!(e.contains("order of room") && e.contains("--redis"), "{e}");
+        let window = Record::Window {
+            room: "nope".into(),
+            sku: "S".into(),
+            opens_at_ms: None,
+            closes_at_ms: None,
+            ts_ms: 0,
+        };
+        assert!(rooms.apply(&window, Mode::Replay).is_err());
+        assert!(rooms.all().is_empty(), "nothing was made for them");
     }
 }

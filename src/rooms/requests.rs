@@ -5,7 +5,7 @@
 //! becomes durable (on the journal writer), and the table holds every request of the stream,
 //! so it is large and each random look is a cache miss. It is built to miss as little as
 //! possible:
-//! - Shards behind `RwLock`s, each an [`Index`] of 8-byte buckets (a 32-bit key from the hash
+//! - Shards behind `RwLock`s, each an `Index` of 8-byte buckets (a 32-bit key from the hash
 //!   and the entry's place), probed linearly, over the entries themselves, which are appended
 //!   in the order requests begin, in chunks that never move. A resize moves only the buckets
 //!   and reads no entry; a new request reads and writes one random cache line of buckets and
