@@ -241,6 +241,14 @@ pub enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_s: u64,
     },
+    /// Check a stopped hub's data dir offline: every checksum, a replay into a scratch state,
+    /// and per room the orders, GMV and per-SKU consistency, as JSON. Exits 1 on damage
+    /// (naming the file and offset) or an inconsistency. Changes nothing on disk.
+    Verify {
+        /// The data dir to check (default: --data-dir).
+        #[arg(long = "data-dir")]
+        data_dir: Option<PathBuf>,
+    },
     /// Compare Redis (--redis) with the hubs' journals and report as JSON; exits 1 when
     /// something does not add up. With --repair, publish the given hubs' unpublished orders
     /// and release their tickets that have no journaled order (those hubs must be stopped).

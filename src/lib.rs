@@ -28,6 +28,7 @@
 //!   `livehub reconcile`
 //! - [`demo`]: the `--demo` livestream simulation
 //! - [`telemetry`]: Prometheus metrics and tracing
+//! - [`verify`]: `livehub verify`, the offline check of a stopped hub's data dir
 //! - [`clock`]: Unix milliseconds
 
 pub mod api;
@@ -49,3 +50,4 @@ pub mod rooms;
 pub mod seating;
 pub mod server;
 pub mod telemetry;
+pub mod verify;

@@ -30,6 +30,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     livehub::telemetry::init_tracing(cfg.log_format);
+    if let Some(Command::Verify { data_dir }) = &cfg.command {
+        let dir = data_dir.as_ref().unwrap_or(&cfg.data_dir);
+        let report = livehub::verify::verify(dir).map_err(anyhow::Error::msg)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if !report.ok {
+            for d in &report.damage {
+                eprintln!(
+                    "damage in {} at offset {}: {}",
+                    d.file.display(),
+                    d.offset,
+                    d.detail
+                );
+            }
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if let Some(Command::Reconcile { journals, repair }) = &cfg.command {
         let url = cfg
             .redis
