@@ -1,6 +1,5 @@
 //! Viewer handlers: room list, dashboard snapshot and the stock audit.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use super::error::ApiError;
 use super::extract::{RoomPath, Viewer};
 use super::state::AppState;
 use crate::catalog::RoomView;
+use crate::rooms::room::Room;
 
 /// `GET /api/rooms`: every room with its SKUs.
 pub async fn list_rooms(
@@ -93,17 +93,13 @@ pub async fn audit(
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    let mut sold: HashMap<Arc<str>, u64> = HashMap::new();
     // Fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
+    // Running totals: each audit folds only the orders made since the last one.
     let shared = s.hub.fleet().is_some();
-    if shared {
-        r.orders.for_each_stream_from(0, |o| {
-            *sold.entry(o.order.sku.clone()).or_default() += o.order.qty
-        });
-    } else {
-        r.orders
-            .for_each_from(0, |o| *sold.entry(o.sku.clone()).or_default() += o.qty);
-    }
+    let sold = r
+        .audit
+        .sold(r.clone(), |room: &Room| &room.orders, shared)
+        .await;
     let skus: Vec<SkuAudit> = r
         .skus
         .list()

@@ -1,5 +1,6 @@
 //! The registry of rooms, and how each durable journal record changes them.
 
+pub mod audit;
 pub mod capture;
 pub mod feeds;
 pub mod live;

@@ -72,6 +72,11 @@ impl OrderLog {
         self.durable.count()
     }
 
+    /// Fleet mode: orders read from the room's stream so far.
+    pub fn stream_count(&self) -> usize {
+        self.stream.count()
+    }
+
     /// Calls `f` on the durable orders with index `from..to` (fewer if there are fewer), in
     /// seq order, without a lock. Returns the index after the last order handed over.
     fn for_range(&self, from: usize, to: usize, mut f: impl FnMut(&Arc<OrderRecord>)) -> usize {

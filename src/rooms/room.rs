@@ -4,7 +4,8 @@
 //! - [`Requests`]: the idempotency table, and the waits of duplicates in flight;
 //! - [`OrderLog`]: the durable orders in seq order (and, in fleet mode, the room's stream);
 //! - [`LiveStats`]: audience and buy-path figures;
-//! - [`Feeds`]: the channels that carry pushes to buyers and dashboards.
+//! - [`Feeds`]: the channels that carry pushes to buyers and dashboards;
+//! - [`AuditTotals`]: the audit's running totals of units per SKU.
 //!
 //! The parts are fields of the room itself, not boxed: the buy path reaches each with no
 //! pointer to follow. The room's own methods are the few operations that must change two parts
@@ -13,6 +14,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::journal::OrderRecord;
+use crate::rooms::audit::AuditTotals;
 use crate::rooms::feeds::Feeds;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
@@ -35,6 +37,7 @@ pub struct Room {
     pub orders: OrderLog,
     pub live: LiveStats,
     pub feeds: Feeds,
+    pub audit: AuditTotals,
 }
 
 impl Room {
@@ -54,6 +57,7 @@ impl Room {
             orders: OrderLog::with_capacity(orders),
             live: LiveStats::default(),
             feeds: Feeds::default(),
+            audit: AuditTotals::default(),
         }
     }
 
