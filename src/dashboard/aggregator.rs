@@ -19,9 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::FANOUT_SLOTS;
-use super::snapshot::{
-    Figures, Latency, Published, Referrer, SkuFigures, TrendPoint, TREND_INTERVAL_MS,
-};
+use super::referrers::Referrers;
+use super::snapshot::{Figures, Latency, Published, SkuFigures, TrendPoint, TREND_INTERVAL_MS};
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
@@ -68,7 +67,7 @@ pub const VELOCITY_WINDOW_MS: i64 = 10_000;
 /// Latency percentiles cover this many recent seconds.
 pub const LATENCY_WINDOW_SECONDS: usize = 10;
 /// Top referrers shown.
-pub const TOP_REFERRERS: usize = 10;
+pub const TOP_REFERRERS: usize = super::referrers::TOP;
 
 #[derive(Debug, Default)]
 struct SkuTotals {
@@ -105,7 +104,7 @@ pub struct Aggregator {
     // table) rather than SipHash.
     buyers: HashSet<Arc<str>, foldhash::fast::RandomState>,
     skus: HashMap<Arc<str>, SkuTotals, foldhash::fast::RandomState>,
-    referrers: HashMap<Arc<str>, (u64, u64), foldhash::fast::RandomState>,
+    referrers: Referrers,
     /// Shared with the snapshots that carry it; copied only when an order changes it.
     trend: Arc<Vec<TrendPoint>>,
     /// First trend index new or changed since the previous tick (`usize::MAX`: none).
@@ -141,7 +140,7 @@ impl Aggregator {
             units: 0,
             buyers: HashSet::default(),
             skus: HashMap::default(),
-            referrers: HashMap::default(),
+            referrers: Referrers::default(),
             trend: Arc::new(Vec::new()),
             first_changed: usize::MAX,
             latency_now: new_latency_histogram(),
@@ -315,20 +314,18 @@ impl Aggregator {
 
     fn fold(&mut self, o: &Arc<OrderRecord>) {
         self.seq = o.seq;
-        self.gmv_fen += o.amount_fen;
+        add_fen(&mut self.gmv_fen, o.amount_fen);
         self.orders += 1;
         self.units += o.qty;
         if !self.buyers.contains(&o.user) {
             self.buyers.insert(o.user.clone());
         }
         let s = self.skus.entry(o.sku.clone()).or_default();
-        s.gmv_fen += o.amount_fen;
+        add_fen(&mut s.gmv_fen, o.amount_fen);
         s.units += o.qty;
         s.recent.push_back((o.ts_ms, o.qty));
         if let Some(r) = &o.referrer {
-            let e = self.referrers.entry(r.clone()).or_default();
-            e.0 += 1;
-            e.1 += o.amount_fen;
+            self.referrers.add(r, o.amount_fen);
         }
         let t = o.ts_ms - o.ts_ms.rem_euclid(TREND_INTERVAL_MS);
         // Copies the trend only if a published snapshot still shares it.
@@ -366,7 +363,7 @@ impl Aggregator {
                 }
             },
         };
-        trend[i].gmv_fen += o.amount_fen;
+        add_fen(&mut trend[i].gmv_fen, o.amount_fen);
         trend[i].orders += 1;
         self.first_changed = self.first_changed.min(i);
     }
@@ -444,22 +441,7 @@ impl Aggregator {
                 eta_sold_out_s,
             });
         }
-        let mut top: Vec<Referrer> = self
-            .referrers
-            .iter()
-            .map(|(r, &(orders, gmv_fen))| Referrer {
-                referrer: r.clone(),
-                orders,
-                gmv_fen,
-            })
-            .collect();
-        top.sort_by(|a, b| {
-            b.gmv_fen
-                .cmp(&a.gmv_fen)
-                .then(b.orders.cmp(&a.orders))
-                .then(a.referrer.cmp(&b.referrer))
-        });
-        top.truncate(TOP_REFERRERS);
+        let top = self.referrers.top().to_vec();
         Figures {
             room: self.room.id.clone(),
             seq: self.seq,
@@ -489,6 +471,21 @@ impl Aggregator {
     }
 }
 
+/// Adds an order's amount to a sum of fen. An order is at most 10^18 fen (the catalog's price
+/// and `qty` bounds), so a sum of `u64` fen holds about 18 such orders at the least and
+/// 1.8 × 10^17 CNY in all; past that it stays at `u64::MAX` (never wraps) and the overflow is
+/// logged and counted (`livehub_money_overflows_total`).
+fn add_fen(sum: &mut u64, amount_fen: u64) {
+    match sum.checked_add(amount_fen) {
+        Some(v) => *sum = v,
+        None => {
+            *sum = u64::MAX;
+            metrics::counter!("livehub_money_overflows_total").increment(1);
+            tracing::error!(amount_fen, "a sum of fen reached u64::MAX; it stays there");
+        }
+    }
+}
+
 /// Whether two figures differ only in their build time (and ETAs, which drift with time).
 fn same_but_time(a: &Figures, b: &Figures) -> bool {
     let strip = |f: &Figures| {
@@ -500,4 +497,20 @@ fn same_but_time(a: &Figures, b: &Figures) -> bool {
         f
     };
     strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sum_of_fen_stops_at_the_top_and_never_wraps() {
+        let mut sum = 0;
+        add_fen(&mut sum, 1_000_000_000_000_000_000);
+        assert_eq!(sum, 1_000_000_000_000_000_000);
+        for _ in 0..20 {
+            add_fen(&mut sum, 1_000_000_000_000_000_000);
+        }
+        assert_eq!(sum, u64::MAX, "saturated, not wrapped");
+    }
 }

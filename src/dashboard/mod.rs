@@ -5,6 +5,7 @@
 pub mod aggregator;
 pub mod fanout;
 pub mod feed;
+pub mod referrers;
 pub mod snapshot;
 
 pub use aggregator::Aggregator;
