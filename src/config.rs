@@ -61,6 +61,9 @@ pub const FD_RESERVE: u64 = 512;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 /// Default `--handshake-timeout-s`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Buyer sockets one user may hold in one room at once (`--max-connections-per-user`): an app
+/// on a phone or two, with room to spare for reconnects that overlap the old socket's close.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 32;
 /// Connections open at once that have not shown a valid token yet (`--max-unauthenticated`).
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 4096;
 /// How long a new connection is safe from being closed for a newcomer while it has shown no
@@ -181,6 +184,10 @@ pub struct Config {
     /// the oldest of them that has had a second to show one (0: no limit).
     #[arg(long, env = "LIVEHUB_MAX_UNAUTHENTICATED", default_value_t = DEFAULT_MAX_UNAUTHENTICATED)]
     pub max_unauthenticated: usize,
+    /// Buyer sockets one user may hold in one room at once; past it the upgrade is refused
+    /// with 429 (0: no limit).
+    #[arg(long, env = "LIVEHUB_MAX_CONNECTIONS_PER_USER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_USER)]
+    pub max_connections_per_user: usize,
     /// Seconds a request body has to arrive once its head has.
     #[arg(long, env = "LIVEHUB_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
     pub body_timeout_s: u64,

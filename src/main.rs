@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             max_per_ip: cfg.max_connections_per_ip,
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
             max_unauthenticated: cfg.max_unauthenticated,
+            max_per_user: cfg.max_connections_per_user,
             body_timeout: Duration::from_secs(cfg.body_timeout_s.max(1)),
             ..ConnLimits::default()
         },

@@ -142,6 +142,7 @@ pub async fn run(
         buyer_limits: settings.buyer_limits,
         feed_limits: settings.feed_limits,
         conns: Arc::new(ConnCounts::default()),
+        max_connections_per_user: settings.conn_limits.max_per_user,
     };
     let conns = state.conns.clone();
     let app = router(

@@ -618,3 +618,31 @@ async fn still_open(tcp: &mut tokio::net::TcpStream) -> bool {
         }
     }
 }
+
+/// One user holds at most `--max-connections-per-user` buyer sockets in a room: the next is
+/// refused with 429, other users are not limited by it, and a closed socket gives its place
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_its_share_of_buyer_sockets() {
+    let mut opts = Options::default();
+    opts.conn_limits.max_per_user = 2;
+    let s = TestServer::start_with(opts).await;
+    s.create_room("r").await;
+    let url = |u: &str| format!("ws://{}/ws/buy?room=r&user={u}", s.addr);
+    let a1 = Client::connect(&url("u1")).await.unwrap();
+    let _a2 = Client::connect(&url("u1")).await.unwrap();
+    match Client::connect(&url("u1")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("a third socket of u1: {:?}", other.map(|_| ())),
+    }
+    let _b = Client::connect(&url("u2"))
+        .await
+        .expect("another user is not limited by u1's sockets");
+    drop(a1);
+    eventually_ok(
+        WAIT,
+        "u1's place comes back once its socket closes",
+        async || Client::connect(&url("u1")).await.map(|_| ()),
+    )
+    .await;
+}

@@ -53,6 +53,14 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// 429 `too_many_connections`: this user holds as many buyer sockets in the room as it may.
+    pub fn too_many_connections(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_connections",
+            detail: detail.into(),
+        }
+    }
     /// 503 `unavailable`: the hub cannot do it now; trying again later may work.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         ApiError {

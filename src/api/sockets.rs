@@ -74,10 +74,20 @@ pub async fn buy(
         Ok(ws) => ws,
         Err(r) => return not_an_upgrade(r),
     };
+    let Some(seat) = room.live.seat(&user, s.max_connections_per_user) else {
+        return ApiError::too_many_connections(format!(
+            "user {user} has {} buyer sockets open in this room",
+            s.max_connections_per_user
+        ))
+        .into_response();
+    };
     let (hub, limits) = (s.hub.clone(), s.buyer_limits);
     let tracker = s.hub.tasks().clone();
     configure(ws).on_upgrade(move |socket| {
-        tracker.track_future(crate::buyer::serve(hub, room, user, socket, limits))
+        tracker.track_future(async move {
+            crate::buyer::serve(hub, room, user, socket, limits).await;
+            drop(seat);
+        })
     })
 }
 

@@ -21,4 +21,6 @@ pub struct AppState {
     pub feed_limits: FeedLimits,
     /// Open connections, overall and by source IP.
     pub conns: Arc<ConnCounts>,
+    /// Buyer sockets one user may hold in one room at once (0: no limit).
+    pub max_connections_per_user: usize,
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 
 use crate::protocol::RejectCode;
 
@@ -26,6 +26,24 @@ pub struct LiveStats {
     pub rejected: [AtomicU64; RejectCode::ALL.len()],
     /// Buy-to-ack times in microseconds since the aggregator last took them.
     pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    /// Buyer sockets open now per user ([`LiveStats::seat`]).
+    sockets_per_user: Arc<DashMap<Arc<str>, usize>>,
+}
+
+/// One buyer socket's place among its user's; given back on drop.
+#[derive(Debug)]
+pub struct UserSeat {
+    counts: Arc<DashMap<Arc<str>, usize>>,
+    user: Arc<str>,
+}
+
+impl Drop for UserSeat {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.counts.get_mut(&self.user) {
+            *n -= 1;
+        }
+        self.counts.remove_if(&self.user, |_, n| *n == 0);
+    }
 }
 
 impl Default for LiveStats {
@@ -36,6 +54,7 @@ impl Default for LiveStats {
             unique_viewers: DashSet::new(),
             rejected: Default::default(),
             latency_us: Mutex::new(new_latency_histogram()),
+            sockets_per_user: Arc::default(),
         }
     }
 }
@@ -49,6 +68,21 @@ impl LiveStats {
         if !self.unique_viewers.contains(user) {
             self.unique_viewers.insert(user.clone());
         }
+    }
+
+    /// A place for one more buyer socket of `user`, unless it holds `max` already (0: no
+    /// limit). The entry lock makes check-and-count one step.
+    pub fn seat(&self, user: &Arc<str>, max: usize) -> Option<UserSeat> {
+        let mut n = self.sockets_per_user.entry(user.clone()).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(UserSeat {
+            counts: self.sockets_per_user.clone(),
+            user: user.clone(),
+        })
     }
 
     /// A buyer disconnected.

@@ -50,6 +50,8 @@ pub struct ConnLimits {
     pub unauthenticated_grace: Duration,
     /// Time a request body has to arrive once its head has.
     pub body_timeout: Duration,
+    /// Buyer sockets one user may hold in one room at once (checked at the upgrade).
+    pub max_per_user: usize,
 }
 
 impl Default for ConnLimits {
@@ -63,6 +65,7 @@ impl Default for ConnLimits {
                 crate::config::DEFAULT_UNAUTHENTICATED_GRACE_MS,
             ),
             body_timeout: Duration::from_secs(crate::config::DEFAULT_BODY_TIMEOUT_S),
+            max_per_user: crate::config::DEFAULT_MAX_CONNECTIONS_PER_USER,
         }
     }
 }
