@@ -2,23 +2,20 @@
 //! the journal at once), writes acks and the room's stock and sale pushes to the socket from a
 //! bounded queue, pings, and closes idle, abusive and non-reading clients.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{FuturesUnordered, SplitSink};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{FutureExt, Sink, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::MissedTickBehavior;
 
+use crate::buyer::answers::Answers;
+use crate::buyer::outbound::{Flow, Outbound};
 use crate::buyer::pushes::back_of_queue;
 use crate::buyer::rate_limit::TokenBucket;
 use crate::clock::now_ms;
-use crate::hub::buy::{Journaling, Started};
+use crate::hub::buy::Started;
 use crate::hub::Hub;
 use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
 use crate::rooms::room::Room;
@@ -34,8 +31,6 @@ pub const CLOSE_IDLE: u16 = 1000;
 /// Frames read and handled in one wake-up of a buyer's task, at most, before it looks at its
 /// other work (acks, pushes, heartbeats, shutdown) again.
 const FRAMES_PER_WAKEUP: usize = 64;
-/// How long a closing socket's last frames may take to leave.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -79,223 +74,6 @@ impl Default for BuyerLimits {
     }
 }
 
-/// An answer: `(ack, when the frame arrived, whether it is a buy)`.
-type Answer = (Ack, Instant, bool);
-
-/// This connection's buys and `status`es that are not answered yet.
-///
-/// Buys waiting for the journal are answered in the order they were submitted (one task
-/// submits them, one writer takes them in queue order and answers its batches in order), so
-/// they wait in a FIFO and only the oldest is polled: one wake-up for a batch of this
-/// connection's buys instead of one a buy, and nothing allocated to track each. The rare
-/// others (a duplicate being decided elsewhere, fleet mode, `status`) are boxed in a
-/// `FuturesUnordered`.
-struct Waiting {
-    journal: VecDeque<(Journaling, Instant)>,
-    other: FuturesUnordered<Pin<Box<dyn Future<Output = Answer> + Send>>>,
-}
-
-impl Waiting {
-    fn new() -> Self {
-        Waiting {
-            journal: VecDeque::new(),
-            other: FuturesUnordered::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.journal.len() + self.other.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every answer that is ready, once at least one is.
-    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Answer>> {
-        let mut ready = Vec::new();
-        while let Some((j, started)) = self.journal.front_mut() {
-            match Pin::new(j).poll(cx) {
-                Poll::Ready(ack) => {
-                    ready.push((ack, *started, true));
-                    self.journal.pop_front();
-                }
-                Poll::Pending => break,
-            }
-        }
-        while let Poll::Ready(Some(answer)) = self.other.poll_next_unpin(cx) {
-            ready.push(answer);
-        }
-        if ready.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(ready)
-        }
-    }
-
-    /// Waits for the next answers; empty when nothing is waiting.
-    async fn next_answers(&mut self) -> Vec<Answer> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        std::future::poll_fn(|cx| self.poll_answers(cx)).await
-    }
-}
-
-/// The socket's write half and the frames waiting for it, written by the connection's own
-/// task (after one turn at the back of the run queue, see [`Outbound::push`]): no second task
-/// to wake and no channel between the two.
-struct Outbound {
-    sink: SplitSink<WebSocket, Message>,
-    /// Frames not yet handed to the socket, at most `capacity`.
-    queue: VecDeque<Message>,
-    capacity: usize,
-    /// Frames handed to the socket since its last flush.
-    unflushed: bool,
-    /// The socket failed: the peer is gone.
-    broken: bool,
-    /// What is queued has waited its turn at the back of the run queue.
-    waited: bool,
-}
-
-/// Whether a socket can still be written to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Open,
-    /// Writing failed: the peer is gone.
-    Closed,
-    /// The queue is full: the peer does not read.
-    Overflow,
-}
-
-impl Outbound {
-    fn new(sink: SplitSink<WebSocket, Message>, capacity: usize) -> Self {
-        Outbound {
-            sink,
-            queue: VecDeque::new(),
-            capacity: capacity.max(2),
-            unflushed: false,
-            broken: false,
-            waited: false,
-        }
-    }
-
-    /// Whether at least half the queue is free.
-    fn has_room(&self) -> bool {
-        self.queue.len() * 2 <= self.capacity
-    }
-
-    /// Whether there is something to write or flush.
-    fn has_work(&self) -> bool {
-        !self.broken && (self.unflushed || !self.queue.is_empty())
-    }
-
-    /// Whether what is queued is to be written now.
-    fn is_due(&self) -> bool {
-        self.has_work() && (self.waited || self.unflushed)
-    }
-
-    /// Whether what is queued still has to wait its turn.
-    fn must_wait(&self) -> bool {
-        self.has_work() && !self.is_due()
-    }
-
-    /// Queues a frame. It leaves after the tasks already queued on this worker have run: when
-    /// a sale opens, the buys that thousands of buyers just sent are read (and their journal
-    /// batch started) before their answers and the sale's pushes are written.
-    fn push(&mut self, msg: Message) -> Flow {
-        if self.broken {
-            Flow::Closed
-        } else if self.queue.len() >= self.capacity {
-            Flow::Overflow
-        } else {
-            self.queue.push_back(msg);
-            Flow::Open
-        }
-    }
-
-    fn push_msg(&mut self, msg: &ServerMsg) -> Flow {
-        self.push(Message::Text(Utf8Bytes::from(msg.to_json())))
-    }
-
-    /// Queues the acks of `ready` while the socket is `flow`ing; returns the flow after them.
-    fn push_acks(&mut self, ready: Vec<Answer>, mut flow: Flow) -> Flow {
-        for (ack, _, _) in ready {
-            if flow == Flow::Open {
-                flow = self.push_msg(&ServerMsg::Ack(ack));
-            }
-        }
-        flow
-    }
-
-    /// Hands every queued frame to the socket and flushes them together; ready when all are
-    /// written, or when the socket failed. Dropped half-way, it loses nothing: frames leave the
-    /// queue only as the socket takes them.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Flow> {
-        if self.broken {
-            return Poll::Ready(Flow::Closed);
-        }
-        let flushed = loop {
-            if self.queue.is_empty() {
-                if !self.unflushed {
-                    break Ok(());
-                }
-                match self.sink.poll_flush_unpin(cx) {
-                    Poll::Ready(r) => break r,
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            match self.sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => break Err(e),
-                Poll::Pending => return Poll::Pending,
-            }
-            let msg = self.queue.pop_front().expect("the queue is not empty");
-            if let Err(e) = self.sink.start_send_unpin(msg) {
-                break Err(e);
-            }
-            self.unflushed = true;
-        };
-        match flushed {
-            Ok(()) => {
-                self.unflushed = false;
-                self.waited = false;
-                if self.queue.capacity() > 64 {
-                    // A burst is over: an idle socket (most of them) keeps no big buffer.
-                    self.queue = VecDeque::new();
-                }
-                Poll::Ready(Flow::Open)
-            }
-            Err(_) => {
-                self.broken = true;
-                self.queue.clear();
-                Poll::Ready(Flow::Closed)
-            }
-        }
-    }
-
-    /// Writes what is queued; see [`Outbound::poll_write`].
-    async fn write(&mut self) -> Flow {
-        std::future::poll_fn(|cx| self.poll_write(cx)).await
-    }
-
-    /// Lets what is queued (and a close frame) leave, for at most [`CLOSE_GRACE`].
-    async fn finish(mut self, close: Option<(u16, &'static str)>) {
-        if let Some((code, reason)) = close {
-            let _ = self.push(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })));
-        }
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            if self.write().await == Flow::Open {
-                let _ = self.sink.close().await;
-            }
-        })
-        .await;
-    }
-}
-
 /// Serves one buyer until it leaves or the hub shuts down.
 pub async fn serve(
     hub: Hub,
@@ -312,7 +90,7 @@ pub async fn serve(
     let mut out = Outbound::new(sink, limits.outbound_queue);
     let mut pushes = room.buyer_pushes.subscribe();
     let pushes = &mut pushes.rx;
-    let mut in_flight = Waiting::new();
+    let mut in_flight = Answers::new();
     let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
     let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
     let mut stop = hub.stop_watch();
@@ -353,7 +131,7 @@ pub async fn serve(
             // with one flush.
             written = out.write(), if out.is_due() => flow = written,
             _ = back_of_queue(), if out.must_wait() => out.waited = true,
-            ready = in_flight.next_answers(), if !in_flight.is_empty() => {
+            ready = in_flight.next(), if !in_flight.is_empty() => {
                 // Every ack that is ready is queued at once and leaves with one flush.
                 record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
                 flow = out.push_acks(ready, flow);
@@ -443,18 +221,18 @@ pub async fn serve(
                                     out.push_msg(&ServerMsg::Ack(ack))
                                 }
                                 Some(Started::Journaling(j)) => {
-                                    in_flight.journal.push_back((j, started));
+                                    in_flight.push_journaling(j, started);
                                     Flow::Open
                                 }
                                 None => {
                                     let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                                    in_flight.other.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
+                                    in_flight.push_other(async move { (hub.buy(&room, &who, &b).await, started, true) });
                                     Flow::Open
                                 }
                             },
                             Ok(ClientMsg::Status { req }) => {
                                 let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                                in_flight.other.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
+                                in_flight.push_other(async move { (hub.status(&room, &user, &req).await, started, false) });
                                 Flow::Open
                             }
                         };
@@ -477,14 +255,14 @@ pub async fn serve(
         metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
         drop(out);
         // Its buys still finish (they may already be durable); nobody hears the answers.
-        while !in_flight.next_answers().await.is_empty() {}
+        while !in_flight.next().await.is_empty() {}
     } else {
         // Answer what is in flight before closing: those buys may already be durable.
         while !in_flight.is_empty() {
             tokio::select! {
                 biased;
                 written = out.write(), if out.has_work() && flow == Flow::Open => flow = written,
-                ready = in_flight.next_answers() => flow = out.push_acks(ready, flow),
+                ready = in_flight.next() => flow = out.push_acks(ready, flow),
             }
         }
         out.finish(close).await;
@@ -521,7 +299,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
-fn resend_state(out: &mut Outbound, room: &Room) -> Flow {
+fn resend_state<Si: Sink<Message> + Unpin>(out: &mut Outbound<Si>, room: &Room) -> Flow {
     let now = now_ms();
     for s in room.skus() {
         let (o, c) = s.window();
