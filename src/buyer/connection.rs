@@ -1,23 +1,32 @@
 //! One task per buyer socket: reads frames, runs buys through the hub (several may wait for
 //! the journal at once), writes acks and the room's stock and sale pushes to the socket from a
 //! bounded queue, pings, and closes idle, abusive and non-reading clients.
+//!
+//! [`Connection`] holds one socket's state and has a method per event; [`Connection::run`]
+//! waits for the next event and hands it to its method. It is generic over the socket's halves,
+//! so tests drive it with channels and paused time instead of a socket.
 
+use std::fmt::Display;
+use std::future::Future;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{FutureExt, Sink, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::buyer::answers::Answers;
+use crate::buyer::answers::{Answer, Answers};
 use crate::buyer::outbound::{Flow, Outbound};
-use crate::buyer::pushes::back_of_queue;
+use crate::buyer::pushes::{back_of_queue, Frames};
 use crate::buyer::rate_limit::TokenBucket;
+use crate::buyer::stop::StopWatch;
 use crate::clock::now_ms;
 use crate::hub::buy::Started;
 use crate::hub::Hub;
-use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
+use crate::inventory::UserRef;
+use crate::protocol::{Ack, BuyMsg, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
 use crate::rooms::room::Room;
 
 /// Close code for a frame over [`MAX_BUYER_FRAME`].
@@ -82,198 +91,370 @@ pub async fn serve(
     socket: WebSocket,
     limits: BuyerLimits,
 ) {
-    room.live.viewer_joined(&user);
-    // Interned once per connection: the gate keys its ledgers by this.
-    let who = room.user(&user);
-    metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
-    let (sink, mut rx) = socket.split();
-    let mut out = Outbound::new(sink, limits.outbound_queue);
-    let mut pushes = room.buyer_pushes.subscribe();
-    let pushes = &mut pushes.rx;
-    let mut in_flight = Answers::new();
-    let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
-    let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
-    let mut stop = hub.stop_watch();
-    let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    // Since when the outbound queue has been more than half full, if it is.
-    let mut backlogged_since: Option<tokio::time::Instant> = None;
+    let (sink, frames) = socket.split();
+    Connection::new(hub, room, user, sink, frames, limits)
+        .run()
+        .await;
+}
 
-    let hello = ServerMsg::Hello {
-        room: room.id.clone(),
-        user: user.clone(),
-        server_time_ms: now_ms(),
-        skus: room.sku_states(now_ms()),
-    };
-    let mut flow = out.push_msg(&hello);
-    let mut close: Option<(u16, &'static str)> = None;
+/// One buyer's connection: what it has read, what waits to be written, and its limits.
+///
+/// `Si` is the socket's write half and `St` its read half (a `Stream` of frames or errors).
+/// Each event has its method, which returns `Break` when the connection is to end (the reason,
+/// if a close frame is to say one, is kept for [`Connection::run`]'s drain).
+pub struct Connection<Si, St> {
+    hub: Hub,
+    room: Arc<Room>,
+    user: Arc<str>,
+    /// Interned once per connection: the gate keys its ledgers by this.
+    who: UserRef,
+    limits: BuyerLimits,
+    frames: St,
+    out: Outbound<Si>,
+    /// Whether `out` still takes frames; the connection ends when it does not.
+    flow: Flow,
+    answers: Answers,
+    bucket: TokenBucket,
+    strikes: TokenBucket,
+    stop: StopWatch,
+    heartbeat: Interval,
+    /// When the client last sent a frame (pongs count).
+    last_heard: Instant,
+    /// Since when the outbound queue has been more than half full, if it is.
+    backlogged_since: Option<Instant>,
+    /// The close frame to send when the connection ends, if any.
+    close: Option<(u16, &'static str)>,
+}
 
-    'conn: while flow == Flow::Open {
-        let room_to_write = out.has_room();
-        backlogged_since = match (room_to_write, backlogged_since) {
-            (true, _) => None,
-            (false, None) => Some(tokio::time::Instant::now()),
-            (false, since) => since,
-        };
-        let stall_deadline = backlogged_since.map(|t| t + limits.write_timeout);
-        // Biased, in this order: shutdown, acks of decided buys, pushes, then new frames, so a
-        // burst of pushes (a sale opening for thousands) never holds back answers.
-        tokio::select! {
-            biased;
-            _ = stop.stopped() => {
-                close = Some((CLOSE_GOING_AWAY, "server shutting down"));
-                break;
-            }
-            // Frames queued before this task's last turn at the back of the queue leave first,
-            // with one flush.
-            written = out.write(), if out.is_due() => flow = written,
-            _ = back_of_queue(), if out.must_wait() => out.waited = true,
-            ready = in_flight.next(), if !in_flight.is_empty() => {
-                // Every ack that is ready is queued at once and leaves with one flush.
-                record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
-                flow = out.push_acks(ready, flow);
-            }
-            // Pushes are taken only while the queue has room: a buyer that reads slowly lags on
-            // the broadcast instead, and then gets the latest state (never a backlog).
-            push = pushes.recv(), if room_to_write => match push {
-                Ok(frames) => {
-                    for f in frames.iter() {
-                        if flow == Flow::Open {
-                            flow = out.push(Message::Text(f.clone()));
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => flow = resend_state(&mut out, &room),
-                Err(RecvError::Closed) => {}
-            },
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= limits.idle_timeout {
-                    metrics::counter!("livehub_idle_closed_total", "kind" => "buyer").increment(1);
-                    close = Some((CLOSE_IDLE, "idle timeout"));
+impl<Si, St, E> Connection<Si, St>
+where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    /// A connection for `user` in `room` over `sink` and `frames`; nothing happens until
+    /// [`Connection::run`].
+    pub fn new(
+        hub: Hub,
+        room: Arc<Room>,
+        user: Arc<str>,
+        sink: Si,
+        frames: St,
+        limits: BuyerLimits,
+    ) -> Self {
+        let who = room.user(&user);
+        let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Connection {
+            stop: hub.stop_watch(),
+            hub,
+            room,
+            user,
+            who,
+            frames,
+            out: Outbound::new(sink, limits.outbound_queue),
+            flow: Flow::Open,
+            answers: Answers::new(),
+            bucket: TokenBucket::new(limits.frames_per_s, limits.burst),
+            strikes: TokenBucket::new(limits.frames_per_s, limits.abuse_strikes),
+            heartbeat,
+            last_heard: Instant::now(),
+            backlogged_since: None,
+            close: None,
+            limits,
+        }
+    }
+
+    /// Serves the buyer: `hello` first, then every event until the connection ends. Then the
+    /// buys in flight are answered (they may already be durable) and the socket is closed; a
+    /// buyer that does not read is dropped at once instead, its buys still finish, and nobody
+    /// hears the answers.
+    //
+    // Not an `async fn`: one of those keeps its by-value arguments twice in its future (as
+    // given and as moved into its body), and this one is a whole connection.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            self.room.live.viewer_joined(&self.user);
+            metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
+            let room = self.room.clone();
+            // Before the hello's state is taken: the buyer misses no change after it.
+            let mut pushes = room.buyer_pushes.subscribe();
+            self.hello();
+            while self.flow == Flow::Open {
+                let room_to_write = self.out.has_room();
+                let stall_deadline = self.stall_deadline(room_to_write);
+                let waiting = !self.answers.is_empty();
+                // A buyer whose answers pile up unread is not read either (backpressure).
+                let read = room_to_write && self.answers.len() < self.limits.max_in_flight;
+                // Biased, in this order: shutdown, writes, acks of decided buys, pushes, then
+                // new frames, so a burst of pushes (a sale opening for thousands) never holds
+                // back answers. Pushes are taken only while the queue has room: a buyer that
+                // reads slowly lags on the broadcast instead, and then gets the latest state.
+                let step = tokio::select! {
+                    biased;
+                    _ = self.stop.stopped() => self.on_stop(),
+                    written = self.out.write(), if self.out.is_due() => self.on_written(written),
+                    _ = back_of_queue(), if self.out.must_wait() => self.on_turn(),
+                    ready = self.answers.next(), if waiting => self.on_answers(ready),
+                    push = pushes.rx.recv(), if room_to_write => self.on_push(push),
+                    _ = self.heartbeat.tick() => self.on_tick(),
+                    _ = sleep_until_some(stall_deadline) => self.on_stall(),
+                    frame = self.frames.next(), if read => self.on_frames(frame),
+                };
+                if step.is_break() {
                     break;
                 }
-                flow = out.push(Message::Ping(Default::default()));
             }
-            _ = sleep_until_some(stall_deadline) => {
-                flow = Flow::Overflow;
-                break;
+            if self.flow == Flow::Overflow {
+                let (room, user) = (&self.room.id, &self.user);
+                tracing::info!(%room, %user, "buyer dropped: it does not read its socket");
+                metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer")
+                    .increment(1);
+                drop(self.out);
+                while !self.answers.next().await.is_empty() {}
+            } else {
+                self.answer_in_flight().await;
+                self.out.finish(self.close).await;
             }
-            // A buyer whose answers pile up unread is not read either (backpressure).
-            msg = rx.next(), if in_flight.len() < limits.max_in_flight && room_to_write => {
-                // Every frame that is already read is handled in this one wake-up (a client
-                // that pipelines sends many in one TCP segment), up to a budget; the select
-                // above runs once per batch, not once per frame.
-                let mut next = Some(msg);
-                let mut budget = FRAMES_PER_WAKEUP;
-                while let Some(msg) = next.take() {
-                    let started = Instant::now();
-                    last_heard = started;
-                    let text = match msg {
-                        None | Some(Ok(Message::Close(_))) => break 'conn,
-                        Some(Err(e)) => {
-                            // The library refused the frame: over its size limit, or broken.
-                            tracing::debug!(%user, error = %e, "buyer socket error");
-                            close = Some((CLOSE_TOO_BIG, "frame too large or malformed"));
-                            break 'conn;
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                        Some(Ok(Message::Binary(b))) => {
-                            if b.len() > MAX_BUYER_FRAME {
-                                close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                                break 'conn;
-                            }
-                            flow = out.push_msg(&frame_error("binary frames are not accepted; send JSON text", None));
-                            None
-                        }
-                        Some(Ok(Message::Text(t))) => Some(t),
-                    };
-                    if let Some(text) = text {
-                        if text.len() > MAX_BUYER_FRAME {
-                            close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                            break 'conn;
-                        }
-                        let limited = !bucket.try_take(started);
-                        if limited && !strikes.try_take(started) {
-                            tracing::info!(room = %room.id, %user, "buyer closed: kept sending over its rate limit");
-                            metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
-                            close = Some((CLOSE_POLICY, "rate limit exceeded, repeatedly"));
-                            break 'conn;
-                        }
-                        flow = match ClientMsg::parse(&text) {
-                            Err(e) => {
-                                room.live.count_rejection(RejectCode::BadRequest);
-                                out.push_msg(&frame_error(&e.detail, e.req))
-                            }
-                            Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
-                            Ok(ClientMsg::Buy(b)) if limited => {
-                                let ack = hub.rejected_buy(&room, &b, RejectCode::RateLimited);
-                                out.push_msg(&ServerMsg::Ack(ack))
-                            }
-                            Ok(ClientMsg::Status { req }) if limited => {
-                                out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
-                            }
-                            Ok(ClientMsg::Buy(b)) => match hub.start_buy(&room, &who, &b) {
-                                Some(Started::Answered(ack)) => {
-                                    record_ack_latencies(&room, Instant::now(), [started]);
-                                    out.push_msg(&ServerMsg::Ack(ack))
-                                }
-                                Some(Started::Journaling(j)) => {
-                                    in_flight.push_journaling(j, started);
-                                    Flow::Open
-                                }
-                                None => {
-                                    let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                                    in_flight.push_other(async move { (hub.buy(&room, &who, &b).await, started, true) });
-                                    Flow::Open
-                                }
-                            },
-                            Ok(ClientMsg::Status { req }) => {
-                                let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                                in_flight.push_other(async move { (hub.status(&room, &user, &req).await, started, false) });
-                                Flow::Open
-                            }
-                        };
-                    }
-                    budget -= 1;
-                    if flow == Flow::Open
-                        && budget > 0
-                        && in_flight.len() < limits.max_in_flight
-                        && out.has_room()
-                    {
-                        // `None`: nothing more is read yet (the select polls again, with its waker).
-                        next = rx.next().now_or_never();
+            self.room.live.viewer_left();
+            metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
+        }
+    }
+
+    /// Queues `hello`: the room and its SKUs' state now.
+    fn hello(&mut self) {
+        let hello = ServerMsg::Hello {
+            room: self.room.id.clone(),
+            user: self.user.clone(),
+            server_time_ms: now_ms(),
+            skus: self.room.sku_states(now_ms()),
+        };
+        self.flow = self.out.push_msg(&hello);
+    }
+
+    /// When a queue that stays more than half full makes the buyer a slow consumer; `None`
+    /// while it has room.
+    #[inline]
+    fn stall_deadline(&mut self, room_to_write: bool) -> Option<Instant> {
+        self.backlogged_since = match (room_to_write, self.backlogged_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, since) => since,
+        };
+        self.backlogged_since.map(|t| t + self.limits.write_timeout)
+    }
+
+    /// The hub shuts down.
+    fn on_stop(&mut self) -> ControlFlow<()> {
+        self.close_with(CLOSE_GOING_AWAY, "server shutting down")
+    }
+
+    /// Frames queued before this task's last turn at the back of the run queue left, with one
+    /// flush (or the socket failed).
+    #[inline]
+    fn on_written(&mut self, flow: Flow) -> ControlFlow<()> {
+        self.flow = flow;
+        Continue(())
+    }
+
+    /// What is queued waited its turn at the back of the run queue: it is written next.
+    #[inline]
+    fn on_turn(&mut self) -> ControlFlow<()> {
+        self.out.waited = true;
+        Continue(())
+    }
+
+    /// Buys (and `status`es) were answered: every ack that is ready is queued at once and
+    /// leaves with one flush.
+    #[inline]
+    fn on_answers(&mut self, ready: Vec<Answer>) -> ControlFlow<()> {
+        let buys = ready.iter().filter(|r| r.2).map(|r| r.1);
+        record_ack_latencies(&self.room, Instant::now().into_std(), buys);
+        self.flow = self.out.push_acks(ready, self.flow);
+        Continue(())
+    }
+
+    /// A push from the room: its frames are queued; a buyer that missed pushes gets the
+    /// current state of every SKU instead.
+    fn on_push(&mut self, push: Result<Frames, RecvError>) -> ControlFlow<()> {
+        match push {
+            Ok(frames) => {
+                for f in frames.iter() {
+                    if self.flow == Flow::Open {
+                        self.flow = self.out.push(Message::Text(f.clone()));
                     }
                 }
             }
+            Err(RecvError::Lagged(_)) => self.flow = resend_state(&mut self.out, &self.room),
+            Err(RecvError::Closed) => {}
         }
+        Continue(())
     }
-    if flow == Flow::Overflow {
-        tracing::info!(room = %room.id, %user, "buyer dropped: it does not read its socket");
-        metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
-        drop(out);
-        // Its buys still finish (they may already be durable); nobody hears the answers.
-        while !in_flight.next().await.is_empty() {}
-    } else {
-        // Answer what is in flight before closing: those buys may already be durable.
-        while !in_flight.is_empty() {
-            tokio::select! {
-                biased;
-                written = out.write(), if out.has_work() && flow == Flow::Open => flow = written,
-                ready = in_flight.next() => flow = out.push_acks(ready, flow),
+
+    /// The heartbeat: closes a socket that sent nothing for the idle timeout, pings the others.
+    fn on_tick(&mut self) -> ControlFlow<()> {
+        if self.last_heard.elapsed() >= self.limits.idle_timeout {
+            metrics::counter!("livehub_idle_closed_total", "kind" => "buyer").increment(1);
+            return self.close_with(CLOSE_IDLE, "idle timeout");
+        }
+        self.flow = self.out.push(Message::Ping(Default::default()));
+        Continue(())
+    }
+
+    /// The queue stayed more than half full for the write timeout: the buyer does not read.
+    fn on_stall(&mut self) -> ControlFlow<()> {
+        self.flow = Flow::Overflow;
+        Break(())
+    }
+
+    /// A frame was read (`None`: the client went away). Every frame that is already read
+    /// follows in this one wake-up (a client that pipelines sends many in one TCP segment), up
+    /// to [`FRAMES_PER_WAKEUP`] and while there is room for their answers: the select in
+    /// [`Connection::run`] runs once per batch, not once per frame.
+    fn on_frames(&mut self, first: Option<Result<Message, E>>) -> ControlFlow<()> {
+        let mut next = Some(first);
+        let mut budget = FRAMES_PER_WAKEUP;
+        while let Some(frame) = next.take() {
+            let Some(frame) = frame else {
+                return Break(());
+            };
+            self.on_frame(frame)?;
+            budget -= 1;
+            if self.flow == Flow::Open
+                && budget > 0
+                && self.answers.len() < self.limits.max_in_flight
+                && self.out.has_room()
+            {
+                // `None`: nothing more is read yet (the select polls again, with its waker).
+                next = self.frames.next().now_or_never();
             }
         }
-        out.finish(close).await;
+        Continue(())
     }
-    room.live.viewer_left();
-    metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
+
+    /// One frame from the client.
+    #[inline]
+    fn on_frame(&mut self, frame: Result<Message, E>) -> ControlFlow<()> {
+        let now = Instant::now();
+        self.last_heard = now;
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Ping(_) | Message::Pong(_)) => return Continue(()),
+            Ok(Message::Close(_)) => return Break(()),
+            Ok(Message::Binary(b)) => {
+                if b.len() > MAX_BUYER_FRAME {
+                    return self.close_with(CLOSE_TOO_BIG, "frame over 4 KiB");
+                }
+                let error = frame_error("binary frames are not accepted; send JSON text", None);
+                self.flow = self.out.push_msg(&error);
+                return Continue(());
+            }
+            Err(e) => {
+                // The library refused the frame: over its size limit, or broken.
+                tracing::debug!(user = %self.user, error = %e, "buyer socket error");
+                return self.close_with(CLOSE_TOO_BIG, "frame too large or malformed");
+            }
+        };
+        if text.len() > MAX_BUYER_FRAME {
+            return self.close_with(CLOSE_TOO_BIG, "frame over 4 KiB");
+        }
+        self.on_text(&text, now.into_std())
+    }
+
+    /// A text frame that arrived at `started`: rate-limited, parsed and answered or started.
+    #[inline]
+    fn on_text(&mut self, text: &str, started: std::time::Instant) -> ControlFlow<()> {
+        let limited = !self.bucket.try_take(started);
+        if limited && !self.strikes.try_take(started) {
+            let (room, user) = (&self.room.id, &self.user);
+            tracing::info!(%room, %user, "buyer closed: kept sending over its rate limit");
+            metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
+            return self.close_with(CLOSE_POLICY, "rate limit exceeded, repeatedly");
+        }
+        self.flow = match ClientMsg::parse(text) {
+            Err(e) => {
+                self.room.live.count_rejection(RejectCode::BadRequest);
+                self.out.push_msg(&frame_error(&e.detail, e.req))
+            }
+            Ok(ClientMsg::Ping {}) => {
+                let pong = ServerMsg::Pong {
+                    server_time_ms: now_ms(),
+                };
+                self.out.push_msg(&pong)
+            }
+            Ok(ClientMsg::Buy(b)) if limited => {
+                let ack = self
+                    .hub
+                    .rejected_buy(&self.room, &b, RejectCode::RateLimited);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Ok(ClientMsg::Status { req }) if limited => {
+                let ack = Ack::rejected(&req, RejectCode::RateLimited, None, None);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Ok(ClientMsg::Buy(b)) => self.on_buy(b, started),
+            Ok(ClientMsg::Status { req }) => {
+                let (hub, room, user) = (self.hub.clone(), self.room.clone(), self.user.clone());
+                self.answers.push_other(async move {
+                    (hub.status(&room, &user, &req).await, started, false)
+                });
+                Flow::Open
+            }
+        };
+        Continue(())
+    }
+
+    /// A buy: answered now, or on its way to the journal (answered in [`Self::on_answers`]).
+    #[inline]
+    fn on_buy(&mut self, b: BuyMsg, started: std::time::Instant) -> Flow {
+        match self.hub.start_buy(&self.room, &self.who, &b) {
+            Some(Started::Answered(ack)) => {
+                record_ack_latencies(&self.room, Instant::now().into_std(), [started]);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Some(Started::Journaling(j)) => {
+                self.answers.push_journaling(j, started);
+                Flow::Open
+            }
+            None => {
+                let (hub, room, who) = (self.hub.clone(), self.room.clone(), self.who.clone());
+                self.answers
+                    .push_other(async move { (hub.buy(&room, &who, &b).await, started, true) });
+                Flow::Open
+            }
+        }
+    }
+
+    /// Ends the connection, with a close frame that says `code` and `reason`.
+    #[inline]
+    fn close_with(&mut self, code: u16, reason: &'static str) -> ControlFlow<()> {
+        self.close = Some((code, reason));
+        Break(())
+    }
+
+    /// After the last event: queues the answers to the buys in flight as they come, and
+    /// writes them while the socket takes them.
+    async fn answer_in_flight(&mut self) {
+        while !self.answers.is_empty() {
+            let can_write = self.out.has_work() && self.flow == Flow::Open;
+            tokio::select! {
+                biased;
+                written = self.out.write(), if can_write => self.flow = written,
+                ready = self.answers.next() => self.flow = self.out.push_acks(ready, self.flow),
+            }
+        }
+    }
 }
 
 /// Records buy-to-ack times (buys that arrived at `started`, answered `now`) in the room's
 /// histogram, under one lock, and in the metrics.
-fn record_ack_latencies(room: &Room, now: Instant, started: impl IntoIterator<Item = Instant>) {
+fn record_ack_latencies(
+    room: &Room,
+    now: std::time::Instant,
+    started: impl IntoIterator<Item = std::time::Instant>,
+) {
     let ack_seconds = &crate::telemetry::buy_metrics().ack_seconds;
     room.live.record_latencies(started.into_iter().map(|t| {
         let us = now.duration_since(t).as_micros() as u64;
@@ -291,7 +472,7 @@ fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

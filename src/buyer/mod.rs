@@ -1,6 +1,7 @@
 //! Buyers: one task per buyer socket, and what the room pushes to them.
 //!
-//! - [`connection`]: the socket task: frames in, buys through the hub, acks and pushes out;
+//! - [`connection`]: the socket task: one method per event (frames in, answers ready, a push,
+//!   a tick), generic over the socket's halves;
 //! - [`outbound`]: the connection's bounded outbound queue, written and flushed in batches;
 //! - [`answers`]: the connection's buys and `status`es in flight (a FIFO of journal answers);
 //! - [`pushes`]: a room's buyers in fan-out slots, each push sent in waves;
@@ -16,4 +17,4 @@ pub mod rate_limit;
 pub mod sale_feed;
 pub mod stop;
 
-pub use connection::{serve, BuyerLimits};
+pub use connection::{serve, BuyerLimits, Connection};
