@@ -92,3 +92,88 @@ impl Answers {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+
+    use crate::buyer::testing::{Setup, WAIT};
+    use crate::hub::buy::Started;
+    use crate::protocol::{BuyMsg, RejectCode};
+
+    async fn next(answers: &mut Answers) -> Vec<Answer> {
+        tokio::time::timeout(WAIT, answers.next())
+            .await
+            .expect("answers in time")
+    }
+
+    /// Buys in the journal's queue are answered in the order they were started, each with
+    /// the time its frame arrived; nothing waiting answers at once with nothing.
+    #[tokio::test]
+    async fn journal_answers_come_in_the_order_the_buys_were_started() {
+        let s = Setup::new(100).await;
+        let who = s.room.user("u1");
+        let mut answers = Answers::new();
+        assert!(next(&mut answers).await.is_empty());
+        let t0 = Instant::now();
+        for i in 0..20u64 {
+            let buy = BuyMsg {
+                req: format!("q{i}"),
+                sku: "s".to_owned(),
+                qty: 1,
+                referrer: None,
+            };
+            match s.hub.start_buy(&s.room, &who, &buy) {
+                Some(Started::Journaling(j)) => {
+                    answers.push_journaling(j, t0 + Duration::from_millis(i))
+                }
+                _ => panic!("a fresh buy goes to the journal"),
+            }
+        }
+        assert_eq!(answers.len(), 20);
+        let mut got = Vec::new();
+        while !answers.is_empty() {
+            got.extend(next(&mut answers).await);
+        }
+        for (i, (ack, started, is_buy)) in got.iter().enumerate() {
+            assert_eq!(ack.req, format!("q{i}"));
+            assert!(ack.ok, "{ack:?}");
+            assert_eq!(*started, t0 + Duration::from_millis(i as u64));
+            assert!(is_buy);
+        }
+        assert_eq!(got.len(), 20);
+        assert_eq!(s.room.sku("s").unwrap().left(), 80);
+    }
+
+    /// The other answers come as each is ready, whatever the order they were added in.
+    #[tokio::test]
+    async fn other_answers_come_as_they_are_ready() {
+        let mut answers = Answers::new();
+        let t0 = Instant::now();
+        let mut senders = Vec::new();
+        for req in ["a", "b"] {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            senders.push(tx);
+            answers.push_other(async move {
+                rx.await.unwrap();
+                let ack = Ack::rejected(req, RejectCode::UnknownRequest, None, None);
+                (ack, t0, false)
+            });
+        }
+        assert!(
+            answers.next().now_or_never().is_none(),
+            "nothing is ready yet"
+        );
+        senders.pop().unwrap().send(()).unwrap();
+        let got = next(&mut answers).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.req.as_str(), got[0].2), ("b", false));
+        assert_eq!(answers.len(), 1);
+        senders.pop().unwrap().send(()).unwrap();
+        assert_eq!(next(&mut answers).await[0].0.req, "a");
+        assert!(answers.is_empty());
+    }
+}

@@ -505,3 +505,362 @@ fn resend_state<Si: Sink<Message> + Unpin>(out: &mut Outbound<Si>, room: &Room) 
     }
     Flow::Open
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buyer::testing::{self, limits, Client, Sent, Setup, Stuck, WAIT};
+    use tokio::task::JoinHandle;
+
+    /// Starts a connection for user `u1` on a client's socket.
+    fn start(s: &Setup, limits: BuyerLimits) -> (Client, JoinHandle<()>) {
+        let (client, wire, frames) = testing::socket();
+        let user = "u1".into();
+        let conn = Connection::new(s.hub.clone(), s.room.clone(), user, wire, frames, limits);
+        (client, tokio::spawn(conn.run()))
+    }
+
+    /// [`start`], and reads the `hello`.
+    async fn connect(s: &Setup, limits: BuyerLimits) -> (Client, JoinHandle<()>) {
+        let (mut client, task) = start(s, limits);
+        assert_eq!(client.next_text().await["op"], "hello");
+        (client, task)
+    }
+
+    /// Waits for the connection's task to end.
+    async fn ended(task: JoinHandle<()>) {
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the connection ends")
+            .expect("the connection's task");
+    }
+
+    /// The room's buyers now.
+    fn viewers(s: &Setup) -> u64 {
+        s.room
+            .live
+            .viewers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn buy(req: &str) -> String {
+        format!(r#"{{"op":"buy","req":"{req}","sku":"s","qty":1}}"#)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hello_comes_first_and_a_ping_gets_a_pong() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = start(&s, limits());
+        let hello = client.next_text().await;
+        assert_eq!(hello["op"], "hello");
+        assert_eq!(hello["room"], "r");
+        assert_eq!(hello["user"], "u1");
+        assert_eq!(hello["skus"][0]["sku"], "s");
+        assert_eq!(hello["skus"][0]["left"], 10);
+        assert_eq!(viewers(&s), 1);
+        client.send(r#"{"op":"ping"}"#);
+        let pong = client.reply().await;
+        assert_eq!(pong["op"], "pong");
+        assert!(pong["server_time_ms"].as_i64().unwrap() > 0);
+        // The client hangs up: the connection ends without a close frame and leaves the room.
+        client.hang_up();
+        loop {
+            match client.next_sent().await {
+                Some(Sent::Frame(Message::Close(c))) => panic!("a close frame: {c:?}"),
+                Some(Sent::Close) => break,
+                _ => {}
+            }
+        }
+        ended(task).await;
+        assert_eq!(viewers(&s), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_frame_gets_an_error_and_the_connection_stays_usable() {
+        let s = Setup::new(10).await;
+        let (mut client, _task) = connect(&s, limits()).await;
+        client.send("not json");
+        let e = client.reply().await;
+        assert_eq!(
+            (e["op"].as_str(), e["error"].as_str()),
+            (Some("error"), Some("bad_request"))
+        );
+        client.send(r#"{"op":"buy","req":"q1","sku":"s","qty":0}"#);
+        let e = client.reply().await;
+        assert_eq!(
+            (e["op"].as_str(), e["req"].as_str()),
+            (Some("error"), Some("q1"))
+        );
+        client.send_msg(Message::Binary(vec![1, 2, 3].into()));
+        let e = client.reply().await;
+        assert_eq!(e["op"], "error");
+        assert!(e["detail"].as_str().unwrap().contains("binary"), "{e}");
+        // WebSocket pings and pongs are not answered by the connection (the library does).
+        client.send_msg(Message::Ping(Default::default()));
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        let bad = RejectCode::BadRequest.index();
+        let counted = s.room.live.rejected[bad].load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            counted, 2,
+            "the two text frames that do not parse are counted"
+        );
+        assert_eq!(s.room.sku("s").unwrap().left(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_over_4_kib_or_refused_by_the_library_closes_with_1009() {
+        let s = Setup::new(10).await;
+        let big = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(MAX_BUYER_FRAME));
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        client.send(&big);
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send_msg(Message::Binary(vec![0; MAX_BUYER_FRAME + 1].into()));
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        let (mut client, task) = connect(&s, limits()).await;
+        client.to_server.send(Err("frame too big")).unwrap();
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        // Exactly 4 KiB is allowed.
+        let (mut client, _task) = connect(&s, limits()).await;
+        let pad = MAX_BUYER_FRAME - r#"{"op":"ping","pad":""}"#.len();
+        client.send(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(pad)));
+        assert_eq!(client.reply().await["op"], "pong");
+    }
+
+    /// A client that sends nothing is pinged every third of the idle timeout and closed with
+    /// 1000 once it has been silent for the whole of it; one that keeps sending stays.
+    #[tokio::test(start_paused = true)]
+    async fn idle_clients_close_with_1000_after_the_idle_time() {
+        let s = Setup::new(10).await;
+        let idle = Duration::from_secs(30);
+        let limits = BuyerLimits {
+            idle_timeout: idle,
+            ..limits()
+        };
+        let t0 = Instant::now();
+        let (mut client, task) = connect(&s, limits).await;
+        let mut pings = 0;
+        let close = async {
+            loop {
+                match client.next_sent().await {
+                    Some(Sent::Frame(Message::Ping(_))) => pings += 1,
+                    Some(Sent::Frame(Message::Close(Some(c)))) => break c.code,
+                    Some(Sent::Close) | None => panic!("closed without a close frame"),
+                    Some(_) => {}
+                }
+            }
+        };
+        let code = tokio::time::timeout(idle * 2, close)
+            .await
+            .expect("closed within twice the idle time");
+        let closed_after = t0.elapsed();
+        assert_eq!(code, CLOSE_IDLE);
+        assert!(closed_after >= idle, "closed after {closed_after:?}");
+        assert!(
+            closed_after < idle + idle / 3,
+            "closed after {closed_after:?}"
+        );
+        assert_eq!(pings, 2, "a ping every {:?} before the close", idle / 3);
+        ended(task).await;
+
+        // A client that sends a pong every 5 s stays past many idle times, and is closed one
+        // idle time after its last.
+        let (mut client, _task) = connect(&s, limits).await;
+        for _ in 0..(idle * 4).as_secs() / 5 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            client.send_msg(Message::Pong(Default::default()));
+        }
+        let last = Instant::now();
+        while let Ok(sent) = client.from_server.try_recv() {
+            assert!(
+                !matches!(sent, Sent::Frame(Message::Close(_)) | Sent::Close),
+                "{sent:?}"
+            );
+        }
+        assert_eq!(client.close_code_within(idle * 2).await, CLOSE_IDLE);
+        let closed_after = last.elapsed();
+        assert!(
+            closed_after >= idle,
+            "closed {closed_after:?} after the last pong"
+        );
+        assert!(
+            closed_after < idle + idle / 3,
+            "closed {closed_after:?} after the last pong"
+        );
+    }
+
+    /// A client that does not read: once its queue is more than half full, it is not read
+    /// either, and it is dropped (no close frame can reach it) after the write timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
+        let s = Setup::new(10).await;
+        let write_timeout = Duration::from_secs(5);
+        let limits = BuyerLimits {
+            outbound_queue: 4,
+            write_timeout,
+            ..limits()
+        };
+        let (to_server, frames) = testing::frames();
+        let conn = Connection::new(
+            s.hub.clone(),
+            s.room.clone(),
+            "u1".into(),
+            Stuck,
+            frames,
+            limits,
+        );
+        let t0 = Instant::now();
+        let mut task = tokio::spawn(conn.run());
+        // The hello and two pongs fill the queue past half (3 of 4): the third ping is not read.
+        for _ in 0..3 {
+            to_server
+                .send(Ok(Message::Text(r#"{"op":"ping"}"#.into())))
+                .unwrap();
+        }
+        let early = tokio::time::timeout(write_timeout - Duration::from_millis(1), &mut task);
+        assert!(early.await.is_err(), "dropped before the write timeout");
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("dropped at the write timeout")
+            .unwrap();
+        assert!(t0.elapsed() >= write_timeout);
+        assert!(to_server.is_closed(), "the socket is let go");
+        assert_eq!(viewers(&s), 0);
+    }
+
+    /// Over its rate, a client's buys are answered `rate_limited` while it has strikes left,
+    /// then it is closed with 1008.
+    #[tokio::test(start_paused = true)]
+    async fn over_its_rate_a_client_is_answered_rate_limited_then_closed_with_1008() {
+        let s = Setup::new(10).await;
+        let limits = BuyerLimits {
+            frames_per_s: 1.0,
+            burst: 1.0,
+            abuse_strikes: 2.0,
+            ..limits()
+        };
+        let (mut client, task) = connect(&s, limits).await;
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        for req in ["q1", "q2", "q3"] {
+            client.send(&buy(req));
+        }
+        for req in ["q1", "q2"] {
+            let ack = client.reply().await;
+            assert_eq!(ack["op"], "ack");
+            assert_eq!(ack["req"], req);
+            assert_eq!(ack["ok"], false);
+            assert_eq!(ack["error"], "rate_limited");
+            assert_eq!(ack["left"], 10);
+        }
+        assert_eq!(client.close_code().await, CLOSE_POLICY);
+        ended(task).await;
+        assert_eq!(s.room.sku("s").unwrap().left(), 10, "nothing was sold");
+
+        // Under its rate (a frame a second, paused time), nobody is limited.
+        let (mut client, _task) = connect(&s, limits).await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.send(r#"{"op":"status","req":"q1"}"#);
+            let ack = client.reply().await;
+            assert_eq!(ack["error"], "unknown_request", "{ack}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_shutting_down_closes_with_1001() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = connect(&s, limits()).await;
+        s.hub.shutdown_token().cancel();
+        assert_eq!(client.close_code().await, CLOSE_GOING_AWAY);
+        ended(task).await;
+    }
+
+    /// A buy is acked once durable. A client that hangs up with a buy in flight still gets
+    /// its ack before the socket closes.
+    #[tokio::test]
+    async fn buys_are_acked_and_in_flight_ones_are_answered_before_the_close() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send(&buy("q1"));
+        let ack = client.reply().await;
+        assert_eq!(
+            (ack["op"].as_str(), ack["req"].as_str()),
+            (Some("ack"), Some("q1"))
+        );
+        assert_eq!(ack["ok"], true, "{ack}");
+        assert_eq!(ack["left"], 9);
+        // The same req again: the same order.
+        client.send(&buy("q1"));
+        let again = client.reply().await;
+        assert_eq!(again["order"], ack["order"]);
+
+        client.send(&buy("q2"));
+        client.hang_up();
+        let mut acked = false;
+        loop {
+            match client.next_sent().await {
+                Some(Sent::Frame(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    if v["op"] == "ack" {
+                        assert_eq!(
+                            (v["req"].as_str(), v["ok"].as_bool()),
+                            (Some("q2"), Some(true))
+                        );
+                        acked = true;
+                    }
+                }
+                Some(Sent::Close) => break,
+                Some(Sent::Frame(Message::Close(c))) => panic!("a close frame: {c:?}"),
+                Some(_) => {}
+                None => panic!("the sink was dropped, not closed"),
+            }
+        }
+        assert!(acked, "the buy in flight was answered before the close");
+        ended(task).await;
+        assert_eq!(s.room.sku("s").unwrap().left(), 8);
+    }
+
+    /// The room's pushes reach the buyer in order; a buyer that falls behind them gets the
+    /// current state of every SKU instead of what it missed.
+    #[tokio::test(start_paused = true)]
+    async fn pushes_arrive_in_order_and_a_lagging_buyer_gets_the_state() {
+        let s = Setup::new(10).await;
+        let (mut client, _task) = connect(&s, limits()).await;
+        let push = |n: usize| -> Frames {
+            Arc::from([axum::extract::ws::Utf8Bytes::from(format!(
+                r#"{{"op":"test","n":{n}}}"#
+            ))])
+        };
+        s.room.buyer_pushes.send(push(0)).await;
+        assert_eq!(client.next_text().await["n"], 0);
+        // More pushes than a slot holds, while the connection's task does not run.
+        let sent = crate::buyer::pushes::BUFFER + 4;
+        for n in 1..=sent {
+            s.room.buyer_pushes.send(push(n)).await;
+        }
+        let sale = client.next_text().await;
+        assert_eq!(
+            (sale["op"].as_str(), sale["sku"].as_str()),
+            (Some("sale"), Some("s"))
+        );
+        let stock = client.next_text().await;
+        assert_eq!(
+            (stock["op"].as_str(), stock["left"].as_u64()),
+            (Some("stock"), Some(10))
+        );
+        let first_kept = sent - crate::buyer::pushes::BUFFER + 1;
+        for n in first_kept..=sent {
+            assert_eq!(client.next_text().await["n"], n);
+        }
+    }
+}

@@ -16,5 +16,7 @@ pub mod pushes;
 pub mod rate_limit;
 pub mod sale_feed;
 pub mod stop;
+#[cfg(test)]
+mod testing;
 
 pub use connection::{serve, BuyerLimits, Connection};

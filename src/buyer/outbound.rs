@@ -179,3 +179,101 @@ where
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buyer::testing::{Sent, Stuck, Wire};
+    use tokio::sync::mpsc;
+
+    fn text(s: &'static str) -> Message {
+        Message::Text(Utf8Bytes::from_static(s))
+    }
+
+    fn wire() -> (Wire, mpsc::UnboundedReceiver<Sent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Wire::new(tx), rx)
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Sent>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|s| match s {
+                Sent::Frame(Message::Text(t)) => t.to_string(),
+                Sent::Frame(Message::Close(Some(c))) => format!("close {}", c.code),
+                Sent::Frame(m) => format!("{m:?}"),
+                Sent::Flush => "flush".to_owned(),
+                Sent::Close => "closed".to_owned(),
+            })
+            .collect()
+    }
+
+    /// Everything queued leaves in order with one flush; the queue is then free again.
+    #[tokio::test]
+    async fn a_batch_leaves_in_order_with_one_flush() {
+        let (sink, mut rx) = wire();
+        let mut out = Outbound::new(sink, 8);
+        assert!(!out.has_work());
+        for f in ["a", "b", "c"] {
+            assert_eq!(out.push(text(f)), Flow::Open);
+        }
+        // Queued frames first wait their turn at the back of the run queue.
+        assert!(out.must_wait() && !out.is_due());
+        out.waited = true;
+        assert!(out.is_due());
+        assert_eq!(out.write().await, Flow::Open);
+        assert_eq!(drain(&mut rx), ["a", "b", "c", "flush"]);
+        assert!(!out.has_work() && !out.waited);
+        assert_eq!(out.write().await, Flow::Open);
+        assert!(
+            drain(&mut rx).is_empty(),
+            "nothing to write, nothing flushed"
+        );
+    }
+
+    /// Half full is the most that has room; a full queue overflows and keeps what it has.
+    #[test]
+    fn a_full_queue_overflows() {
+        let mut out = Outbound::new(Stuck, 4);
+        for f in ["a", "b"] {
+            assert_eq!(out.push(text(f)), Flow::Open);
+        }
+        assert!(out.has_room());
+        assert_eq!(out.push(text("c")), Flow::Open);
+        assert!(!out.has_room());
+        assert_eq!(out.push(text("d")), Flow::Open);
+        assert_eq!(out.push(text("e")), Flow::Overflow);
+        assert_eq!(out.queue.len(), 4);
+    }
+
+    /// A sink that fails makes the queue closed: it drops what it holds and takes nothing more.
+    #[tokio::test]
+    async fn a_failed_sink_closes_the_queue() {
+        let (sink, rx) = wire();
+        drop(rx);
+        let mut out = Outbound::new(sink, 8);
+        out.push(text("a"));
+        assert_eq!(out.write().await, Flow::Closed);
+        assert!(!out.has_work());
+        assert_eq!(out.push(text("b")), Flow::Closed);
+    }
+
+    /// Finishing sends what is queued, then the close frame, and closes the sink.
+    #[tokio::test]
+    async fn finish_sends_the_rest_and_the_close_frame() {
+        let (sink, mut rx) = wire();
+        let mut out = Outbound::new(sink, 8);
+        out.push(text("a"));
+        out.finish(Some((1000, "bye"))).await;
+        assert_eq!(drain(&mut rx), ["a", "close 1000", "flush", "closed"]);
+    }
+
+    /// A socket that takes nothing holds up the close for [`CLOSE_GRACE`] at most.
+    #[tokio::test(start_paused = true)]
+    async fn finish_gives_up_on_a_stuck_socket_after_the_grace() {
+        let mut out = Outbound::new(Stuck, 8);
+        out.push(text("a"));
+        let t0 = tokio::time::Instant::now();
+        out.finish(Some((1000, "bye"))).await;
+        assert_eq!(t0.elapsed(), CLOSE_GRACE);
+    }
+}
