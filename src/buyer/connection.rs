@@ -1,26 +1,32 @@
 //! One task per buyer socket: reads frames, runs buys through the hub (several may wait for
 //! the journal at once), writes acks and the room's stock and sale pushes to the socket from a
 //! bounded queue, pings, and closes idle, abusive and non-reading clients.
+//!
+//! [`Connection`] holds one socket's state and has a method per event; [`Connection::run`]
+//! waits for the next event and hands it to its method. It is generic over the socket's halves,
+//! so tests drive it with channels and paused time instead of a socket.
 
-use std::collections::VecDeque;
+use std::fmt::Display;
 use std::future::Future;
-use std::pin::Pin;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{FuturesUnordered, SplitSink};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::buyer::pushes::back_of_queue;
+use crate::buyer::answers::{Answer, Answers};
+use crate::buyer::outbound::{Flow, Outbound};
+use crate::buyer::pushes::{back_of_queue, Frames};
 use crate::buyer::rate_limit::TokenBucket;
+use crate::buyer::stop::StopWatch;
 use crate::clock::now_ms;
-use crate::hub::buy::{Journaling, Started};
+use crate::hub::buy::Started;
 use crate::hub::Hub;
-use crate::protocol::{Ack, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
+use crate::inventory::UserRef;
+use crate::protocol::{Ack, BuyMsg, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
 use crate::rooms::room::Room;
 
 /// Close code for a frame over [`MAX_BUYER_FRAME`].
@@ -34,8 +40,6 @@ pub const CLOSE_IDLE: u16 = 1000;
 /// Frames read and handled in one wake-up of a buyer's task, at most, before it looks at its
 /// other work (acks, pushes, heartbeats, shutdown) again.
 const FRAMES_PER_WAKEUP: usize = 64;
-/// How long a closing socket's last frames may take to leave.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -79,223 +83,6 @@ impl Default for BuyerLimits {
     }
 }
 
-/// An answer: `(ack, when the frame arrived, whether it is a buy)`.
-type Answer = (Ack, Instant, bool);
-
-/// This connection's buys and `status`es that are not answered yet.
-///
-/// Buys waiting for the journal are answered in the order they were submitted (one task
-/// submits them, one writer takes them in queue order and answers its batches in order), so
-/// they wait in a FIFO and only the oldest is polled: one wake-up for a batch of this
-/// connection's buys instead of one a buy, and nothing allocated to track each. The rare
-/// others (a duplicate being decided elsewhere, fleet mode, `status`) are boxed in a
-/// `FuturesUnordered`.
-struct Waiting {
-    journal: VecDeque<(Journaling, Instant)>,
-    other: FuturesUnordered<Pin<Box<dyn Future<Output = Answer> + Send>>>,
-}
-
-impl Waiting {
-    fn new() -> Self {
-        Waiting {
-            journal: VecDeque::new(),
-            other: FuturesUnordered::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.journal.len() + self.other.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every answer that is ready, once at least one is.
-    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Answer>> {
-        let mut ready = Vec::new();
-        while let Some((j, started)) = self.journal.front_mut() {
-            match Pin::new(j).poll(cx) {
-                Poll::Ready(ack) => {
-                    ready.push((ack, *started, true));
-                    self.journal.pop_front();
-                }
-                Poll::Pending => break,
-            }
-        }
-        while let Poll::Ready(Some(answer)) = self.other.poll_next_unpin(cx) {
-            ready.push(answer);
-        }
-        if ready.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(ready)
-        }
-    }
-
-    /// Waits for the next answers; empty when nothing is waiting.
-    async fn next_answers(&mut self) -> Vec<Answer> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        std::future::poll_fn(|cx| self.poll_answers(cx)).await
-    }
-}
-
-/// The socket's write half and the frames waiting for it, written by the connection's own
-/// task (after one turn at the back of the run queue, see [`Outbound::push`]): no second task
-/// to wake and no channel between the two.
-struct Outbound {
-    sink: SplitSink<WebSocket, Message>,
-    /// Frames not yet handed to the socket, at most `capacity`.
-    queue: VecDeque<Message>,
-    capacity: usize,
-    /// Frames handed to the socket since its last flush.
-    unflushed: bool,
-    /// The socket failed: the peer is gone.
-    broken: bool,
-    /// What is queued has waited its turn at the back of the run queue.
-    waited: bool,
-}
-
-/// Whether a socket can still be written to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Open,
-    /// Writing failed: the peer is gone.
-    Closed,
-    /// The queue is full: the peer does not read.
-    Overflow,
-}
-
-impl Outbound {
-    fn new(sink: SplitSink<WebSocket, Message>, capacity: usize) -> Self {
-        Outbound {
-            sink,
-            queue: VecDeque::new(),
-            capacity: capacity.max(2),
-            unflushed: false,
-            broken: false,
-            waited: false,
-        }
-    }
-
-    /// Whether at least half the queue is free.
-    fn has_room(&self) -> bool {
-        self.queue.len() * 2 <= self.capacity
-    }
-
-    /// Whether there is something to write or flush.
-    fn has_work(&self) -> bool {
-        !self.broken && (self.unflushed || !self.queue.is_empty())
-    }
-
-    /// Whether what is queued is to be written now.
-    fn is_due(&self) -> bool {
-        self.has_work() && (self.waited || self.unflushed)
-    }
-
-    /// Whether what is queued still has to wait its turn.
-    fn must_wait(&self) -> bool {
-        self.has_work() && !self.is_due()
-    }
-
-    /// Queues a frame. It leaves after the tasks already queued on this worker have run: when
-    /// a sale opens, the buys that thousands of buyers just sent are read (and their journal
-    /// batch started) before their answers and the sale's pushes are written.
-    fn push(&mut self, msg: Message) -> Flow {
-        if self.broken {
-            Flow::Closed
-        } else if self.queue.len() >= self.capacity {
-            Flow::Overflow
-        } else {
-            self.queue.push_back(msg);
-            Flow::Open
-        }
-    }
-
-    fn push_msg(&mut self, msg: &ServerMsg) -> Flow {
-        self.push(Message::Text(Utf8Bytes::from(msg.to_json())))
-    }
-
-    /// Queues the acks of `ready` while the socket is `flow`ing; returns the flow after them.
-    fn push_acks(&mut self, ready: Vec<Answer>, mut flow: Flow) -> Flow {
-        for (ack, _, _) in ready {
-            if flow == Flow::Open {
-                flow = self.push_msg(&ServerMsg::Ack(ack));
-            }
-        }
-        flow
-    }
-
-    /// Hands every queued frame to the socket and flushes them together; ready when all are
-    /// written, or when the socket failed. Dropped half-way, it loses nothing: frames leave the
-    /// queue only as the socket takes them.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Flow> {
-        if self.broken {
-            return Poll::Ready(Flow::Closed);
-        }
-        let flushed = loop {
-            if self.queue.is_empty() {
-                if !self.unflushed {
-                    break Ok(());
-                }
-                match self.sink.poll_flush_unpin(cx) {
-                    Poll::Ready(r) => break r,
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            match self.sink.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => break Err(e),
-                Poll::Pending => return Poll::Pending,
-            }
-            let msg = self.queue.pop_front().expect("the queue is not empty");
-            if let Err(e) = self.sink.start_send_unpin(msg) {
-                break Err(e);
-            }
-            self.unflushed = true;
-        };
-        match flushed {
-            Ok(()) => {
-                self.unflushed = false;
-                self.waited = false;
-                if self.queue.capacity() > 64 {
-                    // A burst is over: an idle socket (most of them) keeps no big buffer.
-                    self.queue = VecDeque::new();
-                }
-                Poll::Ready(Flow::Open)
-            }
-            Err(_) => {
-                self.broken = true;
-                self.queue.clear();
-                Poll::Ready(Flow::Closed)
-            }
-        }
-    }
-
-    /// Writes what is queued; see [`Outbound::poll_write`].
-    async fn write(&mut self) -> Flow {
-        std::future::poll_fn(|cx| self.poll_write(cx)).await
-    }
-
-    /// Lets what is queued (and a close frame) leave, for at most [`CLOSE_GRACE`].
-    async fn finish(mut self, close: Option<(u16, &'static str)>) {
-        if let Some((code, reason)) = close {
-            let _ = self.push(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })));
-        }
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            if self.write().await == Flow::Open {
-                let _ = self.sink.close().await;
-            }
-        })
-        .await;
-    }
-}
-
 /// Serves one buyer until it leaves or the hub shuts down.
 pub async fn serve(
     hub: Hub,
@@ -304,198 +91,370 @@ pub async fn serve(
     socket: WebSocket,
     limits: BuyerLimits,
 ) {
-    room.live.viewer_joined(&user);
-    // Interned once per connection: the gate keys its ledgers by this.
-    let who = room.users.intern(&user);
-    metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
-    let (sink, mut rx) = socket.split();
-    let mut out = Outbound::new(sink, limits.outbound_queue);
-    let mut pushes = room.feeds.buyer_pushes.subscribe();
-    let pushes = &mut pushes.rx;
-    let mut in_flight = Waiting::new();
-    let mut bucket = TokenBucket::new(limits.frames_per_s, limits.burst);
-    let mut strikes = TokenBucket::new(limits.frames_per_s, limits.abuse_strikes);
-    let mut stop = hub.stop_watch();
-    let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    // Since when the outbound queue has been more than half full, if it is.
-    let mut backlogged_since: Option<tokio::time::Instant> = None;
+    let (sink, frames) = socket.split();
+    Connection::new(hub, room, user, sink, frames, limits)
+        .run()
+        .await;
+}
 
-    let hello = ServerMsg::Hello {
-        room: room.id.clone(),
-        user: user.clone(),
-        server_time_ms: now_ms(),
-        skus: room.skus.states(now_ms()),
-    };
-    let mut flow = out.push_msg(&hello);
-    let mut close: Option<(u16, &'static str)> = None;
+/// One buyer's connection: what it has read, what waits to be written, and its limits.
+///
+/// `Si` is the socket's write half and `St` its read half (a `Stream` of frames or errors).
+/// Each event has its method, which returns `Break` when the connection is to end (the reason,
+/// if a close frame is to say one, is kept for [`Connection::run`]'s drain).
+pub struct Connection<Si, St> {
+    hub: Hub,
+    room: Arc<Room>,
+    user: Arc<str>,
+    /// Interned once per connection: the gate keys its ledgers by this.
+    who: UserRef,
+    limits: BuyerLimits,
+    frames: St,
+    out: Outbound<Si>,
+    /// Whether `out` still takes frames; the connection ends when it does not.
+    flow: Flow,
+    answers: Answers,
+    bucket: TokenBucket,
+    strikes: TokenBucket,
+    stop: StopWatch,
+    heartbeat: Interval,
+    /// When the client last sent a frame (pongs count).
+    last_heard: Instant,
+    /// Since when the outbound queue has been more than half full, if it is.
+    backlogged_since: Option<Instant>,
+    /// The close frame to send when the connection ends, if any.
+    close: Option<(u16, &'static str)>,
+}
 
-    'conn: while flow == Flow::Open {
-        let room_to_write = out.has_room();
-        backlogged_since = match (room_to_write, backlogged_since) {
-            (true, _) => None,
-            (false, None) => Some(tokio::time::Instant::now()),
-            (false, since) => since,
-        };
-        let stall_deadline = backlogged_since.map(|t| t + limits.write_timeout);
-        // Biased, in this order: shutdown, acks of decided buys, pushes, then new frames, so a
-        // burst of pushes (a sale opening for thousands) never holds back answers.
-        tokio::select! {
-            biased;
-            _ = stop.stopped() => {
-                close = Some((CLOSE_GOING_AWAY, "server shutting down"));
-                break;
-            }
-            // Frames queued before this task's last turn at the back of the queue leave first,
-            // with one flush.
-            written = out.write(), if out.is_due() => flow = written,
-            _ = back_of_queue(), if out.must_wait() => out.waited = true,
-            ready = in_flight.next_answers(), if !in_flight.is_empty() => {
-                // Every ack that is ready is queued at once and leaves with one flush.
-                record_ack_latencies(&room, Instant::now(), ready.iter().filter(|r| r.2).map(|r| r.1));
-                flow = out.push_acks(ready, flow);
-            }
-            // Pushes are taken only while the queue has room: a buyer that reads slowly lags on
-            // the broadcast instead, and then gets the latest state (never a backlog).
-            push = pushes.recv(), if room_to_write => match push {
-                Ok(frames) => {
-                    for f in frames.iter() {
-                        if flow == Flow::Open {
-                            flow = out.push(Message::Text(f.clone()));
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => flow = resend_state(&mut out, &room),
-                Err(RecvError::Closed) => {}
-            },
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= limits.idle_timeout {
-                    metrics::counter!("livehub_idle_closed_total", "kind" => "buyer").increment(1);
-                    close = Some((CLOSE_IDLE, "idle timeout"));
+impl<Si, St, E> Connection<Si, St>
+where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    /// A connection for `user` in `room` over `sink` and `frames`; nothing happens until
+    /// [`Connection::run`].
+    pub fn new(
+        hub: Hub,
+        room: Arc<Room>,
+        user: Arc<str>,
+        sink: Si,
+        frames: St,
+        limits: BuyerLimits,
+    ) -> Self {
+        let who = room.users.intern(&user);
+        let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Connection {
+            stop: hub.stop_watch(),
+            hub,
+            room,
+            user,
+            who,
+            frames,
+            out: Outbound::new(sink, limits.outbound_queue),
+            flow: Flow::Open,
+            answers: Answers::new(),
+            bucket: TokenBucket::new(limits.frames_per_s, limits.burst),
+            strikes: TokenBucket::new(limits.frames_per_s, limits.abuse_strikes),
+            heartbeat,
+            last_heard: Instant::now(),
+            backlogged_since: None,
+            close: None,
+            limits,
+        }
+    }
+
+    /// Serves the buyer: `hello` first, then every event until the connection ends. Then the
+    /// buys in flight are answered (they may already be durable) and the socket is closed; a
+    /// buyer that does not read is dropped at once instead, its buys still finish, and nobody
+    /// hears the answers.
+    //
+    // Not an `async fn`: one of those keeps its by-value arguments twice in its future (as
+    // given and as moved into its body), and this one is a whole connection.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            self.room.live.viewer_joined(&self.user);
+            metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
+            let room = self.room.clone();
+            // Before the hello's state is taken: the buyer misses no change after it.
+            let mut pushes = room.feeds.buyer_pushes.subscribe();
+            self.hello();
+            while self.flow == Flow::Open {
+                let room_to_write = self.out.has_room();
+                let stall_deadline = self.stall_deadline(room_to_write);
+                let waiting = !self.answers.is_empty();
+                // A buyer whose answers pile up unread is not read either (backpressure).
+                let read = room_to_write && self.answers.len() < self.limits.max_in_flight;
+                // Biased, in this order: shutdown, writes, acks of decided buys, pushes, then
+                // new frames, so a burst of pushes (a sale opening for thousands) never holds
+                // back answers. Pushes are taken only while the queue has room: a buyer that
+                // reads slowly lags on the broadcast instead, and then gets the latest state.
+                let step = tokio::select! {
+                    biased;
+                    _ = self.stop.stopped() => self.on_stop(),
+                    written = self.out.write(), if self.out.is_due() => self.on_written(written),
+                    _ = back_of_queue(), if self.out.must_wait() => self.on_turn(),
+                    ready = self.answers.next(), if waiting => self.on_answers(ready),
+                    push = pushes.rx.recv(), if room_to_write => self.on_push(push),
+                    _ = self.heartbeat.tick() => self.on_tick(),
+                    _ = sleep_until_some(stall_deadline) => self.on_stall(),
+                    frame = self.frames.next(), if read => self.on_frames(frame),
+                };
+                if step.is_break() {
                     break;
                 }
-                flow = out.push(Message::Ping(Default::default()));
             }
-            _ = sleep_until_some(stall_deadline) => {
-                flow = Flow::Overflow;
-                break;
+            if self.flow == Flow::Overflow {
+                let (room, user) = (&self.room.id, &self.user);
+                tracing::info!(%room, %user, "buyer dropped: it does not read its socket");
+                metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer")
+                    .increment(1);
+                drop(self.out);
+                while !self.answers.next().await.is_empty() {}
+            } else {
+                self.answer_in_flight().await;
+                self.out.finish(self.close).await;
             }
-            // A buyer whose answers pile up unread is not read either (backpressure).
-            msg = rx.next(), if in_flight.len() < limits.max_in_flight && room_to_write => {
-                // Every frame that is already read is handled in this one wake-up (a client
-                // that pipelines sends many in one TCP segment), up to a budget; the select
-                // above runs once per batch, not once per frame.
-                let mut next = Some(msg);
-                let mut budget = FRAMES_PER_WAKEUP;
-                while let Some(msg) = next.take() {
-                    let started = Instant::now();
-                    last_heard = started;
-                    let text = match msg {
-                        None | Some(Ok(Message::Close(_))) => break 'conn,
-                        Some(Err(e)) => {
-                            // The library refused the frame: over its size limit, or broken.
-                            tracing::debug!(%user, error = %e, "buyer socket error");
-                            close = Some((CLOSE_TOO_BIG, "frame too large or malformed"));
-                            break 'conn;
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                        Some(Ok(Message::Binary(b))) => {
-                            if b.len() > MAX_BUYER_FRAME {
-                                close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                                break 'conn;
-                            }
-                            flow = out.push_msg(&frame_error("binary frames are not accepted; send JSON text", None));
-                            None
-                        }
-                        Some(Ok(Message::Text(t))) => Some(t),
-                    };
-                    if let Some(text) = text {
-                        if text.len() > MAX_BUYER_FRAME {
-                            close = Some((CLOSE_TOO_BIG, "frame over 4 KiB"));
-                            break 'conn;
-                        }
-                        let limited = !bucket.try_take(started);
-                        if limited && !strikes.try_take(started) {
-                            tracing::info!(room = %room.id, %user, "buyer closed: kept sending over its rate limit");
-                            metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
-                            close = Some((CLOSE_POLICY, "rate limit exceeded, repeatedly"));
-                            break 'conn;
-                        }
-                        flow = match ClientMsg::parse(&text) {
-                            Err(e) => {
-                                room.live.count_rejection(RejectCode::BadRequest);
-                                out.push_msg(&frame_error(&e.detail, e.req))
-                            }
-                            Ok(ClientMsg::Ping {}) => out.push_msg(&ServerMsg::Pong { server_time_ms: now_ms() }),
-                            Ok(ClientMsg::Buy(b)) if limited => {
-                                let ack = hub.rejected_buy(&room, &b, RejectCode::RateLimited);
-                                out.push_msg(&ServerMsg::Ack(ack))
-                            }
-                            Ok(ClientMsg::Status { req }) if limited => {
-                                out.push_msg(&ServerMsg::Ack(Ack::rejected(&req, RejectCode::RateLimited, None, None)))
-                            }
-                            Ok(ClientMsg::Buy(b)) => match hub.start_buy(&room, &who, &b) {
-                                Some(Started::Answered(ack)) => {
-                                    record_ack_latencies(&room, Instant::now(), [started]);
-                                    out.push_msg(&ServerMsg::Ack(ack))
-                                }
-                                Some(Started::Journaling(j)) => {
-                                    in_flight.journal.push_back((j, started));
-                                    Flow::Open
-                                }
-                                None => {
-                                    let (hub, room, who) = (hub.clone(), room.clone(), who.clone());
-                                    in_flight.other.push(Box::pin(async move { (hub.buy(&room, &who, &b).await, started, true) }));
-                                    Flow::Open
-                                }
-                            },
-                            Ok(ClientMsg::Status { req }) => {
-                                let (hub, room, user) = (hub.clone(), room.clone(), user.clone());
-                                in_flight.other.push(Box::pin(async move { (hub.status(&room, &user, &req).await, started, false) }));
-                                Flow::Open
-                            }
-                        };
-                    }
-                    budget -= 1;
-                    if flow == Flow::Open
-                        && budget > 0
-                        && in_flight.len() < limits.max_in_flight
-                        && out.has_room()
-                    {
-                        // `None`: nothing more is read yet (the select polls again, with its waker).
-                        next = rx.next().now_or_never();
+            self.room.live.viewer_left();
+            metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
+        }
+    }
+
+    /// Queues `hello`: the room and its SKUs' state now.
+    fn hello(&mut self) {
+        let hello = ServerMsg::Hello {
+            room: self.room.id.clone(),
+            user: self.user.clone(),
+            server_time_ms: now_ms(),
+            skus: self.room.skus.states(now_ms()),
+        };
+        self.flow = self.out.push_msg(&hello);
+    }
+
+    /// When a queue that stays more than half full makes the buyer a slow consumer; `None`
+    /// while it has room.
+    #[inline]
+    fn stall_deadline(&mut self, room_to_write: bool) -> Option<Instant> {
+        self.backlogged_since = match (room_to_write, self.backlogged_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, since) => since,
+        };
+        self.backlogged_since.map(|t| t + self.limits.write_timeout)
+    }
+
+    /// The hub shuts down.
+    fn on_stop(&mut self) -> ControlFlow<()> {
+        self.close_with(CLOSE_GOING_AWAY, "server shutting down")
+    }
+
+    /// Frames queued before this task's last turn at the back of the run queue left, with one
+    /// flush (or the socket failed).
+    #[inline]
+    fn on_written(&mut self, flow: Flow) -> ControlFlow<()> {
+        self.flow = flow;
+        Continue(())
+    }
+
+    /// What is queued waited its turn at the back of the run queue: it is written next.
+    #[inline]
+    fn on_turn(&mut self) -> ControlFlow<()> {
+        self.out.waited = true;
+        Continue(())
+    }
+
+    /// Buys (and `status`es) were answered: every ack that is ready is queued at once and
+    /// leaves with one flush.
+    #[inline]
+    fn on_answers(&mut self, ready: Vec<Answer>) -> ControlFlow<()> {
+        let buys = ready.iter().filter(|r| r.2).map(|r| r.1);
+        record_ack_latencies(&self.room, Instant::now().into_std(), buys);
+        self.flow = self.out.push_acks(ready, self.flow);
+        Continue(())
+    }
+
+    /// A push from the room: its frames are queued; a buyer that missed pushes gets the
+    /// current state of every SKU instead.
+    fn on_push(&mut self, push: Result<Frames, RecvError>) -> ControlFlow<()> {
+        match push {
+            Ok(frames) => {
+                for f in frames.iter() {
+                    if self.flow == Flow::Open {
+                        self.flow = self.out.push(Message::Text(f.clone()));
                     }
                 }
             }
+            Err(RecvError::Lagged(_)) => self.flow = resend_state(&mut self.out, &self.room),
+            Err(RecvError::Closed) => {}
         }
+        Continue(())
     }
-    if flow == Flow::Overflow {
-        tracing::info!(room = %room.id, %user, "buyer dropped: it does not read its socket");
-        metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "buyer").increment(1);
-        drop(out);
-        // Its buys still finish (they may already be durable); nobody hears the answers.
-        while !in_flight.next_answers().await.is_empty() {}
-    } else {
-        // Answer what is in flight before closing: those buys may already be durable.
-        while !in_flight.is_empty() {
-            tokio::select! {
-                biased;
-                written = out.write(), if out.has_work() && flow == Flow::Open => flow = written,
-                ready = in_flight.next_answers() => flow = out.push_acks(ready, flow),
+
+    /// The heartbeat: closes a socket that sent nothing for the idle timeout, pings the others.
+    fn on_tick(&mut self) -> ControlFlow<()> {
+        if self.last_heard.elapsed() >= self.limits.idle_timeout {
+            metrics::counter!("livehub_idle_closed_total", "kind" => "buyer").increment(1);
+            return self.close_with(CLOSE_IDLE, "idle timeout");
+        }
+        self.flow = self.out.push(Message::Ping(Default::default()));
+        Continue(())
+    }
+
+    /// The queue stayed more than half full for the write timeout: the buyer does not read.
+    fn on_stall(&mut self) -> ControlFlow<()> {
+        self.flow = Flow::Overflow;
+        Break(())
+    }
+
+    /// A frame was read (`None`: the client went away). Every frame that is already read
+    /// follows in this one wake-up (a client that pipelines sends many in one TCP segment), up
+    /// to [`FRAMES_PER_WAKEUP`] and while there is room for their answers: the select in
+    /// [`Connection::run`] runs once per batch, not once per frame.
+    fn on_frames(&mut self, first: Option<Result<Message, E>>) -> ControlFlow<()> {
+        let mut next = Some(first);
+        let mut budget = FRAMES_PER_WAKEUP;
+        while let Some(frame) = next.take() {
+            let Some(frame) = frame else {
+                return Break(());
+            };
+            self.on_frame(frame)?;
+            budget -= 1;
+            if self.flow == Flow::Open
+                && budget > 0
+                && self.answers.len() < self.limits.max_in_flight
+                && self.out.has_room()
+            {
+                // `None`: nothing more is read yet (the select polls again, with its waker).
+                next = self.frames.next().now_or_never();
             }
         }
-        out.finish(close).await;
+        Continue(())
     }
-    room.live.viewer_left();
-    metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
+
+    /// One frame from the client.
+    #[inline]
+    fn on_frame(&mut self, frame: Result<Message, E>) -> ControlFlow<()> {
+        let now = Instant::now();
+        self.last_heard = now;
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Ping(_) | Message::Pong(_)) => return Continue(()),
+            Ok(Message::Close(_)) => return Break(()),
+            Ok(Message::Binary(b)) => {
+                if b.len() > MAX_BUYER_FRAME {
+                    return self.close_with(CLOSE_TOO_BIG, "frame over 4 KiB");
+                }
+                let error = frame_error("binary frames are not accepted; send JSON text", None);
+                self.flow = self.out.push_msg(&error);
+                return Continue(());
+            }
+            Err(e) => {
+                // The library refused the frame: over its size limit, or broken.
+                tracing::debug!(user = %self.user, error = %e, "buyer socket error");
+                return self.close_with(CLOSE_TOO_BIG, "frame too large or malformed");
+            }
+        };
+        if text.len() > MAX_BUYER_FRAME {
+            return self.close_with(CLOSE_TOO_BIG, "frame over 4 KiB");
+        }
+        self.on_text(&text, now.into_std())
+    }
+
+    /// A text frame that arrived at `started`: rate-limited, parsed and answered or started.
+    #[inline]
+    fn on_text(&mut self, text: &str, started: std::time::Instant) -> ControlFlow<()> {
+        let limited = !self.bucket.try_take(started);
+        if limited && !self.strikes.try_take(started) {
+            let (room, user) = (&self.room.id, &self.user);
+            tracing::info!(%room, %user, "buyer closed: kept sending over its rate limit");
+            metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
+            return self.close_with(CLOSE_POLICY, "rate limit exceeded, repeatedly");
+        }
+        self.flow = match ClientMsg::parse(text) {
+            Err(e) => {
+                self.room.live.count_rejection(RejectCode::BadRequest);
+                self.out.push_msg(&frame_error(&e.detail, e.req))
+            }
+            Ok(ClientMsg::Ping {}) => {
+                let pong = ServerMsg::Pong {
+                    server_time_ms: now_ms(),
+                };
+                self.out.push_msg(&pong)
+            }
+            Ok(ClientMsg::Buy(b)) if limited => {
+                let ack = self
+                    .hub
+                    .rejected_buy(&self.room, &b, RejectCode::RateLimited);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Ok(ClientMsg::Status { req }) if limited => {
+                let ack = Ack::rejected(&req, RejectCode::RateLimited, None, None);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Ok(ClientMsg::Buy(b)) => self.on_buy(b, started),
+            Ok(ClientMsg::Status { req }) => {
+                let (hub, room, user) = (self.hub.clone(), self.room.clone(), self.user.clone());
+                self.answers.push_other(async move {
+                    (hub.status(&room, &user, &req).await, started, false)
+                });
+                Flow::Open
+            }
+        };
+        Continue(())
+    }
+
+    /// A buy: answered now, or on its way to the journal (answered in [`Self::on_answers`]).
+    #[inline]
+    fn on_buy(&mut self, b: BuyMsg, started: std::time::Instant) -> Flow {
+        match self.hub.start_buy(&self.room, &self.who, &b) {
+            Some(Started::Answered(ack)) => {
+                record_ack_latencies(&self.room, Instant::now().into_std(), [started]);
+                self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Some(Started::Journaling(j)) => {
+                self.answers.push_journaling(j, started);
+                Flow::Open
+            }
+            None => {
+                let (hub, room, who) = (self.hub.clone(), self.room.clone(), self.who.clone());
+                self.answers
+                    .push_other(async move { (hub.buy(&room, &who, &b).await, started, true) });
+                Flow::Open
+            }
+        }
+    }
+
+    /// Ends the connection, with a close frame that says `code` and `reason`.
+    #[inline]
+    fn close_with(&mut self, code: u16, reason: &'static str) -> ControlFlow<()> {
+        self.close = Some((code, reason));
+        Break(())
+    }
+
+    /// After the last event: queues the answers to the buys in flight as they come, and
+    /// writes them while the socket takes them.
+    async fn answer_in_flight(&mut self) {
+        while !self.answers.is_empty() {
+            let can_write = self.out.has_work() && self.flow == Flow::Open;
+            tokio::select! {
+                biased;
+                written = self.out.write(), if can_write => self.flow = written,
+                ready = self.answers.next() => self.flow = self.out.push_acks(ready, self.flow),
+            }
+        }
+    }
 }
 
 /// Records buy-to-ack times (buys that arrived at `started`, answered `now`) in the room's
 /// histogram, under one lock, and in the metrics.
-fn record_ack_latencies(room: &Room, now: Instant, started: impl IntoIterator<Item = Instant>) {
+fn record_ack_latencies(
+    room: &Room,
+    now: std::time::Instant,
+    started: impl IntoIterator<Item = std::time::Instant>,
+) {
     let ack_seconds = &crate::telemetry::buy_metrics().ack_seconds;
     room.live.record_latencies(started.into_iter().map(|t| {
         let us = now.duration_since(t).as_micros() as u64;
@@ -513,7 +472,7 @@ fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -521,7 +480,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
-fn resend_state(out: &mut Outbound, room: &Room) -> Flow {
+fn resend_state<Si: Sink<Message> + Unpin>(out: &mut Outbound<Si>, room: &Room) -> Flow {
     let now = now_ms();
     for s in room.skus.list() {
         let (o, c) = s.window();
@@ -545,4 +504,363 @@ fn resend_state(out: &mut Outbound, room: &Room) -> Flow {
         }
     }
     Flow::Open
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buyer::testing::{self, limits, Client, Sent, Setup, Stuck, WAIT};
+    use tokio::task::JoinHandle;
+
+    /// Starts a connection for user `u1` on a client's socket.
+    fn start(s: &Setup, limits: BuyerLimits) -> (Client, JoinHandle<()>) {
+        let (client, wire, frames) = testing::socket();
+        let user = "u1".into();
+        let conn = Connection::new(s.hub.clone(), s.room.clone(), user, wire, frames, limits);
+        (client, tokio::spawn(conn.run()))
+    }
+
+    /// [`start`], and reads the `hello`.
+    async fn connect(s: &Setup, limits: BuyerLimits) -> (Client, JoinHandle<()>) {
+        let (mut client, task) = start(s, limits);
+        assert_eq!(client.next_text().await["op"], "hello");
+        (client, task)
+    }
+
+    /// Waits for the connection's task to end.
+    async fn ended(task: JoinHandle<()>) {
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the connection ends")
+            .expect("the connection's task");
+    }
+
+    /// The room's buyers now.
+    fn viewers(s: &Setup) -> u64 {
+        s.room
+            .live
+            .viewers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn buy(req: &str) -> String {
+        format!(r#"{{"op":"buy","req":"{req}","sku":"s","qty":1}}"#)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hello_comes_first_and_a_ping_gets_a_pong() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = start(&s, limits());
+        let hello = client.next_text().await;
+        assert_eq!(hello["op"], "hello");
+        assert_eq!(hello["room"], "r");
+        assert_eq!(hello["user"], "u1");
+        assert_eq!(hello["skus"][0]["sku"], "s");
+        assert_eq!(hello["skus"][0]["left"], 10);
+        assert_eq!(viewers(&s), 1);
+        client.send(r#"{"op":"ping"}"#);
+        let pong = client.reply().await;
+        assert_eq!(pong["op"], "pong");
+        assert!(pong["server_time_ms"].as_i64().unwrap() > 0);
+        // The client hangs up: the connection ends without a close frame and leaves the room.
+        client.hang_up();
+        loop {
+            match client.next_sent().await {
+                Some(Sent::Frame(Message::Close(c))) => panic!("a close frame: {c:?}"),
+                Some(Sent::Close) => break,
+                _ => {}
+            }
+        }
+        ended(task).await;
+        assert_eq!(viewers(&s), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_frame_gets_an_error_and_the_connection_stays_usable() {
+        let s = Setup::new(10).await;
+        let (mut client, _task) = connect(&s, limits()).await;
+        client.send("not json");
+        let e = client.reply().await;
+        assert_eq!(
+            (e["op"].as_str(), e["error"].as_str()),
+            (Some("error"), Some("bad_request"))
+        );
+        client.send(r#"{"op":"buy","req":"q1","sku":"s","qty":0}"#);
+        let e = client.reply().await;
+        assert_eq!(
+            (e["op"].as_str(), e["req"].as_str()),
+            (Some("error"), Some("q1"))
+        );
+        client.send_msg(Message::Binary(vec![1, 2, 3].into()));
+        let e = client.reply().await;
+        assert_eq!(e["op"], "error");
+        assert!(e["detail"].as_str().unwrap().contains("binary"), "{e}");
+        // WebSocket pings and pongs are not answered by the connection (the library does).
+        client.send_msg(Message::Ping(Default::default()));
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        let bad = RejectCode::BadRequest.index();
+        let counted = s.room.live.rejected[bad].load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            counted, 2,
+            "the two text frames that do not parse are counted"
+        );
+        assert_eq!(s.room.skus.get("s").unwrap().left(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_over_4_kib_or_refused_by_the_library_closes_with_1009() {
+        let s = Setup::new(10).await;
+        let big = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(MAX_BUYER_FRAME));
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        client.send(&big);
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send_msg(Message::Binary(vec![0; MAX_BUYER_FRAME + 1].into()));
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        let (mut client, task) = connect(&s, limits()).await;
+        client.to_server.send(Err("frame too big")).unwrap();
+        assert_eq!(client.close_code().await, CLOSE_TOO_BIG);
+        ended(task).await;
+
+        // Exactly 4 KiB is allowed.
+        let (mut client, _task) = connect(&s, limits()).await;
+        let pad = MAX_BUYER_FRAME - r#"{"op":"ping","pad":""}"#.len();
+        client.send(&format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(pad)));
+        assert_eq!(client.reply().await["op"], "pong");
+    }
+
+    /// A client that sends nothing is pinged every third of the idle timeout and closed with
+    /// 1000 once it has been silent for the whole of it; one that keeps sending stays.
+    #[tokio::test(start_paused = true)]
+    async fn idle_clients_close_with_1000_after_the_idle_time() {
+        let s = Setup::new(10).await;
+        let idle = Duration::from_secs(30);
+        let limits = BuyerLimits {
+            idle_timeout: idle,
+            ..limits()
+        };
+        let t0 = Instant::now();
+        let (mut client, task) = connect(&s, limits).await;
+        let mut pings = 0;
+        let close = async {
+            loop {
+                match client.next_sent().await {
+                    Some(Sent::Frame(Message::Ping(_))) => pings += 1,
+                    Some(Sent::Frame(Message::Close(Some(c)))) => break c.code,
+                    Some(Sent::Close) | None => panic!("closed without a close frame"),
+                    Some(_) => {}
+                }
+            }
+        };
+        let code = tokio::time::timeout(idle * 2, close)
+            .await
+            .expect("closed within twice the idle time");
+        let closed_after = t0.elapsed();
+        assert_eq!(code, CLOSE_IDLE);
+        assert!(closed_after >= idle, "closed after {closed_after:?}");
+        assert!(
+            closed_after < idle + idle / 3,
+            "closed after {closed_after:?}"
+        );
+        assert_eq!(pings, 2, "a ping every {:?} before the close", idle / 3);
+        ended(task).await;
+
+        // A client that sends a pong every 5 s stays past many idle times, and is closed one
+        // idle time after its last.
+        let (mut client, _task) = connect(&s, limits).await;
+        for _ in 0..(idle * 4).as_secs() / 5 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            client.send_msg(Message::Pong(Default::default()));
+        }
+        let last = Instant::now();
+        while let Ok(sent) = client.from_server.try_recv() {
+            assert!(
+                !matches!(sent, Sent::Frame(Message::Close(_)) | Sent::Close),
+                "{sent:?}"
+            );
+        }
+        assert_eq!(client.close_code_within(idle * 2).await, CLOSE_IDLE);
+        let closed_after = last.elapsed();
+        assert!(
+            closed_after >= idle,
+            "closed {closed_after:?} after the last pong"
+        );
+        assert!(
+            closed_after < idle + idle / 3,
+            "closed {closed_after:?} after the last pong"
+        );
+    }
+
+    /// A client that does not read: once its queue is more than half full, it is not read
+    /// either, and it is dropped (no close frame can reach it) after the write timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
+        let s = Setup::new(10).await;
+        let write_timeout = Duration::from_secs(5);
+        let limits = BuyerLimits {
+            outbound_queue: 4,
+            write_timeout,
+            ..limits()
+        };
+        let (to_server, frames) = testing::frames();
+        let conn = Connection::new(
+            s.hub.clone(),
+            s.room.clone(),
+            "u1".into(),
+            Stuck,
+            frames,
+            limits,
+        );
+        let t0 = Instant::now();
+        let mut task = tokio::spawn(conn.run());
+        // The hello and two pongs fill the queue past half (3 of 4): the third ping is not read.
+        for _ in 0..3 {
+            to_server
+                .send(Ok(Message::Text(r#"{"op":"ping"}"#.into())))
+                .unwrap();
+        }
+        let early = tokio::time::timeout(write_timeout - Duration::from_millis(1), &mut task);
+        assert!(early.await.is_err(), "dropped before the write timeout");
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("dropped at the write timeout")
+            .unwrap();
+        assert!(t0.elapsed() >= write_timeout);
+        assert!(to_server.is_closed(), "the socket is let go");
+        assert_eq!(viewers(&s), 0);
+    }
+
+    /// Over its rate, a client's buys are answered `rate_limited` while it has strikes left,
+    /// then it is closed with 1008.
+    #[tokio::test(start_paused = true)]
+    async fn over_its_rate_a_client_is_answered_rate_limited_then_closed_with_1008() {
+        let s = Setup::new(10).await;
+        let limits = BuyerLimits {
+            frames_per_s: 1.0,
+            burst: 1.0,
+            abuse_strikes: 2.0,
+            ..limits()
+        };
+        let (mut client, task) = connect(&s, limits).await;
+        client.send(r#"{"op":"ping"}"#);
+        assert_eq!(client.reply().await["op"], "pong");
+        for req in ["q1", "q2", "q3"] {
+            client.send(&buy(req));
+        }
+        for req in ["q1", "q2"] {
+            let ack = client.reply().await;
+            assert_eq!(ack["op"], "ack");
+            assert_eq!(ack["req"], req);
+            assert_eq!(ack["ok"], false);
+            assert_eq!(ack["error"], "rate_limited");
+            assert_eq!(ack["left"], 10);
+        }
+        assert_eq!(client.close_code().await, CLOSE_POLICY);
+        ended(task).await;
+        assert_eq!(s.room.skus.get("s").unwrap().left(), 10, "nothing was sold");
+
+        // Under its rate (a frame a second, paused time), nobody is limited.
+        let (mut client, _task) = connect(&s, limits).await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.send(r#"{"op":"status","req":"q1"}"#);
+            let ack = client.reply().await;
+            assert_eq!(ack["error"], "unknown_request", "{ack}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_shutting_down_closes_with_1001() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = connect(&s, limits()).await;
+        s.hub.shutdown_token().cancel();
+        assert_eq!(client.close_code().await, CLOSE_GOING_AWAY);
+        ended(task).await;
+    }
+
+    /// A buy is acked once durable. A client that hangs up with a buy in flight still gets
+    /// its ack before the socket closes.
+    #[tokio::test]
+    async fn buys_are_acked_and_in_flight_ones_are_answered_before_the_close() {
+        let s = Setup::new(10).await;
+        let (mut client, task) = connect(&s, limits()).await;
+        client.send(&buy("q1"));
+        let ack = client.reply().await;
+        assert_eq!(
+            (ack["op"].as_str(), ack["req"].as_str()),
+            (Some("ack"), Some("q1"))
+        );
+        assert_eq!(ack["ok"], true, "{ack}");
+        assert_eq!(ack["left"], 9);
+        // The same req again: the same order.
+        client.send(&buy("q1"));
+        let again = client.reply().await;
+        assert_eq!(again["order"], ack["order"]);
+
+        client.send(&buy("q2"));
+        client.hang_up();
+        let mut acked = false;
+        loop {
+            match client.next_sent().await {
+                Some(Sent::Frame(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    if v["op"] == "ack" {
+                        assert_eq!(
+                            (v["req"].as_str(), v["ok"].as_bool()),
+                            (Some("q2"), Some(true))
+                        );
+                        acked = true;
+                    }
+                }
+                Some(Sent::Close) => break,
+                Some(Sent::Frame(Message::Close(c))) => panic!("a close frame: {c:?}"),
+                Some(_) => {}
+                None => panic!("the sink was dropped, not closed"),
+            }
+        }
+        assert!(acked, "the buy in flight was answered before the close");
+        ended(task).await;
+        assert_eq!(s.room.skus.get("s").unwrap().left(), 8);
+    }
+
+    /// The room's pushes reach the buyer in order; a buyer that falls behind them gets the
+    /// current state of every SKU instead of what it missed.
+    #[tokio::test(start_paused = true)]
+    async fn pushes_arrive_in_order_and_a_lagging_buyer_gets_the_state() {
+        let s = Setup::new(10).await;
+        let (mut client, _task) = connect(&s, limits()).await;
+        let push = |n: usize| -> Frames {
+            Arc::from([axum::extract::ws::Utf8Bytes::from(format!(
+                r#"{{"op":"test","n":{n}}}"#
+            ))])
+        };
+        s.room.feeds.buyer_pushes.send(push(0)).await;
+        assert_eq!(client.next_text().await["n"], 0);
+        // More pushes than a slot holds, while the connection's task does not run.
+        let sent = crate::buyer::pushes::BUFFER + 4;
+        for n in 1..=sent {
+            s.room.feeds.buyer_pushes.send(push(n)).await;
+        }
+        let sale = client.next_text().await;
+        assert_eq!(
+            (sale["op"].as_str(), sale["sku"].as_str()),
+            (Some("sale"), Some("s"))
+        );
+        let stock = client.next_text().await;
+        assert_eq!(
+            (stock["op"].as_str(), stock["left"].as_u64()),
+            (Some("stock"), Some(10))
+        );
+        let first_kept = sent - crate::buyer::pushes::BUFFER + 1;
+        for n in first_kept..=sent {
+            assert_eq!(client.next_text().await["n"], n);
+        }
+    }
 }

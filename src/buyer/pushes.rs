@@ -10,11 +10,11 @@
 //! run queue.
 //!
 //! Why: when a sale opens, every buyer of the room is told at once and most of them buy at
-//! once. With one `broadcast` for the room, the push woke 15,000 buyer tasks together; a buy
-//! that came back while the push was still going out queued on the runtime behind the rest of
-//! the fan-out, and so did the journal's answers: the spike's ack p99 was the length of the
-//! fan-out (~400 ms, BENCHMARKS.md). Each slot keeps its pushes in order, a buyer reads only
-//! its own slot, and a tick's frames travel as one item.
+//! once. Woken all together (one `broadcast` for the room), the buyer tasks would queue on the
+//! runtime ahead of the buys that come back while the push is still going out, and ahead of
+//! the journal's answers, so the spike's acks would wait for the whole fan-out
+//! (BENCHMARKS.md). Each slot keeps its pushes in order, a buyer reads only its own slot, and
+//! a tick's frames travel as one item.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -114,8 +114,8 @@ impl BuyerPushes {
             woken = 0;
             if waited >= MAX_PUSH_WAIT {
                 // Out of time to wait for catching up, but not for one turn a wave: woken all
-                // at once, the rest of a big room's buyers (3,000 of 15,000 in a spike) queued
-                // ahead of the buys that came back meanwhile, whose answers then waited ~50 ms.
+                // at once, the rest of a big room's buyers would queue ahead of the buys that
+                // came back meanwhile, and hold up their answers.
                 back_of_queue().await;
                 continue;
             }

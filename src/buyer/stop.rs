@@ -1,15 +1,15 @@
 //! Telling every buyer task that the server is stopping, at the cost of one atomic load a
 //! wake-up.
 //!
-//! A buyer's `select!` polls its stop branch on every wake-up. With the hub's
-//! `CancellationToken` that poll took the token's mutex and its `Notify`'s (both shared by
-//! every connection, so their cache lines moved between the cores on each poll), and the
-//! future made and dropped each time registered and unregistered a waiter under that lock
+//! A buyer's `select!` polls its stop branch on every wake-up. Polling the hub's
+//! `CancellationToken` there would take the token's mutex and its `Notify`'s (both shared by
+//! every connection, so their cache lines would move between the cores on each poll), and the
+//! future made and dropped each time would register and unregister a waiter under that lock
 //! again (BENCHMARKS.md). Here each watcher has a slot of its own for its waker, locked only
 //! when the waker is stored (a task's first poll; its waker does not change after that) and by
 //! [`Stop::trigger`], once. A later poll reads the flag and compares the waker with the copy
-//! the watcher kept, touching nothing another task writes: in a spike, locking the slot on
-//! every poll was 2.7% of the server's samples, a cache miss on a line of its own per poll.
+//! the watcher kept, touching nothing another task writes: locking even its own slot on every
+//! poll would cost a cache miss a poll, on a line of its own.
 //!
 //! Why no wake-up is lost: `trigger` sets the flag before it takes any slot's lock, and a poll
 //! that stores a waker reads the flag inside its slot's lock. Either that critical section
