@@ -347,6 +347,9 @@ where
                 if b.len() > MAX_BUYER_FRAME {
                     return self.close_with(CLOSE_TOO_BIG, "frame over 4 KiB");
                 }
+                // A binary frame is answered with an error, and counts against the rate limit
+                // and the abuse strikes like any frame.
+                self.charge(now.into_std())?;
                 let error = frame_error("binary frames are not accepted; send JSON text", None);
                 self.flow = self.out.push_msg(&error);
                 return Continue(());
@@ -363,16 +366,24 @@ where
         self.on_text(&text, now.into_std())
     }
 
-    /// A text frame that arrived at `started`: rate-limited, parsed and answered or started.
+    /// Takes a frame that arrived at `at` from the rate limit: whether it is over the limit,
+    /// or `Break` (closing with 1008) when the client has used up its abuse strikes too.
     #[inline]
-    fn on_text(&mut self, text: &str, started: std::time::Instant) -> ControlFlow<()> {
-        let limited = !self.bucket.try_take(started);
-        if limited && !self.strikes.try_take(started) {
+    fn charge(&mut self, at: std::time::Instant) -> ControlFlow<(), bool> {
+        let limited = !self.bucket.try_take(at);
+        if limited && !self.strikes.try_take(at) {
             let (room, user) = (&self.room.id, &self.user);
             tracing::info!(%room, %user, "buyer closed: kept sending over its rate limit");
             metrics::counter!("livehub_abusive_closed_total", "kind" => "buyer").increment(1);
-            return self.close_with(CLOSE_POLICY, "rate limit exceeded, repeatedly");
+            self.close_with(CLOSE_POLICY, "rate limit exceeded, repeatedly")?;
         }
+        Continue(limited)
+    }
+
+    /// A text frame that arrived at `started`: rate-limited, parsed and answered or started.
+    #[inline]
+    fn on_text(&mut self, text: &str, started: std::time::Instant) -> ControlFlow<()> {
+        let limited = self.charge(started)?;
         self.flow = match ClientMsg::parse(text) {
             Err(e) => {
                 self.room.live.count_rejection(RejectCode::BadRequest);
@@ -774,6 +785,28 @@ mod tests {
             let ack = client.reply().await;
             assert_eq!(ack["error"], "unknown_request", "{ack}");
         }
+    }
+
+    /// Binary frames count against the rate limit and the abuse strikes like text: a client
+    /// that sends only binary frames over its rate is closed with 1008.
+    #[tokio::test(start_paused = true)]
+    async fn binary_frames_over_the_rate_close_the_socket_too() {
+        let s = Setup::new(10).await;
+        let limits = BuyerLimits {
+            frames_per_s: 1.0,
+            burst: 1.0,
+            abuse_strikes: 2.0,
+            ..limits()
+        };
+        let (mut client, task) = connect(&s, limits).await;
+        for _ in 0..4 {
+            client.send_msg(Message::Binary(vec![1, 2, 3].into()));
+        }
+        for _ in 0..3 {
+            assert_eq!(client.reply().await["op"], "error");
+        }
+        assert_eq!(client.close_code().await, CLOSE_POLICY);
+        ended(task).await;
     }
 
     #[tokio::test(start_paused = true)]
