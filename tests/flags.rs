@@ -1,4 +1,4 @@
-//! Flags from the environment (PROTOCOL.md "Process"): the real `livehub` binary reads an
+//! Flags from the environment (docs/protocol.md, "Process"): the real `livehub` binary reads an
 //! on/off flag as people write one in a shell or a unit file, `1`/`0`, `yes`/`no`, `on`/`off`
 //! or `true`/`false`, and refuses anything else with an error naming the flag.
 

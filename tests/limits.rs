@@ -363,7 +363,7 @@ async fn a_client_sending_1000_frames_a_second_is_limited_then_closed_and_others
                     match v["error"].as_str() {
                         None => ok += 1,
                         Some("rate_limited") => {
-                            // An ack for a SKU that exists carries its `left` (PROTOCOL.md).
+                            // An ack for a SKU that exists carries its `left` (docs/protocol.md).
                             assert!(v["sku"] == "A" && v["left"].is_u64(), "{v}");
                             limited += 1
                         }

@@ -1,7 +1,7 @@
 //! The loadtest's invariant checks must FAIL a run when the server breaks them.
 //!
 //! Each case starts an in-process fake livehub (axum, on 127.0.0.1:0) that speaks the part of
-//! PROTOCOL.md that `livehub-loadtest spike` and `steady` use: `PUT` room and SKU, `POST .../open`
+//! docs/protocol.md that `livehub-loadtest spike` and `steady` use: `PUT` room and SKU, `POST .../open`
 //! with its `sale` push, `/stats`, the NDJSON orders export, `/audit`, and `/ws/buy` (open buyers)
 //! with `hello`, `buy` → `ack` and `ping` → `pong`. The fake is broken in one chosen way; the
 //! real binary runs against it with small numbers, and the case asserts exit code 1 and exactly
