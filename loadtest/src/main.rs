@@ -16,6 +16,8 @@ mod ids;
 mod invariants;
 mod net;
 mod output;
+mod paid_checks;
+mod pay;
 mod ramp;
 mod record;
 mod report;

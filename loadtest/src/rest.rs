@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -30,6 +31,83 @@ pub struct Order {
     pub qty: u64,
     pub price_fen: u64,
     pub amount_fen: u64,
+}
+
+/// A line of the orders export with the statuses of orders that must be paid (protocol v2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaidOrder {
+    pub seq: u64,
+    pub order: String,
+    pub sku: String,
+    pub user: String,
+    pub req: String,
+    pub qty: u64,
+    pub price_fen: u64,
+    pub amount_fen: u64,
+    pub ts_ms: i64,
+    pub status: String,
+    #[serde(default)]
+    pub pay_by_ms: Option<i64>,
+    #[serde(default)]
+    pub paid_at_ms: Option<i64>,
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    #[serde(default)]
+    pub late_payments: Vec<LatePayment>,
+}
+
+/// A payment kept on an order that could not take it (expired, cancelled, already paid).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LatePayment {
+    pub payment_id: String,
+    pub amount_fen: u64,
+    pub paid_at_ms: i64,
+}
+
+/// A line of the change feed (`/order-events`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderEvent {
+    pub event: u64,
+    pub order: String,
+    pub status: String,
+    pub ts_ms: i64,
+    pub sku: String,
+    pub user: String,
+    pub qty: u64,
+    pub amount_fen: u64,
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    #[serde(default)]
+    pub paid_at_ms: Option<i64>,
+    #[serde(default)]
+    pub restock: Option<bool>,
+    #[serde(default)]
+    pub late_payment: Option<LatePayment>,
+}
+
+/// What an NDJSON page is paged by.
+pub trait Paged {
+    fn cursor(&self) -> u64;
+}
+
+impl Paged for Order {
+    fn cursor(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Paged for PaidOrder {
+    fn cursor(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Paged for OrderEvent {
+    fn cursor(&self) -> u64 {
+        self.event
+    }
 }
 
 impl Rest {
@@ -163,32 +241,65 @@ impl Rest {
 
     /// Every order with `seq > after`, paging 10,000 at a time until a short page.
     pub async fn export(&self, room: &str, after: u64) -> anyhow::Result<Vec<Order>> {
+        let orders: Vec<Order> = self
+            .pages(&format!("/api/rooms/{room}/orders?after_seq="), after)
+            .await?;
+        // The seq must only increase (the other lines' order is for the checks to judge).
+        let mut last = after;
+        for o in &orders {
+            if o.seq <= last {
+                bail!("export: seq {} after {} is not increasing", o.seq, last);
+            }
+            last = o.seq;
+        }
+        Ok(orders)
+    }
+
+    /// The whole orders export with its v2 statuses.
+    pub async fn export_paid(&self, room: &str) -> anyhow::Result<Vec<PaidOrder>> {
+        self.pages(&format!("/api/rooms/{room}/orders?after_seq="), 0)
+            .await
+    }
+
+    /// The whole change feed (`/order-events`), oldest first.
+    pub async fn order_events(&self, room: &str) -> anyhow::Result<Vec<OrderEvent>> {
+        self.pages(&format!("/api/rooms/{room}/order-events?after="), 0)
+            .await
+    }
+
+    /// Reads an admin NDJSON listing `{path_after}{cursor}&limit=10000` page by page, each
+    /// page after the last line's cursor, until a short page. A cursor that does not move on
+    /// ends the reading (the lines so far are returned for the checks to judge).
+    async fn pages<T: DeserializeOwned + Paged>(
+        &self,
+        path_after: &str,
+        after: u64,
+    ) -> anyhow::Result<Vec<T>> {
         const PAGE: usize = 10_000;
         let t = self.admin_token()?.to_owned();
-        let mut out = Vec::new();
+        let mut out: Vec<T> = Vec::new();
         let mut after = after;
         for _ in 0..MAX_EXPORT_PAGES {
-            let path = format!("/api/rooms/{room}/orders?after_seq={after}&limit={PAGE}");
+            let path = format!("{path_after}{after}&limit={PAGE}");
             let (status, text) = self.call(reqwest::Method::GET, &path, &t, None).await?;
             if status != 200 {
                 bail!("GET {path}: HTTP {status}: {text:.300}");
             }
             let mut n = 0;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let o: Order = serde_json::from_str(line)
-                    .with_context(|| format!("export line is not an order: {line:.200}"))?;
-                if o.seq <= after {
-                    bail!("export: seq {} after {} is not increasing", o.seq, after);
-                }
-                after = o.seq;
+                let o: T = serde_json::from_str(line).with_context(|| {
+                    format!("GET {path}: a line that does not parse: {line:.200}")
+                })?;
                 out.push(o);
                 n += 1;
             }
-            if n < PAGE {
+            let last = out.last().map(Paged::cursor).unwrap_or(after);
+            if n < PAGE || last <= after {
                 return Ok(out);
             }
+            after = last;
         }
-        bail!("export: more than {MAX_EXPORT_PAGES} pages")
+        bail!("{path_after}: more than {MAX_EXPORT_PAGES} pages")
     }
 
     /// `livehub_process_resident_memory_bytes` and the `livehub_connections` gauges.
