@@ -53,6 +53,14 @@ pub struct Frame {
     pub amount_fen: Option<u64>,
     #[serde(default)]
     pub state: Option<String>,
+    /// An order's status (v2 acks and `order` pushes).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub pay_by_ms: Option<i64>,
+    /// Units left (acks and `stock` pushes).
+    #[serde(default)]
+    pub left: Option<u64>,
 }
 
 /// Connects `n` sockets (at most `--connect-concurrency` at once). `path(i)` is socket i's
@@ -112,7 +120,7 @@ pub async fn connect_many(
     out
 }
 
-async fn wait_hello(ws: &mut Ws) -> Result<(), String> {
+pub(crate) async fn wait_hello(ws: &mut Ws) -> Result<(), String> {
     let fut = async {
         // The hello comes first; tolerate a few pushes before it all the same.
         for _ in 0..16 {

@@ -52,6 +52,15 @@ pub struct Common {
         hide_env_values = true
     )]
     pub buyer_secret: Option<String>,
+    /// Secret that signs payment notices (`POST /api/payments`, HMAC-SHA256); the server's
+    /// `--payment-secret`. Needed by `checkout` and `payments`.
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_PAYMENT_SECRET",
+        hide_env_values = true
+    )]
+    pub payment_secret: Option<String>,
     /// Connect buyers with `?user=` (the server must run with --open-buyers).
     #[arg(long, global = true)]
     pub open_buyers: bool,
@@ -102,6 +111,12 @@ pub enum Cmd {
     Dashboards(DashboardsArgs),
     /// Mixed buyers and dashboards for a long time, with invariant checks every minute.
     Soak(SoakArgs),
+    /// Orders that must be paid: a flash sale whose buyers then pay (signed notices), cancel,
+    /// or let their orders expire; sold-out buyers buy the units given back.
+    Checkout(CheckoutArgs),
+    /// Payment notices as fast as they are answered: K unpaid orders, then signed notices from
+    /// C HTTP connections; durable notices a second.
+    Payments(PaymentsArgs),
     /// A plain WebSocket echo server speaking the buyer frames (hello on connect, ack per buy).
     EchoServer(EchoArgs),
 }
@@ -239,6 +254,90 @@ pub struct SoakArgs {
     /// Every Nth buy is sent twice with the same req (see `steady --dup-every`). 0: never.
     #[arg(long, default_value_t = 0)]
     pub dup_every: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckoutArgs {
+    /// Buyers (one connection and one user each).
+    #[arg(long, default_value_t = 5_000)]
+    pub buyers: usize,
+    /// The SKU's stock.
+    #[arg(long, default_value_t = 1_000)]
+    pub stock: u64,
+    /// limit_per_user of the SKU.
+    #[arg(long, default_value_t = 1)]
+    pub limit: u64,
+    #[arg(long, default_value_t = 9900)]
+    pub price_fen: u64,
+    #[arg(long, default_value = "P1")]
+    pub sku: String,
+    /// The SKU's pay_timeout_s (the contract allows 10 to 86,400).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub pay_timeout_s: u64,
+    /// Share of the orders whose buyer pays (after a delay between --delay-min and --delay-max).
+    #[arg(long, default_value_t = 0.6)]
+    pub pay_share: f64,
+    /// Share of the orders whose buyer cancels over its socket (after such a delay); the rest
+    /// let their orders expire.
+    #[arg(long, default_value_t = 0.1)]
+    pub cancel_share: f64,
+    /// Shortest wait from the ack to paying or cancelling.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub delay_min: Duration,
+    /// Longest wait from the ack to paying or cancelling (below the pay timeout).
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub delay_max: Duration,
+    /// Payments sent on purpose after the order ended: half of them once an order expired
+    /// (answer `order_expired`), half once a cancel was acked (`order_cancelled`).
+    #[arg(long, default_value_t = 20)]
+    pub late_payments: u64,
+    /// Paid orders whose notice is sent twice with the same payment_id (every other pair at
+    /// once, the rest one after the other): both answers must be 200 `paid`.
+    #[arg(long, default_value_t = 20)]
+    pub duplicate_payments: u64,
+    /// Paid orders that then get a notice with another payment_id (`already_paid`, counted
+    /// as a late payment).
+    #[arg(long, default_value_t = 5)]
+    pub second_payments: u64,
+    /// Most buys a sold-out buyer sends again when a `stock` push shows units given back.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Sold-out buyers stop waiting for units this long after the open.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub retry_for: Duration,
+    /// Hard bound on the sale from the open: buys, payments, cancels, expiries and re-buys.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// A buyer that has not seen the open push this long after the open call returned buys
+    /// anyway (counted as a missed push).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub push_grace: Duration,
+    /// Seed of the buyers' choices (pay, cancel or expire; delays; retries).
+    #[arg(long, default_value_t = 21)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PaymentsArgs {
+    /// Unpaid orders to place, and so notices to send (one each).
+    #[arg(long, default_value_t = 20_000)]
+    pub orders: usize,
+    /// Concurrent HTTP connections sending notices.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Buyer sockets placing the orders.
+    #[arg(long, default_value_t = 32)]
+    pub buy_connections: usize,
+    /// Buys in flight per buyer socket while placing.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// pay_timeout_s of the SKU (long enough that no order expires during the run).
+    #[arg(long, default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub pay_timeout_s: u64,
+    #[arg(long, default_value_t = 9900)]
+    pub price_fen: u64,
+    #[arg(long, default_value = "N1")]
+    pub sku: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,11 +1,14 @@
 //! livehub-loadtest: a separate client of livehub's public protocol (docs/protocol.md) that
 //! puts load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
-//! soaks), then checks the server's invariants against what it saw.
+//! soaks, orders that must be paid, payment notices), then checks the server's invariants
+//! against what it saw.
 //!
 //! Exit codes: 0 every check passed; 1 a check failed (printed); 2 the run could not be done
 //! (bad flags, server unreachable, setup refused); 3 `--max-seconds` ran out.
 
 mod buyer;
+mod checkout;
+mod checkout_buyer;
 mod cli;
 mod ctx;
 mod dash;
@@ -18,6 +21,7 @@ mod net;
 mod output;
 mod paid_checks;
 mod pay;
+mod payments;
 mod ramp;
 mod record;
 mod report;
@@ -99,6 +103,8 @@ async fn run(cli: Cli) -> i32 {
         }
         Cmd::Dashboards(a) => a.duration,
         Cmd::Soak(a) => a.duration,
+        Cmd::Checkout(a) => a.deadline,
+        Cmd::Payments(_) => Duration::from_secs(60),
         Cmd::EchoServer(_) => Duration::ZERO,
     };
     let ttl = nominal.as_secs() + 3600;
@@ -118,6 +124,8 @@ async fn run(cli: Cli) -> i32 {
             Cmd::Ramp(a) => ramp::ramp(ctx.clone(), a).await,
             Cmd::Dashboards(a) => dashboards::dashboards(ctx.clone(), a).await,
             Cmd::Soak(a) => soak::soak(ctx.clone(), a).await,
+            Cmd::Checkout(a) => checkout::checkout(ctx.clone(), a).await,
+            Cmd::Payments(a) => payments::payments(ctx.clone(), a).await,
             Cmd::EchoServer(_) => unreachable!(),
         }
     };

@@ -181,6 +181,7 @@ pub fn check(stock: &HashMap<String, u64>, c: &ClientLog, s: &ServerView) -> Vec
             Some(o) => {
                 if (&o.sku, o.qty, o.amount_fen, &o.user, &o.req, o.pay_by_ms)
                     != (&p.sku, p.qty, p.amount_fen, &p.user, &p.req, p.pay_by_ms)
+                    || o.amount_fen != o.price_fen * o.qty
                 {
                     problems.push(format!(
                         "{}: export {}/{}/{}/{}/{}/{:?}, ack {}/{}/{}/{}/{}/{:?} (sku/qty/amount/user/req/pay_by_ms)",
@@ -639,10 +640,13 @@ pub fn check(stock: &HashMap<String, u64>, c: &ClientLog, s: &ServerView) -> Vec
                 e.event, e.order, e.status
             ));
         }
-        if e.status == "paid" && cur.is_some() && e.payment_id != o.payment_id {
+        if e.status == "paid"
+            && cur.is_some()
+            && (e.payment_id != o.payment_id || e.paid_at_ms != o.paid_at_ms)
+        {
             problems.push(format!(
-                "event {}: {} paid by {:?}, export payment_id {:?}",
-                e.event, e.order, e.payment_id, o.payment_id
+                "event {}: {} paid by {:?} at {:?}, export payment_id {:?} paid_at_ms {:?}",
+                e.event, e.order, e.payment_id, e.paid_at_ms, o.payment_id, o.paid_at_ms
             ));
         }
         state.insert(e.order.as_str(), e.status.as_str());
@@ -822,13 +826,12 @@ mod tests {
             event: n,
             order: o.order.clone(),
             status: status.into(),
-            ts_ms: T0,
             sku: o.sku.clone(),
             user: o.user.clone(),
             qty: o.qty,
             amount_fen: o.amount_fen,
             payment_id: (status == "paid").then(|| o.payment_id.clone()).flatten(),
-            paid_at_ms: None,
+            paid_at_ms: (status == "paid").then_some(o.paid_at_ms).flatten(),
             restock: None,
             late_payment: None,
         }
@@ -878,6 +881,7 @@ mod tests {
         ];
         feed[7].late_payment = Some(late("second-O2"));
         feed[7].payment_id = None;
+        feed[7].paid_at_ms = None;
         feed[8].late_payment = Some(late("late-O3"));
         feed[10].late_payment = Some(late("late-O4"));
         let audit = json!({"room": "r", "consistent": true, "skus": [

@@ -72,7 +72,6 @@ pub struct OrderEvent {
     pub event: u64,
     pub order: String,
     pub status: String,
-    pub ts_ms: i64,
     pub sku: String,
     pub user: String,
     pub qty: u64,

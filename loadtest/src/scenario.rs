@@ -61,6 +61,72 @@ pub async fn setup_sku(
     Ok(v)
 }
 
+/// Creates a SKU whose orders must be paid within `pay_timeout_s` (protocol v2), scheduled far
+/// in the future (the run opens it); fails when the SKU already had sales, or when the server
+/// does not know `pay_timeout_s`.
+pub async fn setup_paid_sku(
+    ctx: &Ctx,
+    sku: &str,
+    price_fen: u64,
+    stock: u64,
+    limit: Option<u64>,
+    pay_timeout_s: u64,
+) -> anyhow::Result<Value> {
+    setup_paid_sku_opening(
+        ctx,
+        sku,
+        price_fen,
+        stock,
+        limit,
+        pay_timeout_s,
+        Some(FAR_FUTURE_MS),
+    )
+    .await
+}
+
+/// [`setup_paid_sku`] with its opening time (`None`: open at once).
+pub async fn setup_paid_sku_opening(
+    ctx: &Ctx,
+    sku: &str,
+    price_fen: u64,
+    stock: u64,
+    limit: Option<u64>,
+    pay_timeout_s: u64,
+    opens_at_ms: Option<i64>,
+) -> anyhow::Result<Value> {
+    crate::ids::check("sku", sku)?;
+    let body = json!({
+        "name": format!("load test {sku}"),
+        "price_fen": price_fen,
+        "stock": stock,
+        "limit_per_user": limit,
+        "opens_at_ms": opens_at_ms,
+        "closes_at_ms": null,
+        "pay_timeout_s": pay_timeout_s,
+    });
+    let v = ctx
+        .rest
+        .put_sku(&ctx.room, sku, body)
+        .await
+        .context("creating the SKU (admin REST)")?;
+    let (total, sold) = (v["stock_total"].as_u64(), v["sold"].as_u64());
+    if total != Some(stock) || sold != Some(0) {
+        bail!(
+            "SKU {sku} in room {} already exists (stock_total {:?}, sold {:?}); use a fresh --room",
+            ctx.room,
+            total,
+            sold
+        );
+    }
+    if v["pay_timeout_s"].as_u64() != Some(pay_timeout_s) {
+        bail!(
+            "the server answered the SKU with pay_timeout_s {}, not {pay_timeout_s}: does it support orders that must be paid (protocol v2)?",
+            v["pay_timeout_s"]
+        );
+    }
+    Ok(v)
+}
+
 /// The path buyer `i` connects with: user `{prefix}{i}`.
 pub fn buyer_path<'a>(
     ctx: &'a Ctx,
