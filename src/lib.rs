@@ -2,7 +2,7 @@
 //!
 //! The way of a buy: socket ([`buyer::connection`]) → protocol ([`protocol`]) → idempotency
 //! and admission ([`hub::buy`]) → gate ([`inventory`]) → journal ([`journal`], the durable
-//! point) → ack ([`hub::buy::order_ack`], written by the buyer's task).
+//! point) → ack ([`hub::buy::placed_ack`], written by the buyer's task).
 //! The way of the figures: orders ([`rooms`]) → aggregator ([`dashboard::aggregator`]) →
 //! dashboards ([`dashboard::feed`]).
 //!
