@@ -8,7 +8,7 @@
 //! A move is decided and made durable in two steps, so that two moves of one order never race
 //! (a payment against the expiry, a cancel against a payment): [`Statuses::begin`] decides
 //! under the entry's lock and marks the order as moving; the journal's apply
-//! ([`Statuses::apply`]) makes the move once it is durable and clears the mark, or
+//! (`Statuses::apply`) makes the move once it is durable and clears the mark, or
 //! [`Statuses::abort`] clears it when the journal refused it. A second move of a moving order
 //! waits for the first to settle, then is decided afresh.
 
