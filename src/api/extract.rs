@@ -88,6 +88,22 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
     }
 }
 
+/// `{room}` and `{order}` of the path, each checked against the id grammar.
+#[derive(Debug, Clone)]
+pub struct OrderPath(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        let Path((room, order)) = Path::<(String, String)>::from_request_parts(parts, s)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        check_ids(&[("room", &room), ("order", &order)])?;
+        Ok(OrderPath(room, order))
+    }
+}
+
 /// Checks ids against the id grammar; the 400 names the field.
 fn check_ids(pairs: &[(&str, &str)]) -> Result<(), ApiError> {
     for (field, id) in pairs {

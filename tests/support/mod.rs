@@ -340,6 +340,55 @@ impl TestServer {
         .await
     }
 
+    /// A SKU whose orders must be paid within `pay_timeout_s`.
+    pub async fn create_sku_to_pay(
+        &self,
+        room: &str,
+        sku: &str,
+        price_fen: u64,
+        stock: u64,
+        limit: Option<u64>,
+        pay_timeout_s: u64,
+    ) -> Value {
+        self.admin(
+            "PUT",
+            &format!("/api/rooms/{room}/skus/{sku}"),
+            Some(json!({"name": format!("item {sku}"), "price_fen": price_fen, "stock": stock, "limit_per_user": limit, "pay_timeout_s": pay_timeout_s})),
+        )
+        .await
+    }
+
+    /// Every event of a room's change feed, through its pages.
+    pub async fn order_events(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = self
+                .http
+                .get(self.url(&format!(
+                    "/api/rooms/{room}/order-events?after={after}&limit=500"
+                )))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("order events");
+            assert_eq!(r.status().as_u16(), 200);
+            let text = r.text().await.unwrap();
+            let page: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("ndjson line"))
+                .collect();
+            let n = page.len();
+            if let Some(last) = page.last() {
+                after = last["event"].as_u64().unwrap();
+            }
+            out.extend(page);
+            if n < 500 {
+                return out;
+            }
+        }
+    }
+
     /// Every order of a room, through the paged export.
     pub async fn export(&self, room: &str) -> Vec<Value> {
         let mut out = Vec::new();
@@ -465,7 +514,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client that skips pushes when waiting for an answer.
 pub struct Client {
     pub ws: Ws,
-    /// Pushes (`stock`, `sale`) seen while waiting for answers.
+    /// Pushes (`stock`, `sale`, `order`) seen while waiting for answers.
     pub pushes: Vec<Value>,
     pub hello: Option<Value>,
 }
@@ -539,12 +588,12 @@ impl Client {
         }
     }
 
-    /// The next frame that is not a `stock`/`sale` push.
+    /// The next frame that is not a `stock`/`sale`/`order` push.
     pub async fn reply(&mut self) -> Value {
         loop {
             let v = self.next_json().await.expect("socket open");
             match v["op"].as_str() {
-                Some("stock" | "sale") => self.pushes.push(v),
+                Some("stock" | "sale" | "order") => self.pushes.push(v),
                 _ => return v,
             }
         }
