@@ -19,7 +19,7 @@ use crate::checkout_buyer::{self, BuyerOut, Plan, Recorders, Shared, Signals};
 use crate::cli::CheckoutArgs;
 use crate::ctx::Ctx;
 use crate::paid_checks::{self, ClientLog, ServerView};
-use crate::pay::{PayKind, Payer, PaymentLog};
+use crate::pay::{Payer, PaymentLog};
 use crate::record::{ms, Recorder, Simple};
 use crate::scenario;
 
@@ -252,8 +252,10 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
     let connected = conns.len();
     anyhow::ensure!(connected > 0, "no buyer could connect");
 
-    let t_open = Instant::now();
-    let end = ctx.clamp(t_open + a.deadline, CHECK_RESERVE);
+    // The buyers' tasks start now; the sale opens a moment later (`t_open`), and the plan's
+    // times count from here, which is no later.
+    let t_start = Instant::now();
+    let end = ctx.clamp(t_start + a.deadline, CHECK_RESERVE);
     let late = a.late_payments;
     let plan = Arc::new(Plan {
         sku: a.sku.clone(),
@@ -267,7 +269,7 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
         duplicates: a.duplicate_payments,
         seconds: a.second_payments,
         retries: a.retries,
-        retry_until: t_open + a.retry_for,
+        retry_until: t_start + a.retry_for,
         end,
         seed: a.seed,
         req_prefix: format!("{}c", ctx.run_id),
@@ -278,7 +280,6 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
     shared
         .first_pending
         .store(connected as i64, Ordering::Relaxed);
-    let _ = shared.t_open.set(t_open);
     let (go_tx, go_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (over_tx, over_rx) = watch::channel(false);
@@ -309,12 +310,13 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
     ctx.pb.set_position(0);
     ctx.pb.set_message("open");
     ctx.hiccups.phase();
-    let t_call = Instant::now();
+    let t_open = Instant::now();
+    let _ = shared.t_open.set(t_open);
     let state = ctx.rest.open(&ctx.room, &a.sku).await?;
     if state["state"] != "open" {
         ctx.anomaly(format!("open returned state {}", state["state"]));
     }
-    let open_call_us = t_call.elapsed().as_micros() as u64;
+    let open_call_us = t_open.elapsed().as_micros() as u64;
     {
         let (tx, grace) = (go_tx.clone(), a.push_grace);
         tokio::spawn(async move {
@@ -489,7 +491,7 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pay::Answer;
+    use crate::pay::{Answer, PayKind};
 
     #[test]
     fn payments_are_summed_by_code_and_kind() {

@@ -83,6 +83,11 @@ fn verdict(name: &str, problems: Vec<String>, good: impl FnOnce() -> String) -> 
     }
 }
 
+/// A figure that may be missing, as a summary shows it.
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "(missing)".to_owned(), |v| v.to_string())
+}
+
 fn u(v: &Value, k: &str) -> Option<u64> {
     v.get(k).and_then(Value::as_u64)
 }
@@ -262,7 +267,11 @@ pub fn check(stock: &HashMap<String, u64>, c: &ClientLog, s: &ServerView) -> Vec
         let held = held_by_sku.get(sku.as_str()).copied().unwrap_or(0);
         let unpaid_export = status_units(sku, "unpaid");
         figures.push(format!(
-            "{sku}: sold {sold:?} + left {left:?} = stock_total {total:?}"
+            "{sku}: sold {} + left {} = stock_total {} (unpaid {})",
+            show(sold),
+            show(left),
+            show(total),
+            show(unpaid)
         ));
         if total != Some(stock[*sku]) {
             problems.push(format!(
@@ -298,7 +307,8 @@ pub fn check(stock: &HashMap<String, u64>, c: &ClientLog, s: &ServerView) -> Vec
         let refunded = status_units(sku, "refunded");
         let left = audit_skus.get(sku.as_str()).and_then(|a| u(a, "left"));
         figures.push(format!(
-            "{sku}: paid {paid} + unpaid {unpaid} + left {left:?} = {}",
+            "{sku}: paid {paid} + unpaid {unpaid} + left {} = {}",
+            show(left),
             stock[*sku]
         ));
         if refunded > 0 {
