@@ -14,6 +14,7 @@
 //!   socket upgrades, one JSON error type
 //! - [`protocol`]: serde types of every buyer frame, SKU states and rejection codes
 //! - [`ids`]: the id grammar every edge checks
+//! - [`json_body`]: JSON request bodies, one object, errors that name the field
 //! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
 //! - [`buyer`]: one task per buyer socket, and the sale and stock pushes to buyers
 //! - [`hub`]: the state every connection shares, and the buy path
@@ -45,6 +46,7 @@ pub mod hub;
 pub mod ids;
 pub mod inventory;
 pub mod journal;
+pub mod json_body;
 pub mod protocol;
 pub mod rooms;
 pub mod seating;
