@@ -16,6 +16,7 @@
 //! - [`ids`]: the id grammar every edge checks
 //! - [`json_body`]: JSON request bodies, one object, errors that name the field
 //! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
+//! - [`payments`]: payment notices: their HMAC signature and their body
 //! - [`buyer`]: one task per buyer socket, and the sale and stock pushes to buyers
 //! - [`hub`]: the state every connection shares, and the buy path
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
@@ -47,6 +48,7 @@ pub mod ids;
 pub mod inventory;
 pub mod journal;
 pub mod json_body;
+pub mod payments;
 pub mod protocol;
 pub mod rooms;
 pub mod seating;
