@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::catalog::CatalogError;
+use crate::payments::NoticeError;
 
 /// A REST error: its status, and the body's `error` code and `detail`.
 #[derive(Debug)]
@@ -95,6 +96,16 @@ impl From<CatalogError> for ApiError {
                 tracing::error!(detail = %d, "admin change failed");
                 ApiError::unavailable("the change could not be made durable; nothing changed")
             }
+        }
+    }
+}
+
+impl From<NoticeError> for ApiError {
+    fn from(e: NoticeError) -> Self {
+        ApiError {
+            status: e.status(),
+            code: e.code(),
+            detail: e.to_string(),
         }
     }
 }
