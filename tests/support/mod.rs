@@ -28,6 +28,9 @@ use livehub::server::{self, Settings};
 pub const ADMIN: &str = "test-admin-token";
 pub const VIEWER: &str = "test-viewer-token";
 pub const SECRET: &str = "test-buyer-secret";
+/// The payment secret of test servers: payment notices are signed with it
+/// (`livehub::payments::sign`).
+pub const PAYMENT_SECRET: &str = "test-payment-secret";
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -230,7 +233,9 @@ impl TestServer {
                 max_pending_buys: opts.max_pending_buys,
                 fleet: opts.fleet.clone(),
             },
-            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers)
+                .and_then(|a| a.with_payment_secret(PAYMENT_SECRET))
+                .expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
