@@ -88,6 +88,9 @@ async fn coordinate(
         tick.tick().await;
         let now = Instant::now();
         if now >= end {
+            if shared.done.load(Ordering::Relaxed) < buyers {
+                shared.cut.store(true, Ordering::Relaxed);
+            }
             break;
         }
         let quiet = shared.first_pending.load(Ordering::Relaxed) <= 0
@@ -367,7 +370,9 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
                 payments: &log.payments,
                 cancels: &log.cancels,
                 pushes: &log.pushes,
-                expect_pushes: !disconnects && !ctx.cut_short.load(Ordering::Relaxed),
+                expect_pushes: !disconnects
+                    && !ctx.cut_short.load(Ordering::Relaxed)
+                    && !shared.cut.load(Ordering::Relaxed),
                 pay_timeout_ms,
             },
             &ServerView {
@@ -384,6 +389,19 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
             format!("{e:#}"),
         )],
     };
+    let cut = shared.cut.load(Ordering::Relaxed);
+    checks.push(crate::invariants::Check::new(
+        "sale_within_deadline",
+        !cut,
+        if cut {
+            format!(
+                "the sale ran into --deadline ({} s) before every buyer was done",
+                a.deadline.as_secs_f64()
+            )
+        } else {
+            format!("every buyer done {sale_s:.1} s after the open")
+        },
+    ));
     checks.push(crate::invariants::Check::new(
         "every_buyer_bought",
         log.sent >= connected as u64,

@@ -4,7 +4,7 @@
 //! buys again, a bounded number of times, and pays for what it gets. A few buyers pay late,
 //! twice or a second time on purpose. Every wait ends by the plan's end at the latest.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -132,6 +132,8 @@ pub struct Shared {
     pub done: AtomicUsize,
     /// Buys sent again after a sold-out.
     pub rebuys: AtomicU64,
+    /// Some buyer's wait or move was cut off by the plan's end.
+    pub cut: AtomicBool,
     taken_after_expiry: AtomicU64,
     taken_after_cancel: AtomicU64,
     taken_duplicate: AtomicU64,
@@ -420,7 +422,7 @@ impl Buyer {
                     }
                 }
                 _ = tokio::time::sleep_until(end.into()) => {
-                    self.ctx.cut_short.store(true, Ordering::Relaxed);
+                    self.shared.cut.store(true, Ordering::Relaxed);
                     return;
                 }
             }
@@ -560,7 +562,7 @@ impl Buyer {
             Fate::Pay(d) => {
                 self.idle_until((acked + d).min(p.end)).await;
                 if Instant::now() >= p.end {
-                    self.ctx.cut_short.store(true, Ordering::Relaxed);
+                    self.shared.cut.store(true, Ordering::Relaxed);
                 } else {
                     let kind = if attempt > 0 {
                         PayKind::Resold
@@ -600,7 +602,7 @@ impl Buyer {
             Fate::Cancel(d) => {
                 self.idle_until((acked + d).min(p.end)).await;
                 if Instant::now() >= p.end {
-                    self.ctx.cut_short.store(true, Ordering::Relaxed);
+                    self.shared.cut.store(true, Ordering::Relaxed);
                 } else if let Some(ok) = self.cancel(&placed, attempt).await {
                     seen_end = ok;
                     if ok && take(&self.shared.taken_after_cancel, p.after_cancel).is_some() {

@@ -140,6 +140,13 @@ impl Ctx {
         }
     }
 
+    /// The deadline less `reserve` (at most a quarter of the run's bound), for a phase whose
+    /// natural end is the run's own.
+    pub fn before_deadline(&self, reserve: Duration) -> Instant {
+        let reserve = reserve.min(self.deadline.saturating_duration_since(self.started) / 4);
+        self.deadline.checked_sub(reserve).unwrap_or(self.deadline)
+    }
+
     pub fn past_deadline(&self) -> bool {
         Instant::now() >= self.deadline
     }

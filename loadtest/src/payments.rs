@@ -178,7 +178,7 @@ pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     ctx.pb.set_message(format!("placing {} orders", a.orders));
     let sku: Arc<str> = Arc::from(a.sku.as_str());
     let prefix: Arc<str> = Arc::from(format!("{}n", ctx.run_id).as_str());
-    let end = ctx.clamp(ctx.deadline, CHECK_RESERVE);
+    let end = ctx.before_deadline(CHECK_RESERVE);
     let t_place = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for (i, c) in conns.into_iter().enumerate() {
