@@ -34,6 +34,7 @@ fn room_with(skus: usize) -> (Arc<Room>, Vec<String>) {
             limit_per_user: Some(u64::MAX / 2),
             opens_at_ms: None,
             closes_at_ms: None,
+            pay_timeout_s: None,
         };
         room.skus
             .add(Arc::new(Sku::new(Arc::from(id.as_str()), &def)));

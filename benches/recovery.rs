@@ -52,6 +52,7 @@ fn main() {
                     limit_per_user: Some(5),
                     opens_at_ms: None,
                     closes_at_ms: None,
+                    pay_timeout_s: None,
                 };
                 journal
                     .append(Record::Sku {
@@ -79,6 +80,7 @@ fn main() {
                     referrer: (i % 4 == 0).then(|| Arc::from("sharer42")),
                     ts_ms: 1_700_000_000_000 + i as i64,
                     left_after: n - i,
+                    pay_by_ms: None,
                     hub: None,
                     begun: None,
                 };

@@ -37,6 +37,7 @@ fn skus(now: i64) -> Vec<(&'static str, SkuDef)> {
             limit_per_user: limit,
             opens_at_ms: opens,
             closes_at_ms: closes,
+            pay_timeout_s: None,
         };
     vec![
         (

@@ -34,6 +34,13 @@ pub enum ClientMsg {
     },
     /// Ask for a `pong` (keeps the socket alive, reads the server's clock).
     Ping {},
+    /// Cancel one of the buyer's unpaid orders.
+    Cancel {
+        /// The buyer's id for this cancel, echoed in its ack.
+        req: String,
+        /// The order to cancel.
+        order: String,
+    },
 }
 
 /// `{"op":"buy","req","sku","qty","ref"}`.
@@ -118,6 +125,10 @@ impl ClientMsg {
                 Ok(())
             }
             ClientMsg::Status { req } => ids::check_named("req", req).map_err(|d| fail(d, req)),
+            ClientMsg::Cancel { req, order } => {
+                ids::check_named("req", req).map_err(|d| fail(d, req))?;
+                ids::check_named("order", order).map_err(|d| fail(d, req))
+            }
             ClientMsg::Ping {} => Ok(()),
         }
     }
@@ -140,7 +151,7 @@ fn describe_json_error(text: &str, e: &serde_json::Error) -> String {
         Ok(serde_json::Value::Object(m)) => match m.get("op") {
             None => "missing field `op`".to_owned(),
             Some(serde_json::Value::String(op))
-                if !matches!(op.as_str(), "buy" | "status" | "ping") =>
+                if !matches!(op.as_str(), "buy" | "status" | "ping" | "cancel") =>
             {
                 format!("unknown op `{}`", op.chars().take(32).collect::<String>())
             }
@@ -207,6 +218,37 @@ pub struct SkuState {
     pub closes_at_ms: Option<i64>,
     /// The sale's state now.
     pub state: SaleState,
+    /// Seconds a buyer has to pay an order; `None`: paid the moment it is placed.
+    pub pay_timeout_s: Option<u64>,
+}
+
+/// Where an order stands (docs/protocol.md, "Orders that must be paid").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Placed, holding its units, waiting for payment until its `pay_by_ms`.
+    Unpaid,
+    /// Paid (or paid the moment it was placed, for SKUs without a payment timeout).
+    Paid,
+    /// Not paid in time; its units went back on sale.
+    Expired,
+    /// Cancelled while unpaid; its units went back on sale.
+    Cancelled,
+    /// Paid, then refunded.
+    Refunded,
+}
+
+impl OrderStatus {
+    /// The status as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Unpaid => "unpaid",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
 }
 
 /// Why a buy made nothing: the `error` code of a rejected ack.
@@ -233,11 +275,15 @@ pub enum RejectCode {
     Unavailable,
     /// `status` for a `req` the hub does not know.
     UnknownRequest,
+    /// `cancel` of an order that is not `unpaid`.
+    NotCancellable,
+    /// `cancel` of an order this user does not have.
+    UnknownOrder,
 }
 
 impl RejectCode {
     /// Every code, in a fixed order (used to index counters).
-    pub const ALL: [RejectCode; 10] = [
+    pub const ALL: [RejectCode; 12] = [
         RejectCode::SoldOut,
         RejectCode::InsufficientStock,
         RejectCode::LimitExceeded,
@@ -248,6 +294,8 @@ impl RejectCode {
         RejectCode::RateLimited,
         RejectCode::Unavailable,
         RejectCode::UnknownRequest,
+        RejectCode::NotCancellable,
+        RejectCode::UnknownOrder,
     ];
 
     /// The code as the wire spells it.
@@ -263,6 +311,8 @@ impl RejectCode {
             RejectCode::RateLimited => "rate_limited",
             RejectCode::Unavailable => "unavailable",
             RejectCode::UnknownRequest => "unknown_request",
+            RejectCode::NotCancellable => "not_cancellable",
+            RejectCode::UnknownOrder => "unknown_order",
         }
     }
 
@@ -314,6 +364,17 @@ pub enum ServerMsg {
         /// When the sale closes (Unix ms), if it has a closing time.
         closes_at_ms: Option<i64>,
     },
+    /// One of the buyer's orders changed status.
+    Order {
+        /// The order.
+        order: Arc<str>,
+        /// Its SKU.
+        sku: Arc<str>,
+        /// Its status now.
+        status: OrderStatus,
+        /// What it costs in fen.
+        amount_fen: u64,
+    },
     /// A frame that could not be read as a message.
     Error {
         /// Why: `bad_request` for a frame that could not be read.
@@ -351,6 +412,12 @@ pub struct Ack {
     /// Stock left right after the order (ok), or seen at the refusal (SKU exists).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub left: Option<u64>,
+    /// The order's status now, when ok (and for a `cancel`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<OrderStatus>,
+    /// When an unpaid order expires unless paid (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pay_by_ms: Option<i64>,
 }
 
 impl Ack {
@@ -365,6 +432,8 @@ impl Ack {
             qty: None,
             amount_fen: None,
             left,
+            status: None,
+            pay_by_ms: None,
         }
     }
 }

@@ -132,6 +132,11 @@ pub async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
+    // Orders whose time to pay ran out while the hub was down expire before it serves.
+    let expired = hub.start_expiry().await;
+    if expired > 0 {
+        tracing::info!(expired, "unpaid orders expired while the hub was down");
+    }
     if settings.demo {
         hub.tasks()
             .spawn(crate::demo::run(hub.clone(), hub.shutdown_token().clone()));

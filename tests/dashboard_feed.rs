@@ -33,6 +33,7 @@ fn rooms_with_sku() -> Arc<Rooms> {
         limit_per_user: None,
         opens_at_ms: None,
         closes_at_ms: None,
+        pay_timeout_s: None,
     };
     rooms
         .apply(
@@ -63,6 +64,7 @@ fn order(seq: u64, ts_ms: i64, qty: u64, price: u64, user: &str, referrer: Optio
         referrer: referrer.map(Into::into),
         ts_ms,
         left_after: 0,
+        pay_by_ms: None,
         hub: None,
         begun: None,
     }))

@@ -42,7 +42,7 @@ proptest! {
 
     #[test]
     fn gate_matches_the_sequential_model(stock in 0u64..20, limit in proptest::option::of(1u64..6), ops in proptest::collection::vec(op(), 1..60)) {
-        let def = SkuDef { name: "x".into(), price_fen: 100, stock, limit_per_user: limit, opens_at_ms: None, closes_at_ms: None };
+        let def = SkuDef { name: "x".into(), price_fen: 100, stock, limit_per_user: limit, opens_at_ms: None, closes_at_ms: None, pay_timeout_s: None };
         let sku = Sku::new(Arc::from("A1"), &def);
         let mut m = Model { left: stock, total: stock, ..Default::default() };
         let mut live: Vec<(u8, u64)> = Vec::new();

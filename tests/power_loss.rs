@@ -69,6 +69,7 @@ fn order(req: String) -> Record {
         referrer: None,
         ts_ms: 1,
         left_after: 0,
+        pay_by_ms: None,
         hub: None,
         begun: None,
     }))

@@ -203,6 +203,7 @@ async fn run_case(
                     referrer: None,
                     ts_ms: 0,
                     left_after: 0,
+                    pay_by_ms: None,
                     hub: Some(Arc::from("h")),
                     begun: None,
                 });

@@ -82,6 +82,7 @@ fn def(stock: u64, limit: Option<u64>) -> SkuDef {
         limit_per_user: limit,
         opens_at_ms: None,
         closes_at_ms: None,
+        pay_timeout_s: None,
     }
 }
 
@@ -205,7 +206,10 @@ fn observe(rt: &tokio::runtime::Runtime, hub: &Hub) -> BTreeMap<String, Observed
             })
             .collect();
         let orders = room.orders.page_after(0, usize::MAX);
-        let export = orders.iter().map(|o| o.to_ndjson()).collect();
+        let export = orders
+            .iter()
+            .map(|o| room.statuses.export_line(o))
+            .collect();
         let audit = room
             .skus
             .list()
@@ -580,7 +584,7 @@ fn a_status_and_a_repeated_req_after_a_snapshot_restart_give_the_original_order(
         assert_eq!(ack.error.map(|c| c.as_str()), Some("limit_exceeded"));
         assert_eq!(r.orders.count(), 6);
         let o = r.orders.page_after(0, 1).pop().unwrap();
-        assert_eq!(order_ack(&o, "q1"), first);
+        assert_eq!(order_ack(&o, "q1", &r), first);
     });
     close(hub);
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use livehub::journal::record::{read_frame, Frame};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,7 +77,12 @@ async fn verify_reports_a_sound_data_dir_and_names_damage_without_changing_anyth
         .rfind(|p| p.extension().is_some_and(|e| e == "seg"))
         .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    // Where the records end: after the last whole frame or batch (a record may end in a zero
+    // byte, so the last non-zero byte does not say).
+    let mut end = 0;
+    while let Frame::Valid { len, .. } | Frame::Batch { len, .. } = read_frame(&bytes[end..]) {
+        end += len;
+    }
     bytes.truncate(end);
     let records_end = bytes.len();
     bytes.extend_from_slice(&[0x20, 0, 0, 0x80, 1, 2, 3, 4, 9, 9]);

@@ -1,4 +1,5 @@
-//! Handlers behind the admin token: rooms, SKUs, stock, sale windows and the orders export.
+//! Handlers behind the admin token: rooms, SKUs, stock, sale windows, the orders export and
+//! change feed, and cancels and refunds.
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -10,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{Admin, JsonBody, RoomPath, SkuPath};
+use super::extract::{Admin, JsonBody, OrderPath, RoomPath, SkuPath};
 use super::state::AppState;
 use crate::catalog::RoomView;
 use crate::inventory::SkuDef;
@@ -62,6 +63,9 @@ pub struct SkuBody {
     /// When the sale closes (Unix ms); `None` never closes it by the clock.
     #[serde(default)]
     pub closes_at_ms: Option<i64>,
+    /// Seconds a buyer has to pay an order; `None`: paid the moment it is placed.
+    #[serde(default)]
+    pub pay_timeout_s: Option<u64>,
     #[serde(default, rename = "sku")]
     _sku: Option<IgnoredAny>,
     #[serde(default, rename = "stock_total")]
@@ -93,6 +97,7 @@ impl From<SkuBody> for SkuDef {
             limit_per_user: b.limit_per_user,
             opens_at_ms: b.opens_at_ms,
             closes_at_ms: b.closes_at_ms,
+            pay_timeout_s: b.pay_timeout_s,
         }
     }
 }
@@ -163,11 +168,111 @@ pub async fn orders(
     let page = r.orders.page_after(q.after_seq, limit);
     let mut body = String::with_capacity(page.len() * 200);
     for o in &page {
-        body.push_str(&o.to_ndjson());
+        body.push_str(&r.statuses.export_line(o));
     }
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from(body),
     )
         .into_response())
+}
+
+/// The query string of the change feed.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a higher number (0: from the first).
+    #[serde(default)]
+    pub after: u64,
+    /// Events in the page; [`DEFAULT_ORDERS_PAGE`] when not given.
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/rooms/{room}/order-events`: NDJSON, one event a line, oldest first: every
+/// placement and status move of the room's orders.
+pub async fn order_events(
+    State(s): State<AppState>,
+    _: Admin,
+    RoomPath(room): RoomPath,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
+    if limit == 0 || limit > MAX_ORDERS_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_ORDERS_PAGE}"
+        )));
+    }
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
+    let page = r.events.page_after(q.after, limit);
+    let mut body = String::with_capacity(page.len() * 200);
+    for (n, e) in &page {
+        body.push_str(&e.to_ndjson(*n));
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from(body),
+    )
+        .into_response())
+}
+
+/// An order's answer to a cancel or a refund.
+#[derive(Debug, serde::Serialize)]
+pub struct OrderMoved {
+    /// The order.
+    pub order: String,
+    /// Its status now.
+    pub status: crate::protocol::OrderStatus,
+}
+
+/// `POST /api/rooms/{room}/orders/{order}/cancel`: cancels an unpaid order.
+pub async fn cancel_order(
+    State(s): State<AppState>,
+    _: Admin,
+    OrderPath(room, order): OrderPath,
+) -> Result<Json<OrderMoved>, ApiError> {
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or(crate::hub::moves::MoveError::UnknownOrder)?;
+    let o = s.hub.cancel(&r, &order, None).await?;
+    Ok(Json(OrderMoved {
+        order: o.order_id(),
+        status: crate::protocol::OrderStatus::Cancelled,
+    }))
+}
+
+/// The body of a refund.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Whether the units go back on sale (and the buyer's allowance back).
+    #[serde(default)]
+    pub restock: bool,
+}
+
+/// `POST /api/rooms/{room}/orders/{order}/refund`: refunds a paid order.
+pub async fn refund_order(
+    State(s): State<AppState>,
+    _: Admin,
+    OrderPath(room, order): OrderPath,
+    body: axum::body::Bytes,
+) -> Result<Json<OrderMoved>, ApiError> {
+    // An empty body is a refund without restock.
+    let body: RefundBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RefundBody::default()
+    } else {
+        super::parse_json(&body)?
+    };
+    let r = s
+        .hub
+        .room(&room)
+        .ok_or(crate::hub::moves::MoveError::UnknownOrder)?;
+    let o = s.hub.refund(&r, &order, body.restock).await?;
+    Ok(Json(OrderMoved {
+        order: o.order_id(),
+        status: crate::protocol::OrderStatus::Refunded,
+    }))
 }

@@ -8,6 +8,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::catalog::CatalogError;
+use crate::hub::moves::MoveError;
+use crate::payments::NoticeError;
 
 /// A REST error: its status, and the body's `error` code and `detail`.
 #[derive(Debug)]
@@ -61,6 +63,14 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+    /// A status and code of the caller's choosing (the payment and order-status answers).
+    pub fn coded(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
     /// 503 `unavailable`: the hub cannot do it now; trying again later may work.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         ApiError {
@@ -95,6 +105,35 @@ impl From<CatalogError> for ApiError {
                 tracing::error!(detail = %d, "admin change failed");
                 ApiError::unavailable("the change could not be made durable; nothing changed")
             }
+        }
+    }
+}
+
+impl From<MoveError> for ApiError {
+    fn from(e: MoveError) -> Self {
+        use crate::protocol::OrderStatus;
+        let detail = e.to_string();
+        let (status, code) = match e {
+            MoveError::UnknownOrder => (StatusCode::NOT_FOUND, "unknown_order"),
+            MoveError::NotCancellable(_) => (StatusCode::CONFLICT, "not_cancellable"),
+            MoveError::NotRefundable(_) => (StatusCode::CONFLICT, "not_refundable"),
+            MoveError::AmountMismatch { .. } => (StatusCode::CONFLICT, "amount_mismatch"),
+            MoveError::Late(OrderStatus::Expired) => (StatusCode::CONFLICT, "order_expired"),
+            MoveError::Late(OrderStatus::Cancelled) => (StatusCode::CONFLICT, "order_cancelled"),
+            MoveError::Late(_) => (StatusCode::CONFLICT, "already_paid"),
+            MoveError::PaymentIdReused(_) => (StatusCode::CONFLICT, "payment_id_reused"),
+            MoveError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError::coded(status, code, detail)
+    }
+}
+
+impl From<NoticeError> for ApiError {
+    fn from(e: NoticeError) -> Self {
+        ApiError {
+            status: e.status(),
+            code: e.code(),
+            detail: e.to_string(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! HTTP: the REST API and the WebSocket upgrades ([docs/protocol.md](../../docs/protocol.md)).
 //!
 //! - [`extract`]: the token, id and body checks every handler takes as arguments;
-//! - [`admin`]: handlers behind the admin token (rooms, SKUs, stock, sale windows, export);
+//! - [`admin`]: handlers behind the admin token (rooms, SKUs, stock, sale windows, export,
+//!   change feed, cancels and refunds);
 //! - [`viewer`]: handlers behind the viewer token (rooms, stats, audit);
 //! - [`handshake`]: who a WebSocket upgrade is for, read from its query string;
 //! - [`sockets`]: the `/ws/buy` and `/ws/dashboard` upgrades;
@@ -46,5 +47,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/rooms/{room}/stats", get(viewer::stats))
         .route("/api/rooms/{room}/orders", get(admin::orders))
         .route("/api/rooms/{room}/audit", get(viewer::audit))
+        .route("/api/rooms/{room}/order-events", get(admin::order_events))
+        .route(
+            "/api/rooms/{room}/orders/{order}/cancel",
+            post(admin::cancel_order),
+        )
+        .route(
+            "/api/rooms/{room}/orders/{order}/refund",
+            post(admin::refund_order),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -61,8 +61,11 @@ pub struct SkuAudit {
     pub sku: Arc<str>,
     /// Initial stock plus restocks minus withdrawals.
     pub stock_total: u64,
-    /// Units of the orders counted (the journal's, or in fleet mode the stream's).
+    /// Units of the orders counted that keep them: unpaid, paid, and refunded without restock
+    /// (the journal's, or in fleet mode the stream's).
     pub sold: u64,
+    /// Units of those orders waiting for payment.
+    pub unpaid: u64,
     /// Units that can still be sold.
     pub left: u64,
     /// Units reserved by buys whose orders are being made durable right now.
@@ -96,9 +99,13 @@ pub async fn audit(
     // Fleet mode: every hub's orders, from the room's stream; otherwise this hub's journal.
     // Running totals: each audit folds only the orders made since the last one.
     let shared = s.hub.fleet().is_some();
-    let sold = r
+    let units = r
         .audit
-        .sold(r.clone(), |room: &Room| &room.orders, shared)
+        .units(
+            r.clone(),
+            |room: &Room| (&room.orders, &room.events),
+            shared,
+        )
         .await;
     let skus: Vec<SkuAudit> = r
         .skus
@@ -107,12 +114,14 @@ pub async fn audit(
         .map(|s| {
             let stock_total = s.stock_total();
             let left = s.left();
-            let sold = sold.get(&s.id).copied().unwrap_or(0);
+            let u = units.get(&s.id).copied().unwrap_or_default();
+            let sold = u.sold;
             let in_flight = stock_total.saturating_sub(sold).saturating_sub(left);
             SkuAudit {
                 sku: s.id.clone(),
                 stock_total,
                 sold,
+                unpaid: u.unpaid,
                 left,
                 in_flight,
                 // As docs/protocol.md defines it; a buy in flight makes it false for a moment.

@@ -12,7 +12,7 @@ use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -181,6 +181,7 @@ where
             let room = self.room.clone();
             // Before the hello's state is taken: the buyer misses no change after it.
             let mut pushes = room.feeds.buyer_pushes.subscribe();
+            let (_listening, mut order_pushes) = room.feeds.order_pushes.listen(&self.user);
             self.hello();
             while self.flow == Flow::Open {
                 let room_to_write = self.out.has_room();
@@ -199,6 +200,7 @@ where
                     _ = back_of_queue(), if self.out.must_wait() => self.on_turn(),
                     ready = self.answers.next(), if waiting => self.on_answers(ready),
                     push = pushes.rx.recv(), if room_to_write => self.on_push(push),
+                    Some(f) = order_pushes.recv(), if room_to_write => self.on_order_push(f),
                     _ = self.heartbeat.tick() => self.on_tick(),
                     _ = sleep_until_some(stall_deadline) => self.on_stall(),
                     frame = self.frames.next(), if read => self.on_frames(frame),
@@ -290,6 +292,12 @@ where
             Err(RecvError::Lagged(_)) => self.flow = resend_state(&mut self.out, &self.room),
             Err(RecvError::Closed) => {}
         }
+        Continue(())
+    }
+
+    /// One of the buyer's orders changed status.
+    fn on_order_push(&mut self, frame: Utf8Bytes) -> ControlFlow<()> {
+        self.flow = self.out.push(Message::Text(frame));
         Continue(())
     }
 
@@ -401,9 +409,20 @@ where
                     .rejected_buy(&self.room, &b, RejectCode::RateLimited);
                 self.out.push_msg(&ServerMsg::Ack(ack))
             }
-            Ok(ClientMsg::Status { req }) if limited => {
+            Ok(ClientMsg::Status { req } | ClientMsg::Cancel { req, .. }) if limited => {
                 let ack = Ack::rejected(&req, RejectCode::RateLimited, None, None);
                 self.out.push_msg(&ServerMsg::Ack(ack))
+            }
+            Ok(ClientMsg::Cancel { req, order }) => {
+                let (hub, room, user) = (self.hub.clone(), self.room.clone(), self.user.clone());
+                self.answers.push_other(async move {
+                    (
+                        hub.cancel_ack(&room, &user, &req, &order).await,
+                        started,
+                        false,
+                    )
+                });
+                Flow::Open
             }
             Ok(ClientMsg::Buy(b)) => self.on_buy(b, started),
             Ok(ClientMsg::Status { req }) => {

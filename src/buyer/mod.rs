@@ -11,6 +11,7 @@
 
 pub mod answers;
 pub mod connection;
+pub mod order_pushes;
 pub mod outbound;
 pub mod pushes;
 pub mod rate_limit;

@@ -43,6 +43,7 @@ impl Setup {
             limit_per_user: None,
             opens_at_ms: None,
             closes_at_ms: None,
+            pay_timeout_s: None,
         };
         let room = hub.room("r").expect("room r");
         let mut probe = room.feeds.buyer_pushes.subscribe();

@@ -14,6 +14,8 @@ pub const MAX_PRICE_FEN: u64 = 1_000_000_000_000;
 pub const MAX_STOCK: u64 = 1_000_000_000;
 /// Longest SKU name or room title, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Fewest and most seconds a buyer may be given to pay (`pay_timeout_s`).
+pub const PAY_TIMEOUT_S: std::ops::RangeInclusive<u64> = 10..=86_400;
 /// Latest sale window time accepted: the last millisecond of the year 9999. Later values are
 /// typos, and keeping them finite keeps timer arithmetic far from overflow.
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
@@ -64,6 +66,15 @@ pub fn validate_sku(def: &SkuDef) -> Result<(), CatalogError> {
     }
     if def.stock > MAX_STOCK {
         return bad(format!("stock must be between 0 and {MAX_STOCK}"));
+    }
+    if let Some(t) = def.pay_timeout_s {
+        if !PAY_TIMEOUT_S.contains(&t) {
+            return bad(format!(
+                "pay_timeout_s must be null or between {} and {}",
+                PAY_TIMEOUT_S.start(),
+                PAY_TIMEOUT_S.end()
+            ));
+        }
     }
     if let Some(l) = def.limit_per_user {
         if l == 0 || l > MAX_STOCK {

@@ -24,6 +24,7 @@ use super::snapshot::{Figures, Latency, Published, SkuFigures, TrendPoint, TREND
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
+use crate::rooms::events::{Event, Moved, What};
 use crate::rooms::live::new_latency_histogram;
 use crate::rooms::room::Room;
 
@@ -69,10 +70,42 @@ pub const LATENCY_WINDOW_SECONDS: usize = 10;
 /// Top referrers shown.
 pub const TOP_REFERRERS: usize = super::referrers::TOP;
 
+/// Adds `delta` to a SKU's unpaid units.
+fn s_unpaid(
+    skus: &mut HashMap<Arc<str>, SkuTotals, foldhash::fast::RandomState>,
+    sku: &Arc<str>,
+    delta: i64,
+) {
+    let s = skus.entry(sku.clone()).or_default();
+    s.unpaid = s.unpaid.saturating_add_signed(delta);
+}
+
+/// The payment figures (docs/protocol.md, "Orders that must be paid": the snapshot).
+#[derive(Debug, Default, Clone)]
+struct PayTotals {
+    paid_gmv_fen: u64,
+    /// Orders paid now (refunded ones no longer).
+    paid_orders: u64,
+    /// Orders that were ever paid, for the pay rate.
+    ever_paid: u64,
+    unpaid_fen: u64,
+    expired_fen: u64,
+    expired_orders: u64,
+    cancelled_fen: u64,
+    cancelled_orders: u64,
+    refunded_fen: u64,
+    late_payments: u64,
+}
+
 #[derive(Debug, Default)]
 struct SkuTotals {
     gmv_fen: u64,
+    /// Units of orders that keep them (unpaid, paid, refunded without restock).
     units: u64,
+    /// Units of paid orders.
+    paid: u64,
+    /// Units of unpaid orders.
+    unpaid: u64,
     /// `(ts_ms, qty)` of recent orders, for velocity.
     recent: VecDeque<(i64, u64)>,
 }
@@ -97,6 +130,9 @@ pub struct Aggregator {
     fanout_frames_per_s: u64,
     cursor: usize,
     seq: u64,
+    /// The last order event folded in.
+    event: u64,
+    pay: PayTotals,
     gmv_fen: u64,
     orders: u64,
     units: u64,
@@ -135,6 +171,8 @@ impl Aggregator {
             fanout_frames_per_s: FANOUT_FRAMES_PER_S,
             cursor: 0,
             seq: 0,
+            event: 0,
+            pay: PayTotals::default(),
             gmv_fen: 0,
             orders: 0,
             units: 0,
@@ -225,7 +263,11 @@ impl Aggregator {
                 }
             });
         } else {
-            self.cursor = room.orders.for_each_from(self.cursor, |o| self.fold(o));
+            self.cursor = room.events.for_each_from(self.cursor, |e| match e {
+                Event::Placed(o) => self.fold(o),
+                Event::Moved(m) => self.fold_move(m),
+            });
+            self.event = self.cursor as u64;
         }
         self.take_latencies();
         let figures = Arc::new(self.figures(now));
@@ -327,45 +369,105 @@ impl Aggregator {
         if let Some(r) = &o.referrer {
             self.referrers.add(r, o.amount_fen);
         }
-        let t = o.ts_ms - o.ts_ms.rem_euclid(TREND_INTERVAL_MS);
-        // Copies the trend only if a published snapshot still shares it.
+        let i = self.trend_point(o.ts_ms);
         let trend = Arc::make_mut(&mut self.trend);
+        add_fen(&mut trend[i].gmv_fen, o.amount_fen);
+        trend[i].orders += 1;
+        if o.pay_by_ms.is_some() {
+            add_fen(&mut self.pay.unpaid_fen, o.amount_fen);
+            s_unpaid(&mut self.skus, &o.sku, o.qty as i64);
+        } else {
+            self.paid(o, o.ts_ms);
+        }
+    }
+
+    /// An order became paid at `ts_ms` (the hub's clock; on placement for a SKU without a
+    /// payment timeout).
+    fn paid(&mut self, o: &OrderRecord, ts_ms: i64) {
+        add_fen(&mut self.pay.paid_gmv_fen, o.amount_fen);
+        self.pay.paid_orders += 1;
+        self.pay.ever_paid += 1;
+        if let Some(s) = self.skus.get_mut(&o.sku) {
+            s.paid += o.qty;
+        }
+        let i = self.trend_point(ts_ms);
+        let trend = Arc::make_mut(&mut self.trend);
+        add_fen(&mut trend[i].paid_gmv_fen, o.amount_fen);
+    }
+
+    /// Folds a status move.
+    fn fold_move(&mut self, m: &Moved) {
+        let o = &*m.order;
+        let unpaid_left = |agg: &mut Self| {
+            agg.pay.unpaid_fen = agg.pay.unpaid_fen.saturating_sub(o.amount_fen);
+            s_unpaid(&mut agg.skus, &o.sku, -(o.qty as i64));
+        };
+        match &m.what {
+            What::Paid(_) => {
+                unpaid_left(self);
+                self.paid(o, m.ts_ms);
+            }
+            What::Expired => {
+                unpaid_left(self);
+                add_fen(&mut self.pay.expired_fen, o.amount_fen);
+                self.pay.expired_orders += 1;
+            }
+            What::Cancelled => {
+                unpaid_left(self);
+                add_fen(&mut self.pay.cancelled_fen, o.amount_fen);
+                self.pay.cancelled_orders += 1;
+            }
+            What::Refunded { paid_ts_ms, .. } => {
+                self.pay.paid_gmv_fen = self.pay.paid_gmv_fen.saturating_sub(o.amount_fen);
+                self.pay.paid_orders = self.pay.paid_orders.saturating_sub(1);
+                add_fen(&mut self.pay.refunded_fen, o.amount_fen);
+                if let Some(s) = self.skus.get_mut(&o.sku) {
+                    s.paid = s.paid.saturating_sub(o.qty);
+                }
+                let i = self.trend_point(*paid_ts_ms);
+                let trend = Arc::make_mut(&mut self.trend);
+                trend[i].paid_gmv_fen = trend[i].paid_gmv_fen.saturating_sub(o.amount_fen);
+            }
+            What::Late { .. } => self.pay.late_payments += 1,
+        }
+        if m.released() {
+            if let Some(s) = self.skus.get_mut(&o.sku) {
+                s.units = s.units.saturating_sub(o.qty);
+            }
+        }
+    }
+
+    /// The index of the trend point that holds `ts_ms`, made if missing, and marked changed.
+    /// Copies the trend only if a published snapshot still shares it.
+    fn trend_point(&mut self, ts_ms: i64) -> usize {
+        let t = ts_ms - ts_ms.rem_euclid(TREND_INTERVAL_MS);
+        let trend = Arc::make_mut(&mut self.trend);
+        let empty = TrendPoint {
+            t_ms: t,
+            gmv_fen: 0,
+            orders: 0,
+            paid_gmv_fen: 0,
+        };
         let i = match trend.last() {
             Some(p) if p.t_ms == t => trend.len() - 1,
             Some(p) if p.t_ms < t => {
-                trend.push(TrendPoint {
-                    t_ms: t,
-                    gmv_fen: 0,
-                    orders: 0,
-                });
+                trend.push(empty);
                 trend.len() - 1
             }
             None => {
-                trend.push(TrendPoint {
-                    t_ms: t,
-                    gmv_fen: 0,
-                    orders: 0,
-                });
+                trend.push(empty);
                 0
             }
             Some(_) => match trend.binary_search_by_key(&t, |p| p.t_ms) {
                 Ok(i) => i,
                 Err(i) => {
-                    trend.insert(
-                        i,
-                        TrendPoint {
-                            t_ms: t,
-                            gmv_fen: 0,
-                            orders: 0,
-                        },
-                    );
+                    trend.insert(i, empty);
                     i
                 }
             },
         };
-        add_fen(&mut trend[i].gmv_fen, o.amount_fen);
-        trend[i].orders += 1;
         self.first_changed = self.first_changed.min(i);
+        i
     }
 
     fn take_latencies(&mut self) {
@@ -435,6 +537,8 @@ impl Aggregator {
             // Sold units as of this snapshot's seq, like every other total.
             state.sold = t.units;
             skus.push(SkuFigures {
+                paid: t.paid,
+                unpaid: t.unpaid,
                 state,
                 gmv_fen: t.gmv_fen,
                 sold_out_at_ms: s.sold_out_at_ms(),
@@ -467,6 +571,23 @@ impl Aggregator {
             skus,
             top_referrers: top,
             hub_seqs: self.from_stream.then(|| self.hub_seqs.clone()),
+            event: self.event,
+            paid_gmv_fen: self.pay.paid_gmv_fen,
+            paid_orders: self.pay.paid_orders,
+            unpaid_fen: self.pay.unpaid_fen,
+            expired_fen: self.pay.expired_fen,
+            cancelled_fen: self.pay.cancelled_fen,
+            refunded_fen: self.pay.refunded_fen,
+            late_payments: self.pay.late_payments,
+            pay_rate: {
+                let settled =
+                    self.pay.ever_paid + self.pay.expired_orders + self.pay.cancelled_orders;
+                if settled == 0 {
+                    0.0
+                } else {
+                    self.pay.ever_paid as f64 / settled as f64
+                }
+            },
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct SkuFigures {
     pub sold_out_at_ms: Option<i64>,
     /// Seconds until sold out at the recent pace; `None` when sold out or nothing sells.
     pub eta_sold_out_s: Option<f64>,
+    /// Units of paid orders.
+    pub paid: u64,
+    /// Units of orders waiting for payment: they come back on sale if not paid in time.
+    pub unpaid: u64,
 }
 
 /// One of the referrers that brought the most sales.
@@ -62,6 +66,9 @@ pub struct TrendPoint {
     pub gmv_fen: u64,
     /// Orders.
     pub orders: u64,
+    /// Payments counted in this interval (orders paid on placement: at placement), less
+    /// refunds of those payments.
+    pub paid_gmv_fen: u64,
 }
 
 /// Every figure of a snapshot but the trend.
@@ -106,6 +113,24 @@ pub struct Figures {
     /// is then the room-wide count of orders in the room's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_seqs: Option<BTreeMap<Arc<str>, u64>>,
+    /// The last order event (placement or status move) folded in.
+    pub event: u64,
+    /// Paid orders' amounts, less refunds (成交额).
+    pub paid_gmv_fen: u64,
+    /// Orders paid now.
+    pub paid_orders: u64,
+    /// Amounts waiting for payment now.
+    pub unpaid_fen: u64,
+    /// Amounts of orders that expired unpaid.
+    pub expired_fen: u64,
+    /// Amounts of orders cancelled unpaid.
+    pub cancelled_fen: u64,
+    /// Amounts refunded.
+    pub refunded_fen: u64,
+    /// Payments that came too late (expired, cancelled or already paid orders).
+    pub late_payments: u64,
+    /// Paid ÷ (paid + expired + cancelled) orders; 0 when none.
+    pub pay_rate: f64,
 }
 
 #[derive(Serialize)]
@@ -237,6 +262,15 @@ mod tests {
             skus: Vec::new(),
             top_referrers: Vec::new(),
             hub_seqs: None,
+            event: 0,
+            paid_gmv_fen: 0,
+            paid_orders: 0,
+            unpaid_fen: 0,
+            expired_fen: 0,
+            cancelled_fen: 0,
+            refunded_fen: 0,
+            late_payments: 0,
+            pay_rate: 0.0,
         })
     }
 
@@ -252,6 +286,7 @@ mod tests {
                 t_ms: i * 1000,
                 gmv_fen: 100,
                 orders: 1,
+                paid_gmv_fen: 100,
             })
             .collect();
         let built = Published::new(9, figures(), Arc::new(trend));

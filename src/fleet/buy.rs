@@ -16,11 +16,11 @@ use tokio::sync::oneshot;
 use super::scripts::{Done, Seen, Taken, Ticket};
 use super::{keys, Fleet, FleetError};
 use crate::clock::now_ms;
-use crate::hub::buy::order_ack;
+use crate::hub::buy::placed_ack;
 use crate::hub::Hub;
 use crate::inventory::UserRef;
 use crate::journal::{JournalError, OrderRecord, Record};
-use crate::protocol::{Ack, BuyMsg, RejectCode};
+use crate::protocol::{Ack, BuyMsg, OrderStatus, RejectCode};
 use crate::rooms::requests::Begin;
 use crate::rooms::room::Room;
 
@@ -146,6 +146,8 @@ fn done_ack(d: &Done, req: &str) -> Ack {
         qty: Some(d.qty),
         amount_fen: Some(d.amount_fen),
         left: Some(d.left),
+        status: Some(OrderStatus::Paid),
+        pay_by_ms: None,
     }
 }
 
@@ -159,7 +161,7 @@ impl Hub {
         msg: &BuyMsg,
     ) -> Ack {
         if let Begin::Done(order) = room.requests.begin(&user.id, &msg.req).await {
-            return order_ack(&order, &msg.req);
+            return placed_ack(&order, &msg.req);
         }
         // Admission control, as for the embedded gate: beyond the pending buys' limit a buy is
         // answered `unavailable` at once instead of queueing for Redis.
@@ -258,6 +260,7 @@ impl Hub {
             referrer: msg.referrer.as_deref().map(Arc::from),
             ts_ms: now,
             left_after,
+            pay_by_ms: None,
             hub: Some(fleet.hub_id.clone()),
             begun: None,
         };
@@ -279,7 +282,7 @@ impl Hub {
         in_flight.rx = None;
         let at = in_flight.at.clone();
         match outcome {
-            Ok(Ok(Record::Order(o))) => order_ack(&o, &msg.req),
+            Ok(Ok(Record::Order(o))) => placed_ack(&o, &msg.req),
             Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
             Ok(Err(e)) => {
                 fleet.release_in_background(at, self.shutdown_token().clone());

@@ -76,6 +76,13 @@ pub async fn put_sku(
     sku: &str,
     def: SkuDef,
 ) -> Result<SkuState, CatalogError> {
+    if def.pay_timeout_s.is_some() {
+        return Err(CatalogError::BadRequest(
+            "pay_timeout_s: orders that must be paid are not taken in fleet mode (--redis) yet; \
+             leave it null"
+                .into(),
+        ));
+    }
     let mut inv = fleet.scripts.put_sku.prepare_invoke();
     inv.key(keys::sku(room, sku))
         .key(keys::sku_list(room))

@@ -51,6 +51,7 @@ pub fn decode_entry(room: &Arc<str>, o: &str) -> Option<StreamOrder> {
         referrer: (!referrer.is_empty()).then(|| Arc::from(referrer)),
         ts_ms: ts.parse().ok()?,
         left_after: 0,
+        pay_by_ms: None,
         hub: Some(Arc::from(hub)),
         begun: None,
     };

@@ -16,7 +16,7 @@ use super::{GateKind, Hub};
 use crate::clock::now_ms;
 use crate::inventory::{BuyRequest, LocalGate, Reservation, Sku, UserRef};
 use crate::journal::{JournalError, OrderRecord, Record, Ticket};
-use crate::protocol::{Ack, BuyMsg, RejectCode};
+use crate::protocol::{Ack, BuyMsg, OrderStatus, RejectCode};
 use crate::rooms::requests::Begin;
 use crate::rooms::room::Room;
 
@@ -27,7 +27,7 @@ impl Hub {
             return self.buy_in_fleet(fleet, room, user, msg).await;
         }
         match room.requests.begin(&user.id, &msg.req).await {
-            Begin::Done(order) => counted_ok(order_ack(&order, &msg.req)),
+            Begin::Done(order) => counted_ok(order_ack(&order, &msg.req, room)),
             Begin::Fresh(req, ticket) => match self.decide_fresh(room, user, msg, req, ticket) {
                 Started::Answered(ack) => ack,
                 Started::Journaling(j) => j.await,
@@ -44,7 +44,7 @@ impl Hub {
             return None;
         }
         Some(match room.requests.try_begin(&user.id, &msg.req)? {
-            Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req))),
+            Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req, room))),
             Begin::Fresh(req, ticket) => self.decide_fresh(room, user, msg, req, ticket),
         })
     }
@@ -96,6 +96,10 @@ impl Hub {
             referrer: msg.referrer.as_deref().map(Arc::from),
             ts_ms: buy.now_ms,
             left_after: reservation.left_after,
+            pay_by_ms: reservation
+                .sku
+                .pay_timeout_s()
+                .map(|t| buy.now_ms.saturating_add(t as i64 * 1000)),
             hub: None,
             begun: Some(ticket),
         };
@@ -126,7 +130,7 @@ impl Hub {
         outcome: Result<Result<Record, JournalError>, RecvError>,
     ) -> Ack {
         let error = match outcome {
-            Ok(Ok(Record::Order(o))) => return counted_ok(order_ack(&o, &f.req)),
+            Ok(Ok(Record::Order(o))) => return counted_ok(placed_ack(&o, &f.req)),
             Ok(Ok(_)) => unreachable!("the journal returns the record it was given"),
             Ok(Err(e)) => e,
             Err(_) => JournalError::Stopped,
@@ -153,7 +157,7 @@ impl Hub {
     /// What became of an earlier buy.
     pub async fn status(&self, room: &Room, user: &str, req: &str) -> Ack {
         match room.requests.settled(user, req).await {
-            Some(order) => order_ack(&order, req),
+            Some(order) => order_ack(&order, req, room),
             None => match self.fleet() {
                 // Fleet mode: the order may have been taken by another hub.
                 Some(fleet) => self.status_in_fleet(fleet, room, user, req).await,
@@ -269,9 +273,23 @@ fn counted_ok(ack: Ack) -> Ack {
     ack
 }
 
-/// The ack of an order, for its first answer, every repeat of its `req`, and `status`.
-pub fn order_ack(o: &OrderRecord, req: &str) -> Ack {
+/// The ack of an order for a repeat of its `req` and for `status`: with its status now.
+pub fn order_ack(o: &OrderRecord, req: &str, room: &Room) -> Ack {
     Ack {
+        status: Some(room.statuses.status(o)),
+        ..placed_ack(o, req)
+    }
+}
+
+/// The ack of an order just placed: `unpaid` with its `pay_by_ms`, or `paid`.
+pub fn placed_ack(o: &OrderRecord, req: &str) -> Ack {
+    Ack {
+        status: Some(if o.pay_by_ms.is_some() {
+            OrderStatus::Unpaid
+        } else {
+            OrderStatus::Paid
+        }),
+        pay_by_ms: o.pay_by_ms,
         req: req.to_owned(),
         ok: true,
         order: Some(Arc::from(o.order_id())),

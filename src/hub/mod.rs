@@ -1,9 +1,13 @@
 //! The hub: the state every connection shares, in one cloneable handle: the rooms, the journal,
 //! the gate, the background tasks and the shutdown.
 //!
-//! - [`buy`]: the buy path, idempotency → gate → journal (the durable point) → ack.
+//! - [`buy`]: the buy path, idempotency → gate → journal (the durable point) → ack;
+//! - [`moves`]: after the buy: payment notices, cancels and refunds;
+//! - [`expiry`]: unpaid orders expire when their time to pay runs out.
 
 pub mod buy;
+pub mod expiry;
+pub mod moves;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -208,6 +212,20 @@ impl Hub {
             ));
         }
         self.inner.tasks.spawn(aggregator.run(token));
+    }
+
+    /// Expires the orders whose time to pay ran out while the hub was down, then starts the
+    /// task that expires the others as their time comes ([`expiry`]). Returns how many
+    /// expired at once. `server::run` calls it before it serves.
+    pub async fn start_expiry(&self) -> usize {
+        if self.fleet().is_some() {
+            return 0;
+        }
+        let expired = self.expire_due(crate::clock::now_ms()).await;
+        self.inner
+            .tasks
+            .spawn(expiry::run(self.clone(), self.inner.shutdown.clone()));
+        expired
     }
 
     /// Writes what is queued and stops the journal. Blocking; call from a blocking context.

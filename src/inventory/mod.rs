@@ -107,4 +107,11 @@ impl LocalGate {
     pub fn give_back(user: &UserRef, r: &Reservation) {
         r.sku.release(user.key, r.qty);
     }
+
+    /// Gives the units of a durable order back to the sale, and the user's allowance back:
+    /// the order expired, was cancelled, or was refunded with its units restocked. The caller
+    /// (the journal's apply, once that move is durable) tells the room's sale feed.
+    pub fn give_back_order(sku: &Sku, user: u32, qty: u64) {
+        sku.release_order(user, qty);
+    }
 }

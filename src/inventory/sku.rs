@@ -11,6 +11,7 @@ const NO_LIMIT: u64 = u64::MAX;
 const NO_OPEN: i64 = i64::MIN;
 const NO_CLOSE: i64 = i64::MAX;
 const NEVER: i64 = 0;
+const NO_TIMEOUT: u64 = 0;
 
 pub use crate::journal::SkuDef;
 
@@ -40,6 +41,8 @@ pub struct Sku {
     limit: AtomicU64,
     opens_at: AtomicI64,
     closes_at: AtomicI64,
+    /// Seconds to pay an order ([`NO_TIMEOUT`]: paid on placement).
+    pay_timeout_s: AtomicU64,
     /// Units that can still be sold. Reservations take from it first.
     pub(crate) left: AtomicU64,
     /// Initial stock plus restocks minus withdrawals.
@@ -70,6 +73,7 @@ impl Sku {
             limit: AtomicU64::new(NO_LIMIT),
             opens_at: AtomicI64::new(NO_OPEN),
             closes_at: AtomicI64::new(NO_CLOSE),
+            pay_timeout_s: AtomicU64::new(NO_TIMEOUT),
             left: AtomicU64::new(def.stock),
             total: AtomicU64::new(def.stock),
             sold: AtomicU64::new(0),
@@ -86,6 +90,8 @@ impl Sku {
         self.price_fen.store(def.price_fen, Ordering::Release);
         self.limit
             .store(def.limit_per_user.unwrap_or(NO_LIMIT), Ordering::Release);
+        self.pay_timeout_s
+            .store(def.pay_timeout_s.unwrap_or(NO_TIMEOUT), Ordering::Release);
         self.set_window(def.opens_at_ms, def.closes_at_ms);
     }
 
@@ -108,6 +114,12 @@ impl Sku {
     pub fn limit_per_user(&self) -> Option<u64> {
         let l = self.limit.load(Ordering::Acquire);
         (l != NO_LIMIT).then_some(l)
+    }
+
+    /// Seconds a buyer has to pay an order; `None`: paid on placement.
+    pub fn pay_timeout_s(&self) -> Option<u64> {
+        let t = self.pay_timeout_s.load(Ordering::Acquire);
+        (t != NO_TIMEOUT).then_some(t)
     }
 
     /// Unit price in fen.
@@ -179,6 +191,7 @@ impl Sku {
             opens_at_ms,
             closes_at_ms,
             state: self.state_at(now_ms),
+            pay_timeout_s: self.pay_timeout_s(),
         }
     }
 
@@ -219,6 +232,18 @@ impl Sku {
         self.sold_out_at.store(NEVER, Ordering::Release);
     }
 
+    /// A durable order gave its units back: they are for sale again, and no longer sold.
+    pub fn release_order(&self, user: u32, qty: u64) {
+        self.sold.sub(qty.min(self.sold.get()));
+        self.release(user, qty);
+    }
+
+    /// Gives back `user`'s allowance for `qty` units of an order restored from a snapshot
+    /// whose units went back (the snapshot's counters already count them as not sold).
+    pub fn restore_released(&self, user: u32, qty: u64) {
+        stock::UserLedger::give_back(&self.ledger, user, qty);
+    }
+
     /// A reserved order became durable.
     pub fn commit(&self, qty: u64) {
         self.sold.add(qty);
@@ -249,6 +274,7 @@ impl Sku {
             limit_per_user: self.limit_per_user(),
             opens_at_ms,
             closes_at_ms,
+            pay_timeout_s: self.pay_timeout_s(),
         }
     }
 

@@ -57,6 +57,35 @@ pub struct SkuDef {
     pub opens_at_ms: Option<i64>,
     /// When the sale closes (Unix ms); `None`: never by the clock.
     pub closes_at_ms: Option<i64>,
+    /// Seconds a buyer has to pay an order of this SKU; `None`: an order is paid the moment
+    /// it is placed (v1).
+    #[serde(default)]
+    pub pay_timeout_s: Option<u64>,
+}
+
+/// [`SkuDef`] as journals and snapshots written before payments stored it; read only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SkuDefV1 {
+    pub name: String,
+    pub price_fen: u64,
+    pub stock: u64,
+    pub limit_per_user: Option<u64>,
+    pub opens_at_ms: Option<i64>,
+    pub closes_at_ms: Option<i64>,
+}
+
+impl From<SkuDefV1> for SkuDef {
+    fn from(d: SkuDefV1) -> SkuDef {
+        SkuDef {
+            name: d.name,
+            price_fen: d.price_fen,
+            stock: d.stock,
+            limit_per_user: d.limit_per_user,
+            opens_at_ms: d.opens_at_ms,
+            closes_at_ms: d.closes_at_ms,
+            pay_timeout_s: None,
+        }
+    }
 }
 
 /// Where a begun request waits in its room's idempotency table: handed out when the request
@@ -95,6 +124,8 @@ pub struct OrderRecord {
     pub ts_ms: i64,
     /// Stock left right after this order's units were taken (the ack's `left`).
     pub left_after: u64,
+    /// When the order expires unless paid (Unix ms); `None`: paid the moment it was placed.
+    pub pay_by_ms: Option<i64>,
     /// Fleet mode: the hub that took the order, which prefixes its id. Never written to the
     /// journal (the hub id is pinned to the data dir), so journals of either mode read alike.
     #[serde(skip)]
@@ -116,8 +147,9 @@ impl OrderRecord {
         }
     }
 
-    /// One line of the NDJSON export, with its newline.
-    pub fn to_ndjson(&self) -> String {
+    /// One line of the NDJSON export, with its newline, as the order stands now (`status`:
+    /// see [`ExportStatus`]).
+    pub fn to_ndjson(&self, status: &ExportStatus<'_>) -> String {
         #[derive(Serialize)]
         struct Line<'a> {
             seq: u64,
@@ -132,6 +164,8 @@ impl OrderRecord {
             #[serde(rename = "ref")]
             referrer: Option<&'a str>,
             ts_ms: i64,
+            #[serde(flatten)]
+            status: &'a ExportStatus<'a>,
         }
         let mut s = serde_json::to_string(&Line {
             seq: self.seq,
@@ -145,6 +179,7 @@ impl OrderRecord {
             amount_fen: self.amount_fen,
             referrer: self.referrer.as_deref(),
             ts_ms: self.ts_ms,
+            status,
         })
         .expect("orders serialize");
         s.push('\n');
@@ -152,8 +187,28 @@ impl OrderRecord {
     }
 }
 
+/// The status fields of an export line.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportStatus<'a> {
+    /// `unpaid`, `paid`, `expired`, `cancelled` or `refunded`.
+    pub status: &'static str,
+    /// When an order placed unpaid had to be paid by; `None` when paid on placement.
+    pub pay_by_ms: Option<i64>,
+    /// When it was paid (the notice's time, or the placement's when paid on placement).
+    pub paid_at_ms: Option<i64>,
+    /// The payment that paid it, when a notice did.
+    pub payment_id: Option<&'a str>,
+    /// When it expired, was cancelled or was refunded.
+    pub ended_at_ms: Option<i64>,
+    /// Payments it could no longer take, to be refunded.
+    pub late_payments: &'a [Payment],
+}
+
 /// Every change the hub makes durable, in the order it was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// This is the journal's record as the hub uses it; on disk each is written as a variant of
+/// `Disk`, which also keeps the layouts of records written by older builds readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A room was created or its title changed.
     Room {
@@ -204,10 +259,235 @@ pub enum Record {
     /// An order, behind an `Arc` because the journal, the room's order list and the idempotency
     /// table all hold it.
     Order(Arc<OrderRecord>),
+    /// One order's status moved, or a payment came for an order that can no longer take it.
+    Move {
+        /// The order's room.
+        room: Arc<str>,
+        /// The order's number ([`OrderRecord::number`]).
+        order: u64,
+        /// What happened.
+        to: Move,
+        /// When (Unix ms).
+        ts_ms: i64,
+    },
+    /// Unpaid orders whose time to pay ran out, expired together.
+    Expired {
+        /// The orders' room.
+        room: Arc<str>,
+        /// The orders' numbers.
+        orders: Vec<u64>,
+        /// When (Unix ms).
+        ts_ms: i64,
+    },
+}
+
+/// A status move of one order (docs/protocol.md, "Orders that must be paid").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Move {
+    /// `unpaid` → `paid`, by a payment notice.
+    Paid(Payment),
+    /// `unpaid` → `cancelled`, by the buyer or an operator.
+    Cancelled {
+        /// Whether an operator cancelled it (else its buyer).
+        by_admin: bool,
+    },
+    /// `paid` → `refunded`; `restock` gives the units back to the sale.
+    Refunded {
+        /// Whether the units go back on sale.
+        restock: bool,
+    },
+    /// A payment for an order that was no longer `unpaid`: kept on the order, to be refunded.
+    LatePayment(Payment),
+}
+
+/// A payment notice as the order keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The payment provider's id of the payment.
+    pub payment_id: Arc<str>,
+    /// What was paid, in fen.
+    pub amount_fen: u64,
+    /// When the provider says it was paid (Unix ms).
+    pub paid_at_ms: i64,
+}
+
+/// Records as they are written: [`Record`]'s variants, plus the layouts older builds wrote,
+/// which are read and never written. Variants are only ever added at the end (postcard writes
+/// the variant's index).
+#[derive(Debug, Serialize, Deserialize)]
+enum Disk {
+    Room {
+        room: Arc<str>,
+        title: String,
+        ts_ms: i64,
+    },
+    /// A SKU without `pay_timeout_s`, as builds before payments wrote it.
+    SkuV1 {
+        room: Arc<str>,
+        sku: Arc<str>,
+        def: SkuDefV1,
+        created: bool,
+        ts_ms: i64,
+    },
+    Stock {
+        room: Arc<str>,
+        sku: Arc<str>,
+        delta: i64,
+        ts_ms: i64,
+    },
+    Window {
+        room: Arc<str>,
+        sku: Arc<str>,
+        opens_at_ms: Option<i64>,
+        closes_at_ms: Option<i64>,
+        ts_ms: i64,
+    },
+    /// An order without `pay_by_ms`, as builds before payments wrote it.
+    OrderV1(OrderV1),
+    Sku {
+        room: Arc<str>,
+        sku: Arc<str>,
+        def: SkuDef,
+        created: bool,
+        ts_ms: i64,
+    },
+    /// Written by hand ([`put_order`]); this is its layout for reading.
+    Order(OrderV1, Option<i64>),
+    Move {
+        room: Arc<str>,
+        order: u64,
+        to: Move,
+        ts_ms: i64,
+    },
+    Expired {
+        room: Arc<str>,
+        orders: Vec<u64>,
+        ts_ms: i64,
+    },
+}
+
+/// An order's fields as the journal stores them (without the in-memory `hub` and `begun`).
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderV1 {
+    seq: u64,
+    number: u64,
+    room: Arc<str>,
+    sku: Arc<str>,
+    user: Arc<str>,
+    req: Arc<str>,
+    qty: u64,
+    price_fen: u64,
+    amount_fen: u64,
+    referrer: Option<Arc<str>>,
+    ts_ms: i64,
+    left_after: u64,
+}
+
+impl OrderV1 {
+    fn into_order(self, pay_by_ms: Option<i64>) -> OrderRecord {
+        OrderRecord {
+            seq: self.seq,
+            number: self.number,
+            room: self.room,
+            sku: self.sku,
+            user: self.user,
+            req: self.req,
+            qty: self.qty,
+            price_fen: self.price_fen,
+            amount_fen: self.amount_fen,
+            referrer: self.referrer,
+            ts_ms: self.ts_ms,
+            left_after: self.left_after,
+            pay_by_ms,
+            hub: None,
+            begun: None,
+        }
+    }
+}
+
+impl From<Disk> for Record {
+    fn from(d: Disk) -> Record {
+        match d {
+            Disk::Room { room, title, ts_ms } => Record::Room { room, title, ts_ms },
+            Disk::SkuV1 {
+                room,
+                sku,
+                def,
+                created,
+                ts_ms,
+            } => Record::Sku {
+                room,
+                sku,
+                def: def.into(),
+                created,
+                ts_ms,
+            },
+            Disk::Sku {
+                room,
+                sku,
+                def,
+                created,
+                ts_ms,
+            } => Record::Sku {
+                room,
+                sku,
+                def,
+                created,
+                ts_ms,
+            },
+            Disk::Stock {
+                room,
+                sku,
+                delta,
+                ts_ms,
+            } => Record::Stock {
+                room,
+                sku,
+                delta,
+                ts_ms,
+            },
+            Disk::Window {
+                room,
+                sku,
+                opens_at_ms,
+                closes_at_ms,
+                ts_ms,
+            } => Record::Window {
+                room,
+                sku,
+                opens_at_ms,
+                closes_at_ms,
+                ts_ms,
+            },
+            Disk::OrderV1(o) => Record::Order(Arc::new(o.into_order(None))),
+            Disk::Order(o, pay_by_ms) => Record::Order(Arc::new(o.into_order(pay_by_ms))),
+            Disk::Move {
+                room,
+                order,
+                to,
+                ts_ms,
+            } => Record::Move {
+                room,
+                order,
+                to,
+                ts_ms,
+            },
+            Disk::Expired {
+                room,
+                orders,
+                ts_ms,
+            } => Record::Expired {
+                room,
+                orders,
+                ts_ms,
+            },
+        }
+    }
 }
 
 impl Record {
-    /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`.
+    /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`,
+    /// `move`, `expired`.
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Room { .. } => "room",
@@ -215,21 +495,88 @@ impl Record {
             Record::Stock { .. } => "stock",
             Record::Window { .. } => "window",
             Record::Order(_) => "order",
+            Record::Move { .. } => "move",
+            Record::Expired { .. } => "expired",
         }
     }
 
     /// Appends this record's frame to `buf`. Orders, nearly every record, are written by hand
-    /// in postcard's bytes (`put_order`); the rest by postcard.
+    /// in postcard's bytes (`put_order`); the rest by postcard, as `Disk`.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         let start = buf.len();
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
-        match self {
-            Record::Order(o) => put_order(buf, o),
-            _ => {
-                let mut buf2 = std::mem::take(buf);
-                buf2 = postcard::to_extend(self, buf2).expect("records always encode");
-                *buf = buf2;
+        let disk = match self {
+            Record::Order(o) => {
+                put_order(buf, o);
+                None
             }
+            Record::Room { room, title, ts_ms } => Some(Disk::Room {
+                room: room.clone(),
+                title: title.clone(),
+                ts_ms: *ts_ms,
+            }),
+            Record::Sku {
+                room,
+                sku,
+                def,
+                created,
+                ts_ms,
+            } => Some(Disk::Sku {
+                room: room.clone(),
+                sku: sku.clone(),
+                def: def.clone(),
+                created: *created,
+                ts_ms: *ts_ms,
+            }),
+            Record::Stock {
+                room,
+                sku,
+                delta,
+                ts_ms,
+            } => Some(Disk::Stock {
+                room: room.clone(),
+                sku: sku.clone(),
+                delta: *delta,
+                ts_ms: *ts_ms,
+            }),
+            Record::Window {
+                room,
+                sku,
+                opens_at_ms,
+                closes_at_ms,
+                ts_ms,
+            } => Some(Disk::Window {
+                room: room.clone(),
+                sku: sku.clone(),
+                opens_at_ms: *opens_at_ms,
+                closes_at_ms: *closes_at_ms,
+                ts_ms: *ts_ms,
+            }),
+            Record::Move {
+                room,
+                order,
+                to,
+                ts_ms,
+            } => Some(Disk::Move {
+                room: room.clone(),
+                order: *order,
+                to: to.clone(),
+                ts_ms: *ts_ms,
+            }),
+            Record::Expired {
+                room,
+                orders,
+                ts_ms,
+            } => Some(Disk::Expired {
+                room: room.clone(),
+                orders: orders.clone(),
+                ts_ms: *ts_ms,
+            }),
+        };
+        if let Some(d) = disk {
+            let mut buf2 = std::mem::take(buf);
+            buf2 = postcard::to_extend(&d, buf2).expect("records always encode");
+            *buf = buf2;
         }
         let payload_len = buf.len() - start - HEADER_LEN;
         let crc = crc32c::crc32c(&buf[start + HEADER_LEN..]);
@@ -259,13 +606,13 @@ pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-/// [`Record::Order`]'s variant index.
-const RECORD_ORDER: u64 = 4;
+/// [`Disk::Order`]'s variant index.
+const RECORD_ORDER: u64 = 6;
 
-/// `Record::Order(o)` as postcard writes it (the skipped `hub` and `begun` are not written).
+/// An order as postcard writes `Disk::Order` (the in-memory `hub` and `begun` are not written).
 fn put_order(out: &mut Vec<u8>, o: &OrderRecord) {
     out.reserve(
-        90 + o.room.len()
+        100 + o.room.len()
             + o.sku.len()
             + o.user.len()
             + o.req.len()
@@ -290,6 +637,13 @@ fn put_order(out: &mut Vec<u8>, o: &OrderRecord) {
     }
     put_varint(out, zigzag(o.ts_ms));
     put_varint(out, o.left_after);
+    match o.pay_by_ms {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            put_varint(out, zigzag(t));
+        }
+    }
 }
 
 /// What reading one frame at an offset found.
@@ -352,7 +706,7 @@ pub fn read_frame(buf: &[u8]) -> Frame<'_> {
 
 /// Decodes a payload.
 pub fn decode(payload: &[u8]) -> Result<Record, postcard::Error> {
-    postcard::from_bytes(payload)
+    postcard::from_bytes::<Disk>(payload).map(Record::from)
 }
 
 #[cfg(test)]
@@ -373,6 +727,7 @@ mod tests {
             referrer: Some("s".into()),
             ts_ms: 1,
             left_after: 3,
+            pay_by_ms: None,
             hub: None,
             begun: None,
         }))
@@ -406,17 +761,23 @@ mod tests {
         proptest!(|(seq: u64, number: u64, room in "\\PC{1,64}", sku in "\\PC{1,64}",
                     user in "\\PC{1,64}", req in "\\PC{1,200}", qty: u64, price_fen: u64,
                     amount_fen: u64, referrer in proptest::option::of("\\PC{1,64}"), ts_ms: i64,
-                    left_after: u64, hub in proptest::option::of("[a-z0-9]{1,8}"), ticket: bool)| {
+                    left_after: u64, pay_by_ms: Option<i64>,
+                    hub in proptest::option::of("[a-z0-9]{1,8}"), ticket: bool)| {
             let begun = ticket.then_some(Ticket { shard: 3, at: 7 });
             let order = Record::Order(Arc::new(OrderRecord {
-                seq, number, room: room.into(), sku: sku.into(), user: user.into(),
-                req: req.into(), qty, price_fen, amount_fen,
-                referrer: referrer.map(Arc::from), ts_ms, left_after,
+                seq, number, room: room.clone().into(), sku: sku.clone().into(),
+                user: user.clone().into(), req: req.clone().into(), qty, price_fen, amount_fen,
+                referrer: referrer.clone().map(Arc::from), ts_ms, left_after, pay_by_ms,
                 hub: hub.map(Arc::from), begun,
             }));
             let mut mine = vec![9u8; 3];
             order.encode_into(&mut mine);
-            let payload = postcard::to_allocvec(&order).unwrap();
+            let disk = Disk::Order(OrderV1 {
+                seq, number, room: room.into(), sku: sku.into(), user: user.into(),
+                req: req.into(), qty, price_fen, amount_fen,
+                referrer: referrer.map(Arc::from), ts_ms, left_after,
+            }, pay_by_ms);
+            let payload = postcard::to_allocvec(&disk).unwrap();
             prop_assert_eq!(&mine[..3], &[9u8; 3][..]);
             prop_assert_eq!(&mine[3 + HEADER_LEN..], &payload[..]);
             let Frame::Valid { payload: read, len } = read_frame(&mine[3..]) else {
@@ -426,7 +787,93 @@ mod tests {
             let Record::Order(back) = decode(read).unwrap() else { panic!("an order") };
             let Record::Order(o) = &order else { unreachable!() };
             prop_assert_eq!((&back.req, back.ts_ms, &back.referrer), (&o.req, o.ts_ms, &o.referrer));
+            prop_assert_eq!(back.pay_by_ms, pay_by_ms);
         });
+    }
+
+    /// Orders and SKUs as builds before payments wrote them are still read: paid on
+    /// placement, and without a payment timeout.
+    #[test]
+    fn records_of_older_builds_are_read() {
+        let Record::Order(o) = order() else {
+            unreachable!()
+        };
+        let old = OrderV1 {
+            seq: o.seq,
+            number: o.number,
+            room: o.room.clone(),
+            sku: o.sku.clone(),
+            user: o.user.clone(),
+            req: o.req.clone(),
+            qty: o.qty,
+            price_fen: o.price_fen,
+            amount_fen: o.amount_fen,
+            referrer: o.referrer.clone(),
+            ts_ms: o.ts_ms,
+            left_after: o.left_after,
+        };
+        // Variant 4 was the only order record before payments.
+        let bytes = postcard::to_allocvec(&Disk::OrderV1(old)).unwrap();
+        assert_eq!(bytes[0], 4);
+        assert_eq!(decode(&bytes).unwrap(), order());
+        let sku = Disk::SkuV1 {
+            room: "r".into(),
+            sku: "A1".into(),
+            def: SkuDefV1 {
+                name: "n".into(),
+                price_fen: 1,
+                stock: 2,
+                limit_per_user: Some(1),
+                opens_at_ms: None,
+                closes_at_ms: Some(9),
+            },
+            created: true,
+            ts_ms: 3,
+        };
+        let bytes = postcard::to_allocvec(&sku).unwrap();
+        assert_eq!(bytes[0], 1);
+        let Record::Sku { def, .. } = decode(&bytes).unwrap() else {
+            panic!("a SKU")
+        };
+        assert_eq!(
+            (def.pay_timeout_s, def.closes_at_ms, def.stock),
+            (None, Some(9), 2)
+        );
+    }
+
+    #[test]
+    fn moves_round_trip() {
+        let moves = [
+            Record::Move {
+                room: "r".into(),
+                order: 4,
+                to: Move::Paid(Payment {
+                    payment_id: "p1".into(),
+                    amount_fen: 10,
+                    paid_at_ms: 5,
+                }),
+                ts_ms: 6,
+            },
+            Record::Move {
+                room: "r".into(),
+                order: 4,
+                to: Move::Refunded { restock: true },
+                ts_ms: 7,
+            },
+            Record::Expired {
+                room: "r".into(),
+                orders: vec![1, 2, 300_000],
+                ts_ms: 8,
+            },
+        ];
+        for m in moves {
+            let mut buf = Vec::new();
+            m.encode_into(&mut buf);
+            let Frame::Valid { payload, .. } = read_frame(&buf) else {
+                panic!("valid frame")
+            };
+            assert_eq!(decode(payload).unwrap(), m);
+        }
     }
 
     #[test]
@@ -434,7 +881,15 @@ mod tests {
         let Record::Order(o) = order() else {
             unreachable!()
         };
-        let v: serde_json::Value = serde_json::from_str(o.to_ndjson().trim_end()).unwrap();
+        let status = ExportStatus {
+            status: "paid",
+            pay_by_ms: None,
+            paid_at_ms: Some(o.ts_ms),
+            payment_id: None,
+            ended_at_ms: None,
+            late_payments: &[],
+        };
+        let v: serde_json::Value = serde_json::from_str(o.to_ndjson(&status).trim_end()).unwrap();
         assert_eq!(v["order"], "O42");
         assert_eq!(v["ref"], "s");
         for k in [
@@ -449,6 +904,12 @@ mod tests {
             "amount_fen",
             "ref",
             "ts_ms",
+            "status",
+            "pay_by_ms",
+            "paid_at_ms",
+            "payment_id",
+            "ended_at_ms",
+            "late_payments",
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }

@@ -1,6 +1,7 @@
-//! The audit's running totals: units per SKU summed from the room's durable orders (or, in
-//! fleet mode, from the room's stream of every hub's orders), kept between audits so that an
-//! audit folds only the orders made since the last one.
+//! The audit's running totals: units per SKU summed from the room's order events (placements
+//! less the units that status moves gave back; or, in fleet mode, from the room's stream of
+//! every hub's orders), kept between audits so that an audit folds only the events since the
+//! last one.
 //!
 //! One fold runs at a time per room (an async lock: waiting audits hold no thread), and a
 //! fold of many orders (the first audit after a start) runs on a blocking thread, off the
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::rooms::events::{Event, EventLog};
 use crate::rooms::orders::OrderLog;
 
 /// Orders a fold handles on the runtime's worker; more go to a blocking thread.
@@ -23,59 +25,93 @@ pub struct AuditTotals {
     fold: Arc<Mutex<Fold>>,
 }
 
+/// A SKU's units as the audit counts them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Units {
+    /// Units of orders that keep them: unpaid, paid, refunded without restock.
+    pub sold: u64,
+    /// Units of unpaid orders.
+    pub unpaid: u64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Fold {
-    /// Orders of the log folded so far.
-    orders: usize,
+    /// Events of the room folded so far.
+    events: usize,
     /// Orders of the fleet stream folded so far.
     stream: usize,
     /// Units per SKU over what was folded.
-    sold: HashMap<Arc<str>, u64>,
+    units: HashMap<Arc<str>, Units>,
 }
 
 impl Fold {
-    fn catch_up(&mut self, log: &OrderLog, fleet: bool) {
-        let sold = &mut self.sold;
+    fn catch_up(&mut self, log: &OrderLog, events: &EventLog, fleet: bool) {
+        let units = &mut self.units;
         if fleet {
             self.stream = log.for_each_stream_from(self.stream, |o| {
-                *sold.entry(o.order.sku.clone()).or_default() += o.order.qty;
+                units.entry(o.order.sku.clone()).or_default().sold += o.order.qty;
             });
         } else {
-            self.orders = log.for_each_from(self.orders, |o| {
-                *sold.entry(o.sku.clone()).or_default() += o.qty;
+            self.events = events.for_each_from(self.events, |e| {
+                let o = e.order();
+                let u = units.entry(o.sku.clone()).or_default();
+                match e {
+                    Event::Placed(o) => {
+                        u.sold += o.qty;
+                        if o.pay_by_ms.is_some() {
+                            u.unpaid += o.qty;
+                        }
+                    }
+                    Event::Moved(m) => {
+                        if m.released() {
+                            u.sold = u.sold.saturating_sub(o.qty);
+                        }
+                        let was_unpaid = matches!(
+                            m.what,
+                            crate::rooms::events::What::Paid(_)
+                                | crate::rooms::events::What::Expired
+                                | crate::rooms::events::What::Cancelled
+                        );
+                        if was_unpaid {
+                            u.unpaid = u.unpaid.saturating_sub(o.qty);
+                        }
+                    }
+                }
             });
         }
     }
 
-    fn behind(&self, log: &OrderLog, fleet: bool) -> usize {
+    fn behind(&self, log: &OrderLog, events: &EventLog, fleet: bool) -> usize {
         if fleet {
             log.stream_count().saturating_sub(self.stream)
         } else {
-            log.count().saturating_sub(self.orders)
+            events.count().saturating_sub(self.events)
         }
     }
 }
 
 impl AuditTotals {
-    /// Units per SKU summed from every durable order of `room` there is now (`fleet`: from
-    /// the room's stream). `log` is the room's order log, reached through `room`.
-    pub async fn sold<R>(
+    /// Units per SKU summed from every order event of `room` there is now (`fleet`: from
+    /// the room's stream). `logs` reaches the room's order log and event log.
+    pub async fn units<R>(
         &self,
         room: Arc<R>,
-        log: fn(&R) -> &OrderLog,
+        logs: fn(&R) -> (&OrderLog, &EventLog),
         fleet: bool,
-    ) -> HashMap<Arc<str>, u64>
+    ) -> HashMap<Arc<str>, Units>
     where
         R: Send + Sync + 'static,
     {
         let mut fold = self.fold.clone().lock_owned().await;
-        if fold.behind(log(&room), fleet) <= INLINE_FOLD {
-            fold.catch_up(log(&room), fleet);
-            return fold.sold.clone();
+        let (log, events) = logs(&room);
+        if fold.behind(log, events, fleet) <= INLINE_FOLD {
+            fold.catch_up(log, events, fleet);
+            return fold.units.clone();
         }
         tokio::task::spawn_blocking(move || {
-            fold.catch_up(log(&room), fleet);
-            fold.sold.clone()
+            let (log, events) = logs(&room);
+            fold.catch_up(log, events, fleet);
+            fold.units.clone()
         })
         .await
         .expect("the audit's fold does not panic")
@@ -106,8 +142,11 @@ mod tests {
             let room = room.clone();
             async move {
                 room.audit
-                    .sold(room.clone(), |r: &Room| &r.orders, false)
+                    .units(room.clone(), |r: &Room| (&r.orders, &r.events), false)
                     .await
+                    .into_iter()
+                    .map(|(k, u)| (k, u.sold))
+                    .collect::<HashMap<_, _>>()
             }
         };
         assert!(sold(&room).await.is_empty());
@@ -121,6 +160,6 @@ mod tests {
         let s2 = sold(&room).await;
         assert_eq!(s2["A"], s["A"] + 5);
         assert_eq!(s2["B"], s["B"]);
-        assert_eq!(room.audit.fold.lock().await.orders, room.orders.count());
+        assert_eq!(room.audit.fold.lock().await.events, room.events.count());
     }
 }

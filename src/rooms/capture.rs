@@ -3,7 +3,9 @@
 //!
 //! What a snapshot holds, per room: the title; each SKU's definition, window and durable
 //! counters (`stock_total`, `sold`, and so `left` = total − sold: reservations in flight are
-//! not durable and are not in it); and every durable order. The orders are kept because the
+//! not durable and are not in it); and every order event (placements and status moves) in
+//! their order, so that the statuses, the change feed's numbering and the figures come back
+//! exactly as they were. The orders are kept because the
 //! protocol needs them for the life of the room: the NDJSON export, `status` and repeated
 //! `req`s (rule 3), the audit's sums, and the dashboard's totals and trend, which the
 //! aggregator folds from them. Per-user counts are summed from the orders while restoring;
@@ -23,14 +25,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Sku, SkuDef};
-use crate::journal::record::{put_str, put_varint, zigzag};
+use crate::journal::record::{put_str, put_varint, zigzag, Move, SkuDefV1};
 use crate::journal::{Capture, OrderRecord, Sink};
+use crate::rooms::deadlines::Deadline;
+use crate::rooms::events::{Event, What};
 use crate::rooms::room::Room;
 use crate::rooms::Rooms;
 
 /// Bumped when the encoding changes; a snapshot of another version is passed over (recovery
 /// then falls back to an older one or to a full replay).
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The encoding before payments (no `pay_timeout_s`, `pay_by_ms` or status moves); read only.
+const VERSION_1: u32 = 1;
 
 /// What the writer thread captured.
 pub struct RoomsCapture {
@@ -41,6 +47,7 @@ struct RoomCapture {
     room: Arc<Room>,
     title: String,
     orders: usize,
+    events: usize,
     skus: Vec<SkuRow>,
 }
 
@@ -54,10 +61,28 @@ struct SkuRow {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+struct SkuRowV1 {
+    id: Arc<str>,
+    def: SkuDefV1,
+    stock_total: u64,
+    sold: u64,
+    sold_out_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct RoomHead<'a> {
     id: &'a str,
     title: &'a str,
     skus: Vec<SkuRow>,
+    orders: u64,
+    events: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RoomHeadV1<'a> {
+    id: &'a str,
+    title: &'a str,
+    skus: Vec<SkuRowV1>,
     orders: u64,
 }
 
@@ -76,14 +101,74 @@ struct OrderRow<'a> {
     amount_fen: u64,
     ts_ms: i64,
     left_after: u64,
+    pay_by_ms: Option<i64>,
 }
 
-/// A room's orders as a stream: a string joins the table before the first order that uses it.
+/// [`OrderRow`] before payments.
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderRowV1<'a> {
+    seq: u64,
+    number: u64,
+    sku: u32,
+    user: u32,
+    referrer: u32,
+    req: &'a str,
+    qty: u64,
+    price_fen: u64,
+    amount_fen: u64,
+    ts_ms: i64,
+    left_after: u64,
+}
+
+/// A status move of the order numbered `number`; `to` is `None` for an expiry.
+#[derive(Debug, Serialize, Deserialize)]
+struct MoveRow {
+    number: u64,
+    to: Option<Move>,
+    ts_ms: i64,
+}
+
+/// A room's order events as a stream: a string joins the table before the first order that
+/// uses it; orders and moves come in the order of their events.
 #[derive(Debug, Serialize, Deserialize)]
 enum Item<'a> {
     Str(&'a str),
+    #[serde(borrow)]
     Order(OrderRow<'a>),
     End,
+    Move(MoveRow),
+}
+
+/// [`Item`] before payments.
+#[derive(Debug, Serialize, Deserialize)]
+enum ItemV1<'a> {
+    Str(&'a str),
+    #[serde(borrow)]
+    Order(OrderRowV1<'a>),
+    End,
+}
+
+impl<'a> From<ItemV1<'a>> for Item<'a> {
+    fn from(i: ItemV1<'a>) -> Item<'a> {
+        match i {
+            ItemV1::Str(s) => Item::Str(s),
+            ItemV1::End => Item::End,
+            ItemV1::Order(o) => Item::Order(OrderRow {
+                seq: o.seq,
+                number: o.number,
+                sku: o.sku,
+                user: o.user,
+                referrer: o.referrer,
+                req: o.req,
+                qty: o.qty,
+                price_fen: o.price_fen,
+                amount_fen: o.amount_fen,
+                ts_ms: o.ts_ms,
+                left_after: o.left_after,
+                pay_by_ms: None,
+            }),
+        }
+    }
 }
 
 impl Rooms {
@@ -114,6 +199,7 @@ impl Rooms {
                 RoomCapture {
                     title: room.title(),
                     orders: room.orders.count(),
+                    events: room.events.count(),
                     skus,
                     room,
                 }
@@ -128,16 +214,16 @@ impl Rooms {
     pub fn restore_state(&self, bytes: &[u8]) -> Result<(), String> {
         let err = |e: postcard::Error| format!("undecodable state: {e}");
         let (version, mut rest): (u32, _) = postcard::take_from_bytes(bytes).map_err(err)?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(format!(
-                "state version {version}, this build reads {VERSION}"
+                "state version {version}, this build reads {VERSION_1} and {VERSION}"
             ));
         }
         let (count, r): (u64, _) = postcard::take_from_bytes(rest).map_err(err)?;
         rest = r;
         let mut rooms = Vec::new();
         for _ in 0..count {
-            let (room, r) = restore_room(rest)?;
+            let (room, r) = restore_room(version, rest)?;
             rest = r;
             rooms.push(room);
         }
@@ -145,15 +231,45 @@ impl Rooms {
             return Err(format!("{} bytes after the last room", rest.len()));
         }
         for room in rooms {
+            for (order, at_ms) in room.statuses.unpaid() {
+                self.deadlines.push(Deadline {
+                    at_ms,
+                    order,
+                    room: room.id.clone(),
+                });
+            }
             self.insert(room);
         }
         Ok(())
     }
 }
 
-fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
+fn restore_room(version: u32, bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
     let err = |e: postcard::Error| format!("undecodable state: {e}");
-    let (head, rest): (RoomHead, _) = postcard::take_from_bytes(bytes).map_err(err)?;
+    let (head, rest): (RoomHead, _) = if version == VERSION_1 {
+        let (h, rest): (RoomHeadV1, _) = postcard::take_from_bytes(bytes).map_err(err)?;
+        let skus = h
+            .skus
+            .into_iter()
+            .map(|r| SkuRow {
+                id: r.id,
+                def: r.def.into(),
+                stock_total: r.stock_total,
+                sold: r.sold,
+                sold_out_at_ms: r.sold_out_at_ms,
+            })
+            .collect();
+        let head = RoomHead {
+            id: h.id,
+            title: h.title,
+            skus,
+            orders: h.orders,
+            events: h.orders,
+        };
+        (head, rest)
+    } else {
+        postcard::take_from_bytes(bytes).map_err(err)?
+    };
     let capacity = usize::try_from(head.orders).unwrap_or(0).min(1 << 28);
     let room = Room::with_capacity(Arc::from(head.id), head.title.to_owned(), capacity);
     let mut skus: HashMap<&str, Arc<Sku>> = HashMap::new();
@@ -164,49 +280,107 @@ fn restore_room(bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String> {
         skus.insert(&row.id, sku);
     }
     // Two threads, as in a journal replay: this one decodes orders and counts each user's
-    // units; the other fills the idempotency table and the order list.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<OrderRecord>>>(16);
+    // units; the other fills the idempotency table, the order list, the statuses and the
+    // events, in the events' order.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Restored>>(16);
     let (decoded, rest) = std::thread::scope(|s| {
-        let filler = s.spawn(|| {
+        let filler = s.spawn(|| -> Result<(), String> {
+            let mut failed = None;
             for chunk in rx {
-                room.restore_orders(chunk);
+                if failed.is_some() {
+                    continue;
+                }
+                for r in chunk {
+                    match r {
+                        Restored::Order(o) => room.restore_orders([o]),
+                        Restored::Move(m) => {
+                            if let Err(e) = restore_move(&room, &m) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
             }
+            failed.map_or(Ok(()), Err)
         });
-        let decoded = decode_orders(&room, &skus, rest, tx);
-        filler.join().expect("snapshot restore thread");
-        decoded
+        let decoded = decode_orders(version, &room, &skus, rest, tx);
+        let filled = filler.join().expect("snapshot restore thread");
+        decoded.and_then(|d| filled.map(|()| d))
     })?;
-    if decoded != head.orders {
+    let (orders, events) = decoded;
+    if orders != head.orders || events != head.events {
         return Err(format!(
-            "room {} announces {} orders and holds {decoded}",
-            head.id, head.orders
+            "room {} announces {} orders and {} events and holds {orders} and {events}",
+            head.id, head.orders, head.events
         ));
     }
     Ok((Arc::new(room), rest))
 }
 
+/// What the decoding thread hands to the filling one.
+enum Restored {
+    Order(Arc<OrderRecord>),
+    Move(MoveRow),
+}
+
+/// A status move restored from a snapshot: the order's status and event, and the user's
+/// allowance when the move gave the units back (the SKU's counters already say so).
+fn restore_move(room: &Room, m: &MoveRow) -> Result<(), String> {
+    let order = room
+        .statuses
+        .order(m.number)
+        .or_else(|| room.orders.by_number(m.number))
+        .ok_or_else(|| format!("a move of order number {} the room does not hold", m.number))?;
+    let moved = room.statuses.apply(&order, m.to.as_ref(), m.ts_ms)?;
+    if moved.released() {
+        let sku = room
+            .skus
+            .get(&order.sku)
+            .ok_or_else(|| format!("a move of an order of unknown SKU {}", order.sku))?;
+        sku.restore_released(room.users.intern(&order.user).key, order.qty);
+    }
+    room.record_move(moved);
+    Ok(())
+}
+
 /// Orders handed from the decoding thread to the filling one at a time.
 const CHUNK: usize = 4096;
 
-/// Decodes a room's order stream up to its end; returns the count and the bytes after it.
+/// Decodes a room's event stream up to its end; returns the counts of orders and events, and
+/// the bytes after it.
 fn decode_orders<'a>(
+    version: u32,
     room: &Room,
     skus: &HashMap<&str, Arc<Sku>>,
     mut rest: &'a [u8],
-    tx: std::sync::mpsc::SyncSender<Vec<Arc<OrderRecord>>>,
-) -> Result<(u64, &'a [u8]), String> {
+    tx: std::sync::mpsc::SyncSender<Vec<Restored>>,
+) -> Result<((u64, u64), &'a [u8]), String> {
     let err = |e: postcard::Error| format!("undecodable state: {e}");
     // The string table, and per entry the SKU or user key it resolved to (on first use).
     let mut strings: Vec<Arc<str>> = Vec::new();
     let mut as_sku: Vec<Option<Arc<Sku>>> = Vec::new();
     let mut as_user: Vec<Option<u32>> = Vec::new();
-    let mut chunk: Vec<Arc<OrderRecord>> = Vec::with_capacity(CHUNK);
-    let mut count = 0u64;
+    let mut chunk: Vec<Restored> = Vec::with_capacity(CHUNK);
+    let (mut count, mut events) = (0u64, 0u64);
     loop {
-        let (item, r): (Item, _) = postcard::take_from_bytes(rest).map_err(err)?;
+        let (item, r): (Item, _) = if version == VERSION_1 {
+            let (i, r): (ItemV1, _) = postcard::take_from_bytes(rest).map_err(err)?;
+            (i.into(), r)
+        } else {
+            postcard::take_from_bytes(rest).map_err(err)?
+        };
         rest = r;
         let o = match item {
             Item::End => break,
+            Item::Move(m) => {
+                chunk.push(Restored::Move(m));
+                events += 1;
+                if chunk.len() == CHUNK {
+                    let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                }
+                continue;
+            }
             Item::Str(s) => {
                 strings.push(Arc::from(s));
                 as_sku.push(None);
@@ -229,7 +403,7 @@ fn decode_orders<'a>(
         }
         let key = *as_user[ui].get_or_insert_with(|| room.users.intern(&strings[ui]).key);
         as_sku[si].as_ref().expect("set above").add_held(key, o.qty);
-        chunk.push(Arc::new(OrderRecord {
+        chunk.push(Restored::Order(Arc::new(OrderRecord {
             seq: o.seq,
             number: o.number,
             room: room.id.clone(),
@@ -242,17 +416,19 @@ fn decode_orders<'a>(
             referrer: (o.referrer > 0).then(|| strings[o.referrer as usize - 1].clone()),
             ts_ms: o.ts_ms,
             left_after: o.left_after,
+            pay_by_ms: o.pay_by_ms,
             // Snapshots are taken in the embedded mode only (see `server::open_shared`).
             hub: None,
             begun: None,
-        }));
+        })));
         count += 1;
+        events += 1;
         if chunk.len() == CHUNK {
             let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
         }
     }
     let _ = tx.send(chunk);
-    Ok((count, rest))
+    Ok(((count, events), rest))
 }
 
 impl Capture for RoomsCapture {
@@ -265,10 +441,35 @@ impl Capture for RoomsCapture {
                 title: &rc.title,
                 skus: rc.skus,
                 orders: rc.orders as u64,
+                events: rc.events as u64,
             };
             out.put(&postcard::to_allocvec(&head).expect("encodes"));
             let mut strings = Strings::default();
-            rc.room.orders.for_prefix(rc.orders, |o| {
+            rc.room.events.for_prefix(rc.events, |e| {
+                let o = match e {
+                    Event::Placed(o) => o,
+                    Event::Moved(m) => {
+                        let to = match &m.what {
+                            What::Paid(p) => Some(Move::Paid(p.clone())),
+                            What::Expired => None,
+                            What::Cancelled => Some(Move::Cancelled { by_admin: false }),
+                            What::Refunded { restock, .. } => {
+                                Some(Move::Refunded { restock: *restock })
+                            }
+                            What::Late { payment, .. } => Some(Move::LatePayment(payment.clone())),
+                        };
+                        let row = Item::Move(MoveRow {
+                            number: m.order.number,
+                            to,
+                            ts_ms: m.ts_ms,
+                        });
+                        let mut buf = std::mem::take(out.buf());
+                        buf = postcard::to_extend(&row, buf).expect("encodes");
+                        *out.buf() = buf;
+                        out.piece_done();
+                        return;
+                    }
+                };
                 let buf = out.buf();
                 let sku = strings.index(&o.sku, buf);
                 let user = strings.index(&o.user, buf);
@@ -287,6 +488,7 @@ impl Capture for RoomsCapture {
                         amount_fen: o.amount_fen,
                         ts_ms: o.ts_ms,
                         left_after: o.left_after,
+                        pay_by_ms: o.pay_by_ms,
                     },
                 );
                 out.piece_done();
@@ -353,6 +555,13 @@ fn put_order(out: &mut Vec<u8>, o: &OrderRow) {
     put_varint(out, o.amount_fen);
     put_varint(out, zigzag(o.ts_ms));
     put_varint(out, o.left_after);
+    match o.pay_by_ms {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            put_varint(out, zigzag(t));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,10 +575,11 @@ mod tests {
     fn the_hand_encoding_is_postcards() {
         proptest!(|(seq: u64, number: u64, sku: u32, user: u32, referrer: u32,
                     req in "\\PC{0,40}", qty: u64, price_fen: u64, amount_fen: u64,
-                    ts_ms: i64, left_after: u64, text in "\\PC{0,300}")| {
+                    ts_ms: i64, left_after: u64, pay_by_ms: Option<i64>,
+                    text in "\\PC{0,300}")| {
             let row = OrderRow {
                 seq, number, sku, user, referrer, req: &req, qty, price_fen, amount_fen,
-                ts_ms, left_after,
+                ts_ms, left_after, pay_by_ms,
             };
             let mut mine = Vec::new();
             put_order(&mut mine, &row);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify};
 
+use crate::buyer::order_pushes::OrderPushes;
 use crate::buyer::pushes::BuyerPushes;
 use crate::dashboard::fanout::Fanout;
 use crate::dashboard::snapshot::Published;
@@ -17,6 +18,8 @@ use crate::dashboard::snapshot::Published;
 pub struct Feeds {
     /// Pushes to every buyer of the room, each encoded once, sent in waves.
     pub buyer_pushes: BuyerPushes,
+    /// `order` pushes, each to one user's sockets.
+    pub order_pushes: OrderPushes,
     /// The room's newest dashboard snapshot overall, whichever slot it was built for (REST
     /// stats, a dashboard's first message).
     pub snapshots: watch::Sender<Option<Arc<Published>>>,
@@ -37,6 +40,7 @@ impl Default for Feeds {
     fn default() -> Self {
         Feeds {
             buyer_pushes: BuyerPushes::default(),
+            order_pushes: OrderPushes::default(),
             snapshots: watch::channel(None).0,
             fanout: Fanout::default(),
             dashboards: AtomicUsize::new(0),

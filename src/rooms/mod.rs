@@ -2,12 +2,15 @@
 
 pub mod audit;
 pub mod capture;
+pub mod deadlines;
+pub mod events;
 pub mod feeds;
 pub mod live;
 pub mod orders;
 pub mod requests;
 pub mod room;
 pub mod skus;
+pub mod statuses;
 pub mod users;
 
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::inventory::Sku;
+use crate::journal::record::Move;
 use crate::journal::{Apply, Capture, Mode, OrderRecord, Record};
+use crate::rooms::deadlines::{Deadline, Deadlines};
 use crate::rooms::room::Room;
 
 /// All rooms of this hub. Only [`Apply::apply`] (the journal writer, or replay) creates rooms
@@ -28,6 +33,8 @@ use crate::rooms::room::Room;
 pub struct Rooms {
     rooms: DashMap<Arc<str>, Arc<Room>>,
     fleet: Option<FleetApply>,
+    /// When every unpaid order of every room expires.
+    pub deadlines: Deadlines,
 }
 
 /// What fleet mode needs from the journal's apply.
@@ -48,6 +55,7 @@ impl Rooms {
         Rooms {
             rooms: DashMap::new(),
             fleet: Some(FleetApply { hub, publish }),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -70,6 +78,13 @@ impl Rooms {
         mode: Mode,
     ) -> Result<(), String> {
         let Record::Order(o) = record else {
+            if matches!(record, Record::Move { .. } | Record::Expired { .. }) {
+                return Err(format!(
+                    "a status move ({}) in the journal of a fleet hub: fleet mode does not take \
+                     orders that must be paid",
+                    record.kind()
+                ));
+            }
             // Redis holds rooms, SKUs and stock in this mode: such a record was written by an
             // embedded hub, whose orders belong to rooms Redis does not have.
             return Err(format!(
@@ -117,6 +132,53 @@ impl Rooms {
         let room = self.get(room)?;
         let sku = room.skus.get(sku)?;
         Some((room, sku))
+    }
+}
+
+impl Rooms {
+    /// Makes durable status moves of `orders` (`to`; `None`: expired): each order's status,
+    /// its units and allowance back through the gate when the move gives them back, the
+    /// event, and (live) the `order` push to its owner.
+    fn apply_moves(
+        &self,
+        record: &Record,
+        room: &str,
+        orders: &[u64],
+        to: Option<&Move>,
+        ts_ms: i64,
+        mode: Mode,
+    ) -> Result<(), String> {
+        let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
+        for &number in orders {
+            let order = r
+                .statuses
+                .order(number)
+                .or_else(|| r.orders.by_number(number))
+                .ok_or_else(|| {
+                    format!(
+                        "{} of order number {number}, which room {room} does not hold",
+                        record.kind()
+                    )
+                })?;
+            let moved = r.statuses.apply(&order, to, ts_ms)?;
+            if moved.released() {
+                let sku = r
+                    .skus
+                    .get(&order.sku)
+                    .ok_or_else(|| unplaced(record, room, Some(&order.sku)))?;
+                crate::inventory::LocalGate::give_back_order(
+                    &sku,
+                    r.users.intern(&order.user).key,
+                    order.qty,
+                );
+                r.feeds.notify_sale_changed();
+            }
+            let moved = r.record_move(moved);
+            if mode == Mode::Live {
+                r.feeds.order_pushes.send(&moved);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -194,7 +256,25 @@ impl Apply for Rooms {
                         r.add_replayed_order(o.clone());
                     }
                 }
+                if let Some(at_ms) = o.pay_by_ms {
+                    self.deadlines.push(Deadline {
+                        at_ms,
+                        order: o.number,
+                        room: r.id.clone(),
+                    });
+                }
             }
+            Record::Move {
+                room,
+                order,
+                to,
+                ts_ms,
+            } => self.apply_moves(record, room, &[*order], Some(to), *ts_ms, mode)?,
+            Record::Expired {
+                room,
+                orders,
+                ts_ms,
+            } => self.apply_moves(record, room, orders, None, *ts_ms, mode)?,
         }
         Ok(())
     }

@@ -130,6 +130,22 @@ impl OrderLog {
         page
     }
 
+    /// The durable order numbered `number` (order numbers grow with seq in a room's log).
+    pub fn by_number(&self, number: u64) -> Option<Arc<OrderRecord>> {
+        let count = self.durable.count();
+        let at = |i: usize| self.durable.get(i).expect("an order below the count");
+        let (mut lo, mut hi) = (0, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if at(mid).number < number {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo < count && at(lo).number == number).then(|| at(lo).clone())
+    }
+
     /// fleet mode: appends orders read from the room's stream (the stream reader only).
     pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
         for o in orders {

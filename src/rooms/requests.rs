@@ -596,6 +596,7 @@ pub(crate) mod tests {
             referrer: None,
             ts_ms: 0,
             left_after: 0,
+            pay_by_ms: None,
             hub: None,
             begun: None,
         })

@@ -5,6 +5,8 @@
 //! - [`OrderLog`]: the durable orders in seq order (and, in fleet mode, the room's stream);
 //! - [`LiveStats`]: audience and buy-path figures;
 //! - [`Feeds`]: the channels that carry pushes to buyers and dashboards;
+//! - [`EventLog`]: every placement and status move, numbered (the change feed);
+//! - [`Statuses`]: where each order stands: unpaid, paid, expired, cancelled, refunded;
 //! - [`AuditTotals`]: the audit's running totals of units per SKU.
 //!
 //! The parts are fields of the room itself, not boxed: the buy path reaches each with no
@@ -15,11 +17,13 @@ use std::sync::{Arc, RwLock};
 
 use crate::journal::OrderRecord;
 use crate::rooms::audit::AuditTotals;
+use crate::rooms::events::{Event, EventLog, Moved};
 use crate::rooms::feeds::Feeds;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
 use crate::rooms::requests::Requests;
 use crate::rooms::skus::Skus;
+use crate::rooms::statuses::Statuses;
 use crate::rooms::users::Users;
 
 /// One room.
@@ -35,6 +39,9 @@ pub struct Room {
     /// The durable orders by seq (and, in fleet mode, the room's stream). Durable orders are
     /// appended by [`Room::add_order`] and its kin only, with the idempotency table.
     pub orders: OrderLog,
+    /// Placements and status moves, numbered; appended with the order log and the statuses.
+    pub events: EventLog,
+    pub statuses: Statuses,
     pub live: LiveStats,
     pub feeds: Feeds,
     pub audit: AuditTotals,
@@ -55,6 +62,8 @@ impl Room {
             users: Users::default(),
             requests: Requests::with_capacity(orders),
             orders: OrderLog::with_capacity(orders),
+            events: EventLog::with_capacity(orders),
+            statuses: Statuses::default(),
             live: LiveStats::default(),
             feeds: Feeds::default(),
             audit: AuditTotals::default(),
@@ -78,7 +87,7 @@ impl Room {
     /// the request is woken.
     pub fn add_order(&self, order: Arc<OrderRecord>) {
         let waited = self.requests.complete(&order);
-        self.orders.push(order);
+        self.place(order);
         if waited {
             self.requests.wake_waiters();
         }
@@ -88,15 +97,29 @@ impl Room {
     /// so nobody waits for it).
     pub fn add_replayed_order(&self, order: Arc<OrderRecord>) {
         self.requests.insert_done(&order);
-        self.orders.push(order);
+        self.place(order);
     }
 
     /// Records durable orders restored from a snapshot, in seq order (restore only).
     pub fn restore_orders(&self, orders: impl IntoIterator<Item = Arc<OrderRecord>>) {
         for order in orders {
             self.requests.insert_done(&order);
-            self.orders.push(order);
+            self.place(order);
         }
+    }
+
+    fn place(&self, order: Arc<OrderRecord>) {
+        self.statuses.placed(&order);
+        self.events.push(Event::Placed(order.clone()));
+        self.orders.push(order);
+    }
+
+    /// Records a durable status move (journal apply, replay or restore, in journal order):
+    /// the order's status, then the event.
+    pub fn record_move(&self, moved: Moved) -> Arc<Moved> {
+        let moved = Arc::new(moved);
+        self.events.push(Event::Moved(moved.clone()));
+        moved
     }
 }
 

@@ -28,6 +28,9 @@ use livehub::server::{self, Settings};
 pub const ADMIN: &str = "test-admin-token";
 pub const VIEWER: &str = "test-viewer-token";
 pub const SECRET: &str = "test-buyer-secret";
+/// The payment secret of test servers: payment notices are signed with it
+/// (`livehub::payments::sign`).
+pub const PAYMENT_SECRET: &str = "test-payment-secret";
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -230,7 +233,9 @@ impl TestServer {
                 max_pending_buys: opts.max_pending_buys,
                 fleet: opts.fleet.clone(),
             },
-            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers)
+                .and_then(|a| a.with_payment_secret(PAYMENT_SECRET))
+                .expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
@@ -338,6 +343,55 @@ impl TestServer {
             Some(json!({"name": format!("item {sku}"), "price_fen": price_fen, "stock": stock, "limit_per_user": limit, "opens_at_ms": null, "closes_at_ms": null})),
         )
         .await
+    }
+
+    /// A SKU whose orders must be paid within `pay_timeout_s`.
+    pub async fn create_sku_to_pay(
+        &self,
+        room: &str,
+        sku: &str,
+        price_fen: u64,
+        stock: u64,
+        limit: Option<u64>,
+        pay_timeout_s: u64,
+    ) -> Value {
+        self.admin(
+            "PUT",
+            &format!("/api/rooms/{room}/skus/{sku}"),
+            Some(json!({"name": format!("item {sku}"), "price_fen": price_fen, "stock": stock, "limit_per_user": limit, "pay_timeout_s": pay_timeout_s})),
+        )
+        .await
+    }
+
+    /// Every event of a room's change feed, through its pages.
+    pub async fn order_events(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = self
+                .http
+                .get(self.url(&format!(
+                    "/api/rooms/{room}/order-events?after={after}&limit=500"
+                )))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("order events");
+            assert_eq!(r.status().as_u16(), 200);
+            let text = r.text().await.unwrap();
+            let page: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("ndjson line"))
+                .collect();
+            let n = page.len();
+            if let Some(last) = page.last() {
+                after = last["event"].as_u64().unwrap();
+            }
+            out.extend(page);
+            if n < 500 {
+                return out;
+            }
+        }
     }
 
     /// Every order of a room, through the paged export.
@@ -465,7 +519,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client that skips pushes when waiting for an answer.
 pub struct Client {
     pub ws: Ws,
-    /// Pushes (`stock`, `sale`) seen while waiting for answers.
+    /// Pushes (`stock`, `sale`, `order`) seen while waiting for answers.
     pub pushes: Vec<Value>,
     pub hello: Option<Value>,
 }
@@ -539,12 +593,12 @@ impl Client {
         }
     }
 
-    /// The next frame that is not a `stock`/`sale` push.
+    /// The next frame that is not a `stock`/`sale`/`order` push.
     pub async fn reply(&mut self) -> Value {
         loop {
             let v = self.next_json().await.expect("socket open");
             match v["op"].as_str() {
-                Some("stock" | "sale") => self.pushes.push(v),
+                Some("stock" | "sale" | "order") => self.pushes.push(v),
                 _ => return v,
             }
         }
