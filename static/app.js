@@ -410,9 +410,10 @@
   // -------------------------------------------------------- GMV counter --
 
   /**
-   * Animated counter of the headline, the paid GMV. setGmv(fen) stores the exact value in data-value-fen at once,
-   * then tweens the visible text from what is shown now; the last frame always shows
-   * exactly fmtFen(fen). Decreases, hidden tabs and reduced-motion users jump directly.
+   * Animated counter of the headline, the paid GMV. setGmv(fen) stores the exact value in
+   * data-value-fen at once, then tweens the visible text from what is shown now; the last
+   * frame always shows exactly fmtFen(fen). Decreases, hidden tabs and reduced-motion users
+   * jump directly.
    */
   const gmv = { el: null, shown: 0, from: 0, to: 0, start: 0, dur: 700, raf: 0 };
   const reducedMotion = window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches;
@@ -613,6 +614,7 @@
       stockText: h('span', { class: 'stock-text' }),
       unpaid: h('span', { class: 'unpaid-note', 'data-testid': 'sku-unpaid', hidden: '' }),
       unpaidN: h('span'),
+      unpaidSep: h('span', { class: 'sep' }),
       unpaidBack: h('span'),
       sold: h('td', { class: 'r num-cell big', 'data-testid': 'sku-sold' }),
       paid: h('td', { class: 'r num-cell big paid', 'data-testid': 'sku-paid' }),
@@ -623,7 +625,7 @@
       state: null,
     };
     // "12 待支付 · 过期将回库": two unbreakable halves, so a narrow column breaks between them.
-    r.unpaid.append(r.unpaidN, h('span', { class: 'sep' }, lang === 'zh' ? ' · ' : ' '), r.unpaidBack);
+    r.unpaid.append(r.unpaidN, r.unpaidSep, r.unpaidBack);
     r.tr.append(
       h('td', { class: 'product' }, r.name, r.id, r.payWithin),
       r.price,
@@ -680,7 +682,7 @@
       r.unpaid.dataset.value = String(unpaid);
       r.unpaid.hidden = !(unpaid > 0);
       setText(r.unpaidN, t('sku_unpaid', { n: group(unpaid) }));
-      setText(r.unpaid.children[1], lang === 'zh' ? ' · ' : ' ');
+      setText(r.unpaidSep, lang === 'zh' ? ' · ' : ' ');
       setText(r.unpaidBack, t('sku_unpaid_back'));
       const timeout = numOrNull(k.pay_timeout_s);
       r.payWithin.dataset.value = timeout == null ? '' : String(timeout);
