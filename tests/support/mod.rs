@@ -363,6 +363,42 @@ impl TestServer {
         .await
     }
 
+    /// Sends a payment notice signed with [`PAYMENT_SECRET`] (timestamp now): its status and
+    /// body.
+    pub async fn pay(
+        &self,
+        room: &str,
+        order: &str,
+        payment_id: &str,
+        amount_fen: u64,
+    ) -> (u16, Value) {
+        let body = json!({"order": order, "room": room, "payment_id": payment_id,
+            "amount_fen": amount_fen, "paid_at_ms": livehub::clock::now_ms()})
+        .to_string();
+        self.notice(body.as_bytes(), livehub::clock::now_ms(), PAYMENT_SECRET)
+            .await
+    }
+
+    /// Sends `body` to `POST /api/payments` signed with `secret` at `timestamp_ms`.
+    pub async fn notice(&self, body: &[u8], timestamp_ms: i64, secret: &str) -> (u16, Value) {
+        let sig = livehub::payments::sign(secret.as_bytes(), timestamp_ms, body);
+        let r = self
+            .http
+            .post(self.url("/api/payments"))
+            .header("X-Livehub-Timestamp", timestamp_ms.to_string())
+            .header("X-Livehub-Signature", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("payment notice");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Every event of a room's change feed, through its pages.
     pub async fn order_events(&self, room: &str) -> Vec<Value> {
         let mut out = Vec::new();
