@@ -107,8 +107,9 @@ async fn after_order(stage: &Stage, user: &UserRef, ack: &Ack) {
 }
 
 /// Pays `order` as the payment provider's notice would. The demo runs inside the hub's
-/// process, so it calls [`crate::hub::Hub::pay`] directly: what `POST /api/payments` calls
-/// once it has checked the notice's signature, with the notice's content.
+/// process, so it calls [`crate::hub::Hub::pay`] directly, with a notice's content: what
+/// `POST /api/payments` ([`crate::api::payments::payment`]) calls once it has checked the
+/// notice's signature. Signing a notice only to check it again would show nothing more.
 async fn pay(stage: &Stage, order: &str, amount_fen: u64) -> bool {
     let payment = Payment {
         payment_id: format!("demo-pay-{order}").into(),

@@ -6,11 +6,11 @@
 //! flash sale ("3, 2, 1, 上链接!"), whose rush sells it out in seconds. Its orders must be paid
 //! within [`Plan::pay_timeout_s`]: payments trickle in, some buyers cancel, some let the order
 //! expire, and the units that come back sell again to the buyers waiting for them
-//! ([`buyer`] is one buyer's way). Now and then a paid order is refunded.
+//! (`buyer.rs` is one buyer's way). Now and then a paid order is refunded.
 //!
 //! Light and bounded, for a laptop next to the dashboard: about fifteen new buyers a tick at
 //! the rush and one or two otherwise, a sold-out buyer waits only while fewer than
-//! [`buyer::MAX_WAITING`] do and tries a few times at most, and every buyer's task ends
+//! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
 //! within a few minutes (at once at the shutdown).
 
 mod buyer;
@@ -67,7 +67,7 @@ pub struct Plan {
     /// Seconds a flash-sale buyer has to pay (`pay_timeout_s`, 10 at least).
     pub pay_timeout_s: u64,
     /// How long buyers take to pay, cancel, look again or ask for a refund, as a multiple of
-    /// the life-like times in [`buyer`]: 1.0 in the demo.
+    /// the life-like times in `buyer.rs`: 1.0 in the demo.
     pub human_pace: f64,
 }
 
