@@ -18,10 +18,17 @@
       room: '直播间',
       viewer_token: '观看令牌',
       open_dashboard: '打开大屏',
-      gmv: '成交额',
+      paid_gmv: '成交额',
       last_60s: '近60秒',
+      placed_gmv: '下单金额',
+      unpaid: '待支付',
+      expired_cancelled: '已过期/已取消',
+      expired_cancelled_title: '已过期 {e} · 已取消 {c}',
+      refunded: '已退款',
+      late_payments: '迟到支付',
+      pay_rate: '支付率',
       orders: '订单数',
-      units: '成交件数',
+      units: '下单件数',
       buyers: '下单人数',
       viewers: '在线人数',
       peak: '峰值',
@@ -31,8 +38,10 @@
       gpm: '千次观看成交 GPM',
       rejected_total: '拒单',
       trend: '成交趋势',
-      series_per_sec: '每秒成交额',
-      series_cum: '累计成交额',
+      series_paid_per_sec: '每秒成交额',
+      series_per_sec: '每秒下单金额',
+      series_paid_cum: '累计成交额',
+      series_cum: '累计下单金额',
       tooltip_orders: '订单',
       latency: '下单延迟',
       rejections: '拒单原因',
@@ -44,8 +53,9 @@
       col_state: '状态',
       col_stock: '库存',
       col_sold: '已售',
+      col_paid: '已支付',
       col_left: '剩余',
-      col_gmv: '成交额',
+      col_gmv: '下单金额',
       col_limit: '限购',
       col_soldout: '售罄 / 预计',
       referrers: '分享裂变 Top',
@@ -63,6 +73,12 @@
       state_closed: '已停售',
       no_limit: '不限',
       limit_n: '{n}件/人',
+      sku_unpaid: '{n} 待支付',
+      sku_unpaid_back: '过期将回库',
+      pay_within: '{d}内支付',
+      timeout_s: '{n}秒',
+      timeout_m: '{n}分钟',
+      timeout_h: '{n}小时',
       sold_out_at: '{t} 售罄',
       eta: '约{d}',
       opens_at: '{t} 开售',
@@ -97,10 +113,17 @@
       room: 'Room',
       viewer_token: 'Viewer token',
       open_dashboard: 'Open dashboard',
-      gmv: 'GMV',
+      paid_gmv: 'Paid GMV',
       last_60s: 'last 60 s',
+      placed_gmv: 'Placed GMV',
+      unpaid: 'Awaiting payment',
+      expired_cancelled: 'Expired / cancelled',
+      expired_cancelled_title: 'expired {e} · cancelled {c}',
+      refunded: 'Refunded',
+      late_payments: 'late payments',
+      pay_rate: 'Pay rate',
       orders: 'Orders',
-      units: 'Units sold',
+      units: 'Units ordered',
       buyers: 'Buyers',
       viewers: 'Viewers now',
       peak: 'peak',
@@ -110,8 +133,10 @@
       gpm: 'GPM (per 1k viewers)',
       rejected_total: 'Rejected',
       trend: 'Sales trend',
-      series_per_sec: 'GMV / s',
-      series_cum: 'Cumulative GMV',
+      series_paid_per_sec: 'Paid / s',
+      series_per_sec: 'Placed / s',
+      series_paid_cum: 'Paid total',
+      series_cum: 'Placed total',
       tooltip_orders: 'orders',
       latency: 'Order latency',
       rejections: 'Rejections',
@@ -123,8 +148,9 @@
       col_state: 'State',
       col_stock: 'Stock',
       col_sold: 'Sold',
+      col_paid: 'Paid',
       col_left: 'Left',
-      col_gmv: 'GMV',
+      col_gmv: 'Placed',
       col_limit: 'Limit',
       col_soldout: 'Sold out / ETA',
       referrers: 'Top sharers',
@@ -142,6 +168,12 @@
       state_closed: 'Closed',
       no_limit: 'none',
       limit_n: '{n}/user',
+      sku_unpaid: '{n} awaiting payment,',
+      sku_unpaid_back: 'back on sale if unpaid',
+      pay_within: 'pay within {d}',
+      timeout_s: '{n} s',
+      timeout_m: '{n} min',
+      timeout_h: '{n} h',
       sold_out_at: 'at {t}',
       eta: '~{d}',
       opens_at: 'opens {t}',
@@ -283,6 +315,17 @@
     return fmtDuration(ms / 1000);
   }
 
+  /** Payment timeout (s) -> "60秒" / "5分钟" / "1小时" (zh), "60 s" / "5 min" / "1 h" (en). */
+  function fmtTimeout(sec) {
+    if (sec < 60) return t('timeout_s', { n: sec });
+    if (sec % 3600 === 0) return t('timeout_h', { n: sec / 3600 });
+    if (sec % 60 === 0) return t('timeout_m', { n: sec / 60 });
+    return fmtDuration(sec);
+  }
+
+  /** A 0–1 fraction -> "87.5%". */
+  function fmtRate(x) { return (x * 100).toFixed(1) + '%'; }
+
   // ------------------------------------------------------------- helpers --
 
   const $ = (id) => document.getElementById(id);
@@ -316,6 +359,25 @@
     }
   }
 
+  /**
+   * A snapshot field as a finite number, or null when it is absent: a server older than v2
+   * (docs/protocol.md, "Orders that must be paid") sends none of the payment fields.
+   */
+  function numOrNull(x) { return typeof x === 'number' && isFinite(x) ? x : null; }
+
+  /**
+   * Paid GMV (成交额) of a snapshot. A server older than v2 has no `paid_gmv_fen`: there every
+   * order is paid when placed, so its `gmv_fen` is the paid GMV.
+   */
+  function paidGmvFen(s) { return numOrNull(s.paid_gmv_fen) ?? numOrNull(s.gmv_fen) ?? 0; }
+
+  /** Sets a money figure: exact text and data-value-fen; null (not reported) shows "—". */
+  function setFen(el, fen) {
+    el.dataset.valueFen = fen == null ? '' : String(fen);
+    el.classList.toggle('none', fen == null);
+    setText(el, fen == null ? '—' : fmtFen(fen));
+  }
+
   /** Sets a counter card: exact grouped integer text and data-value="<integer>". */
   function setCount(el, n) {
     el.dataset.value = String(n);
@@ -330,7 +392,11 @@
 
   /** Latest snapshot, or null before the first one. */
   let last = null;
-  /** Trend points by t_ms: {t_ms, gmv_fen, orders}; replaced by the first snapshot of each connection. */
+  /**
+   * Trend points by t_ms: {t_ms, gmv_fen, paid_gmv_fen, orders}; replaced by the first snapshot
+   * of each connection. A later snapshot re-sends a point that changed (a payment or a refund
+   * counted in an earlier second), so points are replaced by t_ms, never added up.
+   */
   const trend = new Map();
   let trendInterval = 1000;
   /** Client-minus-server clock offset samples (ms): receive time minus ts_ms. */
@@ -344,9 +410,10 @@
   // -------------------------------------------------------- GMV counter --
 
   /**
-   * Animated GMV counter. setGmv(fen) stores the exact value in data-value-fen at once,
-   * then tweens the visible text from what is shown now; the last frame always shows
-   * exactly fmtFen(fen). Decreases, hidden tabs and reduced-motion users jump directly.
+   * Animated counter of the headline, the paid GMV. setGmv(fen) stores the exact value in
+   * data-value-fen at once, then tweens the visible text from what is shown now; the last
+   * frame always shows exactly fmtFen(fen). Decreases, hidden tabs and reduced-motion users
+   * jump directly.
    */
   const gmv = { el: null, shown: 0, from: 0, to: 0, start: 0, dur: 700, raf: 0 };
   const reducedMotion = window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches;
@@ -410,22 +477,27 @@
     if (first) trend.clear();
     if (tr.interval_ms > 0) trendInterval = tr.interval_ms;
     for (const p of tr.points || []) {
-      if (p && typeof p.t_ms === 'number') trend.set(p.t_ms, { t_ms: p.t_ms, gmv_fen: p.gmv_fen || 0, orders: p.orders || 0 });
+      if (!p || typeof p.t_ms !== 'number') continue;
+      const placed = numOrNull(p.gmv_fen) ?? 0;
+      // Before v2 every order was paid when placed: its second's paid GMV is its GMV.
+      const paid = numOrNull(p.paid_gmv_fen) ?? placed;
+      trend.set(p.t_ms, { t_ms: p.t_ms, gmv_fen: placed, paid_gmv_fen: paid, orders: numOrNull(p.orders) ?? 0 });
     }
     chartDirty = true;
 
-    setGmv(s.gmv_fen || 0, first && last === null);
+    setGmv(paidGmvFen(s), first && last === null);
     last = s;
     renderSnapshot(s);
     renderAge();
     scheduleChart();
   }
 
-  /** Renders every figure of a snapshot except the GMV counter and the chart. */
+  /** Renders every figure of a snapshot except the paid GMV counter and the chart. */
   function renderSnapshot(s) {
     setText($('room-name'), s.room || room);
-    const big = isBigFen(s.gmv_fen || 0);
-    setText($('gmv-compact'), big ? '≈ ' + fmtFenShort(s.gmv_fen || 0) : '');
+    const paid = paidGmvFen(s);
+    const big = isBigFen(paid);
+    setText($('gmv-compact'), big ? '≈ ' + fmtFenShort(paid) : '');
     $('gmv-compact').hidden = !big;
     $('gmv-sep').hidden = !big;
     setText($('gmv-60s'), '+' + fmtFen(sumRecent(60000)));
@@ -439,6 +511,7 @@
     setText($('aov'), fmtFen(s.aov_fen || 0));
     setText($('conversion'), ((Number(s.conversion) || 0) * 100).toFixed(2) + '%');
     setText($('gpm'), fmtFen(s.gpm_fen || 0));
+    renderPayments(s);
 
     renderLatency(s.latency_us || {});
     renderRejections(s.rejected || {});
@@ -447,11 +520,41 @@
     renderControls(s.skus || []);
   }
 
-  /** GMV (fen) of the trend buckets that started within the last `ms` of server time. */
+  /**
+   * The figures beside the headline: placed GMV, awaiting payment, expired and cancelled,
+   * refunded, late payments and the pay rate. Those a pre-v2 server does not send show "—".
+   */
+  function renderPayments(s) {
+    setFen($('gmv'), numOrNull(s.gmv_fen) ?? 0);
+    setFen($('unpaid'), numOrNull(s.unpaid_fen));
+    const expired = numOrNull(s.expired_fen);
+    const cancelled = numOrNull(s.cancelled_fen);
+    const ended = $('expired-cancelled');
+    const reported = expired != null || cancelled != null;
+    setFen(ended, reported ? (expired ?? 0) + (cancelled ?? 0) : null);
+    ended.title = reported ? t('expired_cancelled_title', { e: fmtFen(expired ?? 0), c: fmtFen(cancelled ?? 0) }) : '';
+    setFen($('refunded'), numOrNull(s.refunded_fen));
+
+    const late = numOrNull(s.late_payments);
+    const lateEl = $('late-payments');
+    lateEl.dataset.value = late == null ? '' : String(late);
+    setText(lateEl, late == null ? '—' : group(late));
+    lateEl.classList.toggle('warn', late > 0);
+
+    // The server sends 0 while no order has been paid, expired or cancelled: nothing to rate yet.
+    const rate = numOrNull(s.pay_rate);
+    const rateEl = $('pay-rate');
+    const settled = rate > 0 || numOrNull(s.expired_fen) > 0 || numOrNull(s.cancelled_fen) > 0;
+    rateEl.dataset.value = rate == null ? '' : String(rate);
+    rateEl.classList.toggle('none', !(rate != null && settled));
+    setText(rateEl, rate != null && settled ? fmtRate(rate) : '—');
+  }
+
+  /** Paid GMV (fen) of the trend buckets that started within the last `ms` of server time. */
   function sumRecent(ms) {
     const since = serverNow() - ms;
     let sum = 0;
-    for (const p of trend.values()) if (p.t_ms >= since) sum += p.gmv_fen;
+    for (const p of trend.values()) if (p.t_ms >= since) sum += p.paid_gmv_fen;
     return sum;
   }
 
@@ -498,27 +601,37 @@
 
   function makeSkuRow(sku) {
     const fill = h('span', { class: 'fill' });
+    const held = h('span', { class: 'fill held' });
     const r = {
       tr: h('tr', { 'data-sku': sku }),
       name: h('span', { class: 'sku-name' }),
       id: h('span', { class: 'sku-id' }),
+      payWithin: h('span', { class: 'pay-within', 'data-testid': 'sku-pay-timeout', hidden: '' }),
       price: h('td', { class: 'r num-cell' }),
       badge: h('span', { class: 'badge', 'data-testid': 'sku-state' }),
       fill,
+      held,
       stockText: h('span', { class: 'stock-text' }),
+      unpaid: h('span', { class: 'unpaid-note', 'data-testid': 'sku-unpaid', hidden: '' }),
+      unpaidN: h('span'),
+      unpaidSep: h('span', { class: 'sep' }),
+      unpaidBack: h('span'),
       sold: h('td', { class: 'r num-cell big', 'data-testid': 'sku-sold' }),
+      paid: h('td', { class: 'r num-cell big paid', 'data-testid': 'sku-paid' }),
       left: h('td', { class: 'r num-cell big', 'data-testid': 'sku-left' }),
       gmv: h('td', { class: 'r num-cell', 'data-testid': 'sku-gmv' }),
       limit: h('td', { class: 'r' }),
       eta: h('td', { class: 'eta', 'data-testid': 'sku-eta' }),
       state: null,
     };
+    // "12 待支付 · 过期将回库": two unbreakable halves, so a narrow column breaks between them.
+    r.unpaid.append(r.unpaidN, r.unpaidSep, r.unpaidBack);
     r.tr.append(
-      h('td', { class: 'product' }, r.name, r.id),
+      h('td', { class: 'product' }, r.name, r.id, r.payWithin),
       r.price,
       h('td', null, r.badge),
-      h('td', { class: 'stock-col' }, h('span', { class: 'stockbar' }, fill), r.stockText),
-      r.sold, r.left, r.gmv, r.limit, r.eta);
+      h('td', { class: 'stock-col' }, h('span', { class: 'stockbar' }, fill, held), r.stockText, r.unpaid),
+      r.sold, r.paid, r.left, r.gmv, r.limit, r.eta);
     return r;
   }
 
@@ -562,8 +675,27 @@
       r.fill.className = 'fill ' + (frac > 0.5 ? 'hi' : frac > 0.2 ? 'mid' : 'lo');
       setText(r.stockText, group(left) + ' / ' + group(total));
 
-      r.sold.dataset.value = String(k.sold || 0);
-      setText(r.sold, group(k.sold || 0));
+      // Units held by unpaid orders: drawn after `left` on the bar, as they come back to it
+      // if their orders expire or are cancelled.
+      const unpaid = numOrNull(k.unpaid) ?? 0;
+      r.held.style.width = (total > 0 ? Math.max(0, Math.min(1 - frac, unpaid / total)) * 100 : 0).toFixed(1) + '%';
+      r.unpaid.dataset.value = String(unpaid);
+      r.unpaid.hidden = !(unpaid > 0);
+      setText(r.unpaidN, t('sku_unpaid', { n: group(unpaid) }));
+      setText(r.unpaidSep, lang === 'zh' ? ' · ' : ' ');
+      setText(r.unpaidBack, t('sku_unpaid_back'));
+      const timeout = numOrNull(k.pay_timeout_s);
+      r.payWithin.dataset.value = timeout == null ? '' : String(timeout);
+      r.payWithin.hidden = !(timeout > 0);
+      setText(r.payWithin, timeout > 0 ? t('pay_within', { d: fmtTimeout(timeout) }) : '');
+
+      const sold = numOrNull(k.sold) ?? 0;
+      r.sold.dataset.value = String(sold);
+      setText(r.sold, group(sold));
+      // Before v2 every order was paid when placed: paid units are the units sold.
+      const paid = numOrNull(k.paid) ?? sold;
+      r.paid.dataset.value = String(paid);
+      setText(r.paid, group(paid));
       r.left.dataset.value = String(left);
       setText(r.left, group(left));
       setText(r.gmv, fmtFen(k.gmv_fen || 0));
@@ -599,8 +731,10 @@
   }
 
   /**
-   * Draws per-interval GMV (bars, left axis) and cumulative GMV (line, right axis)
-   * from `trend`, sorted by t_ms. Sets data-points on the container to the number of points.
+   * Draws from `trend`, sorted by t_ms: per-interval paid and placed GMV (bars, left axis; the
+   * paid bar drawn over the placed one) and their running totals (lines, right axis), paid in
+   * the bright colours, placed muted. Sets data-points on the container to the number of points.
+   * Series ids (for tests): paid-per-interval, placed-per-interval, paid-cum, placed-cum.
    */
   function renderChart() {
     const el = $('trend-chart');
@@ -615,35 +749,49 @@
       new ResizeObserver(() => chart && chart.resize()).observe(el);
     }
     let cum = 0;
+    let paidCum = 0;
     const bars = [];
+    const paidBars = [];
     const line = [];
+    const paidLine = [];
     for (const p of pts) {
       cum += p.gmv_fen;
+      paidCum += p.paid_gmv_fen;
       bars.push([p.t_ms, p.gmv_fen, p.orders]);
+      paidBars.push([p.t_ms, p.paid_gmv_fen]);
       line.push([p.t_ms, cum]);
+      paidLine.push([p.t_ms, paidCum]);
     }
     const lastT = pts.length ? pts[pts.length - 1].t_ms : serverNow();
     const firstT = pts.length ? pts[0].t_ms : lastT;
     const axisText = { color: '#8a97b8', fontSize: 14 };
     const split = { lineStyle: { color: 'rgba(138,151,184,0.12)' } };
+    const names = {
+      'paid-per-interval': t('series_paid_per_sec'), 'placed-per-interval': t('series_per_sec'),
+      'paid-cum': t('series_paid_cum'), 'placed-cum': t('series_cum'),
+    };
     chart.setOption({
       animation: false,
       backgroundColor: 'transparent',
       grid: { left: 8, right: 8, top: 36, bottom: 8, containLabel: true },
       legend: {
         top: 0, right: 0, textStyle: { color: '#c8d1ea', fontSize: 14 }, itemWidth: 18, itemHeight: 10,
-        data: [t('series_per_sec'), t('series_cum')],
+        data: [names['paid-per-interval'], names['placed-per-interval'], names['paid-cum'], names['placed-cum']],
       },
       tooltip: {
         trigger: 'axis',
         backgroundColor: 'rgba(12,18,32,0.95)', borderColor: '#2a3656', textStyle: { color: '#e8edf8' },
         formatter: (items) => {
-          const bar = items.find((x) => x.seriesIndex === 0);
-          const ln = items.find((x) => x.seriesIndex === 1);
-          const tm = fmtClock((bar || ln).data[0]);
-          const lines = [tm];
-          if (bar) lines.push(`${t('series_per_sec')}: ${fmtFen(bar.data[1])} (${bar.data[2]} ${t('tooltip_orders')})`);
-          if (ln) lines.push(`${t('series_cum')}: ${fmtFen(ln.data[1])}`);
+          const by = (id) => items.find((x) => x.seriesId === id);
+          const shown = items.find((x) => x.data);
+          if (!shown) return '';
+          const lines = [fmtClock(shown.data[0])];
+          for (const id of ['paid-per-interval', 'placed-per-interval', 'paid-cum', 'placed-cum']) {
+            const x = by(id);
+            if (!x) continue;
+            const orders = id === 'placed-per-interval' ? ` (${x.data[2]} ${t('tooltip_orders')})` : '';
+            lines.push(`${names[id]}: ${fmtFen(x.data[1])}${orders}`);
+          }
           return lines.map(escapeHtml).join('<br>');
         },
       },
@@ -661,15 +809,29 @@
       ],
       series: [
         {
-          name: t('series_per_sec'), type: 'bar', yAxisIndex: 0, data: bars, barMaxWidth: 18,
-          large: bars.length > 2000,
+          // Placed first, so the paid bar of the same second is drawn over it (barGap -100%).
+          id: 'placed-per-interval', name: names['placed-per-interval'], type: 'bar', yAxisIndex: 0,
+          data: bars, barMaxWidth: 18, large: bars.length > 2000,
+          itemStyle: { color: 'rgba(138,151,184,0.45)', borderRadius: [3, 3, 0, 0] },
+          encode: { x: 0, y: 1 },
+        },
+        {
+          id: 'paid-per-interval', name: names['paid-per-interval'], type: 'bar', yAxisIndex: 0,
+          data: paidBars, barMaxWidth: 18, barGap: '-100%', large: paidBars.length > 2000,
           itemStyle: { color: '#ff7a45', borderRadius: [3, 3, 0, 0] },
           encode: { x: 0, y: 1 },
         },
         {
-          name: t('series_cum'), type: 'line', yAxisIndex: 1, data: line, showSymbol: false, smooth: false,
-          sampling: 'lttb', step: false,
-          lineStyle: { color: '#ffd23f', width: 3 },
+          id: 'placed-cum', name: names['placed-cum'], type: 'line', yAxisIndex: 1, data: line,
+          showSymbol: false, smooth: false, sampling: 'lttb', step: false,
+          lineStyle: { color: '#c8d1ea', width: 2, type: 'dashed', opacity: 0.8 },
+          itemStyle: { color: '#c8d1ea' },
+          encode: { x: 0, y: 1 },
+        },
+        {
+          id: 'paid-cum', name: names['paid-cum'], type: 'line', yAxisIndex: 1, data: paidLine,
+          showSymbol: false, smooth: false, sampling: 'lttb', step: false,
+          lineStyle: { color: '#ffd23f', width: 4 },
           itemStyle: { color: '#ffd23f' },
           areaStyle: {
             color: new window.echarts.graphic.LinearGradient(0, 0, 0, 1, [
@@ -939,7 +1101,7 @@
       return;
     }
     $('dashboard').hidden = false;
-    gmv.el = $('gmv');
+    gmv.el = $('paid-gmv');
     setText($('room-name'), room);
     initControls();
     applyLang();

@@ -1,0 +1,379 @@
+//! `livehub --demo`: a demo room whose buyers are simulated inside the process, so a
+//! newcomer sees a live dashboard within seconds. Buys go through the same hub path (gate,
+//! journal, ack) as real ones; only the sockets are skipped.
+//!
+//! The stream: an audience that grows in waves, ordinary buys paid on placement, then the
+//! flash sale ("3, 2, 1, 上链接!"), whose rush sells it out in seconds. Its orders must be paid
+//! within [`Plan::pay_timeout_s`]: payments trickle in, some buyers cancel, some let the order
+//! expire, and the units that come back sell again to the buyers waiting for them
+//! (`buyer.rs` is one buyer's way). Now and then a paid order is refunded.
+//!
+//! Light and bounded, for a laptop next to the dashboard: about fifteen new buyers a tick at
+//! the rush and one or two otherwise, a sold-out buyer waits only while fewer than
+//! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
+//! within a few minutes (at once at the shutdown).
+
+mod buyer;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::hub::Hub;
+use crate::inventory::SkuDef;
+use crate::protocol::BuyMsg;
+use crate::rooms::room::Room;
+
+/// The demo room's id.
+pub const DEMO_ROOM: &str = "demo";
+/// The flash sale opens this long after start.
+pub const FLASH_OPENS_IN: Duration = Duration::from_secs(15);
+/// The flash sale's SKU: the one whose orders must be paid.
+pub const FLASH_SKU: &str = "FLASH";
+/// The flash sale's units.
+pub const FLASH_STOCK: u64 = 500;
+/// Seconds a flash-sale buyer has to pay. The other SKUs are paid on placement, so the
+/// dashboard shows both kinds.
+pub const FLASH_PAY_TIMEOUT_S: u64 = 60;
+/// How long the rush at the flash sale's opening lasts.
+const RUSH: Duration = Duration::from_secs(6);
+/// How often the audience changes and a batch of buyers taps "buy".
+const TICK: Duration = Duration::from_millis(50);
+
+const SHARERS: [&str; 8] = [
+    "mei",
+    "lao_wang",
+    "xiaoli",
+    "tea_fan",
+    "auntie_zhang",
+    "ah_qiang",
+    "dj_liu",
+    "coco",
+];
+
+/// The demo's knobs. [`Plan::default`] is the livestream `livehub --demo` shows; a test runs
+/// a quicker one.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The flash sale opens this long after start.
+    pub flash_opens_in: Duration,
+    /// The flash sale's units.
+    pub flash_stock: u64,
+    /// Seconds a flash-sale buyer has to pay (`pay_timeout_s`, 10 at least).
+    pub pay_timeout_s: u64,
+    /// How long buyers take to pay, cancel, look again or ask for a refund, as a multiple of
+    /// the life-like times in `buyer.rs`: 1.0 in the demo.
+    pub human_pace: f64,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            flash_opens_in: FLASH_OPENS_IN,
+            flash_stock: FLASH_STOCK,
+            pay_timeout_s: FLASH_PAY_TIMEOUT_S,
+            human_pace: 1.0,
+        }
+    }
+}
+
+/// What the demo's buyers share.
+struct Stage {
+    hub: Hub,
+    room: Arc<Room>,
+    plan: Plan,
+    /// Whether orders can move after placement: not in fleet mode, where every order is paid
+    /// on placement and the hub keeps no statuses.
+    moves: bool,
+    /// Woken when the flash sale's stock comes back (a cancel, an expiry, a refund with
+    /// restock): what a real buyer's app learns from a `stock` push.
+    restocked: Notify,
+    /// Sold-out buyers waiting for stock now.
+    waiting: AtomicUsize,
+    /// Tells this run's `req`s from an earlier run's, which the hub remembers.
+    run: i64,
+    /// The last `req` number given out.
+    reqs: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Stage {
+    /// A fresh `req` for a buy.
+    fn next_req(&self) -> String {
+        let n = self.reqs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("demo{}-{n}", self.run)
+    }
+}
+
+fn skus(now: i64, plan: &Plan, fleet: bool) -> Vec<(&'static str, SkuDef)> {
+    let def =
+        |name: &str, price_fen, stock, limit, opens: Option<i64>, closes: Option<i64>| SkuDef {
+            name: name.to_owned(),
+            price_fen,
+            stock,
+            limit_per_user: limit,
+            opens_at_ms: opens,
+            closes_at_ms: closes,
+            pay_timeout_s: None,
+        };
+    vec![
+        (
+            "CUP",
+            def("保温杯 Thermos cup", 9_900, 20_000, None, None, None),
+        ),
+        (
+            "TEA",
+            def("明前龙井 Longjing tea", 15_800, 8_000, Some(5), None, None),
+        ),
+        (
+            "RICE",
+            def("五常大米 Wuchang rice 5kg", 6_990, 30_000, None, None, None),
+        ),
+        (
+            FLASH_SKU,
+            SkuDef {
+                // Fleet mode takes no orders that must be paid: there, the flash sale's
+                // orders are paid on placement too.
+                pay_timeout_s: (!fleet).then_some(plan.pay_timeout_s),
+                ..def(
+                    "秒杀·蓝牙耳机 Flash: earbuds",
+                    9_900,
+                    plan.flash_stock,
+                    Some(1),
+                    Some(now + plan.flash_opens_in.as_millis() as i64),
+                    Some(now + plan.flash_opens_in.as_millis() as i64 + 20 * 60_000),
+                )
+            },
+        ),
+    ]
+}
+
+/// Sets up the demo room (again, on a restart) and simulates its audience until `shutdown`.
+pub async fn run(hub: Hub, shutdown: CancellationToken) {
+    run_with(hub, Plan::default(), shutdown).await
+}
+
+/// [`run`] with the knobs of `plan`.
+pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
+    if let Err(e) = setup(&hub, &plan).await {
+        tracing::error!(error = %e, "demo setup failed");
+        return;
+    }
+    let (Some(room), Some(flash)) = (
+        hub.room(DEMO_ROOM),
+        hub.room(DEMO_ROOM).and_then(|r| r.skus.get(FLASH_SKU)),
+    ) else {
+        return;
+    };
+    let stage = Arc::new(Stage {
+        moves: hub.fleet().is_none(),
+        hub,
+        room,
+        plan,
+        restocked: Notify::new(),
+        waiting: AtomicUsize::new(0),
+        run: now_ms(),
+        reqs: AtomicU64::new(0),
+        shutdown,
+    });
+    let room = &stage.room;
+    let flash_opens = stage.plan.flash_opens_in.as_secs_f64();
+    let started = Instant::now();
+    let mut viewers: Vec<crate::inventory::UserRef> = Vec::new();
+    let mut next_user = 0u64;
+    let mut announced = false;
+    let mut flash_left = flash.left();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = stage.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let t = started.elapsed().as_secs_f64();
+        let flash_open = t >= flash_opens;
+        if flash_open && !announced {
+            announced = true;
+            tracing::info!(
+                room = DEMO_ROOM,
+                sku = FLASH_SKU,
+                "3, 2, 1, 上链接! the flash sale is open"
+            );
+        }
+        // Units came back (a cancel, an expiry, a refund with restock): the waiting buyers
+        // hear of it, as a `stock` push would tell them.
+        let left = flash.left();
+        if left > flash_left {
+            stage.restocked.notify_waiters();
+        }
+        flash_left = left;
+        // Audience: grows to ~3,000 with a slow wave, a few leave every tick.
+        let target =
+            (600.0 + 2400.0 * (1.0 - (-t / 60.0).exp()) * (1.0 + 0.15 * (t / 17.0).sin())) as usize;
+        let mut rng = rand::rng();
+        while viewers.len() < target {
+            next_user += 1;
+            let u = room.users.intern(&format!("viewer{next_user}"));
+            room.live.viewer_joined(&u.id);
+            viewers.push(u);
+        }
+        for _ in 0..rng.random_range(0..=3) {
+            if viewers.len() > 10 {
+                let i = rng.random_range(0..viewers.len());
+                viewers.swap_remove(i);
+                room.live.viewer_left();
+            }
+        }
+        // Buys per tick: a varying base rate, and a rush when the flash sale opens.
+        let rush = if flash_open && t < flash_opens + RUSH.as_secs_f64() {
+            12.0
+        } else {
+            0.0
+        };
+        let rate = 1.2 + 0.9 * (t / 9.0).sin() + rush;
+        let n = rate.max(0.0) as usize + usize::from(rng.random_bool(rate.fract().clamp(0.0, 1.0)));
+        for _ in 0..n {
+            if viewers.is_empty() {
+                break;
+            }
+            let user = viewers[rng.random_range(0..viewers.len())].clone();
+            let sku = if rush > 0.0 || (flash_open && rng.random_bool(0.2)) {
+                FLASH_SKU
+            } else {
+                ["CUP", "TEA", "RICE"][rng.random_range(0..3)]
+            };
+            let msg = BuyMsg {
+                req: stage.next_req(),
+                sku: sku.to_owned(),
+                // The flash sale's limit is one a buyer, and its buyers' apps know it.
+                qty: if sku == FLASH_SKU || rng.random_bool(0.8) {
+                    1
+                } else {
+                    rng.random_range(2..=3)
+                },
+                referrer: rng
+                    .random_bool(0.35)
+                    .then(|| SHARERS[rng.random_range(0..SHARERS.len())].to_owned()),
+            };
+            stage
+                .hub
+                .tasks()
+                .spawn(buyer::shop(stage.clone(), user, msg));
+        }
+    }
+}
+
+async fn setup(hub: &Hub, plan: &Plan) -> anyhow::Result<()> {
+    hub.put_room(DEMO_ROOM, "演示直播间 Demo livestream".to_owned())
+        .await?;
+    for (id, def) in skus(now_ms(), plan, hub.fleet().is_some()) {
+        let stock = def.stock;
+        let state = hub.put_sku(DEMO_ROOM, id, def).await?;
+        if state.left < stock / 2 {
+            hub.change_stock(DEMO_ROOM, id, (stock - state.left) as i64)
+                .await?;
+        }
+    }
+    tracing::info!(
+        room = DEMO_ROOM,
+        opens_in_s = plan.flash_opens_in.as_secs(),
+        pay_timeout_s = plan.pay_timeout_s,
+        "demo room ready; the flash sale opens soon, its orders must be paid"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubOptions;
+    use crate::journal::JournalOptions;
+    use crate::protocol::OrderStatus;
+
+    /// How long the test waits for the demo's buyers at most.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    #[derive(Debug, Default)]
+    struct Seen {
+        flash_orders: u64,
+        paid: u64,
+        cancelled: u64,
+    }
+
+    fn seen(room: &Room) -> Seen {
+        let mut s = Seen::default();
+        room.orders.for_each_from(0, |o| {
+            if &*o.sku == FLASH_SKU {
+                s.flash_orders += 1;
+                match room.statuses.status(o) {
+                    OrderStatus::Paid => s.paid += 1,
+                    OrderStatus::Cancelled => s.cancelled += 1,
+                    _ => {}
+                }
+            }
+        });
+        s
+    }
+
+    /// A quick demo: the flash sale opens at once with few units, and buyers act a hundred
+    /// times faster than in life. Its buyers pay orders and cancel some, and the units a
+    /// cancel gives back sell again to the buyers who found the sale sold out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buyers_pay_cancel_and_buy_the_released_units_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut journal = JournalOptions::new(dir.path());
+        journal.fsync = false;
+        let token = CancellationToken::new();
+        let (hub, _) = Hub::open(HubOptions::new(journal), token.clone()).expect("hub opens");
+        hub.start_expiry().await;
+        let plan = Plan {
+            flash_opens_in: Duration::ZERO,
+            flash_stock: 100,
+            pay_timeout_s: 10,
+            human_pace: 0.01,
+        };
+        let demo = tokio::spawn(run_with(hub.clone(), plan, token.clone()));
+
+        let t0 = Instant::now();
+        loop {
+            let s = hub.room(DEMO_ROOM).map(|r| seen(&r)).unwrap_or_default();
+            if s.paid > 0 && s.cancelled > 0 && s.flash_orders > 100 {
+                break;
+            }
+            assert!(t0.elapsed() < WAIT, "not within {WAIT:?}: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token.cancel();
+        demo.await.expect("the demo stops");
+        hub.tasks().close();
+        tokio::time::timeout(WAIT, hub.tasks().wait())
+            .await
+            .expect("the demo's buyers stop at the shutdown");
+
+        let room = hub.room(DEMO_ROOM).expect("demo room");
+        let flash = room.skus.get(FLASH_SKU).expect("flash SKU");
+        let held: u64 = {
+            let mut held = 0;
+            room.orders.for_each_from(0, |o| {
+                let keeps = matches!(
+                    room.statuses.status(o),
+                    OrderStatus::Unpaid | OrderStatus::Paid
+                );
+                if &*o.sku == FLASH_SKU && keeps {
+                    held += o.qty;
+                }
+            });
+            held
+        };
+        assert!(
+            held + flash.left() <= flash.stock_total(),
+            "never oversold: {held} held, {} left of {}",
+            flash.left(),
+            flash.stock_total()
+        );
+    }
+}
