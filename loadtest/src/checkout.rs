@@ -258,7 +258,10 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
     // The buyers' tasks start now; the sale opens a moment later (`t_open`), and the plan's
     // times count from here, which is no later.
     let t_start = Instant::now();
-    let end = ctx.clamp(t_start + a.deadline, CHECK_RESERVE);
+    // The sale's end: --deadline after the open, or earlier when --max-seconds must leave
+    // time for the checks. Only a sale that runs into it is cut short.
+    let run_end = ctx.before_deadline(CHECK_RESERVE);
+    let end = (t_start + a.deadline).min(run_end);
     let late = a.late_payments;
     let plan = Arc::new(Plan {
         sku: a.sku.clone(),
@@ -390,13 +393,21 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
         )],
     };
     let cut = shared.cut.load(Ordering::Relaxed);
+    let by_max = run_end < t_start + a.deadline;
+    if cut && by_max {
+        ctx.cut_short.store(true, Ordering::Relaxed);
+    }
     checks.push(crate::invariants::Check::new(
         "sale_within_deadline",
         !cut,
         if cut {
             format!(
-                "the sale ran into --deadline ({} s) before every buyer was done",
-                a.deadline.as_secs_f64()
+                "the sale ran into {} before every buyer was done",
+                if by_max {
+                    "the time --max-seconds leaves before the checks".to_owned()
+                } else {
+                    format!("--deadline ({} s)", a.deadline.as_secs_f64())
+                }
             )
         } else {
             format!("every buyer done {sale_s:.1} s after the open")
