@@ -338,6 +338,11 @@ pub struct PaymentsArgs {
     pub price_fen: u64,
     #[arg(long, default_value = "N1")]
     pub sku: String,
+    /// Also send the same notices, from as many connections, to an in-process HTTP server that
+    /// answers each 200 at once (no signature check, no journal): the ceiling this client and
+    /// machine allow, and livehub's ratio to it.
+    #[arg(long)]
+    pub against_echo: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -21,6 +21,7 @@ mod net;
 mod output;
 mod paid_checks;
 mod pay;
+mod pay_echo;
 mod payments;
 mod ramp;
 mod record;

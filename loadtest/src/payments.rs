@@ -134,6 +134,71 @@ async fn place(
     out
 }
 
+/// Sends one notice per placed order from `connections` concurrent senders, each its next as
+/// soon as the last is answered, until all are sent or `end`; returns the log and the span
+/// from the first send to the last answer. Payment ids are `<req>-<tag><i>`.
+async fn notify_all(
+    ctx: &Arc<Ctx>,
+    payer: &Payer,
+    placed: &Arc<Vec<Placed>>,
+    connections: usize,
+    end: Instant,
+    rec: &Arc<Recorder>,
+    tag: &'static str,
+) -> (Vec<PaymentLog>, (Instant, Instant)) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let log = Arc::new(Mutex::new(Vec::with_capacity(placed.len())));
+    let t0 = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (payer, placed, next, log, rec, ctx) = (
+            payer.clone(),
+            placed.clone(),
+            next.clone(),
+            log.clone(),
+            rec.clone(),
+            ctx.clone(),
+        );
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= placed.len() {
+                    break;
+                }
+                if Instant::now() >= end {
+                    ctx.cut_short.store(true, Ordering::Relaxed);
+                    break;
+                }
+                let p = &placed[i];
+                let id = format!("{}-{tag}{i}", p.req);
+                let ans = payer.notify(&p.order, &id, p.amount_fen).await;
+                let outcome = if ans.is_paid() {
+                    Outcome::Ok
+                } else if ans.http == 0 {
+                    Outcome::Rejected("no_answer")
+                } else {
+                    Outcome::Rejected(&ans.code)
+                };
+                rec.record(Instant::now(), ans.latency_us, outcome);
+                ctx.pb.inc(1);
+                mine.push(PaymentLog {
+                    order: p.order.clone(),
+                    payment_id: id,
+                    amount_fen: p.amount_fen,
+                    kind: PayKind::OnTime,
+                    answer: ans,
+                });
+            }
+            log.lock().unwrap().extend(mine);
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let span = (t0, Instant::now());
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    (log, span)
+}
+
 pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     let secret = ctx
         .common
@@ -212,62 +277,14 @@ pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     ctx.add_recorder(&notices);
     let payer = Payer::new(&target.http_base, &secret, &ctx.room, a.connections)?;
     let placed = Arc::new(placed);
-    let next = Arc::new(AtomicUsize::new(0));
-    let log = Arc::new(Mutex::new(Vec::with_capacity(placed.len())));
     ctx.pb.set_length(placed.len() as u64);
     ctx.pb.set_position(0);
     ctx.pb.set_message("notices");
     ctx.hiccups.phase();
-    let t_pay = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..a.connections {
-        let (payer, placed, next, log, rec, ctx) = (
-            payer.clone(),
-            placed.clone(),
-            next.clone(),
-            log.clone(),
-            notices.clone(),
-            ctx.clone(),
-        );
-        workers.spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= placed.len() {
-                    break;
-                }
-                if Instant::now() >= end {
-                    ctx.cut_short.store(true, Ordering::Relaxed);
-                    break;
-                }
-                let p = &placed[i];
-                let id = format!("{}-q{i}", p.req);
-                let ans = payer.notify(&p.order, &id, p.amount_fen).await;
-                let outcome = if ans.is_paid() {
-                    Outcome::Ok
-                } else if ans.http == 0 {
-                    Outcome::Rejected("no_answer")
-                } else {
-                    Outcome::Rejected(&ans.code)
-                };
-                rec.record(Instant::now(), ans.latency_us, outcome);
-                ctx.pb.inc(1);
-                mine.push(PaymentLog {
-                    order: p.order.clone(),
-                    payment_id: id,
-                    amount_fen: p.amount_fen,
-                    kind: PayKind::OnTime,
-                    answer: ans,
-                });
-            }
-            log.lock().unwrap().extend(mine);
-        });
-    }
-    while workers.join_next().await.is_some() {}
-    let pay_span = (t_pay, Instant::now());
+    let (log, pay_span) =
+        notify_all(&ctx, &payer, &placed, a.connections, end, &notices, "q").await;
     let pay_hiccups = ctx.hiccups.phase();
     let nf = notices.finish(Instant::now());
-    let log = std::mem::take(&mut *log.lock().unwrap());
 
     // 3. The checks.
     ctx.pb.set_message("checking");
@@ -334,17 +351,47 @@ pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     nj["meets_floor"] = json!(durable >= FLOOR_PER_S);
     nj["hiccups"] = pay_hiccups;
     results.insert("notices".into(), nj);
+    let mut recs = vec![bf, nf];
+    if a.against_echo {
+        ctx.pb.set_message("the same notices to the echo");
+        let addr = crate::pay_echo::spawn_in_process()?;
+        let echo = Recorder::new("echo notices", ctx.started, Duration::from_millis(100));
+        ctx.add_recorder(&echo);
+        let payer = Payer::new(&format!("http://{addr}"), &secret, &ctx.room, a.connections)?;
+        ctx.pb.set_position(0);
+        let (elog, espan) = notify_all(
+            &ctx,
+            &payer,
+            &placed,
+            a.connections,
+            ctx.before_deadline(CHECK_RESERVE / 2),
+            &echo,
+            "e",
+        )
+        .await;
+        let ef = echo.finish(Instant::now());
+        let eok = elog.iter().filter(|p| p.answer.is_paid()).count();
+        let eper = eok as f64 / espan.1.duration_since(espan.0).as_secs_f64().max(1e-9);
+        let mut ej = crate::checkout::payments_json(&elog, &ef, Some(espan));
+        ej["address"] = json!(addr.to_string());
+        results.insert("echo".into(), ej);
+        let ratio = |x: f64, y: f64| (y > 0.0).then(|| ((x / y) * 100.0).round() / 100.0);
+        results.insert(
+            "livehub_vs_echo".into(),
+            json!({
+                "throughput_ratio": ratio(durable, eper),
+                "p50_latency_ratio": ratio(recs[1].p(0.5), ef.p(0.5)),
+                "p99_latency_ratio": ratio(recs[1].p(0.99), ef.p(0.99)),
+                "note": "livehub figure / echo figure: the same notices from the same connections to a server that answers 200 at once",
+            }),
+        );
+        recs.push(ef);
+    }
     let params = json!({
-        "orders": a.orders, "connections": a.connections, "buy_connections": a.buy_connections,
+        "orders": a.orders, "connections": a.connections, "against_echo": a.against_echo, "buy_connections": a.buy_connections,
         "in_flight": a.in_flight, "pay_timeout_s": a.pay_timeout_s, "price_fen": a.price_fen, "sku": a.sku,
     });
     Ok(scenario::finish(
-        &ctx,
-        "payments",
-        params,
-        results,
-        checks,
-        vec![bf, nf],
-        &target,
+        &ctx, "payments", params, results, checks, recs, &target,
     ))
 }
