@@ -26,7 +26,8 @@ use crate::scenario;
 /// How long nothing may be in flight or unsettled before sold-out buyers stop waiting: longer
 /// than a `stock` push's delay (at most 10 a second), so units just given back are seen.
 const QUIET: Duration = Duration::from_secs(1);
-/// How long sockets stay open after the last buyer is done, for the last `order` pushes.
+/// How long sockets stay open after the last buyer is done (and the last order it did not see
+/// end is past its time), for the last `order` pushes.
 const LINGER: Duration = Duration::from_secs(1);
 /// Time kept after the sale for the checks.
 const CHECK_RESERVE: Duration = Duration::from_secs(20);
@@ -105,7 +106,16 @@ async fn coordinate(
             let _ = stop_tx.send(true);
         }
         if shared.done.load(Ordering::Relaxed) >= buyers {
-            tokio::time::sleep_until((now + LINGER).min(end).into()).await;
+            // Orders whose end no buyer saw (a notice refused, a buy unanswered) end by their
+            // time: keep the sockets open for their pushes until then.
+            let by = shared.settle_by_ms.load(Ordering::Relaxed);
+            let wait_ms = if by > 0 {
+                (by + paid_checks::EXPIRY_WINDOW_MS + 500 - crate::net::now_ms()).max(0)
+            } else {
+                0
+            };
+            let until = now + Duration::from_millis(wait_ms as u64) + LINGER;
+            tokio::time::sleep_until(until.min(end).into()).await;
             break;
         }
     }
@@ -266,6 +276,7 @@ pub async fn checkout(ctx: Arc<Ctx>, a: CheckoutArgs) -> anyhow::Result<i32> {
     let plan = Arc::new(Plan {
         sku: a.sku.clone(),
         price_fen: a.price_fen,
+        pay_timeout: Duration::from_secs(a.pay_timeout_s),
         pay_share: a.pay_share,
         cancel_share: a.cancel_share,
         delay_min: a.delay_min,

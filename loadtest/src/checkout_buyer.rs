@@ -31,6 +31,7 @@ pub const EXPIRY_WAIT: Duration = Duration::from_secs(3);
 pub struct Plan {
     pub sku: String,
     pub price_fen: u64,
+    pub pay_timeout: Duration,
     pub pay_share: f64,
     pub cancel_share: f64,
     pub delay_min: Duration,
@@ -134,6 +135,9 @@ pub struct Shared {
     pub rebuys: AtomicU64,
     /// Some buyer's wait or move was cut off by the plan's end.
     pub cut: AtomicBool,
+    /// Unix ms by which every order whose end its buyer did not see must have ended (its
+    /// `pay_by_ms`, or a buy without an answer's time plus the pay timeout); 0 for none.
+    pub settle_by_ms: AtomicI64,
     taken_after_expiry: AtomicU64,
     taken_after_cancel: AtomicU64,
     taken_duplicate: AtomicU64,
@@ -449,6 +453,8 @@ impl Buyer {
         let bought = match answer {
             None => {
                 self.out.timed_out.push((self.user.to_string(), req));
+                let by = crate::net::now_ms() + self.plan.pay_timeout.as_millis() as i64;
+                self.shared.settle_by_ms.fetch_max(by, Ordering::Relaxed);
                 Bought::NoAnswer
             }
             Some((f, at)) => self.judge(*f, &req, t, at),
@@ -628,6 +634,7 @@ impl Buyer {
         if !seen_end {
             if let Some(pb) = placed.pay_by_ms {
                 self.out.unsettled_pay_by_ms.push(pb);
+                self.shared.settle_by_ms.fetch_max(pb, Ordering::Relaxed);
             }
         }
         self.out.placed.push((placed, attempt));

@@ -472,6 +472,19 @@ pub fn check(stock: &HashMap<String, u64>, c: &ClientLog, s: &ServerView) -> Vec
             ));
         }
     }
+    let bad_sig = c
+        .payments
+        .iter()
+        .filter(|p| p.answer.http == 401 && p.answer.code == "bad_signature")
+        .count();
+    if bad_sig > 0 {
+        problems.insert(
+            0,
+            format!(
+                "{bad_sig} notices answered 401 bad_signature: is --payment-secret the server's?"
+            ),
+        );
+    }
     out.push(verdict("payments_as_answered", problems, || {
         format!(
             "{} notices, each answered as its kind calls for and kept so in the export ({late_by_load} meant in time came after pay_by_ms)",
