@@ -60,9 +60,13 @@ pub struct PaymentFor<'a> {
     pub payment: Payment,
 }
 
-/// An order id of this hub (`O42`) as its number.
+/// An order id of this hub (`O42`) as its number. Only the id itself: `parse` alone would
+/// also take `O042` and `O+42`, which name no order.
 fn order_number(id: &str) -> Option<u64> {
-    id.strip_prefix('O')?.parse().ok()
+    let digits = id.strip_prefix('O')?;
+    let canonical =
+        digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+    digits.parse().ok().filter(|_| canonical)
 }
 
 impl Hub {
@@ -242,6 +246,30 @@ impl Hub {
                     ..Ack::rejected(req, code, None, None)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_number;
+
+    #[test]
+    fn only_an_order_id_itself_names_its_order() {
+        assert_eq!(order_number("O42"), Some(42));
+        assert_eq!(order_number("O0"), Some(0));
+        for other in [
+            "O042",
+            "O+42",
+            "O00",
+            "O",
+            "o42",
+            "42",
+            "O-1",
+            "O4 2",
+            "O18446744073709551616",
+        ] {
+            assert_eq!(order_number(other), None, "{other}");
         }
     }
 }
