@@ -1,5 +1,6 @@
-//! Who may do what: admin and viewer bearer tokens (compared in constant time) and buyers'
-//! JWTs (HS256 only, `exp` and `sub` required, `exp` and `nbf` checked with a small leeway).
+//! Who may do what: admin and viewer bearer tokens (compared in constant time), buyers'
+//! JWTs (HS256 only, `exp` and `sub` required, `exp` and `nbf` checked with a small leeway),
+//! and payment notices signed with the payment secret ([`crate::payments`]).
 //!
 //! No token, secret or JWT is ever written to a log: errors name what was wrong, never the
 //! value, and [`Auth`]'s `Debug` leaves them out.
@@ -65,7 +66,7 @@ pub enum TokenConfigError {
     SameAdminAndViewer,
 }
 
-/// The tokens and secret this hub checks against.
+/// The tokens and secrets this hub checks against.
 #[derive(Clone)]
 pub struct Auth {
     admin: Arc<[u8]>,
@@ -73,6 +74,8 @@ pub struct Auth {
     buyer_key: Option<Arc<DecodingKey>>,
     validation: Arc<Validation>,
     open_buyers: bool,
+    /// The HMAC key of payment notices; `None`: every notice is refused.
+    payment_key: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -121,7 +124,38 @@ impl Auth {
             buyer_key: buyer_secret.map(|s| Arc::new(DecodingKey::from_secret(s.as_bytes()))),
             validation: Arc::new(validation),
             open_buyers,
+            payment_key: None,
         })
+    }
+
+    /// Adds the payment secret that payment notices are signed with (its UTF-8 bytes are the
+    /// HMAC key). Without one, [`Auth::verify_payment`] refuses every notice.
+    pub fn with_payment_secret(mut self, secret: &str) -> Result<Self, TokenConfigError> {
+        if secret.is_empty() {
+            return Err(TokenConfigError::Empty("payment secret"));
+        }
+        self.payment_key = Some(Arc::from(secret.as_bytes()));
+        Ok(self)
+    }
+
+    /// Checks a payment notice's `X-Livehub-Timestamp` and `X-Livehub-Signature` headers
+    /// (`None` when absent) and its raw `body` against the payment secret and the hub's clock
+    /// `now_ms` ([`crate::payments::verify`]). With no payment secret it is always
+    /// `bad_signature`.
+    pub fn verify_payment(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), crate::payments::NoticeError> {
+        let key = self
+            .payment_key
+            .as_ref()
+            .ok_or(crate::payments::NoticeError::BadSignature(
+                "this hub has no payment secret",
+            ))?;
+        crate::payments::verify(key, timestamp, signature, body, now_ms)
     }
 
     /// What `token` grants, if anything. Both tokens are compared in constant time, whatever
@@ -270,6 +304,38 @@ mod tests {
             TokenConfigError::Empty("buyer secret")
         );
         assert!(Auth::new("a", "v", None, false).is_ok());
+        assert_eq!(
+            Auth::new("a", "v", None, false)
+                .unwrap()
+                .with_payment_secret("")
+                .unwrap_err(),
+            TokenConfigError::Empty("payment secret")
+        );
+    }
+
+    #[test]
+    fn payment_notices_verify_with_the_payment_secret_only() {
+        use crate::payments::{sign, NoticeError};
+        let body = br#"{"order":"O1","room":"r1","payment_id":"p1","amount_fen":1,"paid_at_ms":0}"#;
+        let now = 1_700_000_000_000;
+        let ts = now.to_string();
+        let good = sign(b"pay-secret", now, body);
+        let a = Auth::new("adm", "view", Some("buyer"), false).unwrap();
+        // No payment secret: nothing verifies.
+        assert!(matches!(
+            a.verify_payment(Some(&ts), Some(&good), body, now),
+            Err(NoticeError::BadSignature(_))
+        ));
+        let a = a.with_payment_secret("pay-secret").unwrap();
+        assert_eq!(a.verify_payment(Some(&ts), Some(&good), body, now), Ok(()));
+        // The other secrets are not the payment secret.
+        for other in [&b"adm"[..], b"view", b"buyer"] {
+            let sig = sign(other, now, body);
+            assert!(matches!(
+                a.verify_payment(Some(&ts), Some(&sig), body, now),
+                Err(NoticeError::BadSignature(_))
+            ));
+        }
     }
 
     #[test]
@@ -418,9 +484,16 @@ mod tests {
             Some("buyer-secret-3"),
             false,
         )
+        .unwrap()
+        .with_payment_secret("pay-secret-4")
         .unwrap();
         let shown = format!("{a:?}");
-        for secret in ["adm-secret-1", "view-secret-2", "buyer-secret-3"] {
+        for secret in [
+            "adm-secret-1",
+            "view-secret-2",
+            "buyer-secret-3",
+            "pay-secret-4",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }

@@ -8,6 +8,7 @@
 //! | `--admin-token` | `LIVEHUB_ADMIN_TOKEN` | generated into `DATA_DIR/admin.token` |
 //! | `--viewer-token` | `LIVEHUB_VIEWER_TOKEN` | generated into `DATA_DIR/viewer.token` |
 //! | `--buyer-secret` | `LIVEHUB_BUYER_SECRET` | generated into `DATA_DIR/buyer.secret` |
+//! | `--payment-secret` | `LIVEHUB_PAYMENT_SECRET` | generated into `DATA_DIR/payment.secret` |
 //! | `--open-buyers` | `LIVEHUB_OPEN_BUYERS` | off |
 //! | `--demo` | `LIVEHUB_DEMO` | off |
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
@@ -127,6 +128,10 @@ pub struct Config {
     /// HS256 secret that signs buyers' JWTs. Generated when not given.
     #[arg(long, env = "LIVEHUB_BUYER_SECRET", hide_env_values = true)]
     pub buyer_secret: Option<String>,
+    /// HMAC-SHA256 secret that signs payment notices (POST /api/payments). Generated when not
+    /// given.
+    #[arg(long, env = "LIVEHUB_PAYMENT_SECRET", hide_env_values = true)]
+    pub payment_secret: Option<String>,
     /// Accept `?user=` instead of a JWT on /ws/buy (demos and quick tests only).
     #[arg(long, env = "LIVEHUB_OPEN_BUYERS", value_parser = BoolishValueParser::new())]
     pub open_buyers: bool,

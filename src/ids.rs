@@ -32,14 +32,17 @@ pub fn check(id: &str) -> Result<(), IdError> {
     if id.len() > MAX_ID_LEN {
         return Err(IdError::TooLong);
     }
-    if id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-    {
+    if id.bytes().all(is_id_byte) {
         Ok(())
     } else {
         Err(IdError::BadChar)
     }
+}
+
+/// Whether `b` is one of the grammar's characters, `A-Z a-z 0-9 _ - . :`; for fields that take
+/// the same characters with another length bound (a payment's `payment_id`).
+pub fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')
 }
 
 /// Checks an id and words the error with the field's name, e.g. `sku has a character ...`.

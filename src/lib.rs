@@ -14,9 +14,12 @@
 //!   socket upgrades, one JSON error type
 //! - [`protocol`]: serde types of every buyer frame, SKU states and rejection codes
 //! - [`ids`]: the id grammar every edge checks
+//! - [`json_body`]: JSON request bodies, one object, errors that name the field
 //! - [`auth`]: admin/viewer bearer tokens and buyers' HS256 JWTs
+//! - [`payments`]: payment notices: their HMAC signature and their body
 //! - [`buyer`]: one task per buyer socket, and the sale and stock pushes to buyers
-//! - [`hub`]: the state every connection shares, and the buy path
+//! - [`hub`]: the state every connection shares, the buy path, and after it: payments,
+//!   cancels, refunds and the expiry of unpaid orders
 //! - [`inventory`]: the gate: CAS stock, per-user limits, sale windows
 //! - [`journal`]: the record of truth: records, group commit, recovery, journal snapshots
 //! - [`rooms`]: the registry of rooms, a room's parts, and how journal records change them
@@ -45,6 +48,8 @@ pub mod hub;
 pub mod ids;
 pub mod inventory;
 pub mod journal;
+pub mod json_body;
+pub mod payments;
 pub mod protocol;
 pub mod rooms;
 pub mod seating;

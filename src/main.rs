@@ -90,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
     let (admin_token, admin_new) =
         secret_or_generate(&cfg.admin_token, &cfg.data_dir, "admin.token")?;
     let (viewer_token, _) = secret_or_generate(&cfg.viewer_token, &cfg.data_dir, "viewer.token")?;
+    let (payment_secret, _) =
+        secret_or_generate(&cfg.payment_secret, &cfg.data_dir, "payment.secret")?;
     if admin_new {
         println!(
             "admin token (generated, stored in {}): {admin_token}",
@@ -126,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             Some(&buyer_secret),
             cfg.open_buyers,
         )
+        .and_then(|auth| auth.with_payment_secret(&payment_secret))
         .context("refusing to start")?,
         buyer_limits: BuyerLimits {
             frames_per_s: cfg.buyer_rate,

@@ -365,3 +365,144 @@ async fn the_contract_limits_of_pay_timeout() {
     let v = s.create_sku("r", "B", 1, 1, None).await;
     assert_eq!(v["pay_timeout_s"], Value::Null);
 }
+
+/// Payment notices: every answer of docs/protocol.md §8, and bad notices change nothing.
+#[tokio::test]
+async fn payment_notices_pay_once_and_keep_late_payments() {
+    let s = TestServer::start().await;
+    s.create_room("r").await;
+    s.create_room("other").await;
+    s.create_sku_to_pay("r", "A", 990, 5, None, 60).await;
+    let mut u = s.buyer("r", "u1").await;
+    let mut orders = Vec::new();
+    for n in 0..4 {
+        let a = u.buy(&format!("q{n}"), "A", 1).await;
+        assert_eq!(a["status"], "unpaid", "{a}");
+        orders.push(a["order"].as_str().unwrap().to_owned());
+    }
+    let (o0, o1, o2, o3) = (&orders[0], &orders[1], &orders[2], &orders[3]);
+
+    // Bad notices: each refused with its code, nothing changes.
+    let body =
+        json!({"order": o0, "room": "r", "payment_id": "p0", "amount_fen": 990, "paid_at_ms": 1})
+            .to_string();
+    let now = now_ms();
+    let (code, v) = s.notice(body.as_bytes(), now, "wrong-secret").await;
+    assert_eq!((code, v["error"].clone()), (401, json!("bad_signature")));
+    let (code, v) = s
+        .notice(body.as_bytes(), now - 301_000, support::PAYMENT_SECRET)
+        .await;
+    assert_eq!((code, v["error"].clone()), (401, json!("stale_timestamp")));
+    let (code, v) = s.notice(b"{not json", now, support::PAYMENT_SECRET).await;
+    assert_eq!((code, v["error"].clone()), (400, json!("bad_request")));
+    let (code, _) = s
+        .notice(&vec![b' '; 70 * 1024], now, support::PAYMENT_SECRET)
+        .await;
+    assert_eq!(code, 413, "a body over the limit");
+    let unsigned = s
+        .http
+        .post(s.url("/api/payments"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let (code, v) = s.pay("r", "O999999", "p0", 990).await;
+    assert_eq!((code, v["error"].clone()), (404, json!("unknown_order")));
+    let (code, v) = s.pay("other", o0, "p0", 990).await;
+    assert_eq!(
+        (code, v["error"].clone()),
+        (404, json!("unknown_order")),
+        "another room's order"
+    );
+    let (code, v) = s.pay("r", o0, "p0", 991).await;
+    assert_eq!((code, v["error"].clone()), (409, json!("amount_mismatch")));
+    assert_eq!(
+        s.export("r").await[0]["status"],
+        "unpaid",
+        "nothing changed"
+    );
+
+    // Paid once; a repeat of the same payment is the same answer; its owner hears it.
+    let (code, v) = s.pay("r", o0, "p0", 990).await;
+    assert_eq!(
+        (code, v.clone()),
+        (200, json!({"order": o0, "status": "paid"}))
+    );
+    let (code, v) = s.pay("r", o0, "p0", 990).await;
+    assert_eq!(
+        (code, v["status"].clone()),
+        (200, json!("paid")),
+        "idempotent"
+    );
+    let pushed = u
+        .push_where(|v| v["op"] == "order" && v["order"] == o0.as_str())
+        .await;
+    assert_eq!(pushed["status"], "paid");
+    let (code, v) = s.pay("r", o1, "p0", 990).await;
+    assert_eq!(
+        (code, v["error"].clone()),
+        (409, json!("payment_id_reused"))
+    );
+
+    // Late payments: kept on the order, counted once each.
+    let (code, v) = s.pay("r", o0, "p0b", 990).await;
+    assert_eq!((code, v["error"].clone()), (409, json!("already_paid")));
+    let c = cancel(&mut u, "c1", o1).await;
+    assert_eq!(c["ok"], true);
+    let (code, v) = s.pay("r", o1, "p1", 990).await;
+    assert_eq!((code, v["error"].clone()), (409, json!("order_cancelled")));
+    let (code, _) = s.pay("r", o1, "p1", 990).await;
+    assert_eq!(code, 409, "a repeat of a late payment answers the same");
+    s.admin("POST", &format!("/api/rooms/r/orders/{o0}/refund"), None)
+        .await;
+    let (code, v) = s.pay("r", o0, "p0c", 990).await;
+    assert_eq!(
+        (code, v["error"].clone()),
+        (409, json!("already_paid")),
+        "refunded: already paid"
+    );
+
+    // Two notices for one order at once: exactly one pays it.
+    let (a, b) = tokio::join!(s.pay("r", o2, "p2a", 990), s.pay("r", o2, "p2b", 990));
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [200, 409], "{a:?} {b:?}");
+
+    let export = s.export("r").await;
+    let line = |o: &str| export.iter().find(|l| l["order"] == o).unwrap().clone();
+    let l0 = line(o0);
+    assert_eq!(
+        (l0["status"].clone(), l0["payment_id"].clone()),
+        (json!("refunded"), json!("p0"))
+    );
+    let late: Vec<&str> = l0["late_payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["payment_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(late, ["p0b", "p0c"]);
+    assert_eq!(line(o1)["late_payments"][0]["payment_id"], "p1");
+    assert_eq!(line(o2)["status"], "paid");
+    assert_eq!(line(o3)["status"], "unpaid");
+    let events = s.order_events("r").await;
+    let last = events.last().unwrap()["event"].as_u64().unwrap();
+    let mut stats = s.stats("r").await;
+    eventually(WAIT, "stats reach the last event", async || {
+        stats = s.stats("r").await;
+        stats["event"] == last
+    })
+    .await;
+    assert_eq!(stats["late_payments"], 4, "p0b, p1, p0c and one of p2a/p2b");
+    assert_eq!(stats["paid_gmv_fen"], 990, "o2 paid; o0 refunded");
+    assert_eq!(stats["unpaid_fen"], 990, "o3");
+    assert_eq!(stats["cancelled_fen"], 990);
+    assert_eq!(stats["refunded_fen"], 990);
+    assert_eq!(stats["paid_orders"], 1);
+    let paid_events = events
+        .iter()
+        .filter(|e| e["status"] == "paid" && e.get("late_payment").is_none())
+        .count();
+    assert_eq!(paid_events, 2, "o0 and o2 were each paid once");
+}

@@ -42,6 +42,12 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(plain["op"], "status");
                 }
                 ClientMsg::Ping {} => assert_eq!(plain["op"], "ping"),
+                ClientMsg::Cancel { req, order } => {
+                    assert!(ids::check(&req).is_ok(), "req {req:?}");
+                    assert!(ids::check(&order).is_ok(), "order {order:?}");
+                    assert_eq!(plain["op"], "cancel");
+                    assert_eq!(plain["order"], order.as_str());
+                }
             }
         }
         Err(e) => {

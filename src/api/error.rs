@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::catalog::CatalogError;
 use crate::hub::moves::MoveError;
+use crate::payments::NoticeError;
 
 /// A REST error: its status, and the body's `error` code and `detail`.
 #[derive(Debug)]
@@ -124,6 +125,16 @@ impl From<MoveError> for ApiError {
             MoveError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::coded(status, code, detail)
+    }
+}
+
+impl From<NoticeError> for ApiError {
+    fn from(e: NoticeError) -> Self {
+        ApiError {
+            status: e.status(),
+            code: e.code(),
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -133,24 +133,8 @@ where
     }
 }
 
-/// Reads a JSON body as `T`: exactly one JSON object (serde would also take an array of the
-/// fields in order, which no client means); the 400's detail names the field that is wrong
-/// (`invalid JSON body: price_fen: invalid type ...`).
+/// Reads a JSON body as `T` ([`crate::json_body::parse_object`]): exactly one JSON object;
+/// the 400's detail names the field that is wrong (`invalid JSON body: price_fen: ...`).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid JSON body: expected a JSON object",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("invalid JSON body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
-        }
-    })
+    crate::json_body::parse_object(bytes).map_err(ApiError::bad_request)
 }

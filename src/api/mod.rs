@@ -4,6 +4,7 @@
 //! - [`admin`]: handlers behind the admin token (rooms, SKUs, stock, sale windows, export,
 //!   change feed, cancels and refunds);
 //! - [`viewer`]: handlers behind the viewer token (rooms, stats, audit);
+//! - [`payments`]: payment notices, signed by the payment provider's adapter;
 //! - [`handshake`]: who a WebSocket upgrade is for, read from its query string;
 //! - [`sockets`]: the `/ws/buy` and `/ws/dashboard` upgrades;
 //! - [`state`]: what every handler shares; [`error`]: the one JSON error type.
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod handshake;
+pub mod payments;
 pub mod sockets;
 pub mod state;
 pub mod viewer;
@@ -33,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/ws/buy", get(sockets::buy))
         .route("/ws/dashboard", get(sockets::dashboard))
         .route("/api/rooms", get(viewer::list_rooms))
+        .route("/api/payments", post(payments::payment))
         .route("/api/rooms/{room}", put(admin::put_room))
         .route("/api/rooms/{room}/skus/{sku}", put(admin::put_sku))
         .route(

@@ -13,7 +13,8 @@ use crate::server::accept::ConnCounts;
 pub struct AppState {
     /// The hub the handlers act on.
     pub hub: Hub,
-    /// The tokens and secret requests are checked against.
+    /// The tokens and secrets requests are checked against: bearer tokens, buyer JWTs, and the
+    /// payment secret of payment notices ([`Auth::verify_payment`]).
     pub auth: Auth,
     /// Limits of each buyer socket.
     pub buyer_limits: BuyerLimits,

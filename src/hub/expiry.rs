@@ -17,6 +17,7 @@ use super::Hub;
 use crate::clock::now_ms;
 use crate::journal::Record;
 use crate::rooms::deadlines::Deadline;
+use crate::rooms::statuses::Expiry;
 
 /// Orders one `expired` record names at most: their numbers stay well under a record's
 /// largest payload.
@@ -63,8 +64,14 @@ impl Hub {
             let Some(room) = self.room(&d.room) else {
                 continue;
             };
-            if room.statuses.begin_expiry(d.order, now_ms) {
-                by_room.entry(d.room).or_default().push(d.order);
+            match room.statuses.begin_expiry(d.order, now_ms) {
+                Expiry::Begun => by_room.entry(d.room).or_default().push(d.order),
+                Expiry::Settled => {}
+                // A payment or cancel is on its way and may be refused: look again.
+                Expiry::Moving | Expiry::NotDue => self.rooms().deadlines.push(Deadline {
+                    at_ms: now_ms + RETRY_MS,
+                    ..d
+                }),
             }
         }
         let mut waiting = Vec::new();

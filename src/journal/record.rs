@@ -207,7 +207,7 @@ pub struct ExportStatus<'a> {
 /// Every change the hub makes durable, in the order it was made.
 ///
 /// This is the journal's record as the hub uses it; on disk each is written as a variant of
-/// [`Disk`], which also keeps the layouts of records written by older builds readable.
+/// `Disk`, which also keeps the layouts of records written by older builds readable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A room was created or its title changed.
@@ -501,7 +501,7 @@ impl Record {
     }
 
     /// Appends this record's frame to `buf`. Orders, nearly every record, are written by hand
-    /// in postcard's bytes (`put_order`); the rest by postcard, as [`Disk`].
+    /// in postcard's bytes (`put_order`); the rest by postcard, as `Disk`.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
         let start = buf.len();
         buf.extend_from_slice(&[0u8; HEADER_LEN]);

@@ -8,7 +8,7 @@
 //! A move is decided and made durable in two steps, so that two moves of one order never race
 //! (a payment against the expiry, a cancel against a payment): [`Statuses::begin`] decides
 //! under the entry's lock and marks the order as moving; the journal's apply
-//! ([`Statuses::apply`]) makes the move once it is durable and clears the mark, or
+//! (`Statuses::apply`) makes the move once it is durable and clears the mark, or
 //! [`Statuses::abort`] clears it when the journal refused it. A second move of a moving order
 //! waits for the first to settle, then is decided afresh.
 
@@ -93,6 +93,19 @@ pub enum Step<R> {
     Move(Move),
     /// Nothing to journal: answer `R`.
     Done(R),
+}
+
+/// What [`Statuses::begin_expiry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Marked as expiring: journal the expiry.
+    Begun,
+    /// Not unpaid any more (or no such order): nothing to do.
+    Settled,
+    /// Unpaid, but not due yet.
+    NotDue,
+    /// Unpaid and due, but another move is on its way: look again later.
+    Moving,
 }
 
 /// A room's order statuses.
@@ -196,18 +209,25 @@ impl Statuses {
         }
     }
 
-    /// Marks `number` as expiring, if it is unpaid, not moving, and due by `now_ms`; returns
-    /// whether it did. The expiry timer's own [`Statuses::begin`], which never waits.
-    pub fn begin_expiry(&self, number: u64, now_ms: i64) -> bool {
+    /// Marks `number` as expiring if it is unpaid, not moving, and due by `now_ms`. The
+    /// expiry timer's own [`Statuses::begin`], which never waits: an order that is moving
+    /// (a payment or a cancel on its way) is [`Expiry::Moving`], for the timer to look at
+    /// again, since that move may yet be refused.
+    pub fn begin_expiry(&self, number: u64, now_ms: i64) -> Expiry {
         let Some(mut s) = self.by_number.get_mut(&number) else {
-            return false;
+            return Expiry::Settled;
         };
-        let due = s.order.pay_by_ms.is_some_and(|t| t <= now_ms);
-        if s.status != OrderStatus::Unpaid || s.moving || !due {
-            return false;
+        if s.status != OrderStatus::Unpaid {
+            return Expiry::Settled;
+        }
+        if s.order.pay_by_ms.is_none_or(|t| t > now_ms) {
+            return Expiry::NotDue;
+        }
+        if s.moving {
+            return Expiry::Moving;
         }
         s.moving = true;
-        true
+        Expiry::Begun
     }
 
     /// The journal refused the move of `number`: it is no longer moving, and whoever waits
@@ -377,14 +397,22 @@ mod tests {
         let st = Statuses::default();
         let o = order(7, true);
         st.placed(&o);
-        assert!(!st.begin_expiry(7, 999), "not due yet");
-        assert!(st.begin_expiry(7, 1_000));
-        assert!(!st.begin_expiry(7, 1_000), "already moving");
+        assert_eq!(st.begin_expiry(7, 999), Expiry::NotDue);
+        assert_eq!(st.begin_expiry(7, 1_000), Expiry::Begun);
+        assert_eq!(st.begin_expiry(7, 1_000), Expiry::Moving, "already moving");
         st.abort(7);
-        assert!(st.begin_expiry(7, 1_000), "free again after the abort");
+        assert_eq!(
+            st.begin_expiry(7, 1_000),
+            Expiry::Begun,
+            "free again after the abort"
+        );
         st.apply(&o, None, 1_001).unwrap();
-        assert!(!st.begin_expiry(7, 2_000), "expired already");
-        assert!(!st.begin_expiry(8, 2_000), "no such order");
+        assert_eq!(
+            st.begin_expiry(7, 2_000),
+            Expiry::Settled,
+            "expired already"
+        );
+        assert_eq!(st.begin_expiry(8, 2_000), Expiry::Settled, "no such order");
     }
 
     /// A second move of a moving order waits for the first to settle, then sees its result.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ADMIN, SECRET, VIEWER, WAIT};
+use super::{ADMIN, PAYMENT_SECRET, SECRET, VIEWER, WAIT};
 
 pub struct ChildHub {
     pub child: Child,
@@ -31,6 +31,7 @@ pub async fn spawn(dir: &Path, extra: &[&str]) -> ChildHub {
         .env("LIVEHUB_ADMIN_TOKEN", ADMIN)
         .env("LIVEHUB_VIEWER_TOKEN", VIEWER)
         .env("LIVEHUB_BUYER_SECRET", SECRET)
+        .env("LIVEHUB_PAYMENT_SECRET", PAYMENT_SECRET)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

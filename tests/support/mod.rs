@@ -28,6 +28,9 @@ use livehub::server::{self, Settings};
 pub const ADMIN: &str = "test-admin-token";
 pub const VIEWER: &str = "test-viewer-token";
 pub const SECRET: &str = "test-buyer-secret";
+/// The payment secret of test servers: payment notices are signed with it
+/// (`livehub::payments::sign`).
+pub const PAYMENT_SECRET: &str = "test-payment-secret";
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -230,7 +233,9 @@ impl TestServer {
                 max_pending_buys: opts.max_pending_buys,
                 fleet: opts.fleet.clone(),
             },
-            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers).expect("test tokens"),
+            auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers)
+                .and_then(|a| a.with_payment_secret(PAYMENT_SECRET))
+                .expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
             demo: false,
@@ -356,6 +361,42 @@ impl TestServer {
             Some(json!({"name": format!("item {sku}"), "price_fen": price_fen, "stock": stock, "limit_per_user": limit, "pay_timeout_s": pay_timeout_s})),
         )
         .await
+    }
+
+    /// Sends a payment notice signed with [`PAYMENT_SECRET`] (timestamp now): its status and
+    /// body.
+    pub async fn pay(
+        &self,
+        room: &str,
+        order: &str,
+        payment_id: &str,
+        amount_fen: u64,
+    ) -> (u16, Value) {
+        let body = json!({"order": order, "room": room, "payment_id": payment_id,
+            "amount_fen": amount_fen, "paid_at_ms": livehub::clock::now_ms()})
+        .to_string();
+        self.notice(body.as_bytes(), livehub::clock::now_ms(), PAYMENT_SECRET)
+            .await
+    }
+
+    /// Sends `body` to `POST /api/payments` signed with `secret` at `timestamp_ms`.
+    pub async fn notice(&self, body: &[u8], timestamp_ms: i64, secret: &str) -> (u16, Value) {
+        let sig = livehub::payments::sign(secret.as_bytes(), timestamp_ms, body);
+        let r = self
+            .http
+            .post(self.url("/api/payments"))
+            .header("X-Livehub-Timestamp", timestamp_ms.to_string())
+            .header("X-Livehub-Signature", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("payment notice");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Every event of a room's change feed, through its pages.
