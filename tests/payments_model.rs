@@ -833,3 +833,79 @@ proptest! {
         run_case(&ops, every, segment_bytes);
     }
 }
+
+/// Two notices with one payment id for two unpaid orders, at once: one pays its order, the
+/// other is `payment_id_reused` naming it, and no other order shows the id. Each round races
+/// the two on a multi-threaded runtime with fsync on, so that both are on their way to the
+/// journal together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payment_id_never_pays_two_orders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), 0, 64 << 20);
+    opts.journal.fsync = true;
+    let (hub, _) = Hub::open(opts, CancellationToken::new()).unwrap();
+    hub.put_room(ROOM, "race".into()).await.unwrap();
+    let sku = SkuDef {
+        stock: 1_000,
+        limit_per_user: None,
+        ..def(0)
+    };
+    hub.put_sku(ROOM, SKUS[0], sku).await.unwrap();
+    let room = hub.room(ROOM).unwrap();
+    for round in 0..20 {
+        let mut orders = Vec::new();
+        for k in 0..2 {
+            let who = room.users.intern(&format!("u{round}-{k}"));
+            let msg = BuyMsg {
+                req: "q".into(),
+                sku: SKUS[0].into(),
+                qty: 1,
+                referrer: None,
+            };
+            let ack = hub.buy(&room, &who, &msg).await;
+            orders.push(ack.order.expect("placed").to_string());
+        }
+        let pid: Arc<str> = Arc::from(format!("twice-{round}"));
+        let notices: Vec<_> = orders
+            .iter()
+            .map(|order| {
+                let (hub, order, pid) = (hub.clone(), order.clone(), pid.clone());
+                tokio::spawn(async move {
+                    let payment = Payment {
+                        payment_id: pid,
+                        amount_fen: PRICES[0],
+                        paid_at_ms: 1,
+                    };
+                    hub.pay(PaymentFor {
+                        room: ROOM,
+                        order: &order,
+                        payment,
+                    })
+                    .await
+                    .map(|o| o.order_id())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for n in notices {
+            answers.push(n.await.unwrap());
+        }
+        let paid: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(paid.len(), 1, "round {round}: {answers:?}");
+        let reused = Err(MoveError::PaymentIdReused(paid[0].clone()));
+        assert!(answers.contains(&reused), "round {round}: {answers:?}");
+        let showing: Vec<String> = room
+            .orders
+            .page_after(0, usize::MAX)
+            .iter()
+            .map(|o| parse(&room.statuses.export_line(o)))
+            .filter(|l| l["payment_id"] == *pid)
+            .map(|l| l["order"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(&showing, &[paid[0].clone()], "round {round}");
+    }
+    hub.shutdown_token().cancel();
+    tokio::task::spawn_blocking(move || hub.close_journal())
+        .await
+        .unwrap();
+}
