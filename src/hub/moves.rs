@@ -60,9 +60,13 @@ pub struct PaymentFor<'a> {
     pub payment: Payment,
 }
 
-/// An order id of this hub (`O42`) as its number.
+/// An order id of this hub (`O42`) as its number. Only the id itself: `parse` alone would
+/// also take `O042` and `O+42`, which name no order.
 fn order_number(id: &str) -> Option<u64> {
-    id.strip_prefix('O')?.parse().ok()
+    let digits = id.strip_prefix('O')?;
+    let canonical =
+        digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+    digits.parse().ok().filter(|_| canonical)
 }
 
 impl Hub {
@@ -76,7 +80,8 @@ impl Hub {
     }
 
     /// Journals `to` for `order`, which [`crate::rooms::statuses::Statuses::begin`] marked as
-    /// moving, in a task of its own; undoes the mark if the journal refuses it.
+    /// moving, in a task of its own; undoes the mark (and a payment's claim of its id) if the
+    /// journal refuses it.
     async fn journal_move(
         &self,
         room: &Arc<Room>,
@@ -89,11 +94,22 @@ impl Hub {
             to,
             ts_ms: now_ms(),
         };
+        let claimed = match &record {
+            Record::Move {
+                to: Move::Paid(p) | Move::LatePayment(p),
+                ..
+            } => Some(p.payment_id.clone()),
+            _ => None,
+        };
         let (hub, room, number) = (self.clone(), room.clone(), order.number);
         let settled = tokio::spawn(async move {
             match hub.journal().append(record).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
+                    // The claim first: whoever waits for the order decides afresh after abort.
+                    if let Some(id) = claimed {
+                        room.statuses.release_payment(&id, number);
+                    }
                     room.statuses.abort(number);
                     tracing::warn!(room = %room.id, order = number, error = %e, "a status move could not be made durable");
                     Err(MoveError::Unavailable(format!(
@@ -135,6 +151,11 @@ impl Hub {
                 }
                 if s.late.iter().any(|x| x.payment_id == *id) {
                     return Step::Done(Err(MoveError::Late(s.status)));
+                }
+                // The check above, made again now that it counts: another notice with this id
+                // for another order may have passed it meanwhile.
+                if let Err(n) = room.statuses.claim_payment(id, order.number) {
+                    return Step::Done(Err(MoveError::PaymentIdReused(format!("O{n}"))));
                 }
                 match s.status {
                     OrderStatus::Unpaid => Step::Move(Move::Paid(p.payment.clone())),
@@ -242,6 +263,30 @@ impl Hub {
                     ..Ack::rejected(req, code, None, None)
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_number;
+
+    #[test]
+    fn only_an_order_id_itself_names_its_order() {
+        assert_eq!(order_number("O42"), Some(42));
+        assert_eq!(order_number("O0"), Some(0));
+        for other in [
+            "O042",
+            "O+42",
+            "O00",
+            "O",
+            "o42",
+            "42",
+            "O-1",
+            "O4 2",
+            "O18446744073709551616",
+        ] {
+            assert_eq!(order_number(other), None, "{other}");
         }
     }
 }

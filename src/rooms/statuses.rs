@@ -113,7 +113,8 @@ pub enum Expiry {
 pub struct Statuses {
     /// foldhash: order numbers are chosen by the hub, not by users.
     by_number: DashMap<u64, Standing, foldhash::fast::RandomState>,
-    /// Every payment id the room has kept, paid or late, and the order it is for.
+    /// Every payment id the room has kept, paid or late, and the order it is for; also the
+    /// ids of payments on their way to the journal ([`Statuses::claim_payment`]).
     payments: DashMap<Arc<str>, u64, foldhash::fast::RandomState>,
     /// Woken when a move someone waits for settles.
     settled: Notify,
@@ -155,6 +156,29 @@ impl Statuses {
     /// The order a payment id was kept for.
     pub fn payment(&self, payment_id: &str) -> Option<u64> {
         self.payments.get(payment_id).map(|n| *n)
+    }
+
+    /// Claims `payment_id` for the order numbered `number` before its payment is journaled
+    /// (from [`Statuses::begin`]'s decision, under the order's lock), so that two notices
+    /// with one id for two orders never both take it; `Err` names the order that holds it.
+    /// A claim stays when the payment is applied, and is given back by
+    /// [`Statuses::release_payment`] when the journal refuses it.
+    pub fn claim_payment(&self, payment_id: &Arc<str>, number: u64) -> Result<(), u64> {
+        match self.payments.entry(payment_id.clone()) {
+            dashmap::Entry::Occupied(e) if *e.get() != number => Err(*e.get()),
+            dashmap::Entry::Occupied(_) => Ok(()),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(number);
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back the claim of `payment_id` for `number`: its payment was not made durable.
+    /// (A payment id kept for an order is never journaled for it again, so the claim is the
+    /// refused payment's own.)
+    pub fn release_payment(&self, payment_id: &str, number: u64) {
+        self.payments.remove_if(payment_id, |_, n| *n == number);
     }
 
     /// Late payments kept so far.

@@ -110,25 +110,38 @@ impl ChildHub {
 
     /// Every order of a room through the paged export.
     pub async fn export(&self, room: &str) -> Vec<Value> {
+        self.pages(&format!("/api/rooms/{room}/orders?after_seq"), "seq")
+            .await
+    }
+
+    /// Every event of a room's change feed (`order-events`) through its pages.
+    pub async fn order_events(&self, room: &str) -> Vec<Value> {
+        self.pages(&format!("/api/rooms/{room}/order-events?after"), "event")
+            .await
+    }
+
+    /// Every line of a paged NDJSON list: `{path_and_after}=N&limit=10000`, where `N` is the
+    /// `cursor` field of the previous page's last line.
+    async fn pages(&self, path_and_after: &str, cursor: &str) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();
         let mut after = 0;
         loop {
             let (st, body) = self
                 .http(
                     "GET",
-                    &format!("/api/rooms/{room}/orders?after_seq={after}&limit=10000"),
+                    &format!("{path_and_after}={after}&limit=10000"),
                     ADMIN,
                     None,
                 )
                 .await;
-            assert_eq!(st, 200);
+            assert_eq!(st, 200, "{body}");
             let page: Vec<Value> = body
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
             let n = page.len();
             if let Some(l) = page.last() {
-                after = l["seq"].as_u64().unwrap();
+                after = l[cursor].as_u64().unwrap();
             }
             out.extend(page);
             if n < 10000 {
