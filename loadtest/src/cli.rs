@@ -117,6 +117,9 @@ pub enum Cmd {
     /// Payment notices as fast as they are answered: K unpaid orders, then signed notices from
     /// C HTTP connections; durable notices a second.
     Payments(PaymentsArgs),
+    /// A wave of unpaid orders expiring together while buys go on: the buys' p99 during the
+    /// wave against before it, same run.
+    ExpiryWave(ExpiryWaveArgs),
     /// A plain WebSocket echo server speaking the buyer frames (hello on connect, ack per buy).
     EchoServer(EchoArgs),
 }
@@ -343,6 +346,36 @@ pub struct PaymentsArgs {
     /// machine allow, and livehub's ratio to it.
     #[arg(long)]
     pub against_echo: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExpiryWaveArgs {
+    /// Unpaid orders placed together, to expire together.
+    #[arg(long, default_value_t = 100_000)]
+    pub orders: usize,
+    /// pay_timeout_s of their SKU: the time to place them and measure the quiet phase.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub pay_timeout_s: u64,
+    /// Buyer sockets placing the orders.
+    #[arg(long, default_value_t = 50)]
+    pub buy_connections: usize,
+    /// Buys in flight per placing socket.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Open-loop buys a second on the other SKU, through both phases.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Connections of that load.
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    #[arg(long, default_value_t = 9900)]
+    pub price_fen: u64,
+    /// The SKU whose orders expire.
+    #[arg(long, default_value = "W1")]
+    pub wave_sku: String,
+    /// The SKU the buys go to meanwhile.
+    #[arg(long, default_value = "B1")]
+    pub buy_sku: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ mod ctx;
 mod dash;
 mod dashboards;
 mod echo;
+mod expiry_wave;
 mod hiccups;
 mod ids;
 mod invariants;
@@ -106,6 +107,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Soak(a) => a.duration,
         Cmd::Checkout(a) => a.deadline,
         Cmd::Payments(_) => Duration::from_secs(60),
+        Cmd::ExpiryWave(a) => Duration::from_secs(a.pay_timeout_s + 40),
         Cmd::EchoServer(_) => Duration::ZERO,
     };
     let ttl = nominal.as_secs() + 3600;
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> i32 {
             Cmd::Soak(a) => soak::soak(ctx.clone(), a).await,
             Cmd::Checkout(a) => checkout::checkout(ctx.clone(), a).await,
             Cmd::Payments(a) => payments::payments(ctx.clone(), a).await,
+            Cmd::ExpiryWave(a) => expiry_wave::expiry_wave(ctx.clone(), a).await,
             Cmd::EchoServer(_) => unreachable!(),
         }
     };

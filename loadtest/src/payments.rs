@@ -30,15 +30,15 @@ const CHECK_RESERVE: Duration = Duration::from_secs(30);
 
 /// What placing on one socket gave.
 #[derive(Default)]
-struct Placing {
-    placed: Vec<Placed>,
-    timed_out: Vec<(String, String)>,
-    sent: u64,
+pub(crate) struct Placing {
+    pub placed: Vec<Placed>,
+    pub timed_out: Vec<(String, String)>,
+    pub sent: u64,
 }
 
 /// Places `quota` buys of one unit on one socket, `in_flight` at a time.
 #[allow(clippy::too_many_arguments)]
-async fn place(
+pub(crate) async fn place(
     ctx: Arc<Ctx>,
     conn: Conn,
     quota: usize,
