@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use crate::buyer::connect_many;
 use crate::cli::ExpiryWaveArgs;
 use crate::ctx::Ctx;
 use crate::invariants::Check;
-use crate::record::{Recorder, Simple};
+use crate::record::Recorder;
 use crate::scenario;
 use crate::steady::{mode_of, run_load, LoadSpec};
 
@@ -60,46 +59,21 @@ pub async fn expiry_wave(ctx: Arc<Ctx>, a: ExpiryWaveArgs) -> anyhow::Result<i32
     // 1. The orders of the wave, as fast as they are taken.
     let buys = Recorder::new("placing", ctx.started, Duration::from_millis(100));
     ctx.add_recorder(&buys);
-    let times = Arc::new(Simple::new());
-    ctx.pb
-        .set_message(format!("connecting {} buyers", a.buy_connections));
-    let conns = connect_many(
+    let t_place = Instant::now();
+    let end = t_place + Duration::from_secs(a.pay_timeout_s) / 2;
+    let all = crate::payments::place_all(
         &ctx,
         &target,
         a.buy_connections,
-        scenario::buyer_path(&ctx, false, "w")?,
-        true,
-        &times,
+        a.orders,
+        a.in_flight,
+        &a.wave_sku,
+        "w",
+        &buys,
+        end,
     )
-    .await;
-    let connected = conns.len();
-    anyhow::ensure!(connected > 0, "no buyer could connect");
-    ctx.pb.set_message(format!("placing {} orders", a.orders));
-    let sku: Arc<str> = Arc::from(a.wave_sku.as_str());
-    let prefix: Arc<str> = Arc::from(format!("{}w", ctx.run_id).as_str());
-    let t_place = Instant::now();
-    let end = t_place + Duration::from_secs(a.pay_timeout_s) / 2;
-    let mut set = tokio::task::JoinSet::new();
-    for (i, c) in conns.into_iter().enumerate() {
-        let quota = a.orders / connected + usize::from(i < a.orders % connected);
-        set.spawn(crate::payments::place(
-            ctx.clone(),
-            c,
-            quota,
-            a.in_flight,
-            sku.clone(),
-            prefix.clone(),
-            buys.clone(),
-            end,
-        ));
-    }
-    let mut placed = Vec::with_capacity(a.orders);
-    while let Some(r) = set.join_next().await {
-        if let Ok(p) = r {
-            placed.extend(p.placed);
-        }
-    }
-    let place_s = t_place.elapsed().as_secs_f64();
+    .await?;
+    let (placed, place_s) = (all.placed, all.secs);
     let bf = buys.finish(Instant::now());
     let deadlines: Vec<i64> = placed.iter().filter_map(|p| p.pay_by_ms).collect();
     let (first, last) = (

@@ -30,15 +30,15 @@ const CHECK_RESERVE: Duration = Duration::from_secs(30);
 
 /// What placing on one socket gave.
 #[derive(Default)]
-pub(crate) struct Placing {
-    pub placed: Vec<Placed>,
-    pub timed_out: Vec<(String, String)>,
-    pub sent: u64,
+struct Placing {
+    placed: Vec<Placed>,
+    timed_out: Vec<(String, String)>,
+    sent: u64,
 }
 
 /// Places `quota` buys of one unit on one socket, `in_flight` at a time.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn place(
+async fn place(
     ctx: Arc<Ctx>,
     conn: Conn,
     quota: usize,
@@ -199,6 +199,83 @@ async fn notify_all(
     (log, span)
 }
 
+/// What [`place_all`] placed.
+pub(crate) struct PlacedAll {
+    pub placed: Vec<Placed>,
+    pub timed_out: HashSet<(String, String)>,
+    pub sent: u64,
+    pub connected: usize,
+    pub times: Arc<Simple>,
+    /// From the first buy to the last answer.
+    pub secs: f64,
+}
+
+/// Connects `connections` buyer sockets (users tagged `tag`) and places `orders` buys of one
+/// unit of `sku` over them, `in_flight` at a time each, until `end`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn place_all(
+    ctx: &Arc<Ctx>,
+    target: &crate::net::Target,
+    connections: usize,
+    orders: usize,
+    in_flight: usize,
+    sku: &str,
+    tag: &'static str,
+    rec: &Arc<Recorder>,
+    end: Instant,
+) -> anyhow::Result<PlacedAll> {
+    let times = Arc::new(Simple::new());
+    ctx.pb
+        .set_message(format!("connecting {connections} buyers"));
+    let conns = connect_many(
+        ctx,
+        target,
+        connections,
+        scenario::buyer_path(ctx, false, tag)?,
+        true,
+        &times,
+    )
+    .await;
+    let connected = conns.len();
+    anyhow::ensure!(connected > 0, "no buyer could connect");
+    ctx.pb.set_message(format!("placing {orders} orders"));
+    let sku: Arc<str> = Arc::from(sku);
+    let prefix: Arc<str> = Arc::from(format!("{}{tag}", ctx.run_id).as_str());
+    let t_place = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        let quota = orders / connected + usize::from(i < orders % connected);
+        set.spawn(place(
+            ctx.clone(),
+            c,
+            quota,
+            in_flight,
+            sku.clone(),
+            prefix.clone(),
+            rec.clone(),
+            end,
+        ));
+    }
+    let mut placed = Vec::with_capacity(orders);
+    let mut timed_out = HashSet::new();
+    let mut sent = 0;
+    while let Some(r) = set.join_next().await {
+        if let Ok(p) = r {
+            placed.extend(p.placed);
+            timed_out.extend(p.timed_out);
+            sent += p.sent;
+        }
+    }
+    Ok(PlacedAll {
+        placed,
+        timed_out,
+        sent,
+        connected,
+        times,
+        secs: t_place.elapsed().as_secs_f64(),
+    })
+}
+
 pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     let secret = ctx
         .common
@@ -226,50 +303,26 @@ pub async fn payments(ctx: Arc<Ctx>, a: PaymentsArgs) -> anyhow::Result<i32> {
     // 1. The orders.
     let buys = Recorder::new("buys", ctx.started, Duration::from_millis(100));
     ctx.add_recorder(&buys);
-    let times = Arc::new(Simple::new());
-    ctx.pb
-        .set_message(format!("connecting {} buyers", a.buy_connections));
-    let conns = connect_many(
+    let end = ctx.before_deadline(CHECK_RESERVE);
+    let PlacedAll {
+        placed,
+        timed_out,
+        sent,
+        connected,
+        times,
+        secs: place_s,
+    } = place_all(
         &ctx,
         &target,
         a.buy_connections,
-        scenario::buyer_path(&ctx, false, "n")?,
-        true,
-        &times,
+        a.orders,
+        a.in_flight,
+        &a.sku,
+        "n",
+        &buys,
+        end,
     )
-    .await;
-    let connected = conns.len();
-    anyhow::ensure!(connected > 0, "no buyer could connect");
-    ctx.pb.set_message(format!("placing {} orders", a.orders));
-    let sku: Arc<str> = Arc::from(a.sku.as_str());
-    let prefix: Arc<str> = Arc::from(format!("{}n", ctx.run_id).as_str());
-    let end = ctx.before_deadline(CHECK_RESERVE);
-    let t_place = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for (i, c) in conns.into_iter().enumerate() {
-        let quota = a.orders / connected + usize::from(i < a.orders % connected);
-        set.spawn(place(
-            ctx.clone(),
-            c,
-            quota,
-            a.in_flight,
-            sku.clone(),
-            prefix.clone(),
-            buys.clone(),
-            end,
-        ));
-    }
-    let mut placed = Vec::with_capacity(a.orders);
-    let mut timed_out = HashSet::new();
-    let mut sent = 0;
-    while let Some(r) = set.join_next().await {
-        if let Ok(p) = r {
-            placed.extend(p.placed);
-            timed_out.extend(p.timed_out);
-            sent += p.sent;
-        }
-    }
-    let place_s = t_place.elapsed().as_secs_f64();
+    .await?;
     let bf = buys.finish(Instant::now());
 
     // 2. The notices, one per order, from C connections.

@@ -155,7 +155,19 @@ pub async fn orders(
     q: Result<Query<OrdersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let limit = q.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
+    let (r, limit) = paged(&s, &room, q.limit)?;
+    let page = r.orders.page_after(q.after_seq, limit);
+    Ok(ndjson(page.iter().map(|o| r.statuses.export_line(o))))
+}
+
+/// The room of a paged NDJSON route and its page's length, checked: 404 for no such room,
+/// 400 for a `limit` out of bounds.
+fn paged(
+    s: &AppState,
+    room: &str,
+    limit: Option<usize>,
+) -> Result<(std::sync::Arc<crate::rooms::room::Room>, usize), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_ORDERS_PAGE);
     if limit == 0 || limit > MAX_ORDERS_PAGE {
         return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {MAX_ORDERS_PAGE}"
@@ -163,18 +175,19 @@ pub async fn orders(
     }
     let r = s
         .hub
-        .room(&room)
+        .room(room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    let page = r.orders.page_after(q.after_seq, limit);
-    let mut body = String::with_capacity(page.len() * 200);
-    for o in &page {
-        body.push_str(&r.statuses.export_line(o));
-    }
-    Ok((
+    Ok((r, limit))
+}
+
+/// An NDJSON answer of `lines` (each with its newline).
+fn ndjson(lines: impl Iterator<Item = String>) -> Response {
+    let body: String = lines.collect();
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from(body),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The query string of the change feed.
@@ -196,26 +209,9 @@ pub async fn order_events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    let limit = q.limit.unwrap_or(DEFAULT_ORDERS_PAGE);
-    if limit == 0 || limit > MAX_ORDERS_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_ORDERS_PAGE}"
-        )));
-    }
-    let r = s
-        .hub
-        .room(&room)
-        .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
+    let (r, limit) = paged(&s, &room, q.limit)?;
     let page = r.events.page_after(q.after, limit);
-    let mut body = String::with_capacity(page.len() * 200);
-    for (n, e) in &page {
-        body.push_str(&e.to_ndjson(*n));
-    }
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from(body),
-    )
-        .into_response())
+    Ok(ndjson(page.iter().map(|(n, e)| e.to_ndjson(*n))))
 }
 
 /// An order's answer to a cancel or a refund.

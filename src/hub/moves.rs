@@ -193,13 +193,33 @@ impl Hub {
             .find_order(room, order_id)
             .filter(|o| user.is_none_or(|u| *o.user == *u))
             .ok_or(MoveError::UnknownOrder)?;
+        self.move_from(
+            room,
+            order,
+            OrderStatus::Unpaid,
+            MoveError::NotCancellable,
+            || Move::Cancelled {
+                by_admin: user.is_none(),
+            },
+        )
+        .await
+    }
+
+    /// Journals the move `to()` of `order` if it stands at `from`; else refuses with `refused`
+    /// of the status it stands at.
+    async fn move_from(
+        &self,
+        room: &Arc<Room>,
+        order: Arc<OrderRecord>,
+        from: OrderStatus,
+        refused: fn(&'static str) -> MoveError,
+        to: impl Fn() -> Move,
+    ) -> Result<Arc<OrderRecord>, MoveError> {
         let step = room
             .statuses
             .begin(&order, |s| match s.status {
-                OrderStatus::Unpaid => Step::Move(Move::Cancelled {
-                    by_admin: user.is_none(),
-                }),
-                other => Step::Done(MoveError::NotCancellable(other.as_str())),
+                status if status == from => Step::Move(to()),
+                other => Step::Done(refused(other.as_str())),
             })
             .await;
         match step {
@@ -221,20 +241,14 @@ impl Hub {
         let order = self
             .find_order(room, order_id)
             .ok_or(MoveError::UnknownOrder)?;
-        let step = room
-            .statuses
-            .begin(&order, |s| match s.status {
-                OrderStatus::Paid => Step::Move(Move::Refunded { restock }),
-                other => Step::Done(MoveError::NotRefundable(other.as_str())),
-            })
-            .await;
-        match step {
-            Step::Done(e) => Err(e),
-            Step::Move(m) => {
-                self.journal_move(room, &order, m).await?;
-                Ok(order)
-            }
-        }
+        self.move_from(
+            room,
+            order,
+            OrderStatus::Paid,
+            MoveError::NotRefundable,
+            || Move::Refunded { restock },
+        )
+        .await
     }
 
     /// A buyer's `cancel`, as its ack.

@@ -401,50 +401,30 @@ impl TestServer {
 
     /// Every event of a room's change feed, through its pages.
     pub async fn order_events(&self, room: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = 0u64;
-        loop {
-            let r = self
-                .http
-                .get(self.url(&format!(
-                    "/api/rooms/{room}/order-events?after={after}&limit=500"
-                )))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .expect("order events");
-            assert_eq!(r.status().as_u16(), 200);
-            let text = r.text().await.unwrap();
-            let page: Vec<Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("ndjson line"))
-                .collect();
-            let n = page.len();
-            if let Some(last) = page.last() {
-                after = last["event"].as_u64().unwrap();
-            }
-            out.extend(page);
-            if n < 500 {
-                return out;
-            }
-        }
+        self.all_pages(&format!("/api/rooms/{room}/order-events?after="), "event")
+            .await
     }
 
     /// Every order of a room, through the paged export.
     pub async fn export(&self, room: &str) -> Vec<Value> {
+        self.all_pages(&format!("/api/rooms/{room}/orders?after_seq="), "seq")
+            .await
+    }
+
+    /// Every line of a paged NDJSON route (`path` ends where the cursor goes), 500 a page,
+    /// each page after the last line's `cursor` field.
+    async fn all_pages(&self, path: &str, cursor: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after = 0u64;
         loop {
             let r = self
                 .http
-                .get(self.url(&format!(
-                    "/api/rooms/{room}/orders?after_seq={after}&limit=500"
-                )))
+                .get(self.url(&format!("{path}{after}&limit=500")))
                 .bearer_auth(ADMIN)
                 .send()
                 .await
-                .expect("export");
-            assert_eq!(r.status().as_u16(), 200);
+                .expect("a page");
+            assert_eq!(r.status().as_u16(), 200, "{path}");
             let text = r.text().await.unwrap();
             let page: Vec<Value> = text
                 .lines()
@@ -452,7 +432,7 @@ impl TestServer {
                 .collect();
             let n = page.len();
             if let Some(last) = page.last() {
-                after = last["seq"].as_u64().unwrap();
+                after = last[cursor].as_u64().unwrap();
             }
             out.extend(page);
             if n < 500 {
