@@ -164,6 +164,10 @@ async fn an_unpaid_order_holds_its_units_and_a_cancel_gives_them_back() {
     .map(|(n, o, st)| (n, o.to_owned(), st.to_owned()))
     .collect();
     assert_eq!(seen, want);
+    assert_eq!(
+        (events[2]["by"].clone(), events[4]["by"].clone()),
+        (json!("buyer"), json!("operator"))
+    );
 
     // The dashboard's figures say the same, as of the last event.
     let stats = s.stats_at("r", 3).await;

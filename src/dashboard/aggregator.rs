@@ -412,7 +412,7 @@ impl Aggregator {
                 add_fen(&mut self.pay.expired_fen, o.amount_fen);
                 self.pay.expired_orders += 1;
             }
-            What::Cancelled => {
+            What::Cancelled { .. } => {
                 unpaid_left(self);
                 add_fen(&mut self.pay.cancelled_fen, o.amount_fen);
                 self.pay.cancelled_orders += 1;

@@ -70,7 +70,7 @@ impl Fold {
                             m.what,
                             crate::rooms::events::What::Paid(_)
                                 | crate::rooms::events::What::Expired
-                                | crate::rooms::events::What::Cancelled
+                                | crate::rooms::events::What::Cancelled { .. }
                         );
                         if was_unpaid {
                             u.unpaid = u.unpaid.saturating_sub(o.qty);

@@ -452,7 +452,9 @@ impl Capture for RoomsCapture {
                         let to = match &m.what {
                             What::Paid(p) => Some(Move::Paid(p.clone())),
                             What::Expired => None,
-                            What::Cancelled => Some(Move::Cancelled { by_admin: false }),
+                            What::Cancelled { by_admin } => Some(Move::Cancelled {
+                                by_admin: *by_admin,
+                            }),
                             What::Refunded { restock, .. } => {
                                 Some(Move::Refunded { restock: *restock })
                             }

@@ -41,7 +41,10 @@ pub enum What {
     /// `unpaid` → `expired`; the units went back.
     Expired,
     /// `unpaid` → `cancelled`; the units went back.
-    Cancelled,
+    Cancelled {
+        /// An operator cancelled it (else its buyer).
+        by_admin: bool,
+    },
     /// `paid` → `refunded`. `paid_ts_ms` is when the order became paid (so the trend takes
     /// the refund off the second the payment was counted in).
     Refunded {
@@ -65,7 +68,7 @@ impl Moved {
         match &self.what {
             What::Paid(_) => OrderStatus::Paid,
             What::Expired => OrderStatus::Expired,
-            What::Cancelled => OrderStatus::Cancelled,
+            What::Cancelled { .. } => OrderStatus::Cancelled,
             What::Refunded { .. } => OrderStatus::Refunded,
             What::Late { status, .. } => *status,
         }
@@ -75,7 +78,7 @@ impl Moved {
     pub fn released(&self) -> bool {
         matches!(
             self.what,
-            What::Expired | What::Cancelled | What::Refunded { restock: true, .. }
+            What::Expired | What::Cancelled { .. } | What::Refunded { restock: true, .. }
         )
     }
 }
@@ -111,6 +114,9 @@ impl Event {
             restock: Option<bool>,
             #[serde(skip_serializing_if = "Option::is_none")]
             late_payment: Option<&'a Payment>,
+            /// Who cancelled: `buyer` or `operator`.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            by: Option<&'static str>,
         }
         let o = self.order();
         let mut line = Line {
@@ -127,6 +133,7 @@ impl Event {
             pay_by_ms: None,
             restock: None,
             late_payment: None,
+            by: None,
         };
         match self {
             Event::Placed(o) => {
@@ -147,7 +154,10 @@ impl Event {
                     }
                     What::Refunded { restock, .. } => line.restock = Some(*restock),
                     What::Late { payment, .. } => line.late_payment = Some(payment),
-                    What::Expired | What::Cancelled => {}
+                    What::Cancelled { by_admin } => {
+                        line.by = Some(if *by_admin { "operator" } else { "buyer" })
+                    }
+                    What::Expired => {}
                 }
             }
         }

@@ -303,10 +303,12 @@ impl Statuses {
                 self.payments.insert(p.payment_id.clone(), order.number);
                 What::Paid(p.clone())
             }
-            (OrderStatus::Unpaid, Some(Move::Cancelled { .. })) => {
+            (OrderStatus::Unpaid, Some(Move::Cancelled { by_admin })) => {
                 s.status = OrderStatus::Cancelled;
                 s.ended_at_ms = Some(ts_ms);
-                What::Cancelled
+                What::Cancelled {
+                    by_admin: *by_admin,
+                }
             }
             (OrderStatus::Paid, Some(Move::Refunded { restock })) => {
                 s.status = OrderStatus::Refunded;
