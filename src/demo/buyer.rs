@@ -202,7 +202,7 @@ fn fate(pace: f64) -> Fate {
 }
 
 /// When a paying buyer pays: skewed to the start of [`PAY_AFTER_S`] (a square of a uniform
-/// draw: the median is about a quarter of the way in), as most buyers pay at once and a few
+/// draw, whose median is a quarter of the way in), as most buyers pay at once and a few
 /// dither until the timeout.
 fn pay_after(rng: &mut impl Rng, pace: f64) -> Duration {
     let u: f64 = rng.random();

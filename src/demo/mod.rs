@@ -8,8 +8,8 @@
 //! expire, and the units that come back sell again to the buyers waiting for them
 //! (`buyer.rs` is one buyer's way). Now and then a paid order is refunded.
 //!
-//! Light and bounded, for a laptop next to the dashboard: about fifteen new buyers a tick at
-//! the rush and one or two otherwise, a sold-out buyer waits only while fewer than
+//! Light and bounded, for a laptop next to the dashboard: a few new buyers a tick, more during
+//! the rush (the rates are in [`run`]'s loop), a sold-out buyer waits only while fewer than
 //! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
 //! within a few minutes (at once at the shutdown).
 
@@ -211,7 +211,7 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
             stage.restocked.notify_waiters();
         }
         flash_left = left;
-        // Audience: grows to ~3,000 with a slow wave, a few leave every tick.
+        // Audience: grows with a slow wave, a few leave every tick.
         let target =
             (600.0 + 2400.0 * (1.0 - (-t / 60.0).exp()) * (1.0 + 0.15 * (t / 17.0).sin())) as usize;
         let mut rng = rand::rng();
