@@ -255,16 +255,10 @@ impl Hub {
     pub async fn cancel_ack(&self, room: &Arc<Room>, user: &str, req: &str, order: &str) -> Ack {
         match self.cancel(room, order, Some(user)).await {
             Ok(o) => Ack {
-                req: req.to_owned(),
-                ok: true,
-                order: Some(Arc::from(o.order_id())),
-                error: None,
-                sku: Some(o.sku.clone()),
-                qty: Some(o.qty),
-                amount_fen: Some(o.amount_fen),
                 left: room.skus.get(&o.sku).map(|s| s.left()),
                 status: Some(OrderStatus::Cancelled),
                 pay_by_ms: None,
+                ..super::buy::placed_ack(&o, req)
             },
             Err(e) => {
                 let code = match e {
