@@ -26,6 +26,7 @@ use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
 use crate::rooms::events::{Event, Moved, What};
 use crate::rooms::live::new_latency_histogram;
+use crate::rooms::orders::StreamEvent;
 use crate::rooms::room::Room;
 
 /// A dashboard snapshot goes out at least this often to every dashboard, changed or not.
@@ -256,12 +257,16 @@ impl Aggregator {
     pub fn step_at(&mut self, at: Instant, now: i64, force: bool) -> bool {
         let room = self.room.clone();
         if self.from_stream {
-            self.cursor = room.orders.for_each_stream_from(self.cursor, |s| {
-                self.fold(&s.order);
-                if let Some(h) = &s.order.hub {
-                    self.hub_seqs.insert(h.clone(), s.hub_seq);
+            self.cursor = room.orders.for_each_stream_from(self.cursor, |e| match e {
+                StreamEvent::Placed(s) => {
+                    self.fold(&s.order);
+                    if let Some(h) = &s.order.hub {
+                        self.hub_seqs.insert(h.clone(), s.hub_seq);
+                    }
                 }
+                StreamEvent::Moved(m) => self.fold_move(m),
             });
+            self.event = self.cursor as u64;
         } else {
             self.cursor = room.events.for_each_from(self.cursor, |e| match e {
                 Event::Placed(o) => self.fold(o),

@@ -134,8 +134,16 @@ impl Fleet {
     }
 }
 
-/// The ack of an order made on any hub, from its state in Redis.
-fn done_ack(d: &Done, req: &str) -> Ack {
+/// The ack of an order made on any hub, from its state in Redis, with its status now (an
+/// order published before statuses were kept in Redis has none: it was paid on placement).
+async fn done_ack(fleet: &Fleet, room: &Room, d: &Done, req: &str) -> Ack {
+    let entry = match fleet.order_entry(&room.id, &d.order).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(room = %room.id, error = %e, "order status unanswered: redis unavailable");
+            return Ack::rejected(req, RejectCode::Unavailable, None, None);
+        }
+    };
     crate::telemetry::buy_metrics().ok.increment(1);
     Ack {
         req: req.to_owned(),
@@ -146,8 +154,8 @@ fn done_ack(d: &Done, req: &str) -> Ack {
         qty: Some(d.qty),
         amount_fen: Some(d.amount_fen),
         left: Some(d.left),
-        status: Some(OrderStatus::Paid),
-        pay_by_ms: None,
+        status: Some(entry.as_ref().map_or(OrderStatus::Paid, |e| e.status)),
+        pay_by_ms: entry.and_then(|e| e.pay_by_ms),
     }
 }
 
@@ -161,7 +169,7 @@ impl Hub {
         msg: &BuyMsg,
     ) -> Ack {
         if let Begin::Done(order) = room.requests.begin(&user.id, &msg.req).await {
-            return placed_ack(&order, &msg.req);
+            return crate::hub::buy::order_ack(&order, &msg.req, room);
         }
         // Admission control, as for the embedded gate: beyond the pending buys' limit a buy is
         // answered `unavailable` at once instead of queueing for Redis.
@@ -206,7 +214,7 @@ impl Hub {
         };
         let now = now_ms();
         let waited_since = std::time::Instant::now();
-        let (left_after, price_fen) = loop {
+        let (left_after, price_fen, pay_timeout_s) = loop {
             let taken = match fleet.take(&at, msg.qty, now).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -220,7 +228,8 @@ impl Hub {
                 Taken::Ok {
                     left_after,
                     price_fen,
-                } => break (left_after, price_fen),
+                    pay_timeout_s,
+                } => break (left_after, price_fen, pay_timeout_s),
                 Taken::Refused { code, left } => {
                     if let Some(l) = left {
                         sku.note_left(l);
@@ -228,7 +237,7 @@ impl Hub {
                     let sku_id = left.map(|_| sku.id.clone());
                     return self.rejected(room, &msg.req, code, sku_id, left);
                 }
-                Taken::Seen(Seen::Done(d)) => return done_ack(&d, &msg.req),
+                Taken::Seen(Seen::Done(d)) => return done_ack(fleet, room, &d, &msg.req).await,
                 Taken::Seen(Seen::Pending(_)) => {
                     // Decided elsewhere (another hub, or an earlier attempt of this one whose
                     // reply was lost): wait for its outcome, then answer it or decide afresh.
@@ -236,7 +245,7 @@ impl Hub {
                         .wait_pending(fleet, room, &at.field, waited_since)
                         .await
                     {
-                        Ok(Some(d)) => return done_ack(&d, &msg.req),
+                        Ok(Some(d)) => return done_ack(fleet, room, &d, &msg.req).await,
                         Ok(None) => continue,
                         Err(e) => return self.redis_unavailable(room, &msg.req, &sku, &e),
                     }
@@ -260,7 +269,7 @@ impl Hub {
             referrer: msg.referrer.as_deref().map(Arc::from),
             ts_ms: now,
             left_after,
-            pay_by_ms: None,
+            pay_by_ms: pay_timeout_s.map(|t| now.saturating_add(t.saturating_mul(1000) as i64)),
             hub: Some(fleet.hub_id.clone()),
             begun: None,
         };
@@ -308,7 +317,7 @@ impl Hub {
             .wait_pending(fleet, room, &field, std::time::Instant::now())
             .await
         {
-            Ok(Some(d)) => done_ack(&d, req),
+            Ok(Some(d)) => done_ack(fleet, room, &d, req).await,
             Ok(None) => Ack::rejected(req, RejectCode::UnknownRequest, None, None),
             Err(e) => {
                 tracing::warn!(room = %room.id, error = %e, "status unanswered: redis unavailable");

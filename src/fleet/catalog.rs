@@ -76,13 +76,6 @@ pub async fn put_sku(
     sku: &str,
     def: SkuDef,
 ) -> Result<SkuState, CatalogError> {
-    if def.pay_timeout_s.is_some() {
-        return Err(CatalogError::BadRequest(
-            "pay_timeout_s: orders that must be paid are not taken in fleet mode (--redis) yet; \
-             leave it null"
-                .into(),
-        ));
-    }
     let mut inv = fleet.scripts.put_sku.prepare_invoke();
     inv.key(keys::sku(room, sku))
         .key(keys::sku_list(room))
@@ -93,7 +86,8 @@ pub async fn put_sku(
         .arg(opt(def.opens_at_ms))
         .arg(opt(def.closes_at_ms))
         .arg(sku)
-        .arg(keys::notice(room, Some(sku)));
+        .arg(keys::notice(room, Some(sku)))
+        .arg(opt(def.pay_timeout_s));
     let mut c = fleet.conn();
     let _created: i64 = fleet.bounded(inv.invoke_async(&mut c)).await?;
     refreshed_view(hub, fleet, room, sku).await

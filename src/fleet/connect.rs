@@ -58,6 +58,9 @@ pub async fn open(
         rooms = loaded.len(),
         published = repaired.published,
         released = repaired.released,
+        committed = repaired.committed,
+        aborted = repaired.aborted,
+        deadlines = repaired.deadlines,
         "joined the fleet"
     );
     let hub = opened.0.clone();

@@ -69,6 +69,34 @@ pub fn sold(room: &str) -> String {
     format!("lh:{{{room}}}:sold")
 }
 
+/// Hash: order id → its status entry (`S|sku|user|qty|amount_fen|pay_by_ms|placed_ms|paid_ms`,
+/// see `lua/claim.lua`), set when the order is published.
+pub fn statuses(room: &str) -> String {
+    format!("lh:{{{room}}}:status")
+}
+
+/// Hash: order id → the claim of the hub deciding a move of it (`hub|nonce|kind|payment_id`).
+pub fn claims(room: &str) -> String {
+    format!("lh:{{{room}}}:claims")
+}
+
+/// Hash: payment id → `P|order` (it paid the order), `L|order` (kept as a late payment) or
+/// `C|order` (claimed by a move on its way).
+pub fn payments(room: &str) -> String {
+    format!("lh:{{{room}}}:payments")
+}
+
+/// Sorted set: unpaid order ids by `pay_by_ms`.
+pub fn deadlines(room: &str) -> String {
+    format!("lh:{{{room}}}:deadlines")
+}
+
+/// String with a time to live: present while `hub` runs (it refreshes it every
+/// [`crate::fleet::expiry::HEARTBEAT`]). Outside any room's slot.
+pub fn alive(hub: &str) -> String {
+    format!("lh:alive:{hub}")
+}
+
 /// The request table's field for `(user, req)`.
 pub fn request_field(user: &str, req: &str) -> String {
     let mut k = String::with_capacity(user.len() + req.len() + 1);

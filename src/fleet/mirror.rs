@@ -42,7 +42,7 @@ pub fn parse_sku(m: &HashMap<String, String>, sold: u64) -> Option<Mirrored> {
             limit_per_user: opt_num(m, "limit"),
             opens_at_ms: opt_num(m, "opens"),
             closes_at_ms: opt_num(m, "closes"),
-            pay_timeout_s: None,
+            pay_timeout_s: opt_num(m, "pay_timeout"),
         },
         total,
         left: opt_num(m, "left")?,

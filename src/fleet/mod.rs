@@ -14,13 +14,17 @@
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
 //! - [`stream`]: the room's stream → the aggregator;
 //! - [`resync`]: how often a buy of an unknown SKU may refresh its room from Redis;
+//! - [`moves`]: payments, cancels, refunds and expiries: claim → journal → commit;
+//! - [`expiry`]: this hub's heartbeat, and the expiry of orders whose hub is gone;
 //! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
 
 pub mod buy;
 pub mod catalog;
 pub mod connect;
+pub mod expiry;
 pub mod keys;
 pub mod mirror;
+pub mod moves;
 pub mod publish;
 pub mod reconcile;
 pub mod resync;

@@ -37,6 +37,8 @@ pub async fn publish(
         .key(keys::seq(room))
         .key(keys::sold(room))
         .key(keys::pending(room, &fleet.hub_id))
+        .key(keys::statuses(room))
+        .key(keys::deadlines(room))
         .arg(&*fleet.hub_id);
     for o in orders {
         let done = Done {
@@ -46,8 +48,9 @@ pub async fn publish(
             amount_fen: o.amount_fen,
             left: o.left_after,
         };
+        let pay_by = o.pay_by_ms.map(|t| t.to_string()).unwrap_or_default();
         let entry = format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             o.seq,
             done.order,
             o.sku,
@@ -57,14 +60,17 @@ pub async fn publish(
             o.price_fen,
             o.amount_fen,
             o.referrer.as_deref().unwrap_or(""),
-            o.ts_ms
+            o.ts_ms,
+            pay_by
         );
         inv.arg(o.seq)
             .arg(keys::request_field(&o.user, &o.req))
             .arg(done.encode())
             .arg(&*o.sku)
             .arg(o.qty)
-            .arg(entry);
+            .arg(entry)
+            .arg(super::moves::Entry::placed(o))
+            .arg(pay_by);
     }
     let mut c = fleet.conn();
     let n: u64 = fleet.bounded(inv.invoke_async(&mut c)).await?;

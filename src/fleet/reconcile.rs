@@ -32,6 +32,12 @@ pub struct Repaired {
     pub published: u64,
     /// Tickets of this hub without an order in its journal, released.
     pub released: u64,
+    /// Claims of this hub whose moves its journal holds, committed now.
+    pub committed: u64,
+    /// Claims of this hub whose moves its journal does not hold, given back.
+    pub aborted: u64,
+    /// This hub's unpaid orders whose deadlines were loaded from Redis.
+    pub deadlines: u64,
 }
 
 /// The open tickets of `hub` in `room`, with their request fields.
@@ -102,6 +108,10 @@ pub async fn startup(hub: &Hub, fleet: &Fleet) -> Result<Repaired, FleetError> {
         })
         .await?;
     }
+    let (committed, aborted) = super::moves::repair_claims(hub, fleet).await?;
+    r.committed = committed;
+    r.aborted = aborted;
+    r.deadlines = super::moves::load_deadlines(hub, fleet).await? as u64;
     Ok(r)
 }
 

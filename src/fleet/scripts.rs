@@ -21,6 +21,14 @@ pub struct Scripts {
     pub stock: Script,
     /// Opens or closes a sale now, and sends the change notice.
     pub window: Script,
+    /// Claims one order for a status move before the deciding hub journals it.
+    pub claim: Script,
+    /// Claims the expiry of many orders at once.
+    pub claim_expiries: Script,
+    /// Makes journaled moves take effect, each only while its claim stands.
+    pub commit: Script,
+    /// Gives back claims whose moves were not made durable.
+    pub abort: Script,
 }
 
 impl Scripts {
@@ -33,6 +41,10 @@ impl Scripts {
             put_sku: Script::new(include_str!("lua/put_sku.lua")),
             stock: Script::new(include_str!("lua/stock.lua")),
             window: Script::new(include_str!("lua/window.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            claim_expiries: Script::new(include_str!("lua/claim_expiries.lua")),
+            commit: Script::new(include_str!("lua/commit.lua")),
+            abort: Script::new(include_str!("lua/abort.lua")),
         }
     }
 }
@@ -152,6 +164,8 @@ pub enum Taken {
         left_after: u64,
         /// Unit price in force at the decision.
         price_fen: u64,
+        /// The SKU's time to pay, when its orders must be paid.
+        pay_timeout_s: Option<u64>,
     },
     /// The request was already decided or is being decided (on this hub or another).
     Seen(Seen),
@@ -178,6 +192,7 @@ impl Taken {
                 return Ok(Taken::Ok {
                     left_after: num(1)?,
                     price_fen: num(2)?,
+                    pay_timeout_s: reply.get(3).and_then(|v| v.parse().ok()),
                 })
             }
             Some("seen") => {
@@ -236,10 +251,19 @@ mod tests {
     fn script_replies_parse() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            Taken::parse(&s(&["ok", "5", "990"])),
+            Taken::parse(&s(&["ok", "5", "990", ""])),
             Ok(Taken::Ok {
                 left_after: 5,
-                price_fen: 990
+                price_fen: 990,
+                pay_timeout_s: None,
+            })
+        );
+        assert_eq!(
+            Taken::parse(&s(&["ok", "5", "990", "600"])),
+            Ok(Taken::Ok {
+                left_after: 5,
+                price_fen: 990,
+                pay_timeout_s: Some(600),
             })
         );
         assert_eq!(

@@ -59,6 +59,9 @@ impl Hub {
         if due.is_empty() {
             return 0;
         }
+        if let Some(fleet) = self.fleet() {
+            return self.expire_own_in_fleet(fleet, due, now_ms).await;
+        }
         let mut by_room: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         for d in due {
             let Some(room) = self.room(&d.room) else {
@@ -110,6 +113,39 @@ impl Hub {
                             room: room.clone(),
                         });
                     }
+                }
+            }
+        }
+        if expired > 0 {
+            metrics::counter!("livehub_orders_expired_total").increment(expired as u64);
+        }
+        expired
+    }
+
+    /// [`Hub::expire_due`] in fleet mode: this hub's own due orders, by their ids, through
+    /// the claim, journal and commit of [`crate::fleet::moves`].
+    async fn expire_own_in_fleet(
+        &self,
+        fleet: &crate::fleet::Fleet,
+        due: Vec<Deadline>,
+        now_ms: i64,
+    ) -> usize {
+        let mut by_room: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+        for d in due {
+            let id = format!("{}:O{}", fleet.hub_id, d.order);
+            by_room.entry(d.room).or_default().push(Arc::from(id));
+        }
+        let mut expired = 0;
+        for (room, orders) in by_room {
+            let (n, again) = self.expire_in_fleet(fleet, &room, &orders, now_ms).await;
+            expired += n;
+            for id in again {
+                if let Some((_, order)) = crate::fleet::moves::split_order_id(&id) {
+                    self.rooms().deadlines.push(Deadline {
+                        at_ms: now_ms + RETRY_MS,
+                        order,
+                        room: room.clone(),
+                    });
                 }
             }
         }

@@ -218,8 +218,17 @@ impl Hub {
     /// task that expires the others as their time comes ([`expiry`]). Returns how many
     /// expired at once. `server::run` calls it before it serves.
     pub async fn start_expiry(&self) -> usize {
-        if self.fleet().is_some() {
-            return 0;
+        if let Some(fleet) = self.fleet() {
+            // Alive before the first sweep of any hub can take this hub's orders as a gone
+            // hub's; the sweep of other hubs' orders runs beside this hub's own expiry.
+            if let Err(e) = fleet.beat().await {
+                tracing::warn!(error = %e, "first heartbeat failed");
+            }
+            self.inner.tasks.spawn(crate::fleet::expiry::run(
+                self.clone(),
+                fleet.clone(),
+                self.inner.shutdown.clone(),
+            ));
         }
         let expired = self.expire_due(crate::clock::now_ms()).await;
         self.inner

@@ -126,6 +126,9 @@ impl Hub {
     /// A payment notice: pays an unpaid order, or keeps a payment the order can no longer
     /// take as a late payment. Idempotent on the payment id.
     pub async fn pay(&self, p: PaymentFor<'_>) -> Result<Arc<OrderRecord>, MoveError> {
+        if let Some(fleet) = self.fleet() {
+            return self.pay_in_fleet(fleet, p).await;
+        }
         let room = self.room(p.room).ok_or(MoveError::UnknownOrder)?;
         let order = self
             .find_order(&room, p.order)
@@ -189,6 +192,9 @@ impl Hub {
         order_id: &str,
         user: Option<&str>,
     ) -> Result<Arc<OrderRecord>, MoveError> {
+        if let Some(fleet) = self.fleet() {
+            return self.cancel_in_fleet(fleet, &room.id, order_id, user).await;
+        }
         let order = self
             .find_order(room, order_id)
             .filter(|o| user.is_none_or(|u| *o.user == *u))
@@ -238,6 +244,11 @@ impl Hub {
         order_id: &str,
         restock: bool,
     ) -> Result<Arc<OrderRecord>, MoveError> {
+        if let Some(fleet) = self.fleet() {
+            return self
+                .refund_in_fleet(fleet, &room.id, order_id, restock)
+                .await;
+        }
         let order = self
             .find_order(room, order_id)
             .ok_or(MoveError::UnknownOrder)?;

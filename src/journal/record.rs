@@ -279,6 +279,25 @@ pub enum Record {
         /// When (Unix ms).
         ts_ms: i64,
     },
+    /// Fleet mode: status moves this hub decided, of orders named by id (any hub's). They take
+    /// effect in Redis once this record is durable (`src/fleet/moves.rs`).
+    FleetMoves {
+        /// The orders' room.
+        room: Arc<str>,
+        /// The moves.
+        moves: Vec<FleetMove>,
+        /// When (Unix ms).
+        ts_ms: i64,
+    },
+}
+
+/// One move of a [`Record::FleetMoves`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetMove {
+    /// The order id (`hub:O<number>`).
+    pub order: Arc<str>,
+    /// What happened; `None`: it expired.
+    pub to: Option<Move>,
 }
 
 /// A status move of one order (docs/protocol.md, "Orders that must be paid").
@@ -362,6 +381,11 @@ enum Disk {
     Expired {
         room: Arc<str>,
         orders: Vec<u64>,
+        ts_ms: i64,
+    },
+    FleetMoves {
+        room: Arc<str>,
+        moves: Vec<FleetMove>,
         ts_ms: i64,
     },
 }
@@ -481,13 +505,14 @@ impl From<Disk> for Record {
                 orders,
                 ts_ms,
             },
+            Disk::FleetMoves { room, moves, ts_ms } => Record::FleetMoves { room, moves, ts_ms },
         }
     }
 }
 
 impl Record {
     /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`,
-    /// `move`, `expired`.
+    /// `move`, `expired`, `fleet moves`.
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Room { .. } => "room",
@@ -497,6 +522,7 @@ impl Record {
             Record::Order(_) => "order",
             Record::Move { .. } => "move",
             Record::Expired { .. } => "expired",
+            Record::FleetMoves { .. } => "fleet moves",
         }
     }
 
@@ -570,6 +596,11 @@ impl Record {
             } => Some(Disk::Expired {
                 room: room.clone(),
                 orders: orders.clone(),
+                ts_ms: *ts_ms,
+            }),
+            Record::FleetMoves { room, moves, ts_ms } => Some(Disk::FleetMoves {
+                room: room.clone(),
+                moves: moves.clone(),
                 ts_ms: *ts_ms,
             }),
         };
@@ -864,6 +895,20 @@ mod tests {
                 room: "r".into(),
                 orders: vec![1, 2, 300_000],
                 ts_ms: 8,
+            },
+            Record::FleetMoves {
+                room: "r".into(),
+                moves: vec![
+                    FleetMove {
+                        order: "h2:O9".into(),
+                        to: Some(Move::Cancelled { by_admin: false }),
+                    },
+                    FleetMove {
+                        order: "h1:O3".into(),
+                        to: None,
+                    },
+                ],
+                ts_ms: 9,
             },
         ];
         for m in moves {

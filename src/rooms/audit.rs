@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::rooms::events::{Event, EventLog};
-use crate::rooms::orders::OrderLog;
+use crate::journal::OrderRecord;
+use crate::rooms::events::{Event, EventLog, Moved, What};
+use crate::rooms::orders::{OrderLog, StreamEvent};
 
 /// Orders a fold handles on the runtime's worker; more go to a blocking thread.
 const INLINE_FOLD: usize = 4096;
@@ -38,45 +39,49 @@ pub struct Units {
 struct Fold {
     /// Events of the room folded so far.
     events: usize,
-    /// Orders of the fleet stream folded so far.
+    /// Entries of the fleet stream folded so far.
     stream: usize,
     /// Units per SKU over what was folded.
     units: HashMap<Arc<str>, Units>,
+}
+
+/// Counts an order placed: its units are sold, and unpaid while it waits for payment.
+fn placed(units: &mut HashMap<Arc<str>, Units>, o: &OrderRecord) {
+    let u = units.entry(o.sku.clone()).or_default();
+    u.sold += o.qty;
+    if o.pay_by_ms.is_some() {
+        u.unpaid += o.qty;
+    }
+}
+
+/// Counts a status move: units given back are no longer sold, and an order that leaves
+/// `unpaid` no longer holds unpaid units.
+fn moved(units: &mut HashMap<Arc<str>, Units>, m: &Moved) {
+    let o = &m.order;
+    let u = units.entry(o.sku.clone()).or_default();
+    if m.released() {
+        u.sold = u.sold.saturating_sub(o.qty);
+    }
+    if matches!(
+        m.what,
+        What::Paid(_) | What::Expired | What::Cancelled { .. }
+    ) {
+        u.unpaid = u.unpaid.saturating_sub(o.qty);
+    }
 }
 
 impl Fold {
     fn catch_up(&mut self, log: &OrderLog, events: &EventLog, fleet: bool) {
         let units = &mut self.units;
         if fleet {
-            self.stream = log.for_each_stream_from(self.stream, |o| {
-                units.entry(o.order.sku.clone()).or_default().sold += o.order.qty;
+            self.stream = log.for_each_stream_from(self.stream, |e| match e {
+                StreamEvent::Placed(s) => placed(units, &s.order),
+                StreamEvent::Moved(m) => moved(units, m),
             });
         } else {
-            self.events = events.for_each_from(self.events, |e| {
-                let o = e.order();
-                let u = units.entry(o.sku.clone()).or_default();
-                match e {
-                    Event::Placed(o) => {
-                        u.sold += o.qty;
-                        if o.pay_by_ms.is_some() {
-                            u.unpaid += o.qty;
-                        }
-                    }
-                    Event::Moved(m) => {
-                        if m.released() {
-                            u.sold = u.sold.saturating_sub(o.qty);
-                        }
-                        let was_unpaid = matches!(
-                            m.what,
-                            crate::rooms::events::What::Paid(_)
-                                | crate::rooms::events::What::Expired
-                                | crate::rooms::events::What::Cancelled { .. }
-                        );
-                        if was_unpaid {
-                            u.unpaid = u.unpaid.saturating_sub(o.qty);
-                        }
-                    }
-                }
+            self.events = events.for_each_from(self.events, |e| match e {
+                Event::Placed(o) => placed(units, o),
+                Event::Moved(m) => moved(units, m),
             });
         }
     }

@@ -13,6 +13,7 @@ pub mod skus;
 pub mod statuses;
 pub mod users;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -43,6 +44,9 @@ struct FleetApply {
     hub: Arc<str>,
     /// Orders as they become durable, in journal order, to the stream publisher.
     publish: tokio::sync::mpsc::UnboundedSender<Arc<OrderRecord>>,
+    /// The status moves this hub's journal holds, by order id, gathered by replay for the
+    /// start-up repair of claims ([`crate::fleet::moves`]), which takes them.
+    replayed_moves: std::sync::Mutex<HashMap<Arc<str>, Vec<Option<Move>>>>,
 }
 
 impl Rooms {
@@ -54,7 +58,11 @@ impl Rooms {
     ) -> Rooms {
         Rooms {
             rooms: DashMap::new(),
-            fleet: Some(FleetApply { hub, publish }),
+            fleet: Some(FleetApply {
+                hub,
+                publish,
+                replayed_moves: Default::default(),
+            }),
             deadlines: Deadlines::default(),
         }
     }
@@ -77,11 +85,22 @@ impl Rooms {
         record: &Record,
         mode: Mode,
     ) -> Result<(), String> {
+        if let Record::FleetMoves { moves, .. } = record {
+            // Their effects are in Redis (committed, or settled by the start-up repair), and
+            // come back to every hub through the room's stream.
+            if mode == Mode::Replay {
+                let mut m = fleet.replayed_moves.lock().expect("replayed moves lock");
+                for mv in moves {
+                    m.entry(mv.order.clone()).or_default().push(mv.to.clone());
+                }
+            }
+            return Ok(());
+        }
         let Record::Order(o) = record else {
             if matches!(record, Record::Move { .. } | Record::Expired { .. }) {
                 return Err(format!(
-                    "a status move ({}) in the journal of a fleet hub: fleet mode does not take \
-                     orders that must be paid",
+                    "an embedded hub's status move ({}) in the journal of a fleet hub: this data \
+                     dir was written by an embedded hub; start it without --redis",
                     record.kind()
                 ));
             }
@@ -104,12 +123,29 @@ impl Rooms {
         let room = self.get_or_create(&o.room, "");
         match mode {
             Mode::Live => {
+                // Replayed orders get their deadlines from Redis at start, where their
+                // statuses are (`fleet::moves::load_deadlines`).
+                if let Some(at_ms) = o.pay_by_ms {
+                    self.deadlines.push(Deadline {
+                        at_ms,
+                        order: o.number,
+                        room: room.id.clone(),
+                    });
+                }
                 room.add_order(o.clone());
                 let _ = fleet.publish.send(o);
             }
             Mode::Replay => room.add_replayed_order(o),
         }
         Ok(())
+    }
+
+    /// Fleet mode: takes the status moves replay found in this hub's journal, by order id.
+    pub fn take_replayed_moves(&self) -> HashMap<Arc<str>, Vec<Option<Move>>> {
+        self.fleet
+            .as_ref()
+            .map(|f| std::mem::take(&mut *f.replayed_moves.lock().expect("replayed moves lock")))
+            .unwrap_or_default()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Room>> {
@@ -275,6 +311,13 @@ impl Apply for Rooms {
                 orders,
                 ts_ms,
             } => self.apply_moves(record, room, orders, None, *ts_ms, mode)?,
+            Record::FleetMoves { .. } => {
+                return Err(
+                    "a fleet hub's status moves in the journal of an embedded hub: this data dir \
+                     was written by a fleet hub; start it with --redis"
+                        .to_owned(),
+                )
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use crate::journal::OrderRecord;
+use crate::rooms::events::Moved;
 
 /// How many orders ahead [`OrderLog::for_range`] asks the CPU to fetch.
 const PREFETCH_AHEAD: usize = 16;
@@ -41,14 +42,23 @@ pub struct StreamOrder {
     pub hub_seq: u64,
 }
 
+/// An entry of the room's Redis stream: an order placed, or a status move of one.
+#[derive(Debug, Clone)]
+pub enum StreamEvent {
+    /// An order placed on some hub.
+    Placed(StreamOrder),
+    /// A status move decided on some hub.
+    Moved(Arc<Moved>),
+}
+
 /// The room's orders. Reads take no lock and see the orders there were when they began.
 #[derive(Debug, Default)]
 pub struct OrderLog {
     /// Durable orders by seq, appended in seq order by the journal writer only.
     durable: boxcar::Vec<Arc<OrderRecord>>,
-    /// fleet mode: every hub's published orders, in the room's stream order, appended by the
-    /// stream reader only.
-    stream: boxcar::Vec<StreamOrder>,
+    /// fleet mode: every hub's published orders and status moves, in the room's stream order,
+    /// appended by the stream reader only.
+    stream: boxcar::Vec<StreamEvent>,
 }
 
 impl OrderLog {
@@ -72,7 +82,7 @@ impl OrderLog {
         self.durable.count()
     }
 
-    /// Fleet mode: orders read from the room's stream so far.
+    /// Fleet mode: entries (orders and moves) read from the room's stream so far.
     pub fn stream_count(&self) -> usize {
         self.stream.count()
     }
@@ -146,16 +156,16 @@ impl OrderLog {
         (lo < count && at(lo).number == number).then(|| at(lo).clone())
     }
 
-    /// fleet mode: appends orders read from the room's stream (the stream reader only).
-    pub fn add_stream_orders(&self, orders: impl IntoIterator<Item = StreamOrder>) {
-        for o in orders {
-            self.stream.push(o);
+    /// fleet mode: appends entries read from the room's stream (the stream reader only).
+    pub fn add_stream_events(&self, events: impl IntoIterator<Item = StreamEvent>) {
+        for e in events {
+            self.stream.push(e);
         }
     }
 
-    /// fleet mode: calls `f` on each stream order from index `from` to the count there is now,
+    /// fleet mode: calls `f` on each stream entry from index `from` to the count there is now,
     /// without a lock; returns that count, where the next call starts.
-    pub fn for_each_stream_from(&self, from: usize, mut f: impl FnMut(&StreamOrder)) -> usize {
+    pub fn for_each_stream_from(&self, from: usize, mut f: impl FnMut(&StreamEvent)) -> usize {
         let to = self.stream.count();
         for i in from..to {
             f(self.stream.get(i).expect("a stream order below the count"));
@@ -228,16 +238,22 @@ mod tests {
     #[test]
     fn stream_orders_are_read_from_where_the_last_read_stopped() {
         let log = OrderLog::default();
-        let stream = |n: u64| StreamOrder {
-            order: next(&log, &format!("s{n}")),
-            hub_seq: n,
+        let stream = |n: u64| {
+            StreamEvent::Placed(StreamOrder {
+                order: next(&log, &format!("s{n}")),
+                hub_seq: n,
+            })
         };
-        log.add_stream_orders((1..=3).map(stream));
+        let hub_seq = |e: &StreamEvent| match e {
+            StreamEvent::Placed(s) => s.hub_seq,
+            StreamEvent::Moved(_) => 0,
+        };
+        log.add_stream_events((1..=3).map(stream));
         let mut seen = Vec::new();
-        let at = log.for_each_stream_from(0, |s| seen.push(s.hub_seq));
+        let at = log.for_each_stream_from(0, |s| seen.push(hub_seq(s)));
         assert_eq!((at, &seen[..]), (3, &[1, 2, 3][..]));
-        log.add_stream_orders((4..=5).map(stream));
-        let at = log.for_each_stream_from(at, |s| seen.push(s.hub_seq));
+        log.add_stream_events((4..=5).map(stream));
+        let at = log.for_each_stream_from(at, |s| seen.push(hub_seq(s)));
         assert_eq!((at, &seen[..]), (5, &[1, 2, 3, 4, 5][..]));
         assert_eq!(
             log.count(),

@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::journal::record::Move;
 use crate::journal::OrderRecord;
 use crate::rooms::audit::AuditTotals;
 use crate::rooms::events::{Event, EventLog, Moved};
@@ -112,6 +113,19 @@ impl Room {
         self.statuses.placed(&order);
         self.events.push(Event::Placed(order.clone()));
         self.orders.push(order);
+    }
+
+    /// Fleet mode: a status move of one of this hub's own orders, read from the room's stream
+    /// (whichever hub decided it): the order's status here, for the export and `status`
+    /// answers, then the event, for the change feed.
+    pub fn apply_stream_move(
+        &self,
+        order: &Arc<OrderRecord>,
+        to: Option<&Move>,
+        ts_ms: i64,
+    ) -> Result<Arc<Moved>, String> {
+        let moved = self.statuses.apply(order, to, ts_ms)?;
+        Ok(self.record_move(moved))
     }
 
     /// Records a durable status move (journal apply, replay or restore, in journal order):

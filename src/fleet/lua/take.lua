@@ -4,11 +4,12 @@
 -- KEYS: 1 sku hash, 2 held hash (user -> units), 3 req hash (user US req -> state),
 --       4 this hub's pending set (req keys of its tickets)
 -- ARGV: 1 user, 2 req key, 3 qty, 4 now_ms, 5 ticket ("P|hub|nonce|sku|qty")
--- Returns {"seen", state} | {"unknown_sku"} | {code, left} | {"ok", left, price_fen}
+-- Returns {"seen", state} | {"unknown_sku"} | {code, left} |
+--   {"ok", left, price_fen, pay_timeout_s ("" when paid on placement)}
 local seen = redis.call('HGET', KEYS[3], ARGV[2])
 if seen then return {'seen', seen} end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_sku'} end
-local f = redis.call('HMGET', KEYS[1], 'left', 'price_fen', 'limit', 'opens', 'closes')
+local f = redis.call('HMGET', KEYS[1], 'left', 'price_fen', 'limit', 'opens', 'closes', 'pay_timeout')
 local left = tonumber(f[1])
 local now = tonumber(ARGV[4])
 local qty = tonumber(ARGV[3])
@@ -28,4 +29,4 @@ if left == 0 then redis.call('HSET', KEYS[1], 'sold_out_at', ARGV[4]) end
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[2])
-return {'ok', string.format('%d', left), f[2]}
+return {'ok', string.format('%d', left), f[2], f[6] or ''}
