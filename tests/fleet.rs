@@ -809,31 +809,3 @@ async fn an_embedded_data_dir_started_in_fleet_mode_is_refused() {
         .await;
     assert_eq!(status, 200);
 }
-
-/// Orders that must be paid are not taken in fleet mode yet: a SKU with a payment timeout is
-/// refused with a 400 that says so, and ordinary SKUs' acks say `paid`.
-#[tokio::test]
-async fn fleet_mode_refuses_a_payment_timeout_and_its_orders_are_paid_on_placement() {
-    let redis = RedisServer::start();
-    let s = hub(&redis, "h1").await;
-    s.create_room("r").await;
-    let (code, v) = s
-        .request(
-            "PUT",
-            "/api/rooms/r/skus/A",
-            Some(support::ADMIN),
-            Some(serde_json::json!({"name": "a", "price_fen": 1, "stock": 5, "pay_timeout_s": 60})),
-        )
-        .await;
-    assert_eq!(code, 400, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("fleet mode"), "{v}");
-    s.create_sku("r", "B", 100, 5, None).await;
-    wait_sku(&s, "r", "B").await;
-    let mut b = s.buyer("r", "u1").await;
-    let ack = b.buy("q1", "B", 1).await;
-    assert_eq!(
-        (ack["ok"].clone(), ack["status"].clone()),
-        (Value::Bool(true), Value::from("paid")),
-        "{ack}"
-    );
-}

@@ -381,22 +381,7 @@ impl TestServer {
 
     /// Sends `body` to `POST /api/payments` signed with `secret` at `timestamp_ms`.
     pub async fn notice(&self, body: &[u8], timestamp_ms: i64, secret: &str) -> (u16, Value) {
-        let sig = livehub::payments::sign(secret.as_bytes(), timestamp_ms, body);
-        let r = self
-            .http
-            .post(self.url("/api/payments"))
-            .header("X-Livehub-Timestamp", timestamp_ms.to_string())
-            .header("X-Livehub-Signature", sig)
-            .body(body.to_vec())
-            .send()
-            .await
-            .expect("payment notice");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        notice_via(&self.http, self.addr, body, timestamp_ms, secret).await
     }
 
     /// Every event of a room's change feed, through its pages.
@@ -528,6 +513,49 @@ impl Drop for TestServer {
             let _ = s.send(());
         }
     }
+}
+
+/// Sends `body` to the payment route of the hub at `addr`, signed with `secret` at
+/// `timestamp_ms`: its status and body.
+pub async fn notice_via(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    body: &[u8],
+    timestamp_ms: i64,
+    secret: &str,
+) -> (u16, Value) {
+    let sig = livehub::payments::sign(secret.as_bytes(), timestamp_ms, body);
+    let r = http
+        .post(format!("http://{addr}/api/payments"))
+        .header("X-Livehub-Timestamp", timestamp_ms.to_string())
+        .header("X-Livehub-Signature", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("payment notice");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A payment notice of `amount_fen` for `order`, paid now, signed with [`PAYMENT_SECRET`], sent
+/// to the hub at `addr`.
+pub async fn signed_payment(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    room: &str,
+    order: &str,
+    payment_id: &str,
+    amount_fen: u64,
+) -> (u16, Value) {
+    let now = livehub::clock::now_ms();
+    let body = json!({"order": order, "room": room, "payment_id": payment_id,
+        "amount_fen": amount_fen, "paid_at_ms": now})
+    .to_string();
+    notice_via(http, addr, body.as_bytes(), now, PAYMENT_SECRET).await
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
