@@ -77,9 +77,6 @@ async fn after_order(stage: &Stage, user: &UserRef, ack: &Ack) {
     let (Some(order), Some(amount_fen)) = (ack.order.as_deref(), ack.amount_fen) else {
         return;
     };
-    if !stage.moves {
-        return;
-    }
     let paid = match ack.status {
         Some(OrderStatus::Paid) => true,
         Some(OrderStatus::Unpaid) => match fate(stage.plan.human_pace) {

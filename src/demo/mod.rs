@@ -87,9 +87,6 @@ struct Stage {
     hub: Hub,
     room: Arc<Room>,
     plan: Plan,
-    /// Whether orders can move after placement: not in fleet mode, where every order is paid
-    /// on placement and the hub keeps no statuses.
-    moves: bool,
     /// Woken when the flash sale's stock comes back (a cancel, an expiry, a refund with
     /// restock): what a real buyer's app learns from a `stock` push.
     restocked: Notify,
@@ -110,7 +107,7 @@ impl Stage {
     }
 }
 
-fn skus(now: i64, plan: &Plan, fleet: bool) -> Vec<(&'static str, SkuDef)> {
+fn skus(now: i64, plan: &Plan) -> Vec<(&'static str, SkuDef)> {
     let def =
         |name: &str, price_fen, stock, limit, opens: Option<i64>, closes: Option<i64>| SkuDef {
             name: name.to_owned(),
@@ -137,9 +134,7 @@ fn skus(now: i64, plan: &Plan, fleet: bool) -> Vec<(&'static str, SkuDef)> {
         (
             FLASH_SKU,
             SkuDef {
-                // Fleet mode takes no orders that must be paid: there, the flash sale's
-                // orders are paid on placement too.
-                pay_timeout_s: (!fleet).then_some(plan.pay_timeout_s),
+                pay_timeout_s: Some(plan.pay_timeout_s),
                 ..def(
                     "秒杀·蓝牙耳机 Flash: earbuds",
                     9_900,
@@ -171,7 +166,6 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
         return;
     };
     let stage = Arc::new(Stage {
-        moves: hub.fleet().is_none(),
         hub,
         room,
         plan,
@@ -270,7 +264,7 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
 async fn setup(hub: &Hub, plan: &Plan) -> anyhow::Result<()> {
     hub.put_room(DEMO_ROOM, "演示直播间 Demo livestream".to_owned())
         .await?;
-    for (id, def) in skus(now_ms(), plan, hub.fleet().is_some()) {
+    for (id, def) in skus(now_ms(), plan) {
         let stock = def.stock;
         let state = hub.put_sku(DEMO_ROOM, id, def).await?;
         if state.left < stock / 2 {
