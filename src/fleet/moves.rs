@@ -219,17 +219,28 @@ fn claim_text(hub: &str, kind: &str, payment_id: &str) -> String {
     format!("{hub}|{}|{kind}|{payment_id}", next_nonce())
 }
 
-/// What the claim script said.
+/// What the claim script said (`lua/claim.lua`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ClaimReply {
+pub enum ClaimReply {
+    /// No such order (not published yet), or not the given buyer's.
     Unknown,
+    /// Another move of the order is on its way: a claim stands, or this payment id is claimed
+    /// for it.
     Moving,
+    /// An expiry of an order whose time to pay has not run out.
     NotDue,
+    /// The payment id paid, or was kept for, this other order.
     Reused(String),
+    /// The payment's amount is not the order's.
     Mismatch(Entry),
+    /// This payment paid the order already.
     Paid(Entry),
+    /// This payment was kept on the order as a late payment already.
     LateKnown(Entry),
+    /// The order is not at the status the move needs.
     Refused(Entry),
+    /// Claimed: the order's entry, and the move decided (`paid`, `late`, `cancel`, `refund`,
+    /// `expire`).
     Claimed(Entry, String),
 }
 
@@ -268,9 +279,11 @@ pub struct Commit {
 }
 
 impl Fleet {
-    /// Runs the claim script for one order.
+    /// Runs the claim script for one order: `claim` is the claim's text
+    /// (`hub|nonce|kind|payment_id`), `user` the buyer a cancel must be by (`None`: any).
+    /// Public for the property test of the scripts (tests/redis_scripts.rs).
     #[allow(clippy::too_many_arguments)]
-    async fn claim(
+    pub async fn claim(
         &self,
         room: &str,
         order: &str,
