@@ -524,6 +524,20 @@ pub async fn notice_via(
     timestamp_ms: i64,
     secret: &str,
 ) -> (u16, Value) {
+    try_notice_via(http, addr, body, timestamp_ms, secret)
+        .await
+        .expect("payment notice")
+}
+
+/// [`notice_via`] that returns a request without an answer (the hub died, say) as `Err`
+/// instead of failing the test.
+pub async fn try_notice_via(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    body: &[u8],
+    timestamp_ms: i64,
+    secret: &str,
+) -> reqwest::Result<(u16, Value)> {
     let sig = livehub::payments::sign(secret.as_bytes(), timestamp_ms, body);
     let r = http
         .post(format!("http://{addr}/api/payments"))
@@ -531,14 +545,13 @@ pub async fn notice_via(
         .header("X-Livehub-Signature", sig)
         .body(body.to_vec())
         .send()
-        .await
-        .expect("payment notice");
+        .await?;
     let status = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (
+    let text = r.text().await?;
+    Ok((
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    ))
 }
 
 /// A payment notice of `amount_fen` for `order`, paid now, signed with [`PAYMENT_SECRET`], sent
@@ -551,11 +564,26 @@ pub async fn signed_payment(
     payment_id: &str,
     amount_fen: u64,
 ) -> (u16, Value) {
+    try_signed_payment(http, addr, room, order, payment_id, amount_fen)
+        .await
+        .expect("payment notice")
+}
+
+/// [`signed_payment`] that returns a notice without an answer (the hub died, say) as `Err`
+/// instead of failing the test.
+pub async fn try_signed_payment(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    room: &str,
+    order: &str,
+    payment_id: &str,
+    amount_fen: u64,
+) -> reqwest::Result<(u16, Value)> {
     let now = livehub::clock::now_ms();
     let body = json!({"order": order, "room": room, "payment_id": payment_id,
         "amount_fen": amount_fen, "paid_at_ms": now})
     .to_string();
-    notice_via(http, addr, body.as_bytes(), now, PAYMENT_SECRET).await
+    try_notice_via(http, addr, body.as_bytes(), now, PAYMENT_SECRET).await
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
