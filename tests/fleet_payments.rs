@@ -483,3 +483,45 @@ async fn a_claim_never_journaled_is_given_back_when_its_hub_starts() {
     assert_eq!((code, v["status"].as_str()), (200, Some("paid")), "{v}");
     exported_as(&h1, "r", &order, "paid").await;
 }
+
+/// A fleet hub's change feed keeps its numbering over a restart, though its moves come from
+/// the room's stream and its placements from its journal: a consumer resuming after event `n`
+/// gets the same events as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_is_numbered_the_same_after_a_restart() {
+    let redis = RedisServer::start();
+    let dir = temp_dir();
+    let h1 = hub_in(&redis, "h1", &dir).await;
+    h1.create_room("r").await;
+    h1.create_sku_to_pay("r", "A", 100, 10, None, 600).await;
+    let mut b = h1.buyer("r", "u1").await;
+    let first = b.buy("q1", "A", 1).await["order"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(h1.pay("r", &first, "p1", 100).await.0, 200);
+    eventually(WAIT, "the payment is in the feed", async || {
+        h1.order_events("r").await.len() == 2
+    })
+    .await;
+    assert_eq!(b.buy("q2", "A", 1).await["ok"], true);
+    let listed = |feed: Vec<Value>| -> Vec<(Value, Value, Value)> {
+        feed.into_iter()
+            .map(|e| (e["event"].clone(), e["order"].clone(), e["status"].clone()))
+            .collect()
+    };
+    eventually(WAIT, "the second order is in the feed", async || {
+        h1.order_events("r").await.len() == 3
+    })
+    .await;
+    let before = listed(h1.order_events("r").await);
+    assert_eq!(before[1].2, "paid", "{before:?}");
+    drop(b);
+    let dir = h1.stop().await;
+    let h1 = hub_in(&redis, "h1", &dir).await;
+    eventually(WAIT, "the feed is back", async || {
+        h1.order_events("r").await.len() == 3
+    })
+    .await;
+    assert_eq!(listed(h1.order_events("r").await), before);
+}

@@ -209,15 +209,27 @@ pub async fn read_after(
     Ok((out, read, last))
 }
 
-/// Takes one read entry in: a move of this hub's own order changes its status here (and is
-/// the change feed's event), and every move is pushed to its buyer's sockets on this hub.
+/// Takes one read entry in: this hub's own orders and their moves join its change feed, in
+/// stream order; a move of its own order changes its status here; and every move is pushed
+/// to its buyer's sockets on this hub.
 fn take_in(fleet: &Fleet, room: &Room, entry: Read) -> StreamEvent {
+    let own = |hub: Option<&str>| hub == Some(&*fleet.hub_id);
     let (m, to) = match entry {
-        Read::Placed(o) => return StreamEvent::Placed(o),
+        Read::Placed(o) => {
+            if own(o.order.hub.as_deref()) {
+                match room.orders.by_number(o.order.number) {
+                    Some(mine) => room.list_stream_placement(mine),
+                    None => {
+                        tracing::error!(room = %room.id, order = %o.order.order_id(), "an order of this hub in the stream that its journal does not hold")
+                    }
+                }
+            }
+            return StreamEvent::Placed(o);
+        }
         Read::Moved(m, to) => (m, to),
     };
     let mut shown = Arc::new(m);
-    if shown.order.hub.as_deref() == Some(&*fleet.hub_id) {
+    if own(shown.order.hub.as_deref()) {
         match room.orders.by_number(shown.order.number) {
             Some(order) => match room.apply_stream_move(&order, to.as_ref(), shown.ts_ms) {
                 Ok(moved) => shown = moved,

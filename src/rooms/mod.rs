@@ -74,7 +74,13 @@ impl Rooms {
         }
         self.rooms
             .entry(Arc::from(id))
-            .or_insert_with(|| Arc::new(Room::new(Arc::from(id), title.to_owned())))
+            .or_insert_with(|| {
+                let (id, title) = (Arc::from(id), title.to_owned());
+                Arc::new(match self.fleet {
+                    Some(_) => Room::in_fleet(id, title),
+                    None => Room::new(id, title),
+                })
+            })
             .value()
             .clone()
     }

@@ -46,6 +46,10 @@ pub struct Room {
     pub live: LiveStats,
     pub feeds: Feeds,
     pub audit: AuditTotals,
+    /// Fleet mode: the change feed lists this hub's placements as the room's stream orders
+    /// them (with the moves, which only the stream brings), not as the journal applies them,
+    /// so its numbering is the same after a restart ([`Room::list_stream_placement`]).
+    events_from_stream: bool,
 }
 
 impl Room {
@@ -68,6 +72,15 @@ impl Room {
             live: LiveStats::default(),
             feeds: Feeds::default(),
             audit: AuditTotals::default(),
+            events_from_stream: false,
+        }
+    }
+
+    /// A room of a fleet hub: see `events_from_stream`.
+    pub fn in_fleet(id: Arc<str>, title: String) -> Room {
+        Room {
+            events_from_stream: true,
+            ..Room::new(id, title)
         }
     }
 
@@ -111,8 +124,18 @@ impl Room {
 
     fn place(&self, order: Arc<OrderRecord>) {
         self.statuses.placed(&order);
-        self.events.push(Event::Placed(order.clone()));
+        if !self.events_from_stream {
+            self.events.push(Event::Placed(order.clone()));
+        }
         self.orders.push(order);
+    }
+
+    /// Fleet mode: this hub's order read from the room's stream joins the change feed (the
+    /// stream reader only, in stream order).
+    pub fn list_stream_placement(&self, order: Arc<OrderRecord>) {
+        if self.events_from_stream {
+            self.events.push(Event::Placed(order));
+        }
     }
 
     /// Fleet mode: a status move of one of this hub's own orders, read from the room's stream
