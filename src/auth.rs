@@ -64,6 +64,9 @@ pub enum TokenConfigError {
     /// The admin and viewer tokens are the same.
     #[error("the admin and viewer tokens must differ: a viewer token would grant admin rights")]
     SameAdminAndViewer,
+    /// The ingest token is the admin or the viewer token.
+    #[error("the ingest token must differ from the admin and viewer tokens")]
+    SameIngest,
 }
 
 /// The tokens and secrets this hub checks against.
@@ -76,6 +79,8 @@ pub struct Auth {
     open_buyers: bool,
     /// The HMAC key of payment notices; `None`: every notice is refused.
     payment_key: Option<Arc<[u8]>>,
+    /// The video platform adapter's token, good for audience events only.
+    ingest: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -125,7 +130,28 @@ impl Auth {
             validation: Arc::new(validation),
             open_buyers,
             payment_key: None,
+            ingest: None,
         })
+    }
+
+    /// Adds the token the video platform's adapter posts audience events with; it must differ
+    /// from the admin and viewer tokens.
+    pub fn with_ingest_token(mut self, token: &str) -> Result<Self, TokenConfigError> {
+        if token.is_empty() {
+            return Err(TokenConfigError::Empty("ingest token"));
+        }
+        if ct_eq(token.as_bytes(), &self.admin) || ct_eq(token.as_bytes(), &self.viewer) {
+            return Err(TokenConfigError::SameIngest);
+        }
+        self.ingest = Some(Arc::from(token.as_bytes()));
+        Ok(self)
+    }
+
+    /// Whether `token` may post audience events: the ingest token or the admin token.
+    pub fn may_ingest(&self, token: &str) -> bool {
+        let t = token.as_bytes();
+        let ingest = self.ingest.as_ref().is_some_and(|i| ct_eq(t, i));
+        ingest | ct_eq(t, &self.admin)
     }
 
     /// Adds the payment secret that payment notices are signed with (its UTF-8 bytes are the
@@ -311,6 +337,19 @@ mod tests {
                 .unwrap_err(),
             TokenConfigError::Empty("payment secret")
         );
+    }
+
+    #[test]
+    fn the_ingest_token_posts_audience_events_only() {
+        let a = Auth::new("adm", "view", Some("s"), false).unwrap();
+        assert!(a.may_ingest("adm"));
+        assert!(!a.may_ingest("ing"), "no ingest token configured");
+        let a = a.with_ingest_token("ing").unwrap();
+        assert!(a.may_ingest("ing") && a.may_ingest("adm"));
+        assert!(!a.may_ingest("view") && !a.may_ingest("in"));
+        assert_eq!(a.access("ing"), None, "it grants nothing else");
+        assert!(a.clone().with_ingest_token("view").is_err());
+        assert!(a.with_ingest_token("").is_err());
     }
 
     #[test]

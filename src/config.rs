@@ -9,6 +9,7 @@
 //! | `--viewer-token` | `LIVEHUB_VIEWER_TOKEN` | generated into `DATA_DIR/viewer.token` |
 //! | `--buyer-secret` | `LIVEHUB_BUYER_SECRET` | generated into `DATA_DIR/buyer.secret` |
 //! | `--payment-secret` | `LIVEHUB_PAYMENT_SECRET` | generated into `DATA_DIR/payment.secret` |
+//! | `--ingest-token` | `LIVEHUB_INGEST_TOKEN` | generated into `DATA_DIR/ingest.token` |
 //! | `--open-buyers` | `LIVEHUB_OPEN_BUYERS` | off |
 //! | `--demo` | `LIVEHUB_DEMO` | off |
 //! | `--push-interval-ms` | `LIVEHUB_PUSH_INTERVAL_MS` | 100 |
@@ -132,6 +133,10 @@ pub struct Config {
     /// given.
     #[arg(long, env = "LIVEHUB_PAYMENT_SECRET", hide_env_values = true)]
     pub payment_secret: Option<String>,
+    /// Bearer token of the video platform's adapter, for audience events only
+    /// (POST /api/rooms/{room}/audience). Generated when not given.
+    #[arg(long, env = "LIVEHUB_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
     /// Accept `?user=` instead of a JWT on /ws/buy (demos and quick tests only).
     #[arg(long, env = "LIVEHUB_OPEN_BUYERS", value_parser = BoolishValueParser::new())]
     pub open_buyers: bool,

@@ -35,6 +35,7 @@
 //! - [`clock`]: Unix milliseconds
 
 pub mod api;
+pub mod audience;
 pub mod auth;
 pub mod buyer;
 pub mod catalog;

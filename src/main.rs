@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let (viewer_token, _) = secret_or_generate(&cfg.viewer_token, &cfg.data_dir, "viewer.token")?;
     let (payment_secret, _) =
         secret_or_generate(&cfg.payment_secret, &cfg.data_dir, "payment.secret")?;
+    let (ingest_token, _) = secret_or_generate(&cfg.ingest_token, &cfg.data_dir, "ingest.token")?;
     if admin_new {
         println!(
             "admin token (generated, stored in {}): {admin_token}",
@@ -129,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             cfg.open_buyers,
         )
         .and_then(|auth| auth.with_payment_secret(&payment_secret))
+        .and_then(|auth| auth.with_ingest_token(&ingest_token))
         .context("refusing to start")?,
         buyer_limits: BuyerLimits {
             frames_per_s: cfg.buyer_rate,

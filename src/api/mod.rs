@@ -5,11 +5,13 @@
 //!   change feed, cancels and refunds);
 //! - [`viewer`]: handlers behind the viewer token (rooms, stats, audit);
 //! - [`payments`]: payment notices, signed by the payment provider's adapter;
+//! - [`audience`]: audience events, posted by the video platform's adapter;
 //! - [`handshake`]: who a WebSocket upgrade is for, read from its query string;
 //! - [`sockets`]: the `/ws/buy` and `/ws/dashboard` upgrades;
 //! - [`state`]: what every handler shares; [`error`]: the one JSON error type.
 
 pub mod admin;
+pub mod audience;
 pub mod error;
 pub mod extract;
 pub mod handshake;
@@ -60,4 +62,12 @@ pub fn router() -> Router<AppState> {
             post(admin::refund_order),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A batch of audience events is larger than any other body.
+        .merge(
+            Router::new()
+                .route("/api/rooms/{room}/audience", post(audience::post_audience))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    audience::MAX_AUDIENCE_BODY_BYTES,
+                )),
+        )
 }

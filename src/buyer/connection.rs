@@ -177,6 +177,7 @@ where
     pub fn run(mut self) -> impl Future<Output = ()> {
         async move {
             self.room.live.viewer_joined(&self.user);
+            self.room.audience.socket(&self.user, true);
             metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
             let room = self.room.clone();
             // Before the hello's state is taken: the buyer misses no change after it.
@@ -220,6 +221,7 @@ where
                 self.answer_in_flight().await;
                 self.out.finish(self.close).await;
             }
+            self.room.audience.socket(&self.user, false);
             self.room.live.viewer_left();
             metrics::gauge!("livehub_connections", "kind" => "buyer").decrement(1.0);
         }

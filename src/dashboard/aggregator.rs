@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::FANOUT_SLOTS;
 use super::referrers::Referrers;
-use super::snapshot::{Figures, Latency, Published, SkuFigures, TrendPoint, TREND_INTERVAL_MS};
+use super::snapshot::{
+    AudienceFigures, Figures, Funnel, Latency, MinuteFigures, Published, SkuFigures, TrendPoint,
+    TREND_INTERVAL_MS,
+};
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
 use crate::protocol::RejectCode;
@@ -101,6 +104,8 @@ struct PayTotals {
 #[derive(Debug, Default)]
 struct SkuTotals {
     gmv_fen: u64,
+    /// Orders placed.
+    orders: u64,
     /// Units of orders that keep them (unpaid, paid, refunded without restock).
     units: u64,
     /// Units of paid orders.
@@ -140,6 +145,8 @@ pub struct Aggregator {
     // Every order is looked up in these: foldhash (randomly seeded, as in the request
     // table) rather than SipHash.
     buyers: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    /// Users who paid an order (the funnel's last step).
+    payers: HashSet<Arc<str>, foldhash::fast::RandomState>,
     skus: HashMap<Arc<str>, SkuTotals, foldhash::fast::RandomState>,
     referrers: Referrers,
     /// Shared with the snapshots that carry it; copied only when an order changes it.
@@ -178,6 +185,7 @@ impl Aggregator {
             orders: 0,
             units: 0,
             buyers: HashSet::default(),
+            payers: HashSet::default(),
             skus: HashMap::default(),
             referrers: Referrers::default(),
             trend: Arc::new(Vec::new()),
@@ -369,6 +377,7 @@ impl Aggregator {
         }
         let s = self.skus.entry(o.sku.clone()).or_default();
         add_fen(&mut s.gmv_fen, o.amount_fen);
+        s.orders += 1;
         s.units += o.qty;
         s.recent.push_back((o.ts_ms, o.qty));
         if let Some(r) = &o.referrer {
@@ -392,6 +401,9 @@ impl Aggregator {
         add_fen(&mut self.pay.paid_gmv_fen, o.amount_fen);
         self.pay.paid_orders += 1;
         self.pay.ever_paid += 1;
+        if !self.payers.contains(&o.user) {
+            self.payers.insert(o.user.clone());
+        }
         if let Some(s) = self.skus.get_mut(&o.sku) {
             s.paid += o.qty;
         }
@@ -452,6 +464,7 @@ impl Aggregator {
             gmv_fen: 0,
             orders: 0,
             paid_gmv_fen: 0,
+            online: 0,
         };
         let i = match trend.last() {
             Some(p) if p.t_ms == t => trend.len() - 1,
@@ -508,7 +521,25 @@ impl Aggregator {
         }
     }
 
+    /// Notes the audience online now in the trend point of `now`, if it changed.
+    fn note_online(&mut self, now: i64, online: u64) {
+        let t = now - now.rem_euclid(TREND_INTERVAL_MS);
+        if self
+            .trend
+            .last()
+            .is_some_and(|p| p.t_ms == t && p.online == online)
+        {
+            return;
+        }
+        let i = self.trend_point(now);
+        Arc::make_mut(&mut self.trend)[i].online = online;
+    }
+
     fn figures(&mut self, now: i64) -> Figures {
+        let audience = self.room.audience.with(|s| s.figures(now));
+        if audience.unique > 0 {
+            self.note_online(now, audience.online);
+        }
         let live = &self.room.live;
         let unique = live.unique_viewers.len() as u64;
         let buyers = self.buyers.len() as u64;
@@ -541,7 +572,14 @@ impl Aggregator {
             };
             // Sold units as of this snapshot's seq, like every other total.
             state.sold = t.units;
+            let clicks = audience.clicks.get(&s.id).copied().unwrap_or(0);
             skus.push(SkuFigures {
+                clicks,
+                click_to_order: if clicks == 0 {
+                    0.0
+                } else {
+                    t.orders as f64 / clicks as f64
+                },
                 paid: t.paid,
                 unpaid: t.unpaid,
                 state,
@@ -592,6 +630,37 @@ impl Aggregator {
                 } else {
                     self.pay.ever_paid as f64 / settled as f64
                 }
+            },
+            funnel: Funnel {
+                entered: audience.entered,
+                clicked: audience.clicked,
+                ordered: buyers,
+                paid: self.payers.len() as u64,
+            },
+            audience: AudienceFigures {
+                online: audience.online,
+                peak: audience.peak,
+                unique: audience.unique,
+                avg_watch_s: (audience.avg_watch_s * 10.0).round() / 10.0,
+                likes: audience.likes,
+                comments: audience.comments,
+                shares: audience.shares,
+                follows: audience.follows,
+                sources: audience
+                    .sources
+                    .iter()
+                    .map(|(s, n)| (s.to_string(), *n))
+                    .collect(),
+                per_minute: audience
+                    .per_minute
+                    .iter()
+                    .map(|(t, m)| MinuteFigures {
+                        t_ms: *t,
+                        likes: m.likes,
+                        comments: m.comments,
+                        shares: m.shares,
+                    })
+                    .collect(),
             },
         }
     }

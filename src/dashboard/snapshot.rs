@@ -43,6 +43,56 @@ pub struct SkuFigures {
     pub paid: u64,
     /// Units of orders waiting for payment: they come back on sale if not paid in time.
     pub unpaid: u64,
+    /// Taps on the SKU's product card (audience `click` events).
+    #[serde(default)]
+    pub clicks: u64,
+    /// The SKU's orders over its clicks; 0 with no click.
+    #[serde(default)]
+    pub click_to_order: f64,
+}
+
+/// The audience the video platform tells of (docs/protocol.md, "Audience events").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AudienceFigures {
+    /// Viewers in the room now: entered and not left, or with a buyer socket open.
+    pub online: u64,
+    /// The most online at once.
+    pub peak: u64,
+    /// Viewers told of so far (events or buyer sockets).
+    pub unique: u64,
+    /// Mean watch time of the viewers who entered, in seconds.
+    pub avg_watch_s: f64,
+    pub likes: u64,
+    pub comments: u64,
+    pub shares: u64,
+    pub follows: u64,
+    /// Unique viewers per source of their first `enter`.
+    pub sources: BTreeMap<String, u64>,
+    /// Likes, comments and shares per minute, the last hour's minutes that had any.
+    pub per_minute: Vec<MinuteFigures>,
+}
+
+/// Interactions in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteFigures {
+    /// The minute's start (Unix ms).
+    pub t_ms: i64,
+    pub likes: u64,
+    pub comments: u64,
+    pub shares: u64,
+}
+
+/// Unique users at each step from entering the room to paying.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Funnel {
+    /// Entered the room (an `enter` event).
+    pub entered: u64,
+    /// Tapped a product card.
+    pub clicked: u64,
+    /// Placed an order.
+    pub ordered: u64,
+    /// Paid an order.
+    pub paid: u64,
 }
 
 /// One of the referrers that brought the most sales.
@@ -69,6 +119,9 @@ pub struct TrendPoint {
     /// Payments counted in this interval (orders paid on placement: at placement), less
     /// refunds of those payments.
     pub paid_gmv_fen: u64,
+    /// The audience online at the interval's last snapshot.
+    #[serde(default)]
+    pub online: u64,
 }
 
 /// Every figure of a snapshot but the trend.
@@ -131,6 +184,12 @@ pub struct Figures {
     pub late_payments: u64,
     /// Paid ÷ (paid + expired + cancelled) orders; 0 when none.
     pub pay_rate: f64,
+    /// The audience.
+    #[serde(default)]
+    pub audience: AudienceFigures,
+    /// From entering to paying.
+    #[serde(default)]
+    pub funnel: Funnel,
 }
 
 #[derive(Serialize)]
@@ -271,6 +330,8 @@ mod tests {
             refunded_fen: 0,
             late_payments: 0,
             pay_rate: 0.0,
+            audience: Default::default(),
+            funnel: Default::default(),
         })
     }
 
@@ -287,6 +348,7 @@ mod tests {
                 gmv_fen: 100,
                 orders: 1,
                 paid_gmv_fen: 100,
+                online: 0,
             })
             .collect();
         let built = Published::new(9, figures(), Arc::new(trend));

@@ -5,6 +5,7 @@
 //! - [`moves`]: after the buy: payment notices, cancels and refunds;
 //! - [`expiry`]: unpaid orders expire when their time to pay runs out.
 
+pub mod audience;
 pub mod buy;
 pub mod expiry;
 pub mod moves;

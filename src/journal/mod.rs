@@ -12,6 +12,7 @@
 //!   (the tests turn it on; release builds leave it out).
 
 pub mod apply;
+pub mod audience;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use apply::{Apply, Mode};
+pub use audience::{AudienceEvent, AudienceKind};
 pub use error::JournalError;
 #[cfg(feature = "fault-injection")]
 pub use fault::Faults;

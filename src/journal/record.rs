@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::audience::AudienceEvent;
+
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload accepted on replay; anything bigger is damage, not a record.
@@ -289,6 +291,15 @@ pub enum Record {
         /// When (Unix ms).
         ts_ms: i64,
     },
+    /// A checked batch of audience events of one room.
+    Audience {
+        /// The room.
+        room: Arc<str>,
+        /// The events, in the batch's order.
+        events: Vec<AudienceEvent>,
+        /// When the hub took the batch (Unix ms).
+        ts_ms: i64,
+    },
 }
 
 /// One move of a [`Record::FleetMoves`].
@@ -386,6 +397,11 @@ enum Disk {
     FleetMoves {
         room: Arc<str>,
         moves: Vec<FleetMove>,
+        ts_ms: i64,
+    },
+    Audience {
+        room: Arc<str>,
+        events: Vec<AudienceEvent>,
         ts_ms: i64,
     },
 }
@@ -506,13 +522,22 @@ impl From<Disk> for Record {
                 ts_ms,
             },
             Disk::FleetMoves { room, moves, ts_ms } => Record::FleetMoves { room, moves, ts_ms },
+            Disk::Audience {
+                room,
+                events,
+                ts_ms,
+            } => Record::Audience {
+                room,
+                events,
+                ts_ms,
+            },
         }
     }
 }
 
 impl Record {
     /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`,
-    /// `move`, `expired`, `fleet moves`.
+    /// `move`, `expired`, `fleet moves`, `audience`.
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Room { .. } => "room",
@@ -523,6 +548,7 @@ impl Record {
             Record::Move { .. } => "move",
             Record::Expired { .. } => "expired",
             Record::FleetMoves { .. } => "fleet moves",
+            Record::Audience { .. } => "audience",
         }
     }
 
@@ -603,6 +629,19 @@ impl Record {
                 moves: moves.clone(),
                 ts_ms: *ts_ms,
             }),
+            Record::Audience {
+                room,
+                events,
+                ts_ms,
+            } => {
+                // `Disk::Audience`'s bytes without copying the batch: its variant index, then
+                // its fields as a tuple (postcard writes a struct's fields as a tuple's).
+                put_varint(buf, RECORD_AUDIENCE);
+                let out = std::mem::take(buf);
+                *buf = postcard::to_extend(&(room, events, ts_ms), out)
+                    .expect("records always encode");
+                None
+            }
         };
         if let Some(d) = disk {
             let mut buf2 = std::mem::take(buf);
@@ -639,6 +678,8 @@ pub(crate) fn zigzag(v: i64) -> u64 {
 
 /// [`Disk::Order`]'s variant index.
 const RECORD_ORDER: u64 = 6;
+/// `Disk::Audience`'s variant index.
+const RECORD_AUDIENCE: u64 = 10;
 
 /// An order as postcard writes `Disk::Order` (the in-memory `hub` and `begun` are not written).
 fn put_order(out: &mut Vec<u8>, o: &OrderRecord) {
@@ -895,6 +936,30 @@ mod tests {
                 room: "r".into(),
                 orders: vec![1, 2, 300_000],
                 ts_ms: 8,
+            },
+            Record::Audience {
+                room: "r".into(),
+                events: vec![
+                    AudienceEvent {
+                        kind: crate::journal::AudienceKind::Enter,
+                        user: "u1".into(),
+                        ts_ms: 1_700_000_000_000,
+                        source: Some("share".into()),
+                        referrer: Some("u9".into()),
+                        count: 1,
+                        sku: None,
+                    },
+                    AudienceEvent {
+                        kind: crate::journal::AudienceKind::Click,
+                        user: "u2".into(),
+                        ts_ms: 1_700_000_000_001,
+                        source: None,
+                        referrer: None,
+                        count: 1,
+                        sku: Some("A".into()),
+                    },
+                ],
+                ts_ms: 10,
             },
             Record::FleetMoves {
                 room: "r".into(),

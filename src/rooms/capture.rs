@@ -34,7 +34,9 @@ use crate::rooms::Rooms;
 
 /// Bumped when the encoding changes; a snapshot of another version is passed over (recovery
 /// then falls back to an older one or to a full replay).
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The encoding before audience events (no audience after each room's orders); read only.
+const VERSION_2: u32 = 2;
 /// The encoding before payments (no `pay_timeout_s`, `pay_by_ms` or status moves); read only.
 const VERSION_1: u32 = 1;
 
@@ -49,6 +51,8 @@ struct RoomCapture {
     orders: usize,
     events: usize,
     skus: Vec<SkuRow>,
+    /// The audience state ([`crate::audience::Audience::save`]).
+    audience: Vec<u8>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,6 +205,7 @@ impl Rooms {
                     orders: room.orders.count(),
                     events: room.events.count(),
                     skus,
+                    audience: room.audience.save(),
                     room,
                 }
             })
@@ -214,9 +219,9 @@ impl Rooms {
     pub fn restore_state(&self, bytes: &[u8]) -> Result<(), String> {
         let err = |e: postcard::Error| format!("undecodable state: {e}");
         let (version, mut rest): (u32, _) = postcard::take_from_bytes(bytes).map_err(err)?;
-        if version != VERSION && version != VERSION_1 {
+        if ![VERSION_1, VERSION_2, VERSION].contains(&version) {
             return Err(format!(
-                "state version {version}, this build reads {VERSION_1} and {VERSION}"
+                "state version {version}, this build reads {VERSION_1} to {VERSION}"
             ));
         }
         let (count, r): (u64, _) = postcard::take_from_bytes(rest).map_err(err)?;
@@ -309,6 +314,14 @@ fn restore_room(version: u32, bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String
         decoded.and_then(|d| filled.map(|()| d))
     })?;
     let (orders, events) = decoded;
+    let rest = if version >= VERSION {
+        let (audience, r): (&[u8], _) = postcard::take_from_bytes(rest)
+            .map_err(|e| format!("undecodable audience of room {}: {e}", head.id))?;
+        room.audience.restore(audience)?;
+        r
+    } else {
+        rest
+    };
     if orders != head.orders || events != head.events {
         return Err(format!(
             "room {} announces {} orders and {} events and holds {orders} and {events}",
@@ -497,6 +510,7 @@ impl Capture for RoomsCapture {
             });
             put_varint(out.buf(), ITEM_END);
             out.piece_done();
+            out.put(&postcard::to_allocvec(&rc.audience[..]).expect("encodes"));
         }
     }
 }

@@ -91,6 +91,11 @@ impl Rooms {
         record: &Record,
         mode: Mode,
     ) -> Result<(), String> {
+        if let Record::Audience { room, events, .. } = record {
+            // Each hub counts the audience events posted to it (docs/fleet.md).
+            self.get_or_create(room, "").audience.add(events);
+            return Ok(());
+        }
         if let Record::FleetMoves { moves, .. } = record {
             // Their effects are in Redis (committed, or settled by the start-up repair), and
             // come back to every hub through the room's stream.
@@ -317,6 +322,10 @@ impl Apply for Rooms {
                 orders,
                 ts_ms,
             } => self.apply_moves(record, room, orders, None, *ts_ms, mode)?,
+            Record::Audience { room, events, .. } => {
+                let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
+                r.audience.add(events);
+            }
             Record::FleetMoves { .. } => {
                 return Err(
                     "a fleet hub's status moves in the journal of an embedded hub: this data dir \

@@ -46,6 +46,8 @@ pub struct Room {
     pub live: LiveStats,
     pub feeds: Feeds,
     pub audit: AuditTotals,
+    /// The audience the video platform tells of: viewers, sessions, interactions, clicks.
+    pub audience: crate::audience::Audience,
     /// Fleet mode: the change feed lists this hub's placements as the room's stream orders
     /// them (with the moves, which only the stream brings), not as the journal applies them,
     /// so its numbering is the same after a restart ([`Room::list_stream_placement`]).
@@ -72,6 +74,7 @@ impl Room {
             live: LiveStats::default(),
             feeds: Feeds::default(),
             audit: AuditTotals::default(),
+            audience: crate::audience::Audience::default(),
             events_from_stream: false,
         }
     }

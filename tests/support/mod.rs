@@ -31,6 +31,8 @@ pub const SECRET: &str = "test-buyer-secret";
 /// The payment secret of test servers: payment notices are signed with it
 /// (`livehub::payments::sign`).
 pub const PAYMENT_SECRET: &str = "test-payment-secret";
+/// The video platform adapter's token: audience events only.
+pub const INGEST: &str = "test-ingest-token";
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -102,6 +104,8 @@ pub struct Options {
     pub segment_bytes: u64,
     /// What the journal does when it must stop (default: exit the process).
     pub on_fatal: Option<livehub::journal::FatalHook>,
+    /// Journal records between journal snapshots (default: the hub's).
+    pub snapshot_every_records: Option<u64>,
 }
 
 impl Default for Options {
@@ -123,6 +127,7 @@ impl Default for Options {
             fleet: None,
             segment_bytes: 1 << 20,
             on_fatal: None,
+            snapshot_every_records: None,
         }
     }
 }
@@ -224,6 +229,9 @@ impl TestServer {
         if let Some(q) = opts.journal_queue {
             journal.queue = q;
         }
+        if let Some(n) = opts.snapshot_every_records {
+            journal.snapshot_every_records = n;
+        }
         let settings = Settings {
             hub: HubOptions {
                 journal,
@@ -235,6 +243,7 @@ impl TestServer {
             },
             auth: Auth::new(ADMIN, VIEWER, Some(SECRET), opts.open_buyers)
                 .and_then(|a| a.with_payment_secret(PAYMENT_SECRET))
+                .and_then(|a| a.with_ingest_token(INGEST))
                 .expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),

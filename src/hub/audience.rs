@@ -1,0 +1,152 @@
+//! Audience events into the journal: a checked batch, less the events the room counted
+//! already (a re-sent batch), is journaled in records that fit the journal's frame, all
+//! submitted at once so one group commit takes them; the journal's apply counts them
+//! ([`crate::audience::Audience::add`]). The answer comes once every record is durable.
+
+use std::sync::Arc;
+
+use super::Hub;
+use crate::audience::batch::{self, BatchError};
+use crate::clock::now_ms;
+use crate::journal::{AudienceEvent, Record};
+use crate::rooms::room::Room;
+
+/// What a posted batch came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// Events journaled and counted now.
+    pub accepted: usize,
+    /// Events counted before (a re-sent batch), left out.
+    pub duplicates: usize,
+}
+
+/// Why a batch was not taken.
+#[derive(Debug)]
+pub enum IngestError {
+    /// A bad batch: nothing of it was taken.
+    Bad(BatchError),
+    /// The journal refused; the events of records already durable are counted, and sending
+    /// the batch again counts the rest once.
+    Unavailable(String),
+}
+
+/// Bytes of events one journal record holds at most, well within a record's payload.
+const RECORD_BUDGET: usize = crate::journal::record::MAX_PAYLOAD * 7 / 8;
+
+/// An event's journal bytes at most: the fixed fields, and the ids' lengths.
+fn encoded_at_most(e: &AudienceEvent) -> usize {
+    let len = |s: &Option<Box<str>>| s.as_ref().map_or(1, |s| s.len() + 2);
+    24 + e.user.len() + len(&e.source) + len(&e.referrer) + len(&e.sku)
+}
+
+/// Splits events into records that fit a journal frame.
+fn records(room: &Arc<str>, events: Vec<AudienceEvent>, ts_ms: i64) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for e in events {
+        let n = encoded_at_most(&e);
+        if bytes + n > RECORD_BUDGET && !chunk.is_empty() {
+            out.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += n;
+        chunk.push(e);
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out.into_iter()
+        .map(|events| Record::Audience {
+            room: room.clone(),
+            events,
+            ts_ms,
+        })
+        .collect()
+}
+
+impl Hub {
+    /// Checks, journals and counts a batch of audience events for `room`.
+    pub async fn ingest_audience(
+        &self,
+        room: &Arc<Room>,
+        body: &[u8],
+    ) -> Result<Ingested, IngestError> {
+        let now = now_ms();
+        let events =
+            batch::parse(body, now, |s| room.skus.get(s).is_some()).map_err(IngestError::Bad)?;
+        self.ingest_events(room, events, now).await
+    }
+
+    /// Journals and counts checked events (the demo's audience comes this way too).
+    pub async fn ingest_events(
+        &self,
+        room: &Arc<Room>,
+        events: Vec<AudienceEvent>,
+        now_ms: i64,
+    ) -> Result<Ingested, IngestError> {
+        let total = events.len();
+        let fresh = room.audience.unseen(events);
+        let done = Ingested {
+            accepted: fresh.len(),
+            duplicates: total - fresh.len(),
+        };
+        if fresh.is_empty() {
+            return Ok(done);
+        }
+        let mut waiting = Vec::new();
+        for r in records(&room.id, fresh, now_ms) {
+            waiting.push(
+                self.journal()
+                    .submit(r)
+                    .map_err(|e| IngestError::Unavailable(e.to_string()))?,
+            );
+        }
+        for rx in waiting {
+            match rx.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(IngestError::Unavailable(e.to_string())),
+                Err(_) => return Err(IngestError::Unavailable("the journal stopped".into())),
+            }
+        }
+        metrics::counter!("livehub_audience_events_total").increment(done.accepted as u64);
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_batch_splits_into_records_that_fit_a_frame() {
+        let events: Vec<AudienceEvent> = (0..10_000)
+            .map(|i| AudienceEvent {
+                kind: crate::journal::AudienceKind::Enter,
+                user: format!("{i:0>64}").into(),
+                ts_ms: 1_700_000_000_000 + i,
+                source: Some("x".repeat(64).into()),
+                referrer: Some("y".repeat(64).into()),
+                count: 1,
+                sku: None,
+            })
+            .collect();
+        let rs = records(&Arc::from("r"), events, 1);
+        assert!(rs.len() > 1);
+        let mut n = 0;
+        for r in &rs {
+            let mut buf = Vec::new();
+            r.encode_into(&mut buf);
+            assert!(
+                buf.len() - 8 <= crate::journal::record::MAX_PAYLOAD,
+                "{}",
+                buf.len()
+            );
+            let Record::Audience { events, .. } = r else {
+                unreachable!()
+            };
+            n += events.len();
+        }
+        assert_eq!(n, 10_000);
+    }
+}
