@@ -232,8 +232,9 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once() {
     let last = *placed.values().max().unwrap();
 
     // Watch the audit's unpaid units through the wave; kill when some but not all are back,
-    // at a random point of the wave.
-    let kill_at: u64 = rand::random_range(1..n);
+    // at a random point of the wave. The expiries come a wave (a twentieth) at a time, so the
+    // point is at least one wave: a smaller one could fall between the last step and zero.
+    let kill_at: u64 = rand::random_range(n / 20..n);
     let give_up = Instant::now() + Duration::from_millis((last - now_ms()).max(0) as u64) + WAIT;
     let seen = loop {
         let early = first - now_ms() - 300;

@@ -13,6 +13,7 @@
 //! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
 //! within a few minutes (at once at the shutdown).
 
+mod audience;
 mod buyer;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -205,23 +206,51 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
             stage.restocked.notify_waiters();
         }
         flash_left = left;
-        // Audience: grows with a slow wave, a few leave every tick.
-        let target =
-            (600.0 + 2400.0 * (1.0 - (-t / 60.0).exp()) * (1.0 + 0.15 * (t / 17.0).sin())) as usize;
+        // Audience: grows with a slow wave, a wave more when the flash sale is announced (the
+        // ten seconds before it opens and the first twenty after), a few leave every tick.
+        let now = now_ms();
+        let sharing = (flash_opens - 10.0..flash_opens + 20.0).contains(&t);
+        let announcement = if sharing {
+            1500.0 * ((t - flash_opens + 10.0) / 30.0).min(1.0)
+        } else if t > flash_opens {
+            1500.0 * (-(t - flash_opens - 20.0) / 120.0).exp()
+        } else {
+            0.0
+        };
+        let target = (600.0
+            + 2400.0 * (1.0 - (-t / 60.0).exp()) * (1.0 + 0.15 * (t / 17.0).sin())
+            + announcement) as usize;
         let mut rng = rand::rng();
+        let mut crowd = audience::Crowd::default();
         while viewers.len() < target {
             next_user += 1;
             let u = room.users.intern(&format!("viewer{next_user}"));
             room.live.viewer_joined(&u.id);
+            crowd.entered(&u.id, now, sharing, &SHARERS);
             viewers.push(u);
         }
-        for _ in 0..rng.random_range(0..=3) {
+        let leaving = if viewers.len() > target + 20 { 8 } else { 3 };
+        for _ in 0..rng.random_range(0..=leaving) {
             if viewers.len() > 10 {
                 let i = rng.random_range(0..viewers.len());
+                crowd.left(&viewers[i].id, now);
                 viewers.swap_remove(i);
                 room.live.viewer_left();
             }
         }
+        let excitement = if sharing { 4.0 } else { 1.0 } * (viewers.len() as f64 / 1500.0).max(0.2);
+        crowd.interact(
+            || {
+                (!viewers.is_empty()).then(|| {
+                    viewers[rand::rng().random_range(0..viewers.len())]
+                        .id
+                        .clone()
+                })
+            },
+            &["CUP", "TEA", "RICE", FLASH_SKU],
+            now,
+            excitement,
+        );
         // Buys per tick: a varying base rate, and a rush when the flash sale opens.
         let rush = if flash_open && t < flash_opens + RUSH.as_secs_f64() {
             12.0
@@ -253,11 +282,14 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
                     .random_bool(0.35)
                     .then(|| SHARERS[rng.random_range(0..SHARERS.len())].to_owned()),
             };
+            // A buyer taps the product card before the buy button.
+            crowd.clicked(&user.id, sku, now);
             stage
                 .hub
                 .tasks()
                 .spawn(buyer::shop(stage.clone(), user, msg));
         }
+        crowd.send(&stage.hub, room, now);
     }
 }
 
