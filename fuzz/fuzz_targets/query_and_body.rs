@@ -9,14 +9,16 @@
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
+use livehub::api::admin::{RoomBody, SkuBody, StockBody};
+use livehub::api::handshake::{
+    admit_buyer, admit_dashboard, parse_query, BuyQuery, DashboardQuery,
+};
+use livehub::api::parse_json;
+use livehub::auth::Auth;
 use livehub::catalog::{
     validate_delta, validate_sku, validate_title, MAX_NAME_CHARS, MAX_PRICE_FEN, MAX_STOCK,
     MAX_TIME_MS,
 };
-use livehub::api::admin::{RoomBody, SkuBody, StockBody};
-use livehub::api::parse_json;
-use livehub::auth::Auth;
-use livehub::api::handshake::{admit_buyer, admit_dashboard, parse_query, BuyQuery, DashboardQuery};
 use livehub::ids::{self, KEY_SEPARATOR, MAX_ID_LEN};
 use livehub::inventory::SkuDef;
 

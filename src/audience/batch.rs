@@ -127,7 +127,13 @@ pub fn parse(
     now_ms: i64,
     known_sku: impl Fn(&str) -> bool,
 ) -> Result<Vec<AudienceEvent>, BatchError> {
-    let RawBatch(raw) = serde_json::from_slice(body).map_err(|e| BatchError {
+    // Whole-body UTF-8 first: serde_json skips the strings of ignored fields unchecked.
+    let body = std::str::from_utf8(body).map_err(|e| BatchError {
+        index: None,
+        field: None,
+        message: format!("the body is not UTF-8: {e}"),
+    })?;
+    let RawBatch(raw) = serde_json::from_str(body).map_err(|e| BatchError {
         index: None,
         field: None,
         message: format!("the body is not a JSON array of audience events: {e}"),
