@@ -521,13 +521,14 @@ impl Aggregator {
         }
     }
 
-    /// Notes the audience online now in the trend point of `now`, if it changed.
+    /// Notes the audience online now in the trend point of `now`, when that second has one (a
+    /// point is a second with orders: a quiet second still has none) and the figure changed.
     fn note_online(&mut self, now: i64, online: u64) {
         let t = now - now.rem_euclid(TREND_INTERVAL_MS);
-        if self
+        if !self
             .trend
             .last()
-            .is_some_and(|p| p.t_ms == t && p.online == online)
+            .is_some_and(|p| p.t_ms == t && p.online != online)
         {
             return;
         }
