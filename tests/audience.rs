@@ -245,3 +245,30 @@ async fn the_audience_is_the_same_after_a_restart() {
         assert_eq!(v["duplicates"], 11, "{v}");
     }
 }
+
+/// The dashboard socket carries the audience: a dashboard connected before the events gets a
+/// snapshot with them, its funnel and the SKU's clicks, equal to `/stats`.
+#[tokio::test]
+async fn the_dashboard_socket_shows_the_audience() {
+    let s = TestServer::start().await;
+    s.create_room("r").await;
+    s.create_sku("r", "A", 100, 10, None).await;
+    let mut d = s.dashboard("r").await;
+    let first = d.push_where(|v| v["op"] == "snapshot").await;
+    assert_eq!(first["audience"]["unique"], 0, "{first}");
+    assert_eq!(first["funnel"]["entered"], 0);
+    let (code, _) = post(&s, "r", INGEST, &batch(now_ms() - 60_000).to_string()).await;
+    assert_eq!(code, 200);
+    let pushed = tokio::time::timeout(
+        WAIT,
+        d.push_where(|v| v["op"] == "snapshot" && v["audience"]["unique"] == 3),
+    )
+    .await
+    .expect("a snapshot with the audience");
+    assert_eq!(pushed["funnel"]["entered"], 3);
+    assert_eq!(pushed["funnel"]["clicked"], 2);
+    assert_eq!(sku_of(&pushed, "A")["clicks"], 2);
+    assert_eq!(pushed["audience"]["likes"], 11);
+    let stats = s.stats("r").await;
+    assert_eq!(stats["audience"]["sources"], pushed["audience"]["sources"]);
+}
