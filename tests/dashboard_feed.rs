@@ -795,3 +795,56 @@ async fn a_dashboard_that_just_connected_gets_its_second_snapshot_an_interval_af
     }
     buys.abort();
 }
+
+/// The funnel of a hand-made room: five viewers enter, three of them tap the card (one twice),
+/// two order (paid on placement), and one who never entered orders too: each step counts
+/// unique users, and the SKU's click-to-order is its orders over its clicks.
+#[tokio::test(start_paused = true)]
+async fn the_funnel_counts_unique_users_at_each_step() {
+    use livehub::journal::{AudienceEvent, AudienceKind};
+    let rooms = rooms_with_sku();
+    let room = rooms.get("r").unwrap();
+    let t = 1_000_000;
+    let ev = |kind, user: &str, ts_ms| AudienceEvent {
+        kind,
+        user: user.into(),
+        ts_ms,
+        source: Some("share".into()).filter(|_| kind == AudienceKind::Enter),
+        referrer: None,
+        count: 1,
+        sku: Some("A1".into()).filter(|_| kind == AudienceKind::Click),
+    };
+    let mut events: Vec<AudienceEvent> = (1..=5)
+        .map(|i| ev(AudienceKind::Enter, &format!("u{i}"), t))
+        .collect();
+    for (u, dt) in [("u1", 1), ("u2", 1), ("u2", 2), ("u3", 1)] {
+        events.push(ev(AudienceKind::Click, u, t + dt));
+    }
+    rooms
+        .apply(
+            &Record::Audience {
+                room: "r".into(),
+                events,
+                ts_ms: t,
+            },
+            Mode::Replay,
+        )
+        .expect("the record applies");
+    for (seq, user) in [(1, "u1"), (2, "u2"), (3, "stranger")] {
+        rooms
+            .apply(&order(seq, t + 10, 1, 100, user, None), Mode::Replay)
+            .expect("the record applies");
+    }
+    let mut agg = Aggregator::new(room.clone(), Duration::from_millis(100));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(agg.step(t + 20, false));
+    let v = parse(&room.feeds.snapshots.borrow().clone().unwrap().full_frame());
+    assert_eq!(
+        v["funnel"],
+        json!({"entered": 5, "clicked": 3, "ordered": 3, "paid": 3})
+    );
+    assert_eq!(v["skus"][0]["clicks"], 4);
+    assert_eq!(v["skus"][0]["click_to_order"], 0.75);
+    assert_eq!(v["audience"]["sources"], json!({"share": 5}));
+    assert_eq!(v["audience"]["online"], 5);
+}
