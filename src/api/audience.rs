@@ -59,7 +59,7 @@ pub async fn post_audience(
         .hub
         .room(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-    match s.hub.ingest_audience(&room, &body).await {
+    match s.hub.ingest_audience(&room, body).await {
         Ok(done) => Ok(Json(json!({
             "accepted": done.accepted,
             "duplicates": done.duplicates,

@@ -30,6 +30,10 @@ pub enum IngestError {
     Unavailable(String),
 }
 
+/// Bodies up to this many bytes are parsed on the runtime's worker; larger ones on a blocking
+/// thread.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
 /// Bytes of events one journal record holds at most, well within a record's payload.
 const RECORD_BUDGET: usize = crate::journal::record::MAX_PAYLOAD * 7 / 8;
 
@@ -66,15 +70,28 @@ fn records(room: &Arc<str>, events: Vec<AudienceEvent>, ts_ms: i64) -> Vec<Recor
 }
 
 impl Hub {
-    /// Checks, journals and counts a batch of audience events for `room`.
+    /// Checks, journals and counts a batch of audience events for `room`. A large batch is
+    /// parsed on a blocking thread: a full one takes milliseconds that buys on the runtime's
+    /// workers should not wait behind.
     pub async fn ingest_audience(
         &self,
         room: &Arc<Room>,
-        body: &[u8],
+        body: axum::body::Bytes,
     ) -> Result<Ingested, IngestError> {
         let now = now_ms();
-        let events =
-            batch::parse(body, now, |s| room.skus.get(s).is_some()).map_err(IngestError::Bad)?;
+        let large = body.len() > INLINE_PARSE_BYTES;
+        let checked = {
+            let room = room.clone();
+            move || batch::parse(&body, now, |s| room.skus.get(s).is_some())
+        };
+        let events = if large {
+            tokio::task::spawn_blocking(checked)
+                .await
+                .map_err(|e| IngestError::Unavailable(e.to_string()))?
+        } else {
+            checked()
+        }
+        .map_err(IngestError::Bad)?;
         self.ingest_events(room, events, now).await
     }
 
