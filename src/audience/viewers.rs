@@ -256,20 +256,20 @@ impl State {
             self.seen = self.seen.split_off(&oldest);
         }
         let at = self.at(e.ts_ms);
-        let m = self.minutes.entry(minute * MINUTE_MS).or_default();
+        let minute_ms = minute * MINUTE_MS;
         match e.kind {
             AudienceKind::Enter => self.enter(v, at, e.source.as_deref()),
             AudienceKind::Leave => self.leave(v, at),
             AudienceKind::Like => {
-                m.likes += e.count as u64;
+                self.minutes.entry(minute_ms).or_default().likes += e.count as u64;
                 self.likes += e.count as u64;
             }
             AudienceKind::Comment => {
-                m.comments += 1;
+                self.minutes.entry(minute_ms).or_default().comments += 1;
                 self.comments += 1;
             }
             AudienceKind::Share => {
-                m.shares += 1;
+                self.minutes.entry(minute_ms).or_default().shares += 1;
                 self.shares += 1;
             }
             AudienceKind::Follow => self.follows += 1,
