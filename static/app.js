@@ -30,11 +30,11 @@
       orders: '订单数',
       units: '下单件数',
       buyers: '下单人数',
-      viewers: '在线人数',
+      viewers: '抢购页在线',
       peak: '峰值',
       aov: '客单价',
       conversion: '转化率',
-      unique_viewers: '累计观看',
+      unique_viewers: '抢购页累计',
       gpm: '千次观看成交 GPM',
       rejected_total: '拒单',
       trend: '成交趋势',
@@ -43,20 +43,41 @@
       series_paid_cum: '累计成交额',
       series_cum: '累计下单金额',
       tooltip_orders: '订单',
+      series_online: '直播间在线',
       latency: '下单延迟',
+      funnel: '转化漏斗',
+      funnel_overall: '进房→支付',
+      no_audience: '暂无观众数据',
+      step_entered: '进房',
+      step_clicked: '点击商品',
+      step_ordered: '下单',
+      step_paid: '支付',
+      audience_online: '直播间在线',
+      audience_peak: '峰值',
+      audience_unique: '累计观众',
+      avg_watch: '平均观看',
+      likes: '点赞',
+      comments: '评论',
+      shares: '分享',
+      follows: '关注',
+      per_minute: '每分钟',
+      per_minute_likes: '点赞',
+      per_minute_comments: '评论',
+      per_minute_shares: '分享',
+      sources: '流量来源',
       rejections: '拒单原因',
       none_yet: '暂无',
       skus: '商品',
       no_skus: '暂无商品',
       col_product: '商品',
-      col_price: '价格',
       col_state: '状态',
       col_stock: '库存',
       col_sold: '已售',
       col_paid: '已支付',
       col_left: '剩余',
       col_gmv: '下单金额',
-      col_limit: '限购',
+      col_clicks: '点击 / 转化',
+      sku_clicks: '{n} 点击',
       col_soldout: '售罄 / 预计',
       referrers: '分享裂变 Top',
       ref_orders: '单',
@@ -71,8 +92,7 @@
       state_open: '抢购中',
       state_sold_out: '已售罄',
       state_closed: '已停售',
-      no_limit: '不限',
-      limit_n: '{n}件/人',
+      limit_n: '限购{n}件/人',
       sku_unpaid: '{n} 待支付',
       sku_unpaid_back: '过期将回库',
       pay_within: '{d}内支付',
@@ -106,6 +126,8 @@
         not_open: '未开售', closed: '已停售', unknown_sku: '未知商品', bad_request: '请求错误',
         rate_limited: '限流', unavailable: '服务不可用',
       },
+      // `other` is the server's bucket for sources past its limit.
+      src: { recommend: '推荐', follow: '关注', share: '分享', search: '搜索', ad: '广告', other: '其他' },
     },
     en: {
       title: 'Live Dashboard',
@@ -125,7 +147,7 @@
       orders: 'Orders',
       units: 'Units ordered',
       buyers: 'Buyers',
-      viewers: 'Viewers now',
+      viewers: 'On buy page',
       peak: 'peak',
       aov: 'Avg. order value',
       conversion: 'Conversion',
@@ -138,21 +160,42 @@
       series_paid_cum: 'Paid total',
       series_cum: 'Placed total',
       tooltip_orders: 'orders',
+      series_online: 'Watching',
       latency: 'Order latency',
+      funnel: 'Funnel',
+      funnel_overall: 'enter→paid',
+      no_audience: 'no audience data',
+      step_entered: 'Entered',
+      step_clicked: 'Clicked',
+      step_ordered: 'Ordered',
+      step_paid: 'Paid',
+      audience_online: 'Watching now',
+      audience_peak: 'Peak',
+      audience_unique: 'Unique',
+      avg_watch: 'Avg. watch',
+      likes: 'Likes',
+      comments: 'Comments',
+      shares: 'Shares',
+      follows: 'Follows',
+      per_minute: 'per minute',
+      per_minute_likes: 'Likes',
+      per_minute_comments: 'Comments',
+      per_minute_shares: 'Shares',
+      sources: 'Traffic sources',
       rejections: 'Rejections',
       none_yet: 'none yet',
       skus: 'Products',
       no_skus: 'No products yet',
       col_product: 'Product',
-      col_price: 'Price',
       col_state: 'State',
       col_stock: 'Stock',
       col_sold: 'Sold',
       col_paid: 'Paid',
       col_left: 'Left',
       col_gmv: 'Placed',
-      col_limit: 'Limit',
-      col_soldout: 'Sold out / ETA',
+      col_clicks: 'Clicks/conv.',
+      sku_clicks: '{n} clicks',
+      col_soldout: 'Sold out/ETA',
       referrers: 'Top sharers',
       ref_orders: 'orders',
       controls: 'Host controls',
@@ -166,8 +209,7 @@
       state_open: 'Open',
       state_sold_out: 'SOLD OUT',
       state_closed: 'Closed',
-      no_limit: 'none',
-      limit_n: '{n}/user',
+      limit_n: 'limit {n}/user',
       sku_unpaid: '{n} awaiting payment,',
       sku_unpaid_back: 'back on sale if unpaid',
       pay_within: 'pay within {d}',
@@ -201,6 +243,7 @@
         not_open: 'Not open', closed: 'Closed', unknown_sku: 'Unknown SKU', bad_request: 'Bad request',
         rate_limited: 'Rate limited', unavailable: 'Unavailable',
       },
+      src: { recommend: 'Recommended', follow: 'Followers', share: 'Shares', search: 'Search', ad: 'Ads', other: 'Other' },
     },
   };
 
@@ -225,6 +268,8 @@
   }
   /** Human name of a rejection code; unknown codes are shown as they are. */
   function rejName(code) { return I18N[lang].rej[code] || code; }
+  /** Human name of a traffic source id; ids the page does not know are shown as they are. */
+  function srcName(id) { return I18N[lang].src[id] || id; }
 
   /** Applies the current language to every [data-i18n] element and to dynamic parts. */
   function applyLang() {
@@ -242,7 +287,9 @@
     renderAge();
     if (!$('dashboard').hidden) {
       chartDirty = true;
+      audienceDirty = true;
       renderChart();
+      renderAudienceCharts();
     }
   }
 
@@ -326,6 +373,27 @@
   /** A 0–1 fraction -> "87.5%". */
   function fmtRate(x) { return (x * 100).toFixed(1) + '%'; }
 
+  /** Short count for axes: "1.2万" / "3.4亿" (zh), "12k" / "1.2M" (en). */
+  function fmtCountShort(n) {
+    const a = Math.abs(n);
+    if (lang === 'zh') {
+      if (a >= 1e8) return trimZeros((n / 1e8).toFixed(1)) + '亿';
+      if (a >= 1e4) return trimZeros((n / 1e4).toFixed(1)) + '万';
+    } else {
+      if (a >= 1e6) return trimZeros((n / 1e6).toFixed(1)) + 'M';
+      if (a >= 1e3) return trimZeros((n / 1e3).toFixed(1)) + 'k';
+    }
+    return group(n);
+  }
+
+  /** Watch time in seconds -> "4:05", or "1:02:05" from an hour up. */
+  function fmtWatch(sec) {
+    const s = Math.max(0, Math.round(sec));
+    const mm = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, '0');
+    return s < 3600 ? `${mm}:${ss}` : `${Math.floor(s / 3600)}:${String(mm).padStart(2, '0')}:${ss}`;
+  }
+
   // ------------------------------------------------------------- helpers --
 
   const $ = (id) => document.getElementById(id);
@@ -384,6 +452,16 @@
     setText(el, group(n));
   }
 
+  /** Like setCount; null (a server without the field) shows "—" and an empty data-value. */
+  function setCountOrNone(el, n) {
+    if (n == null) {
+      el.dataset.value = '';
+      setText(el, '—');
+    } else {
+      setCount(el, n);
+    }
+  }
+
   // --------------------------------------------------------------- state --
 
   const params = new URLSearchParams(location.search);
@@ -393,9 +471,10 @@
   /** Latest snapshot, or null before the first one. */
   let last = null;
   /**
-   * Trend points by t_ms: {t_ms, gmv_fen, paid_gmv_fen, orders}; replaced by the first snapshot
-   * of each connection. A later snapshot re-sends a point that changed (a payment or a refund
-   * counted in an earlier second), so points are replaced by t_ms, never added up.
+   * Trend points by t_ms: {t_ms, gmv_fen, paid_gmv_fen, orders, online}; replaced by the first
+   * snapshot of each connection. A later snapshot re-sends a point that changed (a payment or a
+   * refund counted in an earlier second), so points are replaced by t_ms, never added up.
+   * `online` (the audience online then) is null from a server without audience figures.
    */
   const trend = new Map();
   let trendInterval = 1000;
@@ -481,9 +560,12 @@
       const placed = numOrNull(p.gmv_fen) ?? 0;
       // Before v2 every order was paid when placed: its second's paid GMV is its GMV.
       const paid = numOrNull(p.paid_gmv_fen) ?? placed;
-      trend.set(p.t_ms, { t_ms: p.t_ms, gmv_fen: placed, paid_gmv_fen: paid, orders: numOrNull(p.orders) ?? 0 });
+      trend.set(p.t_ms, {
+        t_ms: p.t_ms, gmv_fen: placed, paid_gmv_fen: paid, orders: numOrNull(p.orders) ?? 0, online: numOrNull(p.online),
+      });
     }
     chartDirty = true;
+    audienceDirty = true;
 
     setGmv(paidGmvFen(s), first && last === null);
     last = s;
@@ -515,6 +597,9 @@
 
     renderLatency(s.latency_us || {});
     renderRejections(s.rejected || {});
+    renderAudience(s.audience);
+    renderFunnelFigures(s.funnel);
+    renderSources(s.audience && s.audience.sources);
     renderSkus(s.skus || []);
     renderReferrers(s.top_referrers || []);
     renderControls(s.skus || []);
@@ -590,8 +675,68 @@
       h('span', { class: 'rank' + (i < 3 ? ' top' : '') }, String(i + 1)),
       h('span', { class: 'ref' }, r.ref),
       h('span', { class: 'orders' }, group(r.orders || 0) + ' ' + t('ref_orders')),
-      h('span', { class: 'gmv' }, fmtFen(r.gmv_fen || 0)))));
+      h('span', { class: 'gmv' }, fmtFen(r.gmv_fen || 0)),
+      // Shown instead of the exact amount when the card is narrow (style.css).
+      h('span', { class: 'gmv short' }, fmtFenShort(r.gmv_fen || 0)))));
     $('referrers-empty').hidden = refs.length > 0;
+  }
+
+  // ------------------------------------------------------------ audience --
+
+  /** The steps of the funnel, in order: snapshot field and label key. */
+  const FUNNEL_STEPS = [
+    ['entered', 'step_entered'], ['clicked', 'step_clicked'], ['ordered', 'step_ordered'], ['paid', 'step_paid'],
+  ];
+
+  /**
+   * The audience card's figures: online now, peak, unique, average watch time and the
+   * interaction counters. A server without audience figures leaves them all "—".
+   */
+  function renderAudience(a) {
+    const aud = a && typeof a === 'object' ? a : {};
+    setCountOrNone($('aud-online'), numOrNull(aud.online));
+    setCountOrNone($('aud-peak'), numOrNull(aud.peak));
+    setCountOrNone($('aud-unique'), numOrNull(aud.unique));
+    for (const k of ['likes', 'comments', 'shares', 'follows']) setCountOrNone($('aud-' + k), numOrNull(aud[k]));
+    const watch = numOrNull(aud.avg_watch_s);
+    const w = $('aud-watch');
+    w.dataset.value = watch == null ? '' : String(watch);
+    setText(w, watch == null ? '—' : fmtWatch(watch));
+  }
+
+  /**
+   * The funnel's figures as data attributes of its chart (for tests and scripts) and the overall
+   * rate, entered to paid; the chart itself is drawn with the others.
+   */
+  function renderFunnelFigures(f) {
+    const el = $('funnel-chart');
+    const ok = f && typeof f === 'object' && FUNNEL_STEPS.some(([k]) => numOrNull(f[k]) != null);
+    for (const [k] of FUNNEL_STEPS) el.dataset[k] = ok ? String(numOrNull(f[k]) ?? 0) : '';
+    $('funnel-empty').hidden = !!ok;
+    el.hidden = !ok;
+    const entered = ok ? numOrNull(f.entered) ?? 0 : 0;
+    const overall = $('funnel-overall');
+    overall.dataset.value = entered > 0 ? String((numOrNull(f.paid) ?? 0) / entered) : '';
+    setText(overall, entered > 0 ? fmtRate((numOrNull(f.paid) ?? 0) / entered) : '—');
+    audienceDirty = true;
+  }
+
+  /** Traffic sources: unique viewers per source id, most first, as bars with their share. */
+  function renderSources(sources) {
+    const entries = Object.entries(sources && typeof sources === 'object' ? sources : {})
+      .filter(([, n]) => numOrNull(n) > 0).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+    const total = entries.reduce((a, [, n]) => a + n, 0);
+    const max = entries.length ? entries[0][1] : 1;
+    // Each row's background is its bar, so the narrow column keeps room for the figures.
+    $('sources').replaceChildren(...entries.map(([id, n]) => {
+      const fill = h('span', { class: 'fill' });
+      fill.style.width = (100 * n / max).toFixed(1) + '%';
+      return h('li', { 'data-source': id, 'data-value': String(n) }, fill,
+        h('span', { class: 'name' }, srcName(id)),
+        h('span', { class: 'count' }, group(n)),
+        h('span', { class: 'share' }, fmtRate(n / total)));
+    }));
+    $('sources-empty').hidden = entries.length > 0;
   }
 
   // ----------------------------------------------------------- SKU table --
@@ -606,8 +751,9 @@
       tr: h('tr', { 'data-sku': sku }),
       name: h('span', { class: 'sku-name' }),
       id: h('span', { class: 'sku-id' }),
-      payWithin: h('span', { class: 'pay-within', 'data-testid': 'sku-pay-timeout', hidden: '' }),
-      price: h('td', { class: 'r num-cell' }),
+      payWithin: h('span', { class: 'tag pay-within', 'data-testid': 'sku-pay-timeout', hidden: '' }),
+      limit: h('span', { class: 'tag limit', 'data-testid': 'sku-limit', hidden: '' }),
+      price: h('span', { class: 'price num-cell', 'data-testid': 'sku-price' }),
       badge: h('span', { class: 'badge', 'data-testid': 'sku-state' }),
       fill,
       held,
@@ -618,20 +764,24 @@
       unpaidBack: h('span'),
       sold: h('td', { class: 'r num-cell big', 'data-testid': 'sku-sold' }),
       paid: h('td', { class: 'r num-cell big paid', 'data-testid': 'sku-paid' }),
-      left: h('td', { class: 'r num-cell big', 'data-testid': 'sku-left' }),
+      left: h('span', { class: 'big', 'data-testid': 'sku-left' }),
       gmv: h('td', { class: 'r num-cell', 'data-testid': 'sku-gmv' }),
-      limit: h('td', { class: 'r' }),
+      clicks: h('td', { class: 'r num-cell clicks', 'data-testid': 'sku-clicks' }),
+      ctoRate: h('span', { class: 'cto' }),
+      ctoClicks: h('span', { class: 'cto-clicks' }),
       eta: h('td', { class: 'eta', 'data-testid': 'sku-eta' }),
       state: null,
     };
     // "12 待支付 · 过期将回库": two unbreakable halves, so a narrow column breaks between them.
     r.unpaid.append(r.unpaidN, r.unpaidSep, r.unpaidBack);
+    r.clicks.append(r.ctoRate, r.ctoClicks);
+    // Under the name: the price, then the per-user limit and the payment timeout as tags when set.
     r.tr.append(
-      h('td', { class: 'product' }, r.name, r.id, r.payWithin),
-      r.price,
+      h('td', { class: 'product' }, r.name, r.id, h('span', { class: 'tags' }, r.price, r.limit, r.payWithin)),
       h('td', null, r.badge),
-      h('td', { class: 'stock-col' }, h('span', { class: 'stockbar' }, fill, held), r.stockText, r.unpaid),
-      r.sold, r.paid, r.left, r.gmv, r.limit, r.eta);
+      h('td', { class: 'stock-col' }, h('span', { class: 'stockbar' }, fill, held), r.unpaid),
+      // Units left, over "/ total": the bar beside it then gets its whole column.
+      r.sold, r.paid, h('td', { class: 'r num-cell left' }, r.left, r.stockText), r.gmv, r.clicks, r.eta);
     return r;
   }
 
@@ -660,6 +810,7 @@
       i++;
 
       setText(r.name, k.name || k.sku);
+      r.name.title = k.name || k.sku; // a long name is cut with an ellipsis
       setText(r.id, k.sku);
       setText(r.price, fmtFen(k.price_fen || 0));
       if (r.state && r.state !== 'sold_out' && k.state === 'sold_out') flash(r.tr);
@@ -673,7 +824,7 @@
       const frac = total > 0 ? Math.max(0, Math.min(1, left / total)) : 0;
       r.fill.style.width = (frac * 100).toFixed(1) + '%';
       r.fill.className = 'fill ' + (frac > 0.5 ? 'hi' : frac > 0.2 ? 'mid' : 'lo');
-      setText(r.stockText, group(left) + ' / ' + group(total));
+      setText(r.stockText, '/ ' + group(total));
 
       // Units held by unpaid orders: drawn after `left` on the bar, as they come back to it
       // if their orders expire or are cancelled.
@@ -699,12 +850,29 @@
       r.left.dataset.value = String(left);
       setText(r.left, group(left));
       setText(r.gmv, fmtFen(k.gmv_fen || 0));
-      setText(r.limit, k.limit_per_user == null ? t('no_limit') : t('limit_n', { n: k.limit_per_user }));
+      renderSkuClicks(r, k);
+      const limit = numOrNull(k.limit_per_user);
+      r.limit.hidden = limit == null;
+      setText(r.limit, limit == null ? '' : t('limit_n', { n: limit }));
       setText(r.eta, skuEtaText(k));
       r.eta.classList.toggle('soon', k.state === 'open' && k.eta_sold_out_s != null && k.eta_sold_out_s < 30);
     }
     for (const [sku, r] of skuRows) if (!seen.has(sku)) { r.tr.remove(); skuRows.delete(sku); }
     $('skus-empty').hidden = skus.length > 0;
+  }
+
+  /**
+   * The click-to-order cell: the rate (orders of the SKU per click on its card) over the click
+   * count. "—" for a server without click figures, and for the rate while nobody has clicked.
+   */
+  function renderSkuClicks(r, k) {
+    const clicks = numOrNull(k.clicks);
+    const rate = numOrNull(k.click_to_order);
+    r.clicks.dataset.clicks = clicks == null ? '' : String(clicks);
+    r.clicks.dataset.value = rate == null ? '' : String(rate);
+    setText(r.ctoRate, clicks > 0 && rate != null ? fmtRate(rate) : '—');
+    r.ctoClicks.hidden = clicks == null;
+    setText(r.ctoClicks, clicks == null ? '' : t('sku_clicks', { n: group(clicks) }));
   }
 
   /** Briefly highlights a row (a SKU just sold out). */
@@ -715,26 +883,49 @@
     setTimeout(() => el.classList.remove('flash'), 4000);
   }
 
-  // --------------------------------------------------------- trend chart --
+  // -------------------------------------------------------------- charts --
 
   let chart = null;
   let chartDirty = false;
+  /** The funnel and the interactions chart need a redraw (new snapshot or language). */
+  let audienceDirty = false;
+  let funnelChart = null;
+  let interactChart = null;
   let chartTimer = 0;
   let chartLastDraw = 0;
   const CHART_MIN_GAP_MS = 300; // at most ~3 redraws a second, whatever the push rate
 
-  /** Redraws the chart soon (throttled); the data is in `trend`. */
+  const AXIS_TEXT = { color: '#8a97b8', fontSize: 14 };
+  const SPLIT = { lineStyle: { color: 'rgba(138,151,184,0.12)' } };
+  const TOOLTIP = { backgroundColor: 'rgba(12,18,32,0.95)', borderColor: '#2a3656', textStyle: { color: '#e8edf8' } };
+  const ONLINE_COLOR = '#4ea8ff';
+
+  /** Redraws the charts soon (throttled); the data is in `trend` and `last`. */
   function scheduleChart() {
     if (chartTimer) return;
     const wait = Math.max(0, CHART_MIN_GAP_MS - (performance.now() - chartLastDraw));
-    chartTimer = setTimeout(() => { chartTimer = 0; renderChart(); }, wait);
+    chartTimer = setTimeout(() => {
+      chartTimer = 0;
+      renderChart();
+      renderAudienceCharts();
+    }, wait);
+  }
+
+  /** An ECharts instance on `el`, made on first use and resized with its box. */
+  function chartOn(el) {
+    const c = window.echarts.init(el, null, { renderer: 'canvas' });
+    new ResizeObserver(() => c.resize()).observe(el);
+    return c;
   }
 
   /**
-   * Draws from `trend`, sorted by t_ms: per-interval paid and placed GMV (bars, left axis; the
-   * paid bar drawn over the placed one) and their running totals (lines, right axis), paid in
-   * the bright colours, placed muted. Sets data-points on the container to the number of points.
-   * Series ids (for tests): paid-per-interval, placed-per-interval, paid-cum, placed-cum.
+   * Draws from `trend`, sorted by t_ms: the running totals of paid and placed GMV (lines, left
+   * axis; paid bright, placed muted), the audience online (blue line, right axis, when the server
+   * reports it), and per-interval paid and placed GMV (bars, the paid bar over the placed one).
+   * The bars have their own unlabelled axis scaled to the lower half of the plot, so they show
+   * the sale's pace without hiding the lines; the tooltip gives their amounts.
+   * Sets data-points on the container to the number of points.
+   * Series ids (for tests): paid-per-interval, placed-per-interval, paid-cum, placed-cum, online.
    */
   function renderChart() {
     const el = $('trend-chart');
@@ -744,16 +935,14 @@
     const pts = [...trend.values()].sort((a, b) => a.t_ms - b.t_ms);
     el.dataset.points = String(pts.length);
     if (!window.echarts) return; // vendor script missing: figures still work
-    if (!chart) {
-      chart = window.echarts.init(el, null, { renderer: 'canvas' });
-      new ResizeObserver(() => chart && chart.resize()).observe(el);
-    }
+    if (!chart) chart = chartOn(el);
     let cum = 0;
     let paidCum = 0;
     const bars = [];
     const paidBars = [];
     const line = [];
     const paidLine = [];
+    const online = [];
     for (const p of pts) {
       cum += p.gmv_fen;
       paidCum += p.paid_gmv_fen;
@@ -761,26 +950,28 @@
       paidBars.push([p.t_ms, p.paid_gmv_fen]);
       line.push([p.t_ms, cum]);
       paidLine.push([p.t_ms, paidCum]);
+      if (p.online != null) online.push([p.t_ms, p.online]);
     }
+    const hasOnline = online.length > 0;
     const lastT = pts.length ? pts[pts.length - 1].t_ms : serverNow();
     const firstT = pts.length ? pts[0].t_ms : lastT;
-    const axisText = { color: '#8a97b8', fontSize: 14 };
-    const split = { lineStyle: { color: 'rgba(138,151,184,0.12)' } };
     const names = {
       'paid-per-interval': t('series_paid_per_sec'), 'placed-per-interval': t('series_per_sec'),
-      'paid-cum': t('series_paid_cum'), 'placed-cum': t('series_cum'),
+      'paid-cum': t('series_paid_cum'), 'placed-cum': t('series_cum'), online: t('series_online'),
     };
+    // The muted per-interval bars of placed GMV need no legend entry: they sit behind the paid ones.
+    const legend = [names['paid-cum'], names['placed-cum'], names['paid-per-interval']];
+    if (hasOnline) legend.push(names.online);
     chart.setOption({
       animation: false,
       backgroundColor: 'transparent',
       grid: { left: 8, right: 8, top: 36, bottom: 8, containLabel: true },
       legend: {
-        top: 0, right: 0, textStyle: { color: '#c8d1ea', fontSize: 14 }, itemWidth: 18, itemHeight: 10,
-        data: [names['paid-per-interval'], names['placed-per-interval'], names['paid-cum'], names['placed-cum']],
+        top: 0, right: 0, textStyle: { color: '#c8d1ea', fontSize: 14 }, itemWidth: 16, itemHeight: 10, itemGap: 10,
+        data: legend,
       },
       tooltip: {
-        trigger: 'axis',
-        backgroundColor: 'rgba(12,18,32,0.95)', borderColor: '#2a3656', textStyle: { color: '#e8edf8' },
+        trigger: 'axis', ...TOOLTIP,
         formatter: (items) => {
           const by = (id) => items.find((x) => x.seriesId === id);
           const shown = items.find((x) => x.data);
@@ -792,6 +983,8 @@
             const orders = id === 'placed-per-interval' ? ` (${x.data[2]} ${t('tooltip_orders')})` : '';
             lines.push(`${names[id]}: ${fmtFen(x.data[1])}${orders}`);
           }
+          const o = by('online');
+          if (o) lines.push(`${names.online}: ${group(o.data[1])}`);
           return lines.map(escapeHtml).join('<br>');
         },
       },
@@ -799,37 +992,42 @@
         type: 'time',
         min: Math.min(firstT, lastT - 59 * trendInterval) - trendInterval / 2,
         max: lastT + trendInterval / 2,
-        axisLabel: { ...axisText, formatter: (v) => fmtClock(v), hideOverlap: true },
+        axisLabel: { ...AXIS_TEXT, formatter: (v) => fmtClock(v), hideOverlap: true },
         axisLine: { lineStyle: { color: '#2a3656' } },
         splitLine: { show: false },
       },
       yAxis: [
-        { type: 'value', axisLabel: { ...axisText, formatter: fmtFenShort }, splitLine: split, min: 0 },
-        { type: 'value', axisLabel: { ...axisText, formatter: fmtFenShort }, splitLine: { show: false }, min: 0 },
+        // Ticks at whole yuan and whole viewers, also while every value is still 0.
+        { type: 'value', axisLabel: { ...AXIS_TEXT, formatter: fmtFenShort }, splitLine: SPLIT, min: 0, minInterval: 100, splitNumber: 4 },
+        { type: 'value', show: false, min: 0, max: (v) => Math.max(1, v.max * 2) },
+        {
+          type: 'value', show: hasOnline, position: 'right', min: 0, minInterval: 1, splitLine: { show: false },
+          axisLabel: { ...AXIS_TEXT, color: ONLINE_COLOR, formatter: fmtCountShort },
+        },
       ],
       series: [
         {
           // Placed first, so the paid bar of the same second is drawn over it (barGap -100%).
-          id: 'placed-per-interval', name: names['placed-per-interval'], type: 'bar', yAxisIndex: 0,
+          id: 'placed-per-interval', name: names['placed-per-interval'], type: 'bar', yAxisIndex: 1,
           data: bars, barMaxWidth: 18, large: bars.length > 2000,
           itemStyle: { color: 'rgba(138,151,184,0.45)', borderRadius: [3, 3, 0, 0] },
           encode: { x: 0, y: 1 },
         },
         {
-          id: 'paid-per-interval', name: names['paid-per-interval'], type: 'bar', yAxisIndex: 0,
+          id: 'paid-per-interval', name: names['paid-per-interval'], type: 'bar', yAxisIndex: 1,
           data: paidBars, barMaxWidth: 18, barGap: '-100%', large: paidBars.length > 2000,
           itemStyle: { color: '#ff7a45', borderRadius: [3, 3, 0, 0] },
           encode: { x: 0, y: 1 },
         },
         {
-          id: 'placed-cum', name: names['placed-cum'], type: 'line', yAxisIndex: 1, data: line,
+          id: 'placed-cum', name: names['placed-cum'], type: 'line', yAxisIndex: 0, data: line,
           showSymbol: false, smooth: false, sampling: 'lttb', step: false,
           lineStyle: { color: '#c8d1ea', width: 2, type: 'dashed', opacity: 0.8 },
           itemStyle: { color: '#c8d1ea' },
           encode: { x: 0, y: 1 },
         },
         {
-          id: 'paid-cum', name: names['paid-cum'], type: 'line', yAxisIndex: 1, data: paidLine,
+          id: 'paid-cum', name: names['paid-cum'], type: 'line', yAxisIndex: 0, data: paidLine,
           showSymbol: false, smooth: false, sampling: 'lttb', step: false,
           lineStyle: { color: '#ffd23f', width: 4 },
           itemStyle: { color: '#ffd23f' },
@@ -840,6 +1038,114 @@
           },
           encode: { x: 0, y: 1 },
         },
+        {
+          id: 'online', name: names.online, type: 'line', yAxisIndex: 2, data: online,
+          showSymbol: false, smooth: false, sampling: 'lttb',
+          lineStyle: { color: ONLINE_COLOR, width: 3 },
+          itemStyle: { color: ONLINE_COLOR },
+          encode: { x: 0, y: 1 },
+        },
+      ],
+    }, { lazyUpdate: true });
+  }
+
+  /** Draws the funnel and the interactions per minute from the latest snapshot. */
+  function renderAudienceCharts() {
+    if (!audienceDirty || !last || !window.echarts) return;
+    audienceDirty = false;
+    renderFunnel(last.funnel);
+    renderInteractions(last.audience && last.audience.per_minute);
+  }
+
+  /**
+   * The funnel: one layer a step, entered → clicked → ordered → paid. The steps of a real stream
+   * differ by orders of magnitude, so the layers' widths are fixed and narrowing, not
+   * proportional; each layer is labelled with its unique users, and a second, transparent funnel
+   * of the same shape labels each step on the right with its rate from the step before.
+   * The chart's data items carry `step` and `count` (for tests).
+   */
+  function renderFunnel(f) {
+    const el = $('funnel-chart');
+    if (el.hidden) return;
+    if (!funnelChart) funnelChart = chartOn(el);
+    const counts = FUNNEL_STEPS.map(([k]) => numOrNull(f[k]) ?? 0);
+    const widths = [100, 75, 50, 25];
+    const data = FUNNEL_STEPS.map(([k, label], i) => ({ name: t(label), value: widths[i], step: k, count: counts[i] }));
+    const rate = (i) => (i > 0 && counts[i - 1] > 0 ? fmtRate(counts[i] / counts[i - 1]) : '');
+    const colors = ['#4ea8ff', '#5b8cff', '#ff7a45', '#ffd23f'];
+    const shape = { type: 'funnel', sort: 'none', min: 0, max: 100, minSize: '40%', maxSize: '100%', gap: 4,
+      left: 0, right: '26%', top: 6, bottom: 6, funnelAlign: 'center' };
+    funnelChart.setOption({
+      animation: false,
+      backgroundColor: 'transparent',
+      series: [
+        {
+          ...shape, id: 'funnel', name: t('funnel'), data, silent: true,
+          itemStyle: { borderWidth: 0, color: (p) => colors[p.dataIndex] },
+          label: {
+            position: 'inside', color: '#0b1020', fontSize: 14, fontWeight: 700,
+            formatter: (p) => `${p.name} ${group(p.data.count)}`,
+          },
+        },
+        {
+          ...shape, id: 'funnel-rates', data: data.map((d, i) => ({ ...d, rate: rate(i) })), silent: true, z: 1,
+          itemStyle: { color: 'transparent', borderWidth: 0 },
+          label: { position: 'rightTop', color: '#c8d1ea', fontSize: 14, fontWeight: 700, formatter: (p) => (p.data.rate ? '↓ ' + p.data.rate : '') },
+          labelLine: { show: false },
+        },
+      ],
+    }, { lazyUpdate: true });
+  }
+
+  /**
+   * Likes (bars, left axis), comments and shares (lines, right axis) per minute over the last
+   * hour: sixty minute slots ending with the newest minute reported, a quiet minute (which the
+   * server leaves out) at zero. The slots are a category axis: a bar series on a time axis with
+   * few points makes ECharts widen the axis to fit the bars, which puts them at the wrong time.
+   * The x axis data are the slots' t_ms. Sets data-points to the number of minutes reported.
+   * Series ids (for tests): likes, comments, shares.
+   */
+  function renderInteractions(perMinute) {
+    const el = $('interact-chart');
+    const rows = (Array.isArray(perMinute) ? perMinute : []).filter((m) => m && typeof m.t_ms === 'number');
+    el.dataset.points = String(rows.length);
+    if (!interactChart) interactChart = chartOn(el);
+    const now = serverNow();
+    const lastT = rows.length ? rows[rows.length - 1].t_ms : now - (now % 60000);
+    const slots = Array.from({ length: 60 }, (_, i) => lastT - (59 - i) * 60000);
+    const byT = new Map(rows.map((m) => [m.t_ms, m]));
+    const series = (k) => slots.map((ts) => numOrNull(byT.get(ts)?.[k]) ?? 0);
+    const hm = (v) => fmtClock(Number(v)).slice(0, 5);
+    const names = { likes: t('per_minute_likes'), comments: t('per_minute_comments'), shares: t('per_minute_shares') };
+    const countAxis = { type: 'value', min: 0, minInterval: 1, splitNumber: 1, axisLabel: { ...AXIS_TEXT, fontSize: 12, formatter: fmtCountShort } };
+    interactChart.setOption({
+      animation: false,
+      backgroundColor: 'transparent',
+      // No legend: the counters above, in the series' colours, are the legend.
+      grid: { left: 4, right: 4, top: 16, bottom: 2, containLabel: true },
+      title: { text: t('per_minute'), left: 'center', top: 0, textStyle: { color: '#8a97b8', fontSize: 12, fontWeight: 'normal' } },
+      tooltip: {
+        trigger: 'axis', ...TOOLTIP,
+        formatter: (items) => {
+          if (!items.length) return '';
+          return [hm(items[0].axisValue), ...items.map((x) => `${x.seriesName}: ${group(x.value)}`)].map(escapeHtml).join('<br>');
+        },
+      },
+      xAxis: {
+        type: 'category', data: slots, boundaryGap: true,
+        axisTick: { show: false },
+        // A label every ten minutes of the clock.
+        axisLabel: { ...AXIS_TEXT, fontSize: 12, formatter: hm, interval: (i, v) => new Date(Number(v)).getMinutes() % 10 === 0 },
+        axisLine: { lineStyle: { color: '#2a3656' } }, splitLine: { show: false },
+      },
+      yAxis: [{ ...countAxis, splitLine: SPLIT }, { ...countAxis, splitLine: { show: false } }],
+      series: [
+        { id: 'likes', name: names.likes, type: 'bar', yAxisIndex: 0, data: series('likes'), barMaxWidth: 10, barCategoryGap: '25%',
+          itemStyle: { color: '#ff6b9a', borderRadius: [2, 2, 0, 0] } },
+        { id: 'comments', name: names.comments, type: 'line', yAxisIndex: 1, data: series('comments'), showSymbol: false,
+          lineStyle: { color: '#4ea8ff', width: 2 }, itemStyle: { color: '#4ea8ff' } },
+        { id: 'shares', name: names.shares, type: 'line', yAxisIndex: 1, data: series('shares'), showSymbol: false,
+          lineStyle: { color: '#3ddc97', width: 2 }, itemStyle: { color: '#3ddc97' } },
       ],
     }, { lazyUpdate: true });
   }
