@@ -173,6 +173,74 @@ function readChart() {
   };
 }
 
+/**
+ * The audience charts, read from their ECharts instances: the last online value of the trend
+ * (null when it has none), the funnel's count per step, and the likes per minute slot
+ * ({t_ms: likes}, the slots being the category axis' data).
+ */
+function readAudience() {
+  const instance = (id) => window.echarts && window.echarts.getInstanceByDom(document.querySelector(`[data-testid=${id}]`));
+  const data = (chart, id) => (chart ? chart.getOption().series.find((x) => x.id === id)?.data || [] : []);
+  const online = data(instance('trend-chart'), 'online');
+  return {
+    online: online.length ? online[online.length - 1][1] : null,
+    funnel: Object.fromEntries(data(instance('funnel'), 'funnel').map((d) => [d.step, d.count])),
+    likes: Object.fromEntries((instance('interact-chart')?.getOption().xAxis[0].data || [])
+      .map((t, i) => [t, data(instance('interact-chart'), 'likes')[i]])),
+  };
+}
+
+/** Chinese labels of the traffic sources the page knows; other ids are shown as they are. */
+const SOURCE_NAMES = { recommend: '推荐', follow: '关注', share: '分享', search: '搜索', ad: '广告' };
+
+/**
+ * What the video platform's adapter would send for this room: the six buyers of the first test
+ * and 33 watchers enter from a mix of sources (one the page does not know), six watchers leave,
+ * some like (with counts), comment, share and follow, and everyone taps product cards.
+ * All of it happened in the last half minute. Returns {events, expected} where `expected` holds
+ * the figures the protocol defines from these events alone.
+ */
+function audiencePlan(now) {
+  const t0 = now - 30_000;
+  const watchers = Array.from({ length: 33 }, (_, i) => `w${i}`);
+  const everyone = [...watchers, 'u1', 'u2', 'u3', 'u4', 'u5', 'u6'];
+  const sourceOf = (i) => (i % 10 < 5 ? 'recommend' : i % 10 < 7 ? 'follow' : i % 10 === 7 ? 'share'
+    : i % 10 === 8 ? 'search' : i === 9 ? 'wechat_group' : 'ad');
+  const events = [];
+  const sources = {};
+  everyone.forEach((user, i) => {
+    const source = sourceOf(i);
+    sources[source] = (sources[source] || 0) + 1;
+    events.push({ type: 'enter', user, ts_ms: t0 + i, source });
+    events.push({ type: 'click', user, ts_ms: t0 + 2_000 + i, sku: 'A1' });
+    if (i < 20) events.push({ type: 'click', user, ts_ms: t0 + 3_000 + i, sku: 'B2' });
+  });
+  // Taps on D4's card twice each, by the buyers: clicks count taps, not users.
+  for (const [i, user] of ['u1', 'u2', 'u3', 'u4', 'u5', 'u6'].entries()) {
+    events.push({ type: 'click', user, ts_ms: t0 + 4_000 + i, sku: 'D4' });
+    events.push({ type: 'click', user, ts_ms: t0 + 4_500 + i, sku: 'D4' });
+  }
+  let likes = 0;
+  for (let i = 0; i < 20; i++) {
+    const count = (i % 5) + 1;
+    likes += count;
+    events.push({ type: 'like', user: watchers[i], ts_ms: t0 + 5_000 + i, count });
+  }
+  events.push({ type: 'like', user: 'w0', ts_ms: t0 + 6_000, count: 10 });
+  likes += 10;
+  for (let i = 0; i < 10; i++) events.push({ type: 'comment', user: watchers[i], ts_ms: t0 + 7_000 + i });
+  for (let i = 0; i < 4; i++) events.push({ type: 'share', user: watchers[i], ts_ms: t0 + 8_000 + i });
+  for (let i = 0; i < 5; i++) events.push({ type: 'follow', user: watchers[i], ts_ms: t0 + 9_000 + i });
+  for (let i = 0; i < 6; i++) events.push({ type: 'leave', user: watchers[i], ts_ms: t0 + 20_000 + i });
+  return {
+    events,
+    expected: {
+      entered: everyone.length, online: everyone.length - 6, clicked: everyone.length,
+      likes, comments: 10, shares: 4, follows: 5, sources, clicks: { A1: everyone.length, B2: 20, D4: 12 },
+    },
+  };
+}
+
 /** Text of the page that must never show: a figure computed from a missing field. */
 function badText() {
   return (document.body.innerText.match(/.{0,40}\b(NaN|undefined|null)\b.{0,40}/) || [''])[0];
@@ -219,6 +287,7 @@ describe('dashboard page', { timeout: 120_000 }, () => {
     });
     // readChart in the page, for predicates polled there (the page's CSP forbids eval).
     await context.addInitScript({ content: `window.readChart = ${readChart.toString()};` });
+    await context.addInitScript({ content: `window.readAudience = ${readAudience.toString()};` });
     page = await context.newPage();
     page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
     page.on('console', (m) => {
@@ -401,6 +470,87 @@ describe('dashboard page', { timeout: 120_000 }, () => {
     }, { gmv: stats.gmv_fen, paid: stats.paid_gmv_fen }, 'trend totals of placed and paid GMV');
 
     assert.equal(await page.evaluate(badText), '', 'no NaN, undefined or null on the page');
+  });
+
+  test('audience events: the page shows /stats\' online, funnel, sources, likes and click-to-order', async () => {
+    const { events, expected: want } = audiencePlan(Date.now());
+    const answer = await api('POST', `/api/rooms/${ROOM}/audience`, events);
+    assert.equal(answer.accepted, events.length, `every event is new: ${JSON.stringify(answer)}`);
+    assert.equal(answer.duplicates, 0);
+
+    // The figures the protocol defines from these events alone. No buyer socket is open now, so
+    // online counts the watchers who entered and did not leave. Users who only opened a buyer
+    // socket in the earlier tests may count as viewers, hence "at least" for entered and unique.
+    const clicksOf = (s, sku) => s.skus.find((k) => k.sku === sku)?.clicks;
+    const stats = await statsWhen((s) => s.audience && s.funnel && s.audience.likes === want.likes
+      && s.audience.comments === want.comments && s.audience.online === want.online && s.funnel.clicked === want.clicked
+      && Object.entries(want.clicks).every(([sku, n]) => clicksOf(s, sku) === n), 'audience events counted');
+    const a = stats.audience;
+    assert.ok(stats.funnel.entered >= want.entered && a.unique >= want.entered, `entered and unique: ${JSON.stringify(stats.funnel)}, ${a.unique}`);
+    assert.equal(a.shares, want.shares);
+    assert.equal(a.follows, want.follows);
+    for (const [id, n] of Object.entries(want.sources)) assert.equal(a.sources[id], n, `viewers from ${id}`);
+    assert.equal(a.per_minute.reduce((n, m) => n + m.likes, 0), want.likes, 'likes per minute add up to the likes');
+
+    // The audience card: values and their text, as /stats has them.
+    const group = (n) => String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+    const watch = (sec) => { const s = Math.round(sec); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`; };
+    const counters = {
+      'aud-online': a.online, 'aud-peak': a.peak, 'aud-unique': a.unique,
+      'aud-likes': a.likes, 'aud-comments': a.comments, 'aud-shares': a.shares, 'aud-follows': a.follows,
+    };
+    await waitInPage(page, ({ counters, texts }) => {
+      const q = (id) => document.querySelector(`[data-testid=${id}]`);
+      return Object.entries(counters).every(([id, v]) => q(id)?.dataset.value === String(v))
+        && Object.entries(texts).every(([id, v]) => q(id)?.textContent.trim() === v);
+    }, {
+      counters,
+      texts: { ...Object.fromEntries(Object.entries(counters).map(([id, v]) => [id, group(v)])), 'aud-watch': watch(a.avg_watch_s) },
+    }, 'audience figures of /stats');
+
+    // The funnel: its data attributes and the chart's layers, entered → clicked → ordered → paid.
+    const f = stats.funnel;
+    await waitInPage(page, (f) => {
+      const el = document.querySelector('[data-testid=funnel]');
+      const drawn = window.readAudience().funnel;
+      return ['entered', 'clicked', 'ordered', 'paid'].every((k) => el.dataset[k] === String(f[k]) && drawn[k] === f[k]);
+    }, f, 'funnel of /stats');
+    assert.equal((await page.textContent('[data-testid=funnel-overall]')).trim(), `${(f.paid / f.entered * 100).toFixed(1)}%`);
+
+    // Sources: one row per source, most first, known ids by their Chinese name.
+    const sources = Object.entries(a.sources).filter(([, n]) => n > 0).sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1));
+    await waitInPage(page, (sources) => {
+      const rows = [...document.querySelectorAll('[data-testid=sources] li')];
+      return rows.length === sources.length && rows.every((li, i) => li.dataset.source === sources[i][0] && li.dataset.value === String(sources[i][1]));
+    }, sources, 'sources of /stats');
+    for (const [id] of sources) {
+      const name = (await page.textContent(`[data-testid=sources] li[data-source="${id}"] .name`)).trim();
+      assert.equal(name, SOURCE_NAMES[id] || id, `name of source ${id}`);
+    }
+
+    // Click-to-order per SKU: the clicks and the rate of /stats, the rate as a percentage.
+    for (const k of stats.skus) {
+      const cell = `[data-testid=sku-table] [data-sku="${k.sku}"] [data-testid=sku-clicks]`;
+      await waitInPage(page, ({ cell, k }) => {
+        const el = document.querySelector(cell);
+        return el?.dataset.clicks === String(k.clicks) && el?.dataset.value === String(k.click_to_order);
+      }, { cell, k }, `${k.sku} clicks and click-to-order`);
+      const rate = (await page.textContent(`${cell} .cto`)).trim();
+      assert.equal(rate, k.clicks > 0 ? `${(k.click_to_order * 100).toFixed(1)}%` : '—', `${k.sku} click-to-order text`);
+    }
+
+    // Likes per minute as /stats has them; the trend's online curve ends where /stats' does.
+    const perMinute = a.per_minute.map((m) => [m.t_ms, m.likes]);
+    const withOnline = stats.trend.points.filter((p) => typeof p.online === 'number');
+    const lastOnline = withOnline.length ? withOnline[withOnline.length - 1].online : null;
+    await waitInPage(page, ({ perMinute, lastOnline }) => {
+      const drawn = window.readAudience();
+      const drawnTotal = Object.values(drawn.likes).reduce((n, x) => n + x, 0);
+      return perMinute.every(([t, n]) => drawn.likes[t] === n) && drawnTotal === perMinute.reduce((n, [, x]) => n + x, 0)
+        && drawn.online === lastOnline;
+    }, { perMinute, lastOnline }, 'likes per minute and the online curve of /stats');
+
+    assert.equal(await page.evaluate(badText), '', 'no NaN, undefined or null on the page');
 
     await mkdir(path.dirname(SCREENSHOT), { recursive: true });
     // Animations disabled: the stock bars' transitions are shown finished.
@@ -480,6 +630,9 @@ describe('dashboard page', { timeout: 120_000 }, () => {
     const unpaid = await page.getAttribute(`${d4} [data-testid=sku-unpaid]`, 'data-value');
     assert.equal((await page.textContent(`${d4} [data-testid=sku-unpaid]`)).trim(), `${unpaid} awaiting payment, back on sale if unpaid`);
     assert.equal((await page.textContent(`${d4} [data-testid=sku-pay-timeout]`)).trim(), 'pay within 1 min');
+    await waitInPage(page, () => document.querySelector('[data-testid=sources] li[data-source="recommend"]'), null, 'sources after reload');
+    assert.equal((await page.textContent('[data-testid=sources] li[data-source="recommend"] .name')).trim(), 'Recommended');
+    assert.equal((await page.textContent('[data-testid=sources] li[data-source="wechat_group"] .name')).trim(), 'wechat_group');
     assert.equal(await page.evaluate(badText), '', 'no NaN, undefined or null on the English page');
     await page.click('[data-testid=lang-toggle]');
     assert.equal((await page.textContent(label)).trim(), '成交额');
@@ -520,6 +673,13 @@ describe('dashboard page', { timeout: 120_000 }, () => {
       }
       assert.equal(await v1.getAttribute('[data-sku="A1"] [data-testid=sku-paid]', 'data-value'), '2', 'v1 orders are paid');
       assert.equal(await v1.isVisible('[data-sku="A1"] [data-testid=sku-unpaid]'), false);
+      // Nor the audience figures (a server before the audience events): "—", and empty panels.
+      for (const id of ['aud-online', 'aud-peak', 'aud-unique', 'aud-watch', 'aud-likes', 'funnel-overall']) {
+        assert.equal((await v1.textContent(`[data-testid=${id}]`)).trim(), '—', `${id} not reported`);
+      }
+      assert.equal(await v1.isVisible('#funnel-empty'), true, 'the funnel says it has no data');
+      assert.equal(await v1.isVisible('#sources-empty'), true, 'no sources');
+      assert.equal((await v1.textContent('[data-sku="A1"] [data-testid=sku-clicks]')).trim(), '—', 'no click figures');
       assert.equal(await v1.evaluate(badText), '');
     } finally {
       await context.close();
