@@ -120,6 +120,10 @@ pub enum Cmd {
     /// A wave of unpaid orders expiring together while buys go on: the buys' p99 during the
     /// wave against before it, same run.
     ExpiryWave(ExpiryWaveArgs),
+    /// Audience events (`POST .../audience`) at a rate, from viewers who enter in waves,
+    /// interact and leave; optionally alongside buys, against a quiet phase of the same buys.
+    /// Then the room's audience figures must equal what was accepted.
+    Audience(AudienceArgs),
     /// A plain WebSocket echo server speaking the buyer frames (hello on connect, ack per buy).
     EchoServer(EchoArgs),
 }
@@ -376,6 +380,67 @@ pub struct ExpiryWaveArgs {
     /// The SKU the buys go to meanwhile.
     #[arg(long, default_value = "B1")]
     pub buy_sku: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AudienceArgs {
+    /// Audience events a second asked for (batches go out on a schedule; a connection whose
+    /// last batch is still unanswered sends its next when the answer comes).
+    #[arg(long, default_value_t = 500_000.0)]
+    pub events_per_s: f64,
+    /// Events a batch (the contract allows 1 to 10,000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch: u64,
+    /// HTTP connections posting batches, each one batch at a time.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// How long the audience phase sends (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Most events sent (default: --events-per-s × --duration).
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Distinct viewers (`v100000`, `v100001`, ...).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub viewers: u32,
+    /// SKUs in the room (`A1`, `A2`, ...): viewers click their cards; buys go to A1.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub skus: u64,
+    /// Every Nth batch is posted again once answered: all of it must come back as
+    /// duplicates. 0: never.
+    #[arg(long, default_value_t = 25)]
+    pub resend_every: u64,
+    /// Share of the interactions dated in the past, up to --late-max before they are sent.
+    #[arg(long, default_value_t = 0.02)]
+    pub late_share: f64,
+    /// How late a late interaction is at most (the contract takes up to 10 minutes).
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub late_max: Duration,
+    /// Batches made bad on purpose (each with one bad event among good ones): each must be
+    /// refused with a 400 naming that event's index and field, and change nothing.
+    #[arg(long, default_value_t = 3)]
+    pub bad_batches: u64,
+    /// Open-loop buys a second on A1 alongside (0: none). With buys, a quiet phase of the
+    /// same buys (and dashboards) without audience comes first, and the summary compares
+    /// the two.
+    #[arg(long, default_value_t = 0.0)]
+    pub buy_rate: f64,
+    /// Buyer connections for --buy-rate.
+    #[arg(long, default_value_t = 50)]
+    pub buy_connections: usize,
+    /// Dashboard sockets watching through both phases (with --buy-rate), for the delay from a
+    /// snapshot's `ts_ms` to its receipt.
+    #[arg(long, default_value_t = 10)]
+    pub dashboards: usize,
+    /// Length of the buys-only phase (default: as long as the audience phase's buys).
+    #[arg(long, value_parser = parse_duration)]
+    pub quiet: Option<Duration>,
+    /// The ingest token (`--ingest-token` of the server); defaults to the admin token.
+    #[arg(long, env = "LIVEHUB_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Seed of the audience's choices (waves, stays, interactions).
+    #[arg(long, default_value_t = 22)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Args)]

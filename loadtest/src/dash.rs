@@ -1,6 +1,7 @@
 //! Dashboard sockets: count dashboard snapshots and measure the delay from a snapshot's `ts_ms`
 //! to its receipt here (same host, same wall clock).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,7 +41,32 @@ pub async fn run_dashboard(
     stop_at: Instant,
     rec: Arc<Recorder>,
 ) -> DashResult {
+    run_dashboard_until(
+        ctx,
+        conn,
+        tokio::time::sleep_until(stop_at.into()),
+        move |at, delay_us| {
+            let inside = at >= w0 && at < w1;
+            if inside {
+                rec.record(at, delay_us, Outcome::Event);
+            }
+            inside
+        },
+    )
+    .await
+}
+
+/// Reads snapshots until `stop` completes. Each pushed snapshot (not the one handed over on
+/// connect) goes to `measure` with when it came and its delay from its `ts_ms` (µs); it
+/// counts as in the window when `measure` says so.
+pub async fn run_dashboard_until(
+    ctx: Arc<Ctx>,
+    conn: Conn,
+    stop: impl Future<Output = ()>,
+    mut measure: impl FnMut(Instant, u64) -> bool,
+) -> DashResult {
     let Conn { mut ws, .. } = conn;
+    tokio::pin!(stop);
     let mut out = DashResult::default();
     let mut last_seq: Option<u64> = None;
     let mut alive = true;
@@ -91,13 +117,11 @@ pub async fn run_dashboard(
                 out.total += 1;
                 // The first snapshot is the current one handed over on connect, however old:
                 // only pushes inside the window measure the feed.
-                if out.total > 1 && at >= w0 && at < w1 {
+                if out.total > 1 && measure(at, (recv_us - ts * 1000).max(0) as u64) {
                     out.in_window += 1;
-                    let delay = (recv_us - ts * 1000).max(0) as u64;
-                    rec.record(at, delay, Outcome::Event);
                 }
             }
-            _ = tokio::time::sleep_until(stop_at.into()) => break,
+            _ = &mut stop => break,
         }
     }
     if alive {

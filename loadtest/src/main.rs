@@ -1,11 +1,13 @@
 //! livehub-loadtest: a separate client of livehub's public protocol (docs/protocol.md) that
 //! puts load on a server (flash-sale spikes, steady buys, connection ramps, dashboard fan-out,
-//! soaks, orders that must be paid, payment notices), then checks the server's invariants
-//! against what it saw.
+//! soaks, orders that must be paid, payment notices, audience events), then checks the
+//! server's invariants against what it saw.
 //!
 //! Exit codes: 0 every check passed; 1 a check failed (printed); 2 the run could not be done
 //! (bad flags, server unreachable, setup refused); 3 `--max-seconds` ran out.
 
+mod audience;
+mod audience_gen;
 mod buyer;
 mod checkout;
 mod checkout_buyer;
@@ -108,6 +110,14 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Checkout(a) => a.deadline,
         Cmd::Payments(_) => Duration::from_secs(60),
         Cmd::ExpiryWave(a) => Duration::from_secs(a.pay_timeout_s + 40),
+        Cmd::Audience(a) => {
+            let quiet = if a.buy_rate > 0.0 {
+                a.quiet.unwrap_or(a.duration) + Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            a.duration + quiet + Duration::from_secs(20)
+        }
         Cmd::EchoServer(_) => Duration::ZERO,
     };
     let ttl = nominal.as_secs() + 3600;
@@ -130,6 +140,7 @@ async fn run(cli: Cli) -> i32 {
             Cmd::Checkout(a) => checkout::checkout(ctx.clone(), a).await,
             Cmd::Payments(a) => payments::payments(ctx.clone(), a).await,
             Cmd::ExpiryWave(a) => expiry_wave::expiry_wave(ctx.clone(), a).await,
+            Cmd::Audience(a) => audience::audience(ctx.clone(), a).await,
             Cmd::EchoServer(_) => unreachable!(),
         }
     };
