@@ -824,7 +824,7 @@ async fn the_funnel_counts_unique_users_at_each_step() {
         .apply(
             &Record::Audience {
                 room: "r".into(),
-                events,
+                events: events.into(),
                 ts_ms: t,
             },
             Mode::Replay,

@@ -63,7 +63,7 @@ fn records(room: &Arc<str>, events: Vec<AudienceEvent>, ts_ms: i64) -> Vec<Recor
     out.into_iter()
         .map(|events| Record::Audience {
             room: room.clone(),
-            events,
+            events: events.into(),
             ts_ms,
         })
         .collect()

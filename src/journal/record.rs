@@ -295,8 +295,8 @@ pub enum Record {
     Audience {
         /// The room.
         room: Arc<str>,
-        /// The events, in the batch's order.
-        events: Vec<AudienceEvent>,
+        /// The events, in the batch's order; shared, so the apply hands them on without a copy.
+        events: Arc<[AudienceEvent]>,
         /// When the hub took the batch (Unix ms).
         ts_ms: i64,
     },
@@ -528,7 +528,7 @@ impl From<Disk> for Record {
                 ts_ms,
             } => Record::Audience {
                 room,
-                events,
+                events: events.into(),
                 ts_ms,
             },
         }
@@ -939,7 +939,7 @@ mod tests {
             },
             Record::Audience {
                 room: "r".into(),
-                events: vec![
+                events: Arc::from(vec![
                     AudienceEvent {
                         kind: crate::journal::AudienceKind::Enter,
                         user: "u1".into(),
@@ -958,7 +958,7 @@ mod tests {
                         count: 1,
                         sku: Some("A".into()),
                     },
-                ],
+                ]),
                 ts_ms: 10,
             },
             Record::FleetMoves {

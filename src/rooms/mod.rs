@@ -93,7 +93,7 @@ impl Rooms {
     ) -> Result<(), String> {
         if let Record::Audience { room, events, .. } = record {
             // Each hub counts the audience events posted to it (docs/fleet.md).
-            self.get_or_create(room, "").audience.add(events);
+            self.get_or_create(room, "").audience.apply(events, mode);
             return Ok(());
         }
         if let Record::FleetMoves { moves, .. } = record {
@@ -324,7 +324,7 @@ impl Apply for Rooms {
             } => self.apply_moves(record, room, orders, None, *ts_ms, mode)?,
             Record::Audience { room, events, .. } => {
                 let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
-                r.audience.add(events);
+                r.audience.apply(events, mode);
             }
             Record::FleetMoves { .. } => {
                 return Err(
