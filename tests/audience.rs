@@ -5,6 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use support::sku_of;
 use support::{Options, TestServer, ADMIN, INGEST, VIEWER, WAIT};
 
 fn now_ms() -> i64 {
@@ -44,15 +45,6 @@ fn batch(t: i64) -> Value {
         {"type": "click", "user": "v2", "ts_ms": t + 5, "sku": "A"},
         {"type": "leave", "user": "v3", "ts_ms": t + 30_000},
     ])
-}
-
-fn sku_of<'a>(v: &'a Value, sku: &str) -> &'a Value {
-    v["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["sku"] == sku)
-        .unwrap_or_else(|| panic!("no SKU {sku} in {v}"))
 }
 
 async fn stats_where(s: &TestServer, pred: impl Fn(&Value) -> bool) -> Value {

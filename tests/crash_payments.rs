@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::child::{spawn, ChildHub};
-use support::{Client, ADMIN, PAYMENT_SECRET, VIEWER, WAIT};
+use support::{PAYMENT_SECRET, VIEWER, WAIT};
 
 /// Snapshots and compaction run through the tests, so the kills can land in them too.
 const SNAPSHOT_FLAGS: [&str; 4] = [
@@ -29,79 +29,6 @@ const SOCKETS: usize = 4;
 
 fn now_ms() -> i64 {
     livehub::clock::now_ms()
-}
-
-/// Makes `room` with one SKU `A` whose orders must be paid within `pay_timeout_s`.
-async fn set_up(hub: &ChildHub, room: &str, pay_timeout_s: u64) {
-    let (st, body) = hub
-        .http(
-            "PUT",
-            &format!("/api/rooms/{room}"),
-            ADMIN,
-            Some(json!({"title": room})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-    let sku = json!({"name": "a", "price_fen": PRICE, "stock": STOCK, "limit_per_user": null,
-        "pay_timeout_s": pay_timeout_s});
-    let (st, body) = hub
-        .http(
-            "PUT",
-            &format!("/api/rooms/{room}/skus/A"),
-            ADMIN,
-            Some(sku),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-}
-
-/// Places `waves` × [`SOCKETS`] × `per_wave` orders of one unit, each socket's wave
-/// pipelined, with `pause` between waves (so that deadlines spread over the placement's
-/// time). Returns each order's `pay_by_ms`, as its ack said.
-async fn place(
-    hub: &ChildHub,
-    room: &str,
-    waves: usize,
-    per_wave: usize,
-    pause: Duration,
-) -> HashMap<String, i64> {
-    let tasks: Vec<_> = (0..SOCKETS)
-        .map(|k| {
-            let url = format!("ws://{}/ws/buy?room={room}&user=b{k}", hub.addr);
-            tokio::spawn(async move {
-                let mut c = Client::connect(&url).await.expect("buyer socket");
-                let mut placed = Vec::new();
-                for w in 0..waves {
-                    for i in 0..per_wave {
-                        c.send_json(json!({"op": "buy", "req": format!("w{w}-{i}"), "sku": "A",
-                            "qty": 1}))
-                            .await;
-                    }
-                    for _ in 0..per_wave {
-                        let ack = c.reply().await;
-                        assert_eq!(ack["ok"], true, "{ack}");
-                        assert_eq!(ack["status"], "unpaid", "{ack}");
-                        placed.push((
-                            ack["order"].as_str().unwrap().to_owned(),
-                            ack["pay_by_ms"].as_i64().expect("pay_by_ms"),
-                        ));
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                placed
-            })
-        })
-        .collect();
-    let mut all = HashMap::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    assert_eq!(
-        all.len(),
-        SOCKETS * waves * per_wave,
-        "order ids are unique"
-    );
-    all
 }
 
 async fn audit(hub: &ChildHub, room: &str) -> Value {
@@ -223,10 +150,12 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once() {
     let dir = support::temp_dir();
     let room = "wave";
     let mut hub = spawn(&dir, &SNAPSHOT_FLAGS).await;
-    set_up(&hub, room, 10).await;
+    hub.set_up_sku_to_pay(room, PRICE, STOCK, None, 10).await;
     // 20 waves of 100 orders, 100 ms apart: the deadlines, and so the expiries, come in 20
     // steps over two seconds or more.
-    let placed = place(&hub, room, 20, 25, Duration::from_millis(100)).await;
+    let placed = hub
+        .place_unpaid(room, SOCKETS, 20, 25, Duration::from_millis(100))
+        .await;
     let n = placed.len() as u64;
     let first = *placed.values().min().unwrap();
     let last = *placed.values().max().unwrap();
@@ -421,8 +350,10 @@ async fn payments_answered_before_kill_9_stay_paid_and_resending_is_idempotent()
     let room = "burst";
     let mut hub = spawn(&dir, &SNAPSHOT_FLAGS).await;
     // An hour to pay: nothing expires during the test.
-    set_up(&hub, room, 3600).await;
-    let placed = place(&hub, room, 10, 50, Duration::ZERO).await;
+    hub.set_up_sku_to_pay(room, PRICE, STOCK, None, 3600).await;
+    let placed = hub
+        .place_unpaid(room, SOCKETS, 10, 50, Duration::ZERO)
+        .await;
     let mut orders: Vec<&String> = placed.keys().collect();
     orders.sort();
     // One notice per order; every tenth order also gets a second one, with another payment

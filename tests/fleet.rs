@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,42 +16,7 @@ use livehub::fleet::scripts::{Taken, Ticket};
 use livehub::fleet::{keys, Fleet};
 use support::redis_server::RedisServer;
 use support::{eventually, temp_dir, Client, Options, TestServer, SECRET, WAIT};
-
-async fn hub_in(redis: &RedisServer, id: &str, dir: &Path) -> TestServer {
-    TestServer::start_in(
-        dir,
-        Options {
-            fleet: Some(redis.hub(id)),
-            ..Options::default()
-        },
-    )
-    .await
-}
-
-async fn hub(redis: &RedisServer, id: &str) -> TestServer {
-    hub_in(redis, id, &temp_dir()).await
-}
-
-/// Waits until `s` lists `sku` in `room` (made on another hub).
-async fn wait_sku(s: &TestServer, room: &str, sku: &str) {
-    let t0 = Instant::now();
-    loop {
-        let (_, rooms) = s
-            .request("GET", "/api/rooms", Some(support::VIEWER), None)
-            .await;
-        let found = rooms.as_array().into_iter().flatten().any(|r| {
-            r["room"] == room
-                && r["skus"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().any(|x| x["sku"] == sku))
-        });
-        if found {
-            return;
-        }
-        assert!(t0.elapsed() < WAIT, "{sku} never reached hub {}", s.addr);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{fleet_hub, fleet_hub_in};
 
 /// Both hubs' exports of a room.
 async fn exports(hubs: &[&TestServer], room: &str) -> Vec<Value> {
@@ -90,11 +54,11 @@ fn buyer_url(s: &TestServer, room: &str, user: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_sell_exactly_the_stock_to_2000_buyers_and_both_dashboards_show_the_whole_room() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub(&redis, "a").await;
+    let b = fleet_hub(&redis, "b").await;
     a.create_room("spike").await;
     a.create_sku("spike", "A1", 990, 100, None).await;
-    wait_sku(&b, "spike", "A1").await;
+    b.wait_sku("spike", "A1").await;
 
     let n = 2000;
     let barrier = Arc::new(Barrier::new(n));
@@ -179,11 +143,11 @@ async fn two_hubs_sell_exactly_the_stock_to_2000_buyers_and_both_dashboards_show
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_user_limit_holds_across_hubs() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub(&redis, "a").await;
+    let b = fleet_hub(&redis, "b").await;
     a.create_room("r").await;
     a.create_sku("r", "L", 500, 1000, Some(2)).await;
-    wait_sku(&b, "r", "L").await;
+    b.wait_sku("r", "L").await;
     let mut tasks = Vec::new();
     for (c, on) in [&a, &b, &a, &b].into_iter().enumerate() {
         let url = buyer_url(on, "r", "greedy");
@@ -227,12 +191,12 @@ async fn the_per_user_limit_holds_across_hubs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_req_gets_the_same_order_on_either_hub() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub(&redis, "a").await;
+    let b = fleet_hub(&redis, "b").await;
     a.create_room("r").await;
     a.create_sku("r", "A", 990, 10, None).await;
     a.create_sku("r", "B", 100, 10, None).await;
-    wait_sku(&b, "r", "B").await;
+    b.wait_sku("r", "B").await;
     let mut on_a = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
     let first = on_a.buy("r1", "A", 2).await;
     assert_eq!(first["ok"], true, "{first}");
@@ -283,11 +247,11 @@ async fn a_repeated_req_gets_the_same_order_on_either_hub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_on_one_hub_reach_the_other_hubs_buyers() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub(&redis, "a").await;
+    let b = fleet_hub(&redis, "b").await;
     a.create_room("r").await;
     a.create_sku("r", "S", 990, 3, None).await;
-    wait_sku(&b, "r", "S").await;
+    b.wait_sku("r", "S").await;
     let mut buyer = Client::connect(&buyer_url(&b, "r", "u")).await.unwrap();
     assert_eq!(buyer.hello.as_ref().unwrap()["skus"][0]["left"], 3);
 
@@ -336,7 +300,7 @@ async fn admin_changes_on_one_hub_reach_the_other_hubs_buyers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buys_answer_unavailable_while_redis_is_down_and_the_hub_recovers_by_itself() {
     let mut redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
+    let a = fleet_hub(&redis, "a").await;
     a.create_room("r").await;
     a.create_sku("r", "S", 100, 10, None).await;
     let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
@@ -363,12 +327,12 @@ async fn buys_answer_unavailable_while_redis_is_down_and_the_hub_recovers_by_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_and_restarted_mid_load_loses_no_acked_order_and_oversells_nothing() {
     let mut redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub(&redis, "a").await;
+    let b = fleet_hub(&redis, "b").await;
     let stock = 300;
     a.create_room("r").await;
     a.create_sku("r", "S", 990, stock, None).await;
-    wait_sku(&b, "r", "S").await;
+    b.wait_sku("r", "S").await;
 
     let acked = Arc::new(AtomicU64::new(0));
     let unavailable = Arc::new(AtomicU64::new(0));
@@ -493,7 +457,7 @@ async fn orphan_ticket(redis: &RedisServer, hub: &str, room: &str, sku: &str, us
 async fn a_crash_between_redis_and_the_journal_leaves_a_unit_unsold_until_repaired() {
     let redis = RedisServer::start();
     let dir = temp_dir();
-    let a = hub_in(&redis, "a", &dir).await;
+    let a = fleet_hub_in(&redis, "a", &dir).await;
     std::fs::write(dir.join("hub.id"), "a").unwrap();
     a.create_room("r").await;
     a.create_sku("r", "S", 100, 10, None).await;
@@ -516,7 +480,7 @@ async fn a_crash_between_redis_and_the_journal_leaves_a_unit_unsold_until_repair
     assert!(!report.consistent);
 
     // The hub's own start-up releases it: its journal has no such order.
-    let a = hub_in(&redis, "a", &dir).await;
+    let a = fleet_hub_in(&redis, "a", &dir).await;
     let mut ghost = Client::connect(&buyer_url(&a, "r", "ghost")).await.unwrap();
     let ack = ghost.buy("r1", "S", 1).await;
     assert_eq!(ack["ok"], true, "decided afresh: {ack}");
@@ -544,7 +508,7 @@ async fn a_crash_between_redis_and_the_journal_leaves_a_unit_unsold_until_repair
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_failure_after_the_redis_take_gives_the_stock_back() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
+    let a = fleet_hub(&redis, "a").await;
     a.create_room("r").await;
     a.create_sku("r", "S", 100, 1, None).await;
     let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
@@ -570,8 +534,8 @@ async fn a_journal_failure_after_the_redis_take_gives_the_stock_back() {
 async fn a_restarted_hub_keeps_its_order_ids_and_publishes_nothing_twice() {
     let redis = RedisServer::start();
     let dir = temp_dir();
-    let a = hub_in(&redis, "a", &dir).await;
-    let b = hub(&redis, "b").await;
+    let a = fleet_hub_in(&redis, "a", &dir).await;
+    let b = fleet_hub(&redis, "b").await;
     a.create_room("r").await;
     a.create_sku("r", "S", 100, 10, None).await;
     let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
@@ -581,7 +545,7 @@ async fn a_restarted_hub_keeps_its_order_ids_and_publishes_nothing_twice() {
         .to_owned();
     drop(c);
     let dir = a.stop().await;
-    let a = hub_in(&redis, "a", &dir).await;
+    let a = fleet_hub_in(&redis, "a", &dir).await;
     let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
     assert_eq!(c.buy("r1", "S", 1).await["order"], first.as_str());
     let second = c.buy("r2", "S", 1).await["order"]
@@ -656,7 +620,7 @@ async fn a_hung_redis_times_buys_out_and_the_tickets_they_may_have_left_are_rele
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_sku_buys_refresh_the_room_at_most_once_a_moment() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
+    let a = fleet_hub(&redis, "a").await;
     a.create_room("r").await;
     a.create_sku("r", "A1", 100, 1000, None).await;
     let started = Instant::now();
@@ -742,7 +706,7 @@ async fn fleet_buys_are_shed_beyond_the_pending_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_data_dir_started_without_redis_is_refused_and_loses_nothing() {
     let redis = RedisServer::start();
-    let a = hub(&redis, "a").await;
+    let a = fleet_hub(&redis, "a").await;
     a.create_room("r").await;
     a.create_sku("r", "S", 100, 10, None).await;
     let mut c = Client::connect(&buyer_url(&a, "r", "u")).await.unwrap();
@@ -775,7 +739,7 @@ async fn a_fleet_data_dir_started_without_redis_is_refused_and_loses_nothing() {
         "nothing written or compacted"
     );
     // And the fleet hub still starts on it, with its order.
-    let again = hub_in(&redis, "a", &dir).await;
+    let again = fleet_hub_in(&redis, "a", &dir).await;
     assert_eq!(again.export("r").await.len(), 1);
 }
 

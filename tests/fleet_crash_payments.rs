@@ -55,81 +55,6 @@ async fn spawn_h1(dir: &Path, redis: &RedisServer) -> ChildHub {
     .await
 }
 
-/// Makes `room` with one SKU `A` whose orders must be paid within `pay_timeout_s`.
-async fn set_up(hub: &ChildHub, room: &str, pay_timeout_s: u64, limit: Option<u64>) {
-    let (st, body) = hub
-        .http(
-            "PUT",
-            &format!("/api/rooms/{room}"),
-            support::ADMIN,
-            Some(json!({"title": room})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-    let sku = json!({"name": "a", "price_fen": PRICE, "stock": STOCK, "limit_per_user": limit,
-        "pay_timeout_s": pay_timeout_s});
-    let (st, body) = hub
-        .http(
-            "PUT",
-            &format!("/api/rooms/{room}/skus/A"),
-            support::ADMIN,
-            Some(sku),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-}
-
-/// Places `waves` × `per_wave` orders of one unit from each of [`SOCKETS`] buyers `b0`, `b1`,
-/// ..., each socket's wave pipelined, with `pause` between waves (so that deadlines spread
-/// over the placement's time). Returns each order's `pay_by_ms`, as its ack said.
-async fn place(
-    hub: &ChildHub,
-    room: &str,
-    waves: usize,
-    per_wave: usize,
-    pause: Duration,
-) -> HashMap<String, i64> {
-    let tasks: Vec<_> = (0..SOCKETS)
-        .map(|k| {
-            let url = format!("ws://{}/ws/buy?room={room}&user=b{k}", hub.addr);
-            tokio::spawn(async move {
-                let mut c = Client::connect(&url).await.expect("buyer socket");
-                let mut placed = Vec::new();
-                for w in 0..waves {
-                    for i in 0..per_wave {
-                        c.send_json(json!({"op": "buy", "req": format!("w{w}-{i}"), "sku": "A",
-                            "qty": 1}))
-                            .await;
-                    }
-                    for _ in 0..per_wave {
-                        let ack = c.reply().await;
-                        assert_eq!(ack["ok"], true, "{ack}");
-                        assert_eq!(ack["status"], "unpaid", "{ack}");
-                        placed.push((
-                            ack["order"].as_str().unwrap().to_owned(),
-                            ack["pay_by_ms"].as_i64().expect("pay_by_ms"),
-                        ));
-                    }
-                    // Not synchronisation: the pause spreads the deadlines.
-                    tokio::time::sleep(pause).await;
-                }
-                placed
-            })
-        })
-        .collect();
-    let mut all = HashMap::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    assert_eq!(
-        all.len(),
-        SOCKETS * waves * per_wave,
-        "order ids are unique"
-    );
-    assert!(all.keys().all(|o| o.starts_with("h1:O")), "{all:?}");
-    all
-}
-
 /// The claims standing in `room`: order → `hub|nonce|kind|payment_id`.
 fn claims(redis: &RedisServer, room: &str) -> HashMap<String, String> {
     redis.query(redis::cmd("HGETALL").arg(keys::claims(room)))
@@ -413,8 +338,9 @@ async fn payments_answered_before_kill_9_stay_paid_once_and_no_claim_is_left() {
     let room = "burst";
     let mut h1 = spawn_h1(&dir, &redis).await;
     // Ten minutes to pay: nothing expires during the test.
-    set_up(&h1, room, 600, None).await;
-    let placed = place(&h1, room, 4, 25, Duration::ZERO).await;
+    h1.set_up_sku_to_pay(room, PRICE, STOCK, None, 600).await;
+    let placed = h1.place_unpaid(room, SOCKETS, 4, 25, Duration::ZERO).await;
+    assert!(placed.keys().all(|o| o.starts_with("h1:O")), "{placed:?}");
     let n = placed.len();
     let mut orders: Vec<&String> = placed.keys().collect();
     orders.sort();
@@ -597,20 +523,6 @@ async fn payments_answered_before_kill_9_stay_paid_once_and_no_claim_is_left() {
     }
 }
 
-/// Waits until `s` lists `sku` in `room` (made on another hub).
-async fn wait_sku(s: &TestServer, room: &str, sku: &str) {
-    eventually(WAIT, "the SKU reaches h2", async || {
-        let (_, rooms) = s.request("GET", "/api/rooms", Some(VIEWER), None).await;
-        rooms.as_array().into_iter().flatten().any(|r| {
-            r["room"] == room
-                && r["skus"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().any(|x| x["sku"] == sku))
-        })
-    })
-    .await;
-}
-
 /// (2) An expiry wave on `h1` cut by SIGKILL while one of its expiry claims stands in Redis;
 /// `h2` expires `h1`'s due orders once `h1`'s heartbeat is gone, except those `h1`'s claims
 /// hold, which wait for `h1`'s restart. In the end every order expired exactly once, every
@@ -626,15 +538,19 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once_across_hubs() {
     let room = "wave";
     let mut h1 = spawn_h1(&dir, &redis).await;
     // The shortest time to pay there is.
-    set_up(&h1, room, 10, Some(LIMIT)).await;
+    h1.set_up_sku_to_pay(room, PRICE, STOCK, Some(LIMIT), 10)
+        .await;
     let h2 = TestServer::start_with(Options {
         fleet: Some(redis.hub("h2")),
         ..Options::default()
     })
     .await;
-    wait_sku(&h2, room, "A").await;
+    h2.wait_sku(room, "A").await;
     // Waves 100 ms apart: h1's expiries come in steps over a second or more.
-    let placed = place(&h1, room, WAVES, PER_WAVE, Duration::from_millis(100)).await;
+    let placed = h1
+        .place_unpaid(room, SOCKETS, WAVES, PER_WAVE, Duration::from_millis(100))
+        .await;
+    assert!(placed.keys().all(|o| o.starts_with("h1:O")), "{placed:?}");
     let m = placed.len();
     let first = *placed.values().min().unwrap();
     let last = *placed.values().max().unwrap();

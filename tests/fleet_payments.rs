@@ -5,53 +5,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use support::redis_server::RedisServer;
-use support::{eventually, temp_dir, Options, TestServer, ADMIN, WAIT};
-
-async fn hub_in(redis: &RedisServer, id: &str, dir: &Path) -> TestServer {
-    TestServer::start_in(
-        dir,
-        Options {
-            fleet: Some(redis.hub(id)),
-            ..Options::default()
-        },
-    )
-    .await
-}
-
-async fn hub(redis: &RedisServer, id: &str) -> TestServer {
-    hub_in(redis, id, &temp_dir()).await
-}
-
-/// Waits until `s` lists `sku` in `room` (made on another hub).
-async fn wait_sku(s: &TestServer, room: &str, sku: &str) {
-    eventually(WAIT, "the SKU reaches the hub", async || {
-        let (_, rooms) = s
-            .request("GET", "/api/rooms", Some(support::VIEWER), None)
-            .await;
-        rooms.as_array().into_iter().flatten().any(|r| {
-            r["room"] == room
-                && r["skus"]
-                    .as_array()
-                    .is_some_and(|v| v.iter().any(|x| x["sku"] == sku))
-        })
-    })
-    .await;
-}
-
-fn sku_of<'a>(v: &'a Value, sku: &str) -> &'a Value {
-    v["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["sku"] == sku)
-        .unwrap_or_else(|| panic!("no SKU {sku} in {v}"))
-}
+use support::sku_of;
+use support::{eventually, temp_dir, TestServer, ADMIN, WAIT};
+use support::{fleet_hub, fleet_hub_in};
 
 /// The line of `order` in `s`'s export, once its status is `status`.
 async fn exported_as(s: &TestServer, room: &str, order: &str, status: &str) -> Value {
@@ -105,11 +66,11 @@ async fn admin_move(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_notice_reaches_any_hub_and_moves_the_order_once() {
     let redis = RedisServer::start();
-    let (h1, h2) = (hub(&redis, "h1").await, hub(&redis, "h2").await);
+    let (h1, h2) = (fleet_hub(&redis, "h1").await, fleet_hub(&redis, "h2").await);
     h1.create_room("r").await;
     let state = h1.create_sku_to_pay("r", "A", 990, 2, Some(1), 600).await;
     assert_eq!(state["pay_timeout_s"], 600, "{state}");
-    wait_sku(&h2, "r", "A").await;
+    h2.wait_sku("r", "A").await;
 
     let mut on_h1 = h1.buyer("r", "u1").await;
     let mut on_h2 = h2.buyer("r", "u1").await;
@@ -221,10 +182,10 @@ async fn a_payment_notice_reaches_any_hub_and_moves_the_order_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancels_on_any_hub_give_the_units_back_once() {
     let redis = RedisServer::start();
-    let (h1, h2) = (hub(&redis, "h1").await, hub(&redis, "h2").await);
+    let (h1, h2) = (fleet_hub(&redis, "h1").await, fleet_hub(&redis, "h2").await);
     h1.create_room("r").await;
     h1.create_sku_to_pay("r", "A", 100, 2, Some(1), 600).await;
-    wait_sku(&h2, "r", "A").await;
+    h2.wait_sku("r", "A").await;
     let mut u1 = h1.buyer("r", "u1").await;
     let mut u2 = h1.buyer("r", "u2").await;
     let a1 = u1.buy("q1", "A", 1).await;
@@ -281,11 +242,11 @@ async fn cancels_on_any_hub_give_the_units_back_once() {
 async fn unpaid_orders_expire_on_their_hub_or_on_another_when_it_is_gone() {
     let redis = RedisServer::start();
     let dir1 = temp_dir();
-    let h1 = hub_in(&redis, "h1", &dir1).await;
-    let h2 = hub(&redis, "h2").await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir1).await;
+    let h2 = fleet_hub(&redis, "h2").await;
     h1.create_room("r").await;
     h1.create_sku_to_pay("r", "A", 100, 2, Some(1), 10).await;
-    wait_sku(&h2, "r", "A").await;
+    h2.wait_sku("r", "A").await;
     let mut u1 = h1.buyer("r", "u1").await;
     let mut u2 = h1.buyer("r", "u2").await;
     let kept = u1.buy("q1", "A", 1).await;
@@ -320,7 +281,7 @@ async fn unpaid_orders_expire_on_their_hub_or_on_another_when_it_is_gone() {
     .await;
 
     // h1 comes back: its export shows what happened while it was away.
-    let h1 = hub_in(&redis, "h1", &dir1).await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir1).await;
     exported_as(&h1, "r", gone_order, "expired").await;
     exported_as(&h1, "r", kept_order, "paid").await;
 
@@ -356,11 +317,11 @@ async fn unpaid_orders_expire_on_their_hub_or_on_another_when_it_is_gone() {
 async fn racing_hubs_move_each_order_once_and_release_nothing_twice() {
     const ORDERS: usize = 60;
     let redis = RedisServer::start();
-    let (h1, h2) = (hub(&redis, "h1").await, hub(&redis, "h2").await);
+    let (h1, h2) = (fleet_hub(&redis, "h1").await, fleet_hub(&redis, "h2").await);
     h1.create_room("r").await;
     h1.create_sku_to_pay("r", "A", 100, ORDERS as u64 + 10, None, 600)
         .await;
-    wait_sku(&h2, "r", "A").await;
+    h2.wait_sku("r", "A").await;
     let mut orders = Vec::new();
     for i in 0..ORDERS {
         let h = if i % 2 == 0 { &h1 } else { &h2 };
@@ -450,7 +411,7 @@ async fn racing_hubs_move_each_order_once_and_release_nothing_twice() {
 async fn a_claim_never_journaled_is_given_back_when_its_hub_starts() {
     let redis = RedisServer::start();
     let dir = temp_dir();
-    let h1 = hub_in(&redis, "h1", &dir).await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir).await;
     h1.create_room("r").await;
     h1.create_sku_to_pay("r", "A", 100, 1, None, 600).await;
     let mut b = h1.buyer("r", "u1").await;
@@ -473,12 +434,12 @@ async fn a_claim_never_journaled_is_given_back_when_its_hub_starts() {
             .arg("p-lost")
             .arg(format!("C|{order}")),
     );
-    let h2 = hub(&redis, "h2").await;
-    wait_sku(&h2, "r", "A").await;
+    let h2 = fleet_hub(&redis, "h2").await;
+    h2.wait_sku("r", "A").await;
     let (code, v) = h2.pay("r", &order, "p-2", 100).await;
     assert_eq!(code, 503, "the order is being moved elsewhere: {v}");
 
-    let h1 = hub_in(&redis, "h1", &dir).await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir).await;
     let (code, v) = h2.pay("r", &order, "p-lost", 100).await;
     assert_eq!((code, v["status"].as_str()), (200, Some("paid")), "{v}");
     exported_as(&h1, "r", &order, "paid").await;
@@ -491,7 +452,7 @@ async fn a_claim_never_journaled_is_given_back_when_its_hub_starts() {
 async fn the_change_feed_is_numbered_the_same_after_a_restart() {
     let redis = RedisServer::start();
     let dir = temp_dir();
-    let h1 = hub_in(&redis, "h1", &dir).await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir).await;
     h1.create_room("r").await;
     h1.create_sku_to_pay("r", "A", 100, 10, None, 600).await;
     let mut b = h1.buyer("r", "u1").await;
@@ -518,7 +479,7 @@ async fn the_change_feed_is_numbered_the_same_after_a_restart() {
     assert_eq!(before[1].2, "paid", "{before:?}");
     drop(b);
     let dir = h1.stop().await;
-    let h1 = hub_in(&redis, "h1", &dir).await;
+    let h1 = fleet_hub_in(&redis, "h1", &dir).await;
     eventually(WAIT, "the feed is back", async || {
         h1.order_events("r").await.len() == 3
     })

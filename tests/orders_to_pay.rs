@@ -8,19 +8,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::sku_of;
 use support::{eventually, Options, TestServer, ADMIN, WAIT};
 
 fn now_ms() -> i64 {
     livehub::clock::now_ms()
-}
-
-fn sku_of<'a>(v: &'a Value, sku: &str) -> &'a Value {
-    v["skus"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["sku"] == sku)
-        .unwrap_or_else(|| panic!("no SKU {sku} in {v}"))
 }
 
 async fn cancel(c: &mut support::Client, req: &str, order: &str) -> Value {

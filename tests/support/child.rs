@@ -1,13 +1,14 @@
 //! A livehub child process on 127.0.0.1:0, for tests that kill or signal it.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{ADMIN, PAYMENT_SECRET, SECRET, VIEWER, WAIT};
+use super::{Client, ADMIN, PAYMENT_SECRET, SECRET, VIEWER, WAIT};
 
 pub struct ChildHub {
     pub child: Child,
@@ -155,5 +156,92 @@ impl Drop for ChildHub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl ChildHub {
+    /// Makes `room` with one SKU `A` of `stock` units at `price_fen`, whose orders must be
+    /// paid within `pay_timeout_s`.
+    pub async fn set_up_sku_to_pay(
+        &self,
+        room: &str,
+        price_fen: u64,
+        stock: u64,
+        limit: Option<u64>,
+        pay_timeout_s: u64,
+    ) {
+        let (st, body) = self
+            .http(
+                "PUT",
+                &format!("/api/rooms/{room}"),
+                ADMIN,
+                Some(json!({"title": room})),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let sku = json!({"name": "a", "price_fen": price_fen, "stock": stock,
+            "limit_per_user": limit, "pay_timeout_s": pay_timeout_s});
+        let (st, body) = self
+            .http(
+                "PUT",
+                &format!("/api/rooms/{room}/skus/A"),
+                ADMIN,
+                Some(sku),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+    }
+
+    /// Places `waves` × `per_wave` unpaid orders of one unit of `A` from each of `sockets`
+    /// buyers `b0`, `b1`, ..., each socket's wave pipelined, with `pause` between waves (so
+    /// that deadlines spread over the placement's time). Returns each order's `pay_by_ms`, as
+    /// its ack said.
+    pub async fn place_unpaid(
+        &self,
+        room: &str,
+        sockets: usize,
+        waves: usize,
+        per_wave: usize,
+        pause: Duration,
+    ) -> HashMap<String, i64> {
+        let tasks: Vec<_> = (0..sockets)
+            .map(|k| {
+                let url = format!("ws://{}/ws/buy?room={room}&user=b{k}", self.addr);
+                tokio::spawn(async move {
+                    let mut c = Client::connect(&url).await.expect("buyer socket");
+                    let mut placed = Vec::new();
+                    for w in 0..waves {
+                        for i in 0..per_wave {
+                            c.send_json(
+                                json!({"op": "buy", "req": format!("w{w}-{i}"), "sku": "A", "qty": 1}),
+                            )
+                            .await;
+                        }
+                        for _ in 0..per_wave {
+                            let ack = c.reply().await;
+                            assert_eq!(ack["ok"], true, "{ack}");
+                            assert_eq!(ack["status"], "unpaid", "{ack}");
+                            placed.push((
+                                ack["order"].as_str().unwrap().to_owned(),
+                                ack["pay_by_ms"].as_i64().expect("pay_by_ms"),
+                            ));
+                        }
+                        // Not synchronisation: the pause spreads the deadlines.
+                        tokio::time::sleep(pause).await;
+                    }
+                    placed
+                })
+            })
+            .collect();
+        let mut all = HashMap::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        assert_eq!(
+            all.len(),
+            sockets * waves * per_wave,
+            "order ids are unique"
+        );
+        all
     }
 }

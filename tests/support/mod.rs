@@ -595,6 +595,49 @@ pub async fn try_signed_payment(
     try_notice_via(http, addr, body.as_bytes(), now, PAYMENT_SECRET).await
 }
 
+/// The SKU `sku` of a snapshot, `/stats` or `/audit` answer.
+pub fn sku_of<'a>(v: &'a Value, sku: &str) -> &'a Value {
+    v["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sku"] == sku)
+        .unwrap_or_else(|| panic!("no SKU {sku} in {v}"))
+}
+
+/// A hub in fleet mode on `redis`, with id `id`, on the data dir `dir`.
+pub async fn fleet_hub_in(redis: &redis_server::RedisServer, id: &str, dir: &Path) -> TestServer {
+    TestServer::start_in(
+        dir,
+        Options {
+            fleet: Some(redis.hub(id)),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// A hub in fleet mode on `redis`, with id `id`, on a fresh data dir.
+pub async fn fleet_hub(redis: &redis_server::RedisServer, id: &str) -> TestServer {
+    fleet_hub_in(redis, id, &temp_dir()).await
+}
+
+impl TestServer {
+    /// Waits until this hub lists `sku` in `room` (made on another hub).
+    pub async fn wait_sku(&self, room: &str, sku: &str) {
+        eventually(WAIT, "the SKU reaches the hub", async || {
+            let (_, rooms) = self.request("GET", "/api/rooms", Some(VIEWER), None).await;
+            rooms.as_array().into_iter().flatten().any(|r| {
+                r["room"] == room
+                    && r["skus"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|x| x["sku"] == sku))
+            })
+        })
+        .await;
+    }
+}
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client that skips pushes when waiting for an answer.
