@@ -18,7 +18,8 @@ use super::state::AppState;
 use crate::hub::audience::IngestError;
 use crate::server::accept::Authenticated;
 
-/// The largest audience batch body: 10,000 events of a few hundred bytes at most.
+/// The largest audience batch body: a full batch ([`crate::audience::batch::MAX_EVENTS`]) of
+/// events of a few hundred bytes at most.
 pub const MAX_AUDIENCE_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The request carries the ingest token or the admin token.

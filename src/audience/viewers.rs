@@ -118,7 +118,7 @@ struct Saved {
     clicks: Vec<(String, u64)>,
 }
 
-/// One viewer's state: 12 bytes. Times are ms after the room's base ([`State::base_ms`]);
+/// One viewer's state, kept small (a test pins its size). Times are ms after the room's base ([`State::base_ms`]);
 /// 0 is none.
 #[derive(Debug, Default, Clone, Copy)]
 struct Viewer {
