@@ -35,8 +35,21 @@ pub async fn setup_sku(
     limit: Option<u64>,
     opens_at_ms: Option<i64>,
 ) -> anyhow::Result<Value> {
+    put_fresh_sku(ctx, sku, price_fen, stock, limit, opens_at_ms, None).await
+}
+
+/// Puts a SKU with `pay_timeout_s` when given, and fails when it already had sales.
+async fn put_fresh_sku(
+    ctx: &Ctx,
+    sku: &str,
+    price_fen: u64,
+    stock: u64,
+    limit: Option<u64>,
+    opens_at_ms: Option<i64>,
+    pay_timeout_s: Option<u64>,
+) -> anyhow::Result<Value> {
     crate::ids::check("sku", sku)?;
-    let body = json!({
+    let mut body = json!({
         "name": format!("load test {sku}"),
         "price_fen": price_fen,
         "stock": stock,
@@ -44,6 +57,9 @@ pub async fn setup_sku(
         "opens_at_ms": opens_at_ms,
         "closes_at_ms": null,
     });
+    if let Some(t) = pay_timeout_s {
+        body["pay_timeout_s"] = json!(t);
+    }
     let v = ctx
         .rest
         .put_sku(&ctx.room, sku, body)
@@ -94,30 +110,16 @@ pub async fn setup_paid_sku_opening(
     pay_timeout_s: u64,
     opens_at_ms: Option<i64>,
 ) -> anyhow::Result<Value> {
-    crate::ids::check("sku", sku)?;
-    let body = json!({
-        "name": format!("load test {sku}"),
-        "price_fen": price_fen,
-        "stock": stock,
-        "limit_per_user": limit,
-        "opens_at_ms": opens_at_ms,
-        "closes_at_ms": null,
-        "pay_timeout_s": pay_timeout_s,
-    });
-    let v = ctx
-        .rest
-        .put_sku(&ctx.room, sku, body)
-        .await
-        .context("creating the SKU (admin REST)")?;
-    let (total, sold) = (v["stock_total"].as_u64(), v["sold"].as_u64());
-    if total != Some(stock) || sold != Some(0) {
-        bail!(
-            "SKU {sku} in room {} already exists (stock_total {:?}, sold {:?}); use a fresh --room",
-            ctx.room,
-            total,
-            sold
-        );
-    }
+    let v = put_fresh_sku(
+        ctx,
+        sku,
+        price_fen,
+        stock,
+        limit,
+        opens_at_ms,
+        Some(pay_timeout_s),
+    )
+    .await?;
     if v["pay_timeout_s"].as_u64() != Some(pay_timeout_s) {
         bail!(
             "the server answered the SKU with pay_timeout_s {}, not {pay_timeout_s}: does it support orders that must be paid (protocol v2)?",
