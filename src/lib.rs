@@ -29,6 +29,9 @@
 //! - [`fleet`]: fleet mode (`--redis`): several hubs sharing rooms, stock and limits
 //!   through Redis, orders published to a stream per room, start-up repair and
 //!   `livehub reconcile`
+//! - [`audience`]: audience events: a batch's parser and checks, a room's viewers, sessions,
+//!   sources and funnel
+//! - [`background`]: low-priority threads for bulk work that must not hold up buys
 //! - [`demo`]: the `--demo` livestream simulation
 //! - [`telemetry`]: Prometheus metrics and tracing
 //! - [`verify`]: `livehub verify`, the offline check of a stopped hub's data dir
@@ -37,6 +40,7 @@
 pub mod api;
 pub mod audience;
 pub mod auth;
+pub mod background;
 pub mod buyer;
 pub mod catalog;
 pub mod clock;

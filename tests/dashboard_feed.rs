@@ -826,6 +826,7 @@ async fn the_funnel_counts_unique_users_at_each_step() {
                 room: "r".into(),
                 events: events.into(),
                 ts_ms: t,
+                frame: Default::default(),
             },
             Mode::Replay,
         )

@@ -20,8 +20,9 @@ use crate::journal::{AudienceEvent, Mode};
 const MAX_QUEUED_EVENTS: usize = 200_000;
 
 /// A room's audience state, behind one lock. The journal's apply only queues a live batch
-/// ([`Audience::apply`]), which costs the journal writer nothing per event; the first reader
-/// after it (the aggregator's tick, the re-sent check of the next batch, a journal snapshot's
+/// ([`Audience::apply`]), which costs the journal writer nothing per event; the ingest folds
+/// it once durable, on the background pool ([`Audience::fold`]), and any reader before that
+/// (the aggregator's tick, the re-sent check of the next batch, a journal snapshot's
 /// capture) folds what is queued, in journal order, before it reads. So every reader sees
 /// every durable batch, and the writer thread, which acks the buys of the same group commit,
 /// never folds thousands of events ahead of them.
@@ -55,6 +56,12 @@ impl Audience {
         if full {
             drop(self.state());
         }
+    }
+
+    /// Folds every queued batch now (the ingest, on the background pool, right after its
+    /// batch is durable), so the next reader finds nothing to fold.
+    pub fn fold(&self) {
+        drop(self.state());
     }
 
     /// Counts events at once; returns how many were new.

@@ -1,12 +1,14 @@
 //! Audience events into the journal: a checked batch, less the events the room counted
 //! already (a re-sent batch), is journaled in records that fit the journal's frame, all
-//! submitted at once so one group commit takes them; the journal's apply counts them
-//! ([`crate::audience::Audience::add`]). The answer comes once every record is durable.
+//! encoded ahead and submitted at once so one group commit takes them; the journal's apply
+//! queues them for the room's audience ([`crate::audience::Audience::apply`]). The answer
+//! comes once every record is durable.
 
 use std::sync::Arc;
 
 use super::Hub;
 use crate::audience::batch::{self, BatchError};
+use crate::background;
 use crate::clock::now_ms;
 use crate::journal::{AudienceEvent, Record};
 use crate::rooms::room::Room;
@@ -30,8 +32,8 @@ pub enum IngestError {
     Unavailable(String),
 }
 
-/// Bodies up to this many bytes are parsed on the runtime's worker; larger ones on a blocking
-/// thread.
+/// Bodies up to this many bytes are parsed on the runtime's worker; larger ones on the
+/// background pool.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
 
 /// Bytes of events one journal record holds at most, well within a record's payload.
@@ -65,34 +67,68 @@ fn records(room: &Arc<str>, events: Vec<AudienceEvent>, ts_ms: i64) -> Vec<Recor
             room: room.clone(),
             events: events.into(),
             ts_ms,
+            frame: Default::default(),
         })
         .collect()
 }
 
+/// A checked batch made ready for the journal: its unseen events in records, each encoded.
+struct Prepared {
+    records: Vec<Record>,
+    done: Ingested,
+}
+
+/// The re-sent check, the split into records and their encoding: the work of a batch before
+/// the journal, done by whoever parsed it.
+fn prepare(room: &Room, events: Vec<AudienceEvent>, now_ms: i64) -> Prepared {
+    let total = events.len();
+    let fresh = room.audience.unseen(events);
+    let done = Ingested {
+        accepted: fresh.len(),
+        duplicates: total - fresh.len(),
+    };
+    let records = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        records(&room.id, fresh, now_ms)
+    };
+    for r in &records {
+        r.encode_ahead();
+    }
+    Prepared { records, done }
+}
+
 impl Hub {
     /// Checks, journals and counts a batch of audience events for `room`. A large batch is
-    /// parsed on a blocking thread: a full one takes milliseconds that buys on the runtime's
-    /// workers should not wait behind.
+    /// parsed, checked, encoded and then folded on the background pool
+    /// ([`crate::background`]): milliseconds of work that buys on the runtime's workers and
+    /// the journal writer should not wait behind.
     pub async fn ingest_audience(
         &self,
         room: &Arc<Room>,
         body: axum::body::Bytes,
     ) -> Result<Ingested, IngestError> {
         let now = now_ms();
-        let large = body.len() > INLINE_PARSE_BYTES;
-        let checked = {
-            let room = room.clone();
-            move || batch::parse(&body, now, |s| room.skus.get(s).is_some())
-        };
-        let events = if large {
-            tokio::task::spawn_blocking(checked)
-                .await
-                .map_err(|e| IngestError::Unavailable(e.to_string()))?
-        } else {
-            checked()
+        if body.len() <= INLINE_PARSE_BYTES {
+            let events = batch::parse(&body, now, |s| room.skus.get(s).is_some())
+                .map_err(IngestError::Bad)?;
+            return self.ingest_events(room, events, now).await;
         }
-        .map_err(IngestError::Bad)?;
-        self.ingest_events(room, events, now).await
+        let prepared = {
+            let room = room.clone();
+            background::run(move || {
+                let events = batch::parse(&body, now, |s| room.skus.get(s).is_some())?;
+                Ok(prepare(&room, events, now))
+            })
+            .await
+            .map_err(IngestError::Bad)?
+        };
+        let done = self.journal_prepared(prepared).await?;
+        // The apply queued the batch for the room's next reader; fold it here instead, so
+        // that reader (a buyer socket opening, the aggregator's tick) does not.
+        let r = room.clone();
+        background::run(move || r.audience.fold()).await;
+        Ok(done)
     }
 
     /// Journals and counts checked events (the demo's audience comes this way too).
@@ -102,17 +138,14 @@ impl Hub {
         events: Vec<AudienceEvent>,
         now_ms: i64,
     ) -> Result<Ingested, IngestError> {
-        let total = events.len();
-        let fresh = room.audience.unseen(events);
-        let done = Ingested {
-            accepted: fresh.len(),
-            duplicates: total - fresh.len(),
-        };
-        if fresh.is_empty() {
-            return Ok(done);
-        }
-        let mut waiting = Vec::new();
-        for r in records(&room.id, fresh, now_ms) {
+        self.journal_prepared(prepare(room, events, now_ms)).await
+    }
+
+    /// Submits a prepared batch's records at once, so one group commit takes them, and
+    /// answers once every one is durable.
+    async fn journal_prepared(&self, prepared: Prepared) -> Result<Ingested, IngestError> {
+        let mut waiting = Vec::with_capacity(prepared.records.len());
+        for r in prepared.records {
             waiting.push(
                 self.journal()
                     .submit(r)
@@ -126,8 +159,9 @@ impl Hub {
                 Err(_) => return Err(IngestError::Unavailable("the journal stopped".into())),
             }
         }
-        metrics::counter!("livehub_audience_events_total").increment(done.accepted as u64);
-        Ok(done)
+        metrics::counter!("livehub_audience_events_total")
+            .increment(prepared.done.accepted as u64);
+        Ok(prepared.done)
     }
 }
 

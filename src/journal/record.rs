@@ -299,7 +299,34 @@ pub enum Record {
         events: Arc<[AudienceEvent]>,
         /// When the hub took the batch (Unix ms).
         ts_ms: i64,
+        /// The record's frame once encoded ([`Record::encode_ahead`]), so the journal writer
+        /// copies it rather than encoding thousands of events ahead of the buys it commits.
+        frame: EncodedFrame,
     },
+}
+
+/// A record's frame, encoded before the record reaches the journal writer. It is a cache
+/// beside the record's value, not part of it: two records are equal whatever their frames
+/// hold, and a decoded record has none.
+#[derive(Clone, Default)]
+pub struct EncodedFrame(std::sync::OnceLock<Box<[u8]>>);
+
+impl PartialEq for EncodedFrame {
+    fn eq(&self, _: &EncodedFrame) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedFrame {}
+
+impl std::fmt::Debug for EncodedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "EncodedFrame(encoded)"
+        } else {
+            "EncodedFrame"
+        })
+    }
 }
 
 /// One move of a [`Record::FleetMoves`].
@@ -530,6 +557,7 @@ impl From<Disk> for Record {
                 room,
                 events: events.into(),
                 ts_ms,
+                frame: EncodedFrame::default(),
             },
         }
     }
@@ -552,9 +580,27 @@ impl Record {
         }
     }
 
+    /// Encodes a large record's frame now, on the caller's thread, for
+    /// [`Record::encode_into`] to copy later; other records are left to the writer.
+    pub fn encode_ahead(&self) {
+        if let Record::Audience { frame, .. } = self {
+            if frame.0.get().is_none() {
+                let mut buf = Vec::new();
+                self.encode_into(&mut buf);
+                let _ = frame.0.set(buf.into_boxed_slice());
+            }
+        }
+    }
+
     /// Appends this record's frame to `buf`. Orders, nearly every record, are written by hand
     /// in postcard's bytes (`put_order`); the rest by postcard, as `Disk`.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        if let Record::Audience { frame, .. } = self {
+            if let Some(bytes) = frame.0.get() {
+                buf.extend_from_slice(bytes);
+                return;
+            }
+        }
         let start = buf.len();
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let disk = match self {
@@ -633,6 +679,7 @@ impl Record {
                 room,
                 events,
                 ts_ms,
+                ..
             } => {
                 // `Disk::Audience`'s bytes without copying the batch: its variant index, then
                 // its fields as a tuple (postcard writes a struct's fields as a tuple's).
@@ -960,6 +1007,7 @@ mod tests {
                     },
                 ]),
                 ts_ms: 10,
+                frame: EncodedFrame::default(),
             },
             Record::FleetMoves {
                 room: "r".into(),
@@ -983,6 +1031,12 @@ mod tests {
                 panic!("valid frame")
             };
             assert_eq!(decode(payload).unwrap(), m);
+            // Encoded ahead, the writer copies the same bytes.
+            let ahead = m.clone();
+            ahead.encode_ahead();
+            let mut copied = vec![7];
+            ahead.encode_into(&mut copied);
+            assert_eq!(copied[1..], buf[..], "{}", m.kind());
         }
     }
 

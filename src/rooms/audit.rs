@@ -4,8 +4,8 @@
 //! last one.
 //!
 //! One fold runs at a time per room (an async lock: waiting audits hold no thread), and a
-//! fold of many orders (the first audit after a start) runs on a blocking thread, off the
-//! runtime's workers. So `/audit`, however often it is called, costs the buy path at most one
+//! fold of many orders (the first audit after a start) runs on the background pool
+//! ([`crate::background`]), off the runtime's workers and below them in priority. So `/audit`, however often it is called, costs the buy path at most one
 //! pass over each order.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use crate::journal::OrderRecord;
 use crate::rooms::events::{Event, EventLog, Moved, What};
 use crate::rooms::orders::{OrderLog, StreamEvent};
 
-/// Orders a fold handles on the runtime's worker; more go to a blocking thread.
+/// Orders a fold handles on the runtime's worker; more go to the background pool.
 const INLINE_FOLD: usize = 4096;
 
 /// See the module doc.
@@ -113,13 +113,12 @@ impl AuditTotals {
             fold.catch_up(log, events, fleet);
             return fold.units.clone();
         }
-        tokio::task::spawn_blocking(move || {
+        crate::background::run(move || {
             let (log, events) = logs(&room);
             fold.catch_up(log, events, fleet);
             fold.units.clone()
         })
         .await
-        .expect("the audit's fold does not panic")
     }
 }
 
@@ -155,7 +154,7 @@ mod tests {
             }
         };
         assert!(sold(&room).await.is_empty());
-        // More than a worker folds inline: this fold runs on a blocking thread.
+        // More than a worker folds inline: this fold runs on the background pool.
         for i in 0..(INLINE_FOLD + 10) {
             room.add_replayed_order(next(&room, if i % 2 == 0 { "A" } else { "B" }, 1));
         }
