@@ -308,6 +308,15 @@ async fn connection(
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10); on Linux a nice value belongs
+/// to the thread. Where that fails the thread keeps its priority.
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers; `0` names the calling thread on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// What the audience phase gave.
 struct Sent {
     finished: Finished,
@@ -372,44 +381,50 @@ async fn send_audience(ctx: &Arc<Ctx>, a: &AudienceArgs, skus: &[String]) -> any
             seed: a.seed,
         };
         let (bad_batches, resend_every) = (a.bad_batches, a.resend_every);
-        tokio::task::spawn_blocking(move || {
-            let mut g = Generator::new(params);
-            let mut bad = 0;
-            let mut body_len = 0;
-            for k in 0..batches {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                // The bad batches spread evenly through the run.
-                while bad < bad_batches && k >= (bad + 1) * batches / (bad_batches + 1) {
-                    if tx
-                        .blocking_send(Item::Bad(bad_batch(bad, now_ms())))
-                        .is_err()
-                    {
-                        return g.online();
+        // A thread of its own at a lower priority: it stands in for the video platform's
+        // adapter, which runs on other machines, so it should take as little as it can from
+        // the buyers' clients and the server that share these cores.
+        std::thread::Builder::new()
+            .name("audience-generator".into())
+            .spawn(move || {
+                lower_priority();
+                let mut g = Generator::new(params);
+                let mut bad = 0;
+                let mut body_len = 0;
+                for k in 0..batches {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
-                    bad += 1;
+                    // The bad batches spread evenly through the run.
+                    while bad < bad_batches && k >= (bad + 1) * batches / (bad_batches + 1) {
+                        if tx
+                            .blocking_send(Item::Bad(bad_batch(bad, now_ms())))
+                            .is_err()
+                        {
+                            return g.online();
+                        }
+                        bad += 1;
+                    }
+                    let Some(evs) = g.next_batch(now_ms(), shared.answered.load(Ordering::Relaxed))
+                    else {
+                        break;
+                    };
+                    let mut body = Vec::with_capacity(body_len + 1024);
+                    g.write_json(&evs, &mut body);
+                    body_len = body_len.max(body.len());
+                    let resend = resend_every > 0 && k % resend_every == resend_every - 1;
+                    let item = Item::Fresh {
+                        k,
+                        evs,
+                        body,
+                        resend,
+                    };
+                    if tx.blocking_send(item).is_err() {
+                        break;
+                    }
                 }
-                let Some(evs) = g.next_batch(now_ms(), shared.answered.load(Ordering::Relaxed))
-                else {
-                    break;
-                };
-                let mut body = Vec::with_capacity(body_len + 1024);
-                g.write_json(&evs, &mut body);
-                body_len = body_len.max(body.len());
-                let resend = resend_every > 0 && k % resend_every == resend_every - 1;
-                let item = Item::Fresh {
-                    k,
-                    evs,
-                    body,
-                    resend,
-                };
-                if tx.blocking_send(item).is_err() {
-                    break;
-                }
-            }
-            g.online()
-        })
+                g.online()
+            })?
     };
     let rec = Recorder::new("audience batches", ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
@@ -446,7 +461,9 @@ async fn send_audience(ctx: &Arc<Ctx>, a: &AudienceArgs, skus: &[String]) -> any
     while set.join_next().await.is_some() {}
     let hiccups = ctx.hiccups.phase();
     stop.store(true, Ordering::Relaxed);
-    let generator_online = generator.await.unwrap_or(0);
+    let generator_online = tokio::task::spawn_blocking(move || generator.join().unwrap_or(0))
+        .await
+        .unwrap_or(0);
     let finished = rec.finish(Instant::now());
     let shared = Arc::into_inner(shared).context("the posting connections ended")?;
     Ok(Sent {

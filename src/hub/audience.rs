@@ -159,8 +159,7 @@ impl Hub {
                 Err(_) => return Err(IngestError::Unavailable("the journal stopped".into())),
             }
         }
-        metrics::counter!("livehub_audience_events_total")
-            .increment(prepared.done.accepted as u64);
+        metrics::counter!("livehub_audience_events_total").increment(prepared.done.accepted as u64);
         Ok(prepared.done)
     }
 }
