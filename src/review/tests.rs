@@ -205,6 +205,10 @@ fn row(
     }
 }
 
+/// A SKU row as a tuple: sku, name, sold, paid, gmv_fen, sold_out_at_ms, clicks,
+/// click_to_order.
+type SkuLine<'a> = (&'a str, &'a str, u64, u64, u64, Option<i64>, u64, f64);
+
 #[test]
 fn every_field_is_as_computed_by_hand() {
     let rooms = rooms_with(&records());
@@ -259,7 +263,7 @@ fn every_field_is_as_computed_by_hand() {
             gmv_fen: 1100
         })
     );
-    let skus: Vec<(&str, &str, u64, u64, u64, Option<i64>, u64, f64)> = r
+    let skus: Vec<SkuLine> = r
         .skus
         .iter()
         .map(|s| {
