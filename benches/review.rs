@@ -133,6 +133,7 @@ fn room(n: u64) -> Rooms {
             room: room.clone(),
             events: chunk.to_vec().into(),
             ts_ms: T0,
+            frame: Default::default(),
         });
     }
     rooms

@@ -1,7 +1,7 @@
 //! Reviews built off the request path and kept: a room's review is rebuilt only when the
 //! room changed since the last one (its journal records applied, [`Room::changes`], and in
 //! fleet mode its stream's length), so asking again for the review of an idle or finished room
-//! costs a comparison, not a fold. A rebuild runs on a blocking thread and folds only the
+//! costs a comparison, not a fold. A rebuild runs on the background pool and folds only the
 //! events since the previous build ([`Fold`]); two requests for a changed room build once.
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,7 +38,7 @@ pub struct Built {
 
 #[derive(Default)]
 struct Entry {
-    /// Held while building (on a blocking thread only).
+    /// Held while building (on the background pool only).
     fold: Mutex<Option<Fold>>,
     /// The last review built; read on the request path, held only to clone the `Arc`.
     built: RwLock<Option<Arc<Built>>>,
@@ -71,8 +71,8 @@ impl std::fmt::Debug for Reviews {
 
 impl Reviews {
     /// The review of `room` as its durable state stands now (`from_stream`: fleet mode, its
-    /// orders from the room's stream). Built on a blocking thread when the room changed since
-    /// the last one; `None` if that thread failed.
+    /// orders from the room's stream). Built on the background pool ([`crate::background`])
+    /// when the room changed since the last one; `None` if that build failed.
     pub async fn get(&self, room: &Arc<Room>, from_stream: bool) -> Option<Arc<Built>> {
         let entry = self
             .rooms
@@ -84,9 +84,12 @@ impl Reviews {
             return Some(b);
         }
         let room = room.clone();
-        tokio::task::spawn_blocking(move || Self::build(&entry, &room, from_stream))
-            .await
-            .ok()
+        // On the background pool, below the buys in priority; a panic there is a `None` here.
+        tokio::spawn(crate::background::run(move || {
+            Self::build(&entry, &room, from_stream)
+        }))
+        .await
+        .ok()
     }
 
     /// Builds the review unless a build that waited for the lock already did.

@@ -95,6 +95,7 @@ fn audience(events: Vec<(AudienceKind, &str, i64, Option<&str>)>) -> Record {
             .collect::<Vec<_>>()
             .into(),
         ts_ms: M,
+        frame: Default::default(),
     }
 }
 
