@@ -30,6 +30,10 @@
       last_order_ago: '{a}前',
       no_order: '暂无订单',
       open_dashboard: '打开大屏',
+      total_paid_gmv: '全部成交额',
+      total_gmv: '全部下单金额',
+      total_orders: '全部订单',
+      total_online: '全部在线',
       review: '复盘',
       conn_connecting: '连接中…',
       conn_open: '实时',
@@ -60,6 +64,10 @@
       last_order_ago: '{a} ago',
       no_order: 'no orders yet',
       open_dashboard: 'Dashboard',
+      total_paid_gmv: 'Paid GMV, all rooms',
+      total_gmv: 'Placed GMV, all rooms',
+      total_orders: 'Orders, all rooms',
+      total_online: 'Watching, all rooms',
       review: 'Review',
       conn_connecting: 'Connecting…',
       conn_open: 'Live',
@@ -231,7 +239,7 @@
     c.review = h('a', { class: 'btn ghost ov-review', 'data-testid': 'card-review', href: reviewUrl(room) });
     c.open = h('span', { class: 'ov-open', 'data-i18n': 'open_dashboard' }, t('open_dashboard'));
     c.el.append(
-      h('div', { class: 'ov-head' }, c.badge, c.title, c.id),
+      h('div', { class: 'ov-head' }, c.badge, h('div', { class: 'ov-name' }, c.title, c.id)),
       c.paid.box,
       h('div', { class: 'ov-figs' }, c.gmv.box, c.orders.box, c.online.box),
       h('div', { class: 'ov-foot' },
@@ -299,9 +307,20 @@
       if (r.live === true) live++;
     }
     for (const [room, c] of cards) if (!seen.has(room)) { c.el.remove(); cards.delete(room); }
+    renderTotals(rooms);
     $('cards-empty').hidden = seen.size > 0;
     setText($('room-count'), t('rooms_count', { n: seen.size, live }));
     $('overview').dataset.tsMs = String(num(o.ts_ms));
+  }
+
+  /** Sums over every room: what the merchant sells across all streams now. */
+  function renderTotals(rooms) {
+    const sum = (f) => rooms.reduce((a, r) => a + num(r && r[f]), 0);
+    const set = (id, v, text) => { const el = $(id); el.dataset.value = String(v); setText(el, text); };
+    set('total-paid-gmv', sum('paid_gmv_fen'), fmtFen(sum('paid_gmv_fen')));
+    set('total-gmv', sum('gmv_fen'), fmtFen(sum('gmv_fen')));
+    set('total-orders', sum('orders'), group(sum('orders')));
+    set('total-online', sum('online'), group(sum('online')));
   }
 
   function applyOverview(o) {
