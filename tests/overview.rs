@@ -100,6 +100,20 @@ async fn refusals_come_in_the_dashboards_order_with_its_codes() {
         let body: Value = r.json().await.expect("a JSON error");
         assert_eq!(body["error"], code, "{query}: {body}");
     }
+    // The page: no token needed to load it, the same security headers as every answer.
+    let page = s.http.get(s.url("/overview")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("overview.js") && !html.contains("<script>"),
+        "no inline script"
+    );
     let refused = Client::connect(&format!("ws://{}/ws/overview?token=nope", s.addr)).await;
     assert!(
         matches!(&refused, Err(tungstenite::Error::Http(r)) if r.status() == 401),

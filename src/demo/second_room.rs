@@ -135,3 +135,52 @@ async fn setup(hub: &Hub) -> anyhow::Result<()> {
     tracing::info!(room = SECOND_ROOM, "second demo room ready");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::hub::HubOptions;
+    use crate::journal::JournalOptions;
+
+    /// The second room comes up with its SKUs, an audience and orders paid on placement.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_second_room_sells_to_its_own_audience() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut journal = JournalOptions::new(dir.path());
+        journal.fsync = false;
+        let token = CancellationToken::new();
+        let (hub, _) = Hub::open(HubOptions::new(journal), token.clone()).expect("hub opens");
+        let demo = tokio::spawn(run(hub.clone(), token.clone()));
+        let t0 = Instant::now();
+        loop {
+            let room = hub.room(SECOND_ROOM);
+            let (orders, viewers) = room.as_ref().map_or((0, 0), |r| {
+                (
+                    r.orders.count(),
+                    r.audience.with(|s| s.figures(now_ms()).unique),
+                )
+            });
+            if orders >= 3 && viewers >= 50 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{orders} orders, {viewers} viewers"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        token.cancel();
+        demo.await.expect("the room's loop stops");
+        let room = hub.room(SECOND_ROOM).expect("room");
+        assert_eq!(room.skus.list().len(), SKUS.len());
+        assert!(room.title().contains("Tea"));
+        room.orders
+            .for_each_from(0, |o| assert!(o.pay_by_ms.is_none(), "paid on placement"));
+        hub.tasks().close();
+        tokio::time::timeout(Duration::from_secs(30), hub.tasks().wait())
+            .await
+            .expect("its buyers stop at the shutdown");
+    }
+}
