@@ -140,7 +140,7 @@ pub struct Config {
     /// Accept `?user=` instead of a JWT on /ws/buy (demos and quick tests only).
     #[arg(long, env = "LIVEHUB_OPEN_BUYERS", value_parser = BoolishValueParser::new())]
     pub open_buyers: bool,
-    /// Create a demo room and simulate a livestream's buyers.
+    /// Create two demo rooms and simulate their livestreams' audiences and buyers.
     #[arg(long, env = "LIVEHUB_DEMO", value_parser = BoolishValueParser::new())]
     pub demo: bool,
     /// Dashboard snapshots come at most this often.

@@ -25,6 +25,8 @@
 //! - [`rooms`]: the registry of rooms, a room's parts, and how journal records change them
 //! - [`catalog`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
 //! - [`dashboard`]: per-room aggregator, dashboard snapshots, fan-out slots, the feed
+//! - [`overview`]: every room at a glance: the figures, built and encoded once a second for
+//!   every watcher, and the `/ws/overview` socket
 //! - [`review`]: a room's review (复盘) from its durable state: per-minute series, SKUs,
 //!   funnel, sharers, refusals, payment outcomes; cached while the room does not change
 //! - [`seating`]: least-loaded seating in fan-out slots (buyers' pushes, dashboards)
@@ -56,6 +58,7 @@ pub mod ids;
 pub mod inventory;
 pub mod journal;
 pub mod json_body;
+pub mod overview;
 pub mod payments;
 pub mod protocol;
 pub mod review;

@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "livehub listening");
     if cfg.demo {
-        println!("\n  livehub demo is live. Open the host dashboard:\n\n    http://{addr}/?room={}&token={viewer_token}\n", livehub::demo::DEMO_ROOM);
+        println!("\n  livehub demo is live. Open the host dashboard:\n\n    http://{addr}/?room={}&token={viewer_token}\n\n  or every room at a glance:\n\n    http://{addr}/overview?token={viewer_token}\n", livehub::demo::DEMO_ROOM);
     }
     server::run(listener, settings, shutdown_signal()).await
 }

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeDir;
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::{ApiError, AppState};
@@ -52,6 +52,8 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 
 pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> Router {
     // Errors are JSON everywhere (docs/protocol.md, "HTTP"), also for a path or method nothing
     // serves; a 405 keeps its `Allow` header.
+    // The overview page has a path of its own, without `.html`.
+    let overview_page = ServeFile::new(static_dir.join("overview.html"));
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)
         // A method other than GET or HEAD on a path no route serves is a JSON 404 too, not
@@ -62,6 +64,7 @@ pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> R
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route_service("/overview", overview_page)
         .route("/metrics", get(|| async { crate::telemetry::render() }))
         .merge(crate::api::router())
         .method_not_allowed_fallback(no_such_method)
@@ -141,6 +144,9 @@ pub async fn run(
         hub.tasks()
             .spawn(crate::demo::run(hub.clone(), hub.shutdown_token().clone()));
     }
+    let overview = crate::overview::Overviews::new(hub.clone());
+    hub.tasks()
+        .spawn(overview.clone().run(hub.shutdown_token().clone()));
     let state = AppState {
         hub: hub.clone(),
         auth: settings.auth.clone(),
@@ -148,6 +154,7 @@ pub async fn run(
         feed_limits: settings.feed_limits,
         conns: Arc::new(ConnCounts::default()),
         max_connections_per_user: settings.conn_limits.max_per_user,
+        overview,
     };
     let conns = state.conns.clone();
     let app = router(

@@ -1,4 +1,5 @@
-//! Who a WebSocket upgrade is for: the `/ws/buy` and `/ws/dashboard` query strings, read and
+//! Who a WebSocket upgrade is for: the `/ws/buy`, `/ws/dashboard` and `/ws/overview` query
+//! strings, read and
 //! checked before any socket exists. Pure functions of the query and the [`Auth`], so the
 //! fuzz targets (`fuzz/`) drive exactly what the server runs.
 //!
@@ -30,6 +31,13 @@ pub struct BuyQuery {
 pub struct DashboardQuery {
     /// The room to watch.
     pub room: Option<String>,
+    /// A viewer or admin token.
+    pub token: Option<String>,
+}
+
+/// `GET /ws/overview?token=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OverviewQuery {
     /// A viewer or admin token.
     pub token: Option<String>,
 }
@@ -128,6 +136,17 @@ pub fn admit_dashboard(auth: &Auth, q: &DashboardQuery) -> Result<String, Refusa
     }
 }
 
+/// Whether a `/ws/overview` upgrade may watch every room: it needs a viewer or admin token.
+pub fn admit_overview(auth: &Auth, q: &OverviewQuery) -> Result<(), Refusal> {
+    match q.token.as_deref().and_then(|t| auth.access(t)) {
+        Some(a) if a >= Access::Viewer => Ok(()),
+        _ => {
+            tracing::debug!(with_token = q.token.is_some(), "overview refused");
+            Err(Refusal::unauthorized("a viewer or admin token is required"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +169,14 @@ mod tests {
             admit_dashboard(&auth, &q).unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
+        let q: OverviewQuery = parse_query(Some("token=adm&room=ignored")).unwrap();
+        assert!(admit_overview(&auth, &q).is_ok());
+        for bad in ["", "token=", "token=nope", "token=s"] {
+            let q: OverviewQuery = parse_query(Some(bad)).unwrap();
+            let r = admit_overview(&auth, &q).unwrap_err();
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}");
+        }
+        assert!(parse_query::<OverviewQuery>(Some("token=a&token=b")).is_err());
         assert!(parse_query::<BuyQuery>(Some("room=r1&room=r2")).is_err());
         assert!(parse_query::<BuyQuery>(None).is_ok());
     }

@@ -3,12 +3,12 @@
 //! - [`extract`]: the token, id and body checks every handler takes as arguments;
 //! - [`admin`]: handlers behind the admin token (rooms, SKUs, stock, sale windows, export,
 //!   change feed, cancels and refunds);
-//! - [`viewer`]: handlers behind the viewer token (rooms, stats, audit);
+//! - [`viewer`]: handlers behind the viewer token (rooms, overview, stats, audit);
 //! - [`payments`]: payment notices, signed by the payment provider's adapter;
 //! - [`audience`]: audience events, posted by the video platform's adapter;
 //! - [`review`]: a room's review (复盘), as JSON or CSV;
 //! - [`handshake`]: who a WebSocket upgrade is for, read from its query string;
-//! - [`sockets`]: the `/ws/buy` and `/ws/dashboard` upgrades;
+//! - [`sockets`]: the `/ws/buy`, `/ws/dashboard` and `/ws/overview` upgrades;
 //! - [`state`]: what every handler shares; [`error`]: the one JSON error type.
 
 pub mod admin;
@@ -39,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/ws/buy", get(sockets::buy))
         .route("/ws/dashboard", get(sockets::dashboard))
         .route("/api/rooms", get(viewer::list_rooms))
+        .route("/ws/overview", get(sockets::overview))
+        .route("/api/overview", get(viewer::overview))
         .route("/api/payments", post(payments::payment))
         .route("/api/rooms/{room}", put(admin::put_room))
         .route("/api/rooms/{room}/skus/{sku}", put(admin::put_sku))

@@ -1,6 +1,7 @@
-//! The WebSocket upgrades: `/ws/buy` and `/ws/dashboard`. Who the socket is for is checked
-//! from the query string ([`super::handshake`]) and the room must exist before the upgrade; the
-//! socket is then served by [`crate::buyer`] or [`crate::dashboard::feed`].
+//! The WebSocket upgrades: `/ws/buy`, `/ws/dashboard` and `/ws/overview`. Who the socket is for
+//! is checked from the query string ([`super::handshake`]) and the room must exist before the
+//! upgrade; the socket is then served by [`crate::buyer`], [`crate::dashboard::feed`] or
+//! [`crate::overview::feed`].
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::error::ApiError;
-use super::handshake::{self, BuyQuery, DashboardQuery};
+use super::handshake::{self, BuyQuery, DashboardQuery, OverviewQuery};
 use super::state::AppState;
 use crate::protocol::MAX_BUYER_FRAME;
 use crate::server::accept::Authenticated;
@@ -122,6 +123,35 @@ pub async fn dashboard(
     configure(ws).on_upgrade(move |socket| {
         tracker.track_future(crate::dashboard::feed::serve(
             room, socket, shutdown, limits, gap,
+        ))
+    })
+}
+
+/// `GET /ws/overview`: every room at a glance, once its token checks out.
+pub async fn overview(
+    State(s): State<AppState>,
+    RawQuery(raw): RawQuery,
+    mark: Option<Extension<Authenticated>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let admitted = handshake::parse_query::<OverviewQuery>(raw.as_deref())
+        .and_then(|q| handshake::admit_overview(&s.auth, &q));
+    if let Err(r) = admitted {
+        return r.into_response();
+    }
+    if let Some(Extension(m)) = mark {
+        m.mark();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return not_an_upgrade(r),
+    };
+    let shutdown = s.hub.shutdown_token().clone();
+    let tracker = s.hub.tasks().clone();
+    let (overviews, limits) = (s.overview.clone(), s.feed_limits);
+    configure(ws).on_upgrade(move |socket| {
+        tracker.track_future(crate::overview::feed::serve(
+            overviews, socket, shutdown, limits,
         ))
     })
 }

@@ -24,4 +24,6 @@ pub struct AppState {
     pub conns: Arc<ConnCounts>,
     /// Buyer sockets one user may hold in one room at once (0: no limit).
     pub max_connections_per_user: usize,
+    /// Every room at a glance, built once a second for every watcher.
+    pub overview: crate::overview::Overviews,
 }

@@ -1,4 +1,4 @@
-//! Viewer handlers: room list, dashboard snapshot and the stock audit.
+//! Viewer handlers: room list, overview, dashboard snapshot and the stock audit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,16 @@ pub async fn list_rooms(
             .filter_map(|r| s.hub.room_view(&r.id))
             .collect(),
     ))
+}
+
+/// `GET /api/overview`: every room at a glance, the same JSON as a `/ws/overview` message (the
+/// latest overview if it is younger than a second, else one built now).
+pub async fn overview(State(s): State<AppState>, _: Viewer) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.overview.current().frame.to_string(),
+    )
+        .into_response()
 }
 
 /// One dashboard snapshot, with the whole trend.

@@ -142,6 +142,8 @@ pub struct Aggregator {
     gmv_fen: u64,
     orders: u64,
     units: u64,
+    /// The latest `ts_ms` of the orders folded in.
+    last_order_ms: Option<i64>,
     // Every order is looked up in these: foldhash (randomly seeded, as in the request
     // table) rather than SipHash.
     buyers: HashSet<Arc<str>, foldhash::fast::RandomState>,
@@ -184,6 +186,7 @@ impl Aggregator {
             gmv_fen: 0,
             orders: 0,
             units: 0,
+            last_order_ms: None,
             buyers: HashSet::default(),
             payers: HashSet::default(),
             skus: HashMap::default(),
@@ -372,6 +375,7 @@ impl Aggregator {
         add_fen(&mut self.gmv_fen, o.amount_fen);
         self.orders += 1;
         self.units += o.qty;
+        self.last_order_ms = self.last_order_ms.max(Some(o.ts_ms));
         if !self.buyers.contains(&o.user) {
             self.buyers.insert(o.user.clone());
         }
@@ -638,6 +642,7 @@ impl Aggregator {
                 ordered: buyers,
                 paid: self.payers.len() as u64,
             },
+            last_order_ms: self.last_order_ms,
             audience: AudienceFigures {
                 online: audience.online,
                 peak: audience.peak,

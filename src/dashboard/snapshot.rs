@@ -190,6 +190,10 @@ pub struct Figures {
     /// From entering to paying.
     #[serde(default)]
     pub funnel: Funnel,
+    /// When the latest of the orders up to `seq` was placed (its `ts_ms`); `None` with no order.
+    /// Not sent to dashboards: the overview reads it ([`crate::overview`]).
+    #[serde(skip)]
+    pub last_order_ms: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -332,6 +336,7 @@ mod tests {
             pay_rate: 0.0,
             audience: Default::default(),
             funnel: Default::default(),
+            last_order_ms: None,
         })
     }
 

@@ -12,9 +12,13 @@
 //! the rush (the rates are in [`run`]'s loop), a sold-out buyer waits only while fewer than
 //! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
 //! within a few minutes (at once at the shutdown).
+//!
+//! A second, smaller room ([`second_room`]) streams beside it, so the overview has more than
+//! one live room.
 
 mod audience;
 mod buyer;
+pub mod second_room;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
@@ -149,8 +153,10 @@ fn skus(now: i64, plan: &Plan) -> Vec<(&'static str, SkuDef)> {
     ]
 }
 
-/// Sets up the demo room (again, on a restart) and simulates its audience until `shutdown`.
+/// Sets up the demo rooms (again, on a restart) and simulates their audiences until `shutdown`.
 pub async fn run(hub: Hub, shutdown: CancellationToken) {
+    hub.tasks()
+        .spawn(second_room::run(hub.clone(), shutdown.clone()));
     run_with(hub, Plan::default(), shutdown).await
 }
 

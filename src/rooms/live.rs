@@ -1,7 +1,8 @@
-//! A room's live figures: its audience, its refusals by reason, and its buy-to-ack times,
-//! updated by the buyer tasks and read by the room's dashboard aggregator.
+//! A room's live figures: its audience, its refusals by reason, its buy-to-ack times, and when
+//! its buyer sockets and audience were last seen, updated by the buyer tasks (and the journal's
+//! apply) and read by the room's dashboard aggregator and the overview.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::{DashMap, DashSet};
@@ -28,6 +29,22 @@ pub struct LiveStats {
     pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     /// Buyer sockets open now per user ([`LiveStats::seat`]).
     sockets_per_user: Arc<DashMap<Arc<str>, usize>>,
+    /// When a buyer socket last opened or closed (Unix ms; 0: never since the hub started).
+    last_socket_ms: AtomicI64,
+    /// When the hub last took a batch of audience events (Unix ms, the hub's clock; 0: none
+    /// in the journal since its last snapshot).
+    last_audience_ms: AtomicI64,
+}
+
+/// When a room was last active, for the overview's `live` ([`crate::overview::is_live`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Buyer sockets open now.
+    pub sockets_open: u64,
+    /// When a buyer socket last opened or closed.
+    pub last_socket_ms: Option<i64>,
+    /// When the hub last took audience events.
+    pub last_audience_ms: Option<i64>,
 }
 
 /// One buyer socket's place among its user's; given back on drop.
@@ -55,6 +72,8 @@ impl Default for LiveStats {
             rejected: Default::default(),
             latency_us: Mutex::new(new_latency_histogram()),
             sockets_per_user: Arc::default(),
+            last_socket_ms: AtomicI64::new(0),
+            last_audience_ms: AtomicI64::new(0),
         }
     }
 }
@@ -65,6 +84,8 @@ impl LiveStats {
     pub fn viewer_joined(&self, user: &Arc<str>) {
         let now = self.viewers.fetch_add(1, Ordering::AcqRel) + 1;
         self.peak_viewers.fetch_max(now, Ordering::AcqRel);
+        self.last_socket_ms
+            .fetch_max(crate::clock::now_ms(), Ordering::Relaxed);
         if !self.unique_viewers.contains(user) {
             self.unique_viewers.insert(user.clone());
         }
@@ -87,7 +108,25 @@ impl LiveStats {
 
     /// A buyer disconnected.
     pub fn viewer_left(&self) {
+        self.last_socket_ms
+            .fetch_max(crate::clock::now_ms(), Ordering::Relaxed);
         self.viewers.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The hub took a batch of audience events at `ts_ms` (the journal's apply and replay,
+    /// with the record's time).
+    pub fn audience_arrived(&self, ts_ms: i64) {
+        self.last_audience_ms.fetch_max(ts_ms, Ordering::Relaxed);
+    }
+
+    /// When the room's buyer sockets and audience were last seen.
+    pub fn activity(&self) -> Activity {
+        let seen = |a: &AtomicI64| Some(a.load(Ordering::Relaxed)).filter(|&t| t > 0);
+        Activity {
+            sockets_open: self.viewers.load(Ordering::Acquire),
+            last_socket_ms: seen(&self.last_socket_ms),
+            last_audience_ms: seen(&self.last_audience_ms),
+        }
     }
 
     /// A buy was refused for `code`.

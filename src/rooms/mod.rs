@@ -92,10 +92,17 @@ impl Rooms {
         record: &Record,
         mode: Mode,
     ) -> Result<(), String> {
-        if let Record::Audience { room, events, .. } = record {
+        if let Record::Audience {
+            room,
+            events,
+            ts_ms,
+            ..
+        } = record
+        {
             // Each hub counts the audience events posted to it (docs/fleet.md).
             let r = self.get_or_create(room, "");
             r.audience.apply(events, mode);
+            r.live.audience_arrived(*ts_ms);
             r.changed();
             return Ok(());
         }
@@ -367,9 +374,15 @@ impl Rooms {
                 orders,
                 ts_ms,
             } => self.apply_moves(record, room, orders, None, *ts_ms, mode)?,
-            Record::Audience { room, events, .. } => {
+            Record::Audience {
+                room,
+                events,
+                ts_ms,
+                ..
+            } => {
                 let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
                 r.audience.apply(events, mode);
+                r.live.audience_arrived(*ts_ms);
             }
             Record::Rejections { room, counts, .. } => {
                 let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
