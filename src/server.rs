@@ -132,6 +132,13 @@ pub async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
+    // The demo's earlier stream is seeded before the expiry timer runs: its orders' status
+    // moves are journaled with their own past times, and nothing else may move them meanwhile.
+    if settings.demo {
+        if let Err(e) = crate::demo::earlier::seed(&hub).await {
+            tracing::error!(error = %e, "the demo's earlier stream could not be seeded");
+        }
+    }
     // Orders whose time to pay ran out while the hub was down expire before it serves.
     let expired = hub.start_expiry().await;
     if expired > 0 {

@@ -12,9 +12,13 @@
 //! the rush (the rates are in [`run`]'s loop), a sold-out buyer waits only while fewer than
 //! `buyer::MAX_WAITING` do and tries a few times at most, and every buyer's task ends
 //! within a few minutes (at once at the shutdown).
+//!
+//! Beside it, [`earlier`] seeds a short stream that ended before the demo started, so the
+//! review page has a finished stream to show.
 
 mod audience;
 mod buyer;
+pub mod earlier;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
