@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::ServeDir;
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::{ApiError, AppState};
@@ -52,6 +52,8 @@ pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 
 pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> Router {
     // Errors are JSON everywhere (docs/protocol.md, "HTTP"), also for a path or method nothing
     // serves; a 405 keeps its `Allow` header.
+    // The review page (`/review?room=`) is a page of its own beside the dashboard (`/`).
+    let review_page = ServeFile::new(static_dir.join("review.html"));
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)
         // A method other than GET or HEAD on a path no route serves is a JSON 404 too, not
@@ -63,6 +65,7 @@ pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> R
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|| async { crate::telemetry::render() }))
+        .route_service("/review", review_page)
         .merge(crate::api::router())
         .method_not_allowed_fallback(no_such_method)
         .fallback_service(static_files)
