@@ -25,6 +25,8 @@
 //! - [`rooms`]: the registry of rooms, a room's parts, and how journal records change them
 //! - [`catalog`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
 //! - [`dashboard`]: per-room aggregator, dashboard snapshots, fan-out slots, the feed
+//! - [`review`]: a room's review (复盘) from its durable state: per-minute series, SKUs,
+//!   funnel, sharers, refusals, payment outcomes; cached while the room does not change
 //! - [`seating`]: least-loaded seating in fan-out slots (buyers' pushes, dashboards)
 //! - [`fleet`]: fleet mode (`--redis`): several hubs sharing rooms, stock and limits
 //!   through Redis, orders published to a stream per room, start-up repair and
@@ -52,6 +54,7 @@ pub mod journal;
 pub mod json_body;
 pub mod payments;
 pub mod protocol;
+pub mod review;
 pub mod rooms;
 pub mod seating;
 pub mod server;

@@ -6,6 +6,7 @@
 //! - [`viewer`]: handlers behind the viewer token (rooms, stats, audit);
 //! - [`payments`]: payment notices, signed by the payment provider's adapter;
 //! - [`audience`]: audience events, posted by the video platform's adapter;
+//! - [`review`]: a room's review (复盘), as JSON or CSV;
 //! - [`handshake`]: who a WebSocket upgrade is for, read from its query string;
 //! - [`sockets`]: the `/ws/buy` and `/ws/dashboard` upgrades;
 //! - [`state`]: what every handler shares; [`error`]: the one JSON error type.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod handshake;
 pub mod payments;
+pub mod review;
 pub mod sockets;
 pub mod state;
 pub mod viewer;
@@ -52,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/rooms/{room}/stats", get(viewer::stats))
         .route("/api/rooms/{room}/orders", get(admin::orders))
         .route("/api/rooms/{room}/audit", get(viewer::audit))
+        .route("/api/rooms/{room}/review", get(review::review))
         .route("/api/rooms/{room}/order-events", get(admin::order_events))
         .route(
             "/api/rooms/{room}/orders/{order}/cancel",

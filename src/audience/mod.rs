@@ -99,6 +99,12 @@ impl Audience {
         Ok(())
     }
 
+    /// Installs the state of a journal snapshot from before the review (state version 3).
+    pub fn restore_before_review(&self, bytes: &[u8]) -> Result<(), String> {
+        *self.state() = viewers::State::restore_before_review(bytes)?;
+        Ok(())
+    }
+
     /// Runs `f` on the state, under the lock.
     pub fn with<R>(&self, f: impl FnOnce(&viewers::State) -> R) -> R {
         f(&self.state())

@@ -102,9 +102,21 @@ const CLICKED: u8 = 2;
 /// A `leave` came with no session open: an `enter` dated before it closes at once.
 const LEFT_EARLY: u8 = 4;
 
-/// [`State`] as a journal snapshot keeps it (buyer sockets are live only, and not kept).
+/// [`State`] as a journal snapshot keeps it (buyer sockets are live only, and not kept): the
+/// state as snapshots before the review kept it, then the review's series.
 #[derive(Serialize, Deserialize)]
 struct Saved {
+    before_review: SavedBeforeReview,
+    /// `(minute start, most in a session, clicks)` per minute with an event.
+    review: Vec<(i64, u64, u64)>,
+    /// The earliest event's time.
+    first_ms: Option<i64>,
+}
+
+/// [`State`] as journal snapshots kept it before the review (state version 3); read only on
+/// its own.
+#[derive(Serialize, Deserialize)]
+struct SavedBeforeReview {
     base_ms: Option<i64>,
     ids: Vec<u8>,
     starts: Vec<u32>,
@@ -141,6 +153,16 @@ impl Viewer {
     fn online(&self) -> bool {
         self.in_session() || self.sockets > 0
     }
+}
+
+/// One minute of the review's series (docs/protocol.md, "Review"), by the events' `ts_ms`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewMinute {
+    /// The most viewers in a session at once, as of each event of the minute once folded
+    /// (buyer sockets left out: they are live only, and a replay would not see them).
+    pub online: u64,
+    /// `click` events.
+    pub clicks: u64,
 }
 
 /// Counters of one minute.
@@ -210,6 +232,10 @@ pub struct State {
     follows: u64,
     minutes: BTreeMap<i64, Minute>,
     clicks: HashMap<Arc<str>, u64>,
+    /// Every minute with an event, for the review: unlike `minutes`, never trimmed.
+    review: BTreeMap<i64, ReviewMinute>,
+    /// The earliest event's time.
+    first_ms: Option<i64>,
 }
 
 impl State {
@@ -292,7 +318,23 @@ impl State {
         while self.minutes.len() > MINUTES_KEPT {
             self.minutes.pop_first();
         }
+        let m = self.review.entry(minute_ms).or_default();
+        m.online = m.online.max(self.in_session);
+        if e.kind == AudienceKind::Click {
+            m.clicks += 1;
+        }
+        self.first_ms = Some(self.first_ms.map_or(e.ts_ms, |f| f.min(e.ts_ms)));
         true
+    }
+
+    /// The review's series: every minute with an event, by minute start.
+    pub fn review_minutes(&self) -> &BTreeMap<i64, ReviewMinute> {
+        &self.review
+    }
+
+    /// The earliest and the latest event's times, once there is one.
+    pub fn span_ms(&self) -> Option<(i64, i64)> {
+        self.first_ms.map(|f| (f, self.latest_ms.max(f)))
     }
 
     fn source_index(&mut self, source: &str) -> u8 {
@@ -434,7 +476,7 @@ impl State {
 
     /// The state as a journal snapshot keeps it (postcard).
     pub fn save(&self) -> Vec<u8> {
-        let saved = Saved {
+        let before_review = SavedBeforeReview {
             base_ms: self.base_ms,
             ids: self.names.bytes.clone(),
             starts: self.names.starts.clone(),
@@ -477,6 +519,15 @@ impl State {
                 .map(|(s, n)| (s.to_string(), *n))
                 .collect(),
         };
+        let saved = Saved {
+            before_review,
+            review: self
+                .review
+                .iter()
+                .map(|(t, m)| (*t, m.online, m.clicks))
+                .collect(),
+            first_ms: self.first_ms,
+        };
         postcard::to_allocvec(&saved).expect("the audience encodes")
     }
 
@@ -484,6 +535,25 @@ impl State {
     pub fn restore(bytes: &[u8]) -> Result<State, String> {
         let saved: Saved =
             postcard::from_bytes(bytes).map_err(|e| format!("undecodable audience: {e}"))?;
+        let mut s = Self::restore_saved(saved.before_review)?;
+        s.review = saved
+            .review
+            .into_iter()
+            .map(|(t, online, clicks)| (t, ReviewMinute { online, clicks }))
+            .collect();
+        s.first_ms = saved.first_ms;
+        Ok(s)
+    }
+
+    /// The state a journal snapshot from before the review kept: the review's series starts
+    /// empty (the events it held are not kept, only their counts).
+    pub fn restore_before_review(bytes: &[u8]) -> Result<State, String> {
+        let saved: SavedBeforeReview =
+            postcard::from_bytes(bytes).map_err(|e| format!("undecodable audience: {e}"))?;
+        Self::restore_saved(saved)
+    }
+
+    fn restore_saved(saved: SavedBeforeReview) -> Result<State, String> {
         if saved.viewers.len() != saved.starts.len()
             || saved.starts.iter().any(|&s| s as usize > saved.ids.len())
             || std::str::from_utf8(&saved.ids).is_err()
@@ -717,6 +787,54 @@ mod tests {
         assert!(back.add(&enter("u3", T + 11, "ad")));
         assert_eq!(back.figures(T + 30_000).unique, 3);
         assert!(State::restore(b"junk").is_err());
+        assert_eq!(back.review_minutes(), s.review_minutes());
+        assert_eq!(back.span_ms(), s.span_ms());
+    }
+
+    /// A snapshot written before the review (its audience without the series) still restores,
+    /// with an empty series.
+    #[test]
+    fn a_state_saved_before_the_review_still_restores() {
+        let mut s = State::default();
+        s.add(&enter("u1", T, "share"));
+        s.add(&ev(AudienceKind::Like, "u2", T + 9));
+        let saved: Saved = postcard::from_bytes(&s.save()).unwrap();
+        let old = postcard::to_allocvec(&saved.before_review).unwrap();
+        let back = State::restore_before_review(&old).unwrap();
+        assert_eq!(back.figures(T + 10), s.figures(T + 10));
+        assert!(back.review_minutes().is_empty());
+        assert!(State::restore(&old).is_err(), "the formats are told apart");
+    }
+
+    /// The review's series: per minute of the events' times, the most in a session after each
+    /// event of the minute, and the clicks; sockets are not in it.
+    #[test]
+    fn the_review_series_follows_sessions_and_clicks() {
+        let m0 = T.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let mut s = State::default();
+        s.socket("b1", true);
+        s.add(&enter("u1", m0 + 1_000, "share"));
+        s.add(&enter("u2", m0 + 2_000, "share"));
+        s.add(&ev(AudienceKind::Leave, "u1", m0 + 3_000));
+        s.add(&AudienceEvent {
+            sku: Some("A".into()),
+            ..ev(AudienceKind::Click, "u2", m0 + MINUTE_MS + 5)
+        });
+        s.add(&ev(AudienceKind::Leave, "u2", m0 + 2 * MINUTE_MS));
+        let r: Vec<(i64, u64, u64)> = s
+            .review_minutes()
+            .iter()
+            .map(|(t, m)| (*t, m.online, m.clicks))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                (m0, 2, 0),
+                (m0 + MINUTE_MS, 1, 1),
+                (m0 + 2 * MINUTE_MS, 0, 0)
+            ]
+        );
+        assert_eq!(s.span_ms(), Some((m0 + 1_000, m0 + 2 * MINUTE_MS)));
     }
 
     #[test]

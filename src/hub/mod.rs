@@ -3,12 +3,14 @@
 //!
 //! - [`buy`]: the buy path, idempotency → gate → journal (the durable point) → ack;
 //! - [`moves`]: after the buy: payment notices, cancels and refunds;
-//! - [`expiry`]: unpaid orders expire when their time to pay runs out.
+//! - [`expiry`]: unpaid orders expire when their time to pay runs out;
+//! - [`rejections`]: refused buys journaled in aggregate, once a second per room.
 
 pub mod audience;
 pub mod buy;
 pub mod expiry;
 pub mod moves;
+pub mod rejections;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -87,6 +89,8 @@ struct HubInner {
     /// Buys admitted and not yet answered; one atomic add per buy.
     pending: AtomicUsize,
     shutdown: CancellationToken,
+    /// The rooms' reviews, kept while their rooms do not change.
+    reviews: crate::review::Reviews,
     /// `shutdown`, as the buyer tasks poll it ([`crate::buyer::stop`]).
     stop: Arc<Stop>,
     tasks: TaskTracker,
@@ -133,6 +137,7 @@ impl Hub {
                 admin: tokio::sync::Mutex::new(()),
                 pending: AtomicUsize::new(0),
                 shutdown,
+                reviews: crate::review::Reviews::default(),
                 stop,
                 tasks,
             }),
@@ -140,6 +145,9 @@ impl Hub {
         for room in hub.rooms().all() {
             hub.start_room_tasks(&room);
         }
+        hub.inner
+            .tasks
+            .spawn(rejections::run(hub.clone(), hub.inner.shutdown.clone()));
         Ok((hub, replayed))
     }
 
@@ -156,6 +164,11 @@ impl Hub {
     /// The options the hub was opened with.
     pub fn options(&self) -> &HubOptions {
         &self.inner.options
+    }
+
+    /// The rooms' reviews (复盘).
+    pub fn reviews(&self) -> &crate::review::Reviews {
+        &self.inner.reviews
     }
 
     /// The hub's journal.

@@ -300,6 +300,17 @@ pub enum Record {
         /// When the hub took the batch (Unix ms).
         ts_ms: i64,
     },
+    /// Buys of one room refused since the room's last such record, counted by code (a
+    /// rejected ack's `error`). Written at most once a second per room, never one per buy, so
+    /// the refusals a crash takes with it are at most the last second's.
+    Rejections {
+        /// The room.
+        room: Arc<str>,
+        /// `(code, refusals)`, codes with none left out.
+        counts: Vec<(String, u64)>,
+        /// When the hub wrote them (Unix ms).
+        ts_ms: i64,
+    },
 }
 
 /// One move of a [`Record::FleetMoves`].
@@ -402,6 +413,11 @@ enum Disk {
     Audience {
         room: Arc<str>,
         events: Vec<AudienceEvent>,
+        ts_ms: i64,
+    },
+    Rejections {
+        room: Arc<str>,
+        counts: Vec<(String, u64)>,
         ts_ms: i64,
     },
 }
@@ -531,13 +547,22 @@ impl From<Disk> for Record {
                 events: events.into(),
                 ts_ms,
             },
+            Disk::Rejections {
+                room,
+                counts,
+                ts_ms,
+            } => Record::Rejections {
+                room,
+                counts,
+                ts_ms,
+            },
         }
     }
 }
 
 impl Record {
     /// What kind of record this is, for messages: `room`, `sku`, `stock`, `window`, `order`,
-    /// `move`, `expired`, `fleet moves`, `audience`.
+    /// `move`, `expired`, `fleet moves`, `audience`, `rejections`.
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Room { .. } => "room",
@@ -549,6 +574,7 @@ impl Record {
             Record::Expired { .. } => "expired",
             Record::FleetMoves { .. } => "fleet moves",
             Record::Audience { .. } => "audience",
+            Record::Rejections { .. } => "rejections",
         }
     }
 
@@ -642,6 +668,15 @@ impl Record {
                     .expect("records always encode");
                 None
             }
+            Record::Rejections {
+                room,
+                counts,
+                ts_ms,
+            } => Some(Disk::Rejections {
+                room: room.clone(),
+                counts: counts.clone(),
+                ts_ms: *ts_ms,
+            }),
         };
         if let Some(d) = disk {
             let mut buf2 = std::mem::take(buf);
@@ -961,6 +996,11 @@ mod tests {
                 ]),
                 ts_ms: 10,
             },
+            Record::Rejections {
+                room: "r".into(),
+                counts: vec![("sold_out".into(), 12), ("rate_limited".into(), 1)],
+                ts_ms: 11,
+            },
             Record::FleetMoves {
                 room: "r".into(),
                 moves: vec![
@@ -984,6 +1024,19 @@ mod tests {
             };
             assert_eq!(decode(payload).unwrap(), m);
         }
+    }
+
+    /// Refusal counts are variant 11, after the audience's: every older variant keeps its index.
+    #[test]
+    fn rejections_are_the_next_variant() {
+        let r = Record::Rejections {
+            room: "r".into(),
+            counts: vec![("sold_out".into(), 3)],
+            ts_ms: 5,
+        };
+        let mut buf = Vec::new();
+        r.encode_into(&mut buf);
+        assert_eq!(buf[HEADER_LEN], 11);
     }
 
     #[test]

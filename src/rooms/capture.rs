@@ -34,7 +34,10 @@ use crate::rooms::Rooms;
 
 /// Bumped when the encoding changes; a snapshot of another version is passed over (recovery
 /// then falls back to an older one or to a full replay).
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The encoding before the review (the audience without its per-minute series, no refusal
+/// counts after it); read only.
+const VERSION_3: u32 = 3;
 /// The encoding before audience events (no audience after each room's orders); read only.
 const VERSION_2: u32 = 2;
 /// The encoding before payments (no `pay_timeout_s`, `pay_by_ms` or status moves); read only.
@@ -53,6 +56,8 @@ struct RoomCapture {
     skus: Vec<SkuRow>,
     /// The audience state ([`crate::audience::Audience::save`]).
     audience: Vec<u8>,
+    /// Refused buys by code, as journaled.
+    rejections: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -206,6 +211,7 @@ impl Rooms {
                     events: room.events.count(),
                     skus,
                     audience: room.audience.save(),
+                    rejections: room.rejections.to_vec(),
                     room,
                 }
             })
@@ -219,7 +225,7 @@ impl Rooms {
     pub fn restore_state(&self, bytes: &[u8]) -> Result<(), String> {
         let err = |e: postcard::Error| format!("undecodable state: {e}");
         let (version, mut rest): (u32, _) = postcard::take_from_bytes(bytes).map_err(err)?;
-        if ![VERSION_1, VERSION_2, VERSION].contains(&version) {
+        if ![VERSION_1, VERSION_2, VERSION_3, VERSION].contains(&version) {
             return Err(format!(
                 "state version {version}, this build reads {VERSION_1} to {VERSION}"
             ));
@@ -314,10 +320,22 @@ fn restore_room(version: u32, bytes: &[u8]) -> Result<(Arc<Room>, &[u8]), String
         decoded.and_then(|d| filled.map(|()| d))
     })?;
     let (orders, events) = decoded;
-    let rest = if version >= VERSION {
+    let rest = if version >= VERSION_3 {
         let (audience, r): (&[u8], _) = postcard::take_from_bytes(rest)
             .map_err(|e| format!("undecodable audience of room {}: {e}", head.id))?;
-        room.audience.restore(audience)?;
+        if version == VERSION_3 {
+            room.audience.restore_before_review(audience)?;
+        } else {
+            room.audience.restore(audience)?;
+        }
+        r
+    } else {
+        rest
+    };
+    let rest = if version >= VERSION {
+        let (rejections, r): (Vec<(String, u64)>, _) = postcard::take_from_bytes(rest)
+            .map_err(|e| format!("undecodable refusals of room {}: {e}", head.id))?;
+        room.rejections.add(&rejections);
         r
     } else {
         rest
@@ -511,6 +529,7 @@ impl Capture for RoomsCapture {
             put_varint(out.buf(), ITEM_END);
             out.piece_done();
             out.put(&postcard::to_allocvec(&rc.audience[..]).expect("encodes"));
+            out.put(&postcard::to_allocvec(&rc.rejections).expect("encodes"));
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod feeds;
 pub mod live;
 pub mod orders;
+pub mod rejections;
 pub mod requests;
 pub mod room;
 pub mod skus;
@@ -93,7 +94,16 @@ impl Rooms {
     ) -> Result<(), String> {
         if let Record::Audience { room, events, .. } = record {
             // Each hub counts the audience events posted to it (docs/fleet.md).
-            self.get_or_create(room, "").audience.apply(events, mode);
+            let r = self.get_or_create(room, "");
+            r.audience.apply(events, mode);
+            r.changed();
+            return Ok(());
+        }
+        if let Record::Rejections { room, counts, .. } = record {
+            // Each hub counts the buys it refused.
+            let r = self.get_or_create(room, "");
+            r.rejections.add(counts);
+            r.changed();
             return Ok(());
         }
         if let Record::FleetMoves { moves, .. } = record {
@@ -248,6 +258,41 @@ impl Apply for Rooms {
         if let Some(fleet) = &self.fleet {
             return self.apply_in_fleet(fleet, record, mode);
         }
+        self.apply_embedded(record, mode)?;
+        if let Some(r) = record_room(record).and_then(|id| self.get(id)) {
+            r.changed();
+        }
+        Ok(())
+    }
+
+    fn capture(&self) -> Option<Box<dyn Capture>> {
+        Some(Box::new(self.capture_state()))
+    }
+
+    fn restore(&self, state: &[u8]) -> Result<(), String> {
+        self.restore_state(state)
+    }
+}
+
+/// The room a record changes.
+fn record_room(record: &Record) -> Option<&str> {
+    match record {
+        Record::Room { room, .. }
+        | Record::Sku { room, .. }
+        | Record::Stock { room, .. }
+        | Record::Window { room, .. }
+        | Record::Move { room, .. }
+        | Record::Expired { room, .. }
+        | Record::FleetMoves { room, .. }
+        | Record::Audience { room, .. }
+        | Record::Rejections { room, .. } => Some(room),
+        Record::Order(o) => Some(&o.room),
+    }
+}
+
+impl Rooms {
+    /// Applies a record of an embedded hub's journal.
+    fn apply_embedded(&self, record: &Record, mode: Mode) -> Result<(), String> {
         match record {
             Record::Room { room, title, .. } => match self.get(room) {
                 Some(r) => r.set_title(title.clone()),
@@ -326,6 +371,10 @@ impl Apply for Rooms {
                 let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
                 r.audience.apply(events, mode);
             }
+            Record::Rejections { room, counts, .. } => {
+                let r = self.get(room).ok_or_else(|| unplaced(record, room, None))?;
+                r.rejections.add(counts);
+            }
             Record::FleetMoves { .. } => {
                 return Err(
                     "a fleet hub's status moves in the journal of an embedded hub: this data dir \
@@ -335,14 +384,6 @@ impl Apply for Rooms {
             }
         }
         Ok(())
-    }
-
-    fn capture(&self) -> Option<Box<dyn Capture>> {
-        Some(Box::new(self.capture_state()))
-    }
-
-    fn restore(&self, state: &[u8]) -> Result<(), String> {
-        self.restore_state(state)
     }
 }
 

@@ -7,12 +7,14 @@
 //! - [`Feeds`]: the channels that carry pushes to buyers and dashboards;
 //! - [`EventLog`]: every placement and status move, numbered (the change feed);
 //! - [`Statuses`]: where each order stands: unpaid, paid, expired, cancelled, refunded;
-//! - [`AuditTotals`]: the audit's running totals of units per SKU.
+//! - [`AuditTotals`]: the audit's running totals of units per SKU;
+//! - [`Rejections`]: refused buys by code, as the journal holds them.
 //!
 //! The parts are fields of the room itself, not boxed: the buy path reaches each with no
 //! pointer to follow. The room's own methods are the few operations that must change two parts
 //! together.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::journal::record::Move;
@@ -22,6 +24,7 @@ use crate::rooms::events::{Event, EventLog, Moved};
 use crate::rooms::feeds::Feeds;
 use crate::rooms::live::LiveStats;
 use crate::rooms::orders::OrderLog;
+use crate::rooms::rejections::Rejections;
 use crate::rooms::requests::Requests;
 use crate::rooms::skus::Skus;
 use crate::rooms::statuses::Statuses;
@@ -48,6 +51,10 @@ pub struct Room {
     pub audit: AuditTotals,
     /// The audience the video platform tells of: viewers, sessions, interactions, clicks.
     pub audience: crate::audience::Audience,
+    /// Refused buys by code, as journaled.
+    pub rejections: Rejections,
+    /// Journal records applied to the room so far ([`Room::changed`]).
+    changes: AtomicU64,
     /// Fleet mode: the change feed lists this hub's placements as the room's stream orders
     /// them (with the moves, which only the stream brings), not as the journal applies them,
     /// so its numbering is the same after a restart ([`Room::list_stream_placement`]).
@@ -75,6 +82,8 @@ impl Room {
             feeds: Feeds::default(),
             audit: AuditTotals::default(),
             audience: crate::audience::Audience::default(),
+            rejections: Rejections::default(),
+            changes: AtomicU64::new(0),
             events_from_stream: false,
         }
     }
@@ -93,6 +102,18 @@ impl Room {
 
     pub fn set_title(&self, title: String) {
         *self.title.write().expect("title lock") = title;
+    }
+
+    /// A journal record of the room was applied (the journal's apply, after the record took
+    /// effect). Whatever is computed from the room's durable state (the review) is rebuilt
+    /// only when [`Room::changes`] moved since.
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many records [`Room::changed`] the room: a version of its durable state.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     // Recording an order changes the request table and the order log together, in this order:
