@@ -27,6 +27,20 @@ async fn earlier_rooms(s: &TestServer) -> usize {
     rooms.iter().filter(|r| r["room"] == EARLIER_ROOM).count()
 }
 
+/// The earlier room's review.
+async fn review_of(s: &TestServer) -> Value {
+    let (status, v) = s
+        .request(
+            "GET",
+            &format!("/api/rooms/{EARLIER_ROOM}/review"),
+            Some(support::VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
 /// Orders by status.
 fn by_status(orders: &[Value]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -73,6 +87,46 @@ async fn the_earlier_stream_is_seeded_once_and_survives_a_restart() {
         .cloned()
         .expect("the limited SKU");
     assert_eq!(sold_out["left"], 0, "{sold_out}");
+    let review = review_of(&s).await;
+    let to_ms = review["to_ms"].as_i64().expect("an activity");
+    assert!(
+        now - to_ms > 5 * 60_000,
+        "not live: its last activity {} ms ago",
+        now - to_ms
+    );
+    let gmv: u64 = before
+        .iter()
+        .map(|o| o["amount_fen"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        review["totals"]["gmv_fen"], gmv,
+        "the review's GMV is the orders'"
+    );
+    let pot = review["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["sku"] == SELL_OUT_SKU)
+        .unwrap();
+    assert!(pot["sold_out_at_ms"].is_i64(), "a sell-out: {pot}");
+    assert!(
+        review["rejected"]["sold_out"].as_u64() > Some(0),
+        "{}",
+        review["rejected"]
+    );
+    for k in ["paid", "expired", "cancelled", "refunded", "late_payments"] {
+        assert!(
+            review["payments"][k].as_u64() > Some(0),
+            "{k}: {}",
+            review["payments"]
+        );
+    }
+    assert!(review["top_referrers"].as_array().unwrap().len() >= 3);
+    assert!(
+        review["funnel"]["entered"].as_u64() > Some(100),
+        "{}",
+        review["funnel"]
+    );
 
     let dir = s.stop().await;
     let s = TestServer::start_in(&dir, demo()).await;

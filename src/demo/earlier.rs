@@ -1,4 +1,4 @@
-//! The demo's earlier stream: a short livestream that ended [`ENDED_AGO`] before the demo
+//! The demo's earlier stream: a short livestream that ended [`ENDED_AGO_MS`] before the demo
 //! started, in room [`EARLIER_ROOM`], so the review page (`/review?room=demo-earlier`) has a
 //! finished stream to show beside the live one.
 //!
@@ -6,7 +6,8 @@
 //! are, through the hub's own journal and apply, with their times in the past: buys go through
 //! the gate as of their time ([`Hub::buy_as_of`]), the audience through
 //! [`Hub::ingest_events`], and the status moves are the same [`Record::Move`] and
-//! [`Record::Expired`] records the hub writes, stamped with when they happened. So a restart
+//! [`Record::Expired`] records the hub writes, stamped with when they happened, and its refused
+//! buys are [`Record::Rejections`] records, as the hub journals them. So a restart
 //! rebuilds the room from the journal like any other.
 //!
 //! It is seeded before the hub serves and before the expiry timer starts (`server::run`), so
@@ -82,6 +83,8 @@ struct Plan {
     buys: Vec<PlannedBuy>,
     /// Each minute's audience events.
     audience: Vec<Vec<AudienceEvent>>,
+    /// Each minute's refused buys by code, as the hub journals them (in aggregate).
+    rejections: Vec<Vec<(String, u64)>>,
 }
 
 fn skus(start: i64) -> Vec<(&'static str, SkuDef)> {
@@ -141,6 +144,7 @@ fn plan(start: i64) -> Plan {
     // (user, SKU) pairs that bought: each buyer buys a SKU once, so no limit refuses a buy.
     let mut bought: HashSet<(String, &'static str)> = HashSet::new();
     let mut pot_left = SELL_OUT_STOCK;
+    let mut pot_sold_out: Option<i64> = None;
     let mut late_payment = false;
     for m in 0..MINUTES {
         let t0 = start + m * MINUTE_MS;
@@ -190,6 +194,7 @@ fn plan(start: i64) -> Plan {
         }
         if m == MINUTES - 1 {
             p.audience.push(events);
+            p.rejections.push(Vec::new());
             break;
         }
         let excitement = online.len() as f64 / 200.0;
@@ -206,7 +211,10 @@ fn plan(start: i64) -> Plan {
                 match kind {
                     AudienceKind::Like => e.count = rng.random_range(1..=5),
                     AudienceKind::Click => {
-                        e.sku = Some(["CUP", "TEA", SELL_OUT_SKU][rng.random_range(0..3)].into())
+                        // The flash sale's card is shown from a minute before it opens.
+                        let cards = if m + 1 >= FLASH_MINUTE { 4 } else { 3 };
+                        let sku = ["CUP", "TEA", SELL_OUT_SKU, PAY_SKU][rng.random_range(0..cards)];
+                        e.sku = Some(sku.into())
                     }
                     _ => {}
                 }
@@ -225,6 +233,20 @@ fn plan(start: i64) -> Plan {
             pot_left.min(rng.random_range(4..=8))
         };
         pot_left -= pot;
+        // Refusals: buyers who came too late for the limited SKU, and the flash sale's rush
+        // (a second pair of earbuds over the limit, taps faster than the rate limit).
+        let mut refused = Vec::new();
+        if pot_left == 0 {
+            let since = *pot_sold_out.get_or_insert(m);
+            if m - since <= 2 {
+                refused.push(("sold_out".to_owned(), rng.random_range(6..16)));
+            }
+        }
+        if m == FLASH_MINUTE {
+            refused.push(("limit_exceeded".to_owned(), rng.random_range(4..9)));
+            refused.push(("rate_limited".to_owned(), rng.random_range(1..4)));
+        }
+        p.rejections.push(refused);
         wants.extend(std::iter::repeat_n(SELL_OUT_SKU, pot as usize));
         let flash = match m - FLASH_MINUTE {
             0 => 70,
@@ -328,7 +350,7 @@ pub async fn seed(hub: &Hub) -> anyhow::Result<()> {
     // Minute by minute: its buys at once (one group commit takes them), then the status moves
     // that fall due in it, then its audience.
     let mut buys = plan.buys.into_iter().peekable();
-    for (m, events) in plan.audience.into_iter().enumerate() {
+    for (m, (events, refused)) in plan.audience.into_iter().zip(plan.rejections).enumerate() {
         let end = start + (m as i64 + 1) * MINUTE_MS;
         let mut minute = Vec::new();
         while let Some(b) = buys.next_if(|b| b.at_ms < end) {
@@ -402,6 +424,15 @@ pub async fn seed(hub: &Hub) -> anyhow::Result<()> {
                 },
             };
             hub.journal().append(record).await?;
+        }
+        if !refused.is_empty() {
+            hub.journal()
+                .append(Record::Rejections {
+                    room: room.id.clone(),
+                    counts: refused,
+                    ts_ms: end - 1,
+                })
+                .await?;
         }
         if !events.is_empty() {
             hub.ingest_events(&room, events, end)
