@@ -31,7 +31,7 @@
 //! - [`fleet`]: fleet mode (`--redis`): several hubs sharing rooms, stock and limits
 //!   through Redis, orders published to a stream per room, start-up repair and
 //!   `livehub reconcile`
-//! - [`demo`]: the `--demo` livestream simulation
+//! - [`demo`]: the `--demo` livestream simulation, and its finished earlier stream
 //! - [`telemetry`]: Prometheus metrics and tracing
 //! - [`verify`]: `livehub verify`, the offline check of a stopped hub's data dir
 //! - [`clock`]: Unix milliseconds

@@ -133,6 +133,17 @@
   }
   const hm = (ms) => fmt.clock(ms).slice(0, 5);
 
+  /** Shrinks a figure's font so its one-line text fits its card (as the dashboard does). */
+  function fitText(el) {
+    el.style.fontSize = '';
+    const avail = el.clientWidth;
+    const need = el.scrollWidth;
+    if (avail > 0 && need > avail) {
+      el.style.fontSize = Math.floor(parseFloat(getComputedStyle(el).fontSize) * avail / need * 0.97) + 'px';
+    }
+  }
+  const fitTotals = () => { for (const el of document.querySelectorAll('.rv-totals .num')) fitText(el); };
+
   function showMsg(text) {
     const el = $('rv-msg');
     el.hidden = !text;
@@ -179,6 +190,7 @@
     setText(peakEl, peak ? fmt.fen(peak.gmv_fen) : '—');
     setText($('rv-peak-time'), peak ? `${hm(peak.t_ms)}–${hm(peak.t_ms + MINUTE_MS)}` : '');
 
+    fitTotals();
     renderSkuTable(r.skus || []);
     renderFunnel(r.funnel);
     renderPaymentOutcomes(r.payments || {});
@@ -545,6 +557,7 @@
     $('rv-page').hidden = false;
     $('rv-dashboard-link').href = `/?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`;
     $('rv-csv').addEventListener('click', downloadCsv);
+    window.addEventListener('resize', fitTotals);
     D.onLang(() => {
       if (!review) return;
       renderReport();
