@@ -205,6 +205,10 @@ fn row(
     }
 }
 
+/// A SKU row as a tuple: sku, name, sold, paid, gmv_fen, sold_out_at_ms, clicks,
+/// click_to_order.
+type SkuLine<'a> = (&'a str, &'a str, u64, u64, u64, Option<i64>, u64, f64);
+
 #[test]
 fn every_field_is_as_computed_by_hand() {
     let rooms = rooms_with(&records());
@@ -259,7 +263,7 @@ fn every_field_is_as_computed_by_hand() {
             gmv_fen: 1100
         })
     );
-    let skus: Vec<(&str, &str, u64, u64, u64, Option<i64>, u64, f64)> = r
+    let skus: Vec<SkuLine> = r
         .skus
         .iter()
         .map(|s| {
@@ -401,4 +405,52 @@ fn the_sharers_are_the_best_hundred() {
     all.sort_by(rank);
     all.truncate(TOP_REFERRERS);
     assert_eq!(r.top_referrers, all);
+}
+
+/// A journal snapshot of the room restores the same review: the orders and moves, the
+/// audience's series and the refusal counts are all in it.
+#[test]
+fn a_journal_snapshot_keeps_the_review() {
+    use crate::journal::{Capture, Sink};
+    let rooms = rooms_with(&records());
+    let want = Review::build(&rooms.get("r").unwrap(), &mut Fold::new(false));
+    let mut sink = Sink::in_memory();
+    Box::new(rooms.capture_state()).encode(&mut sink);
+    let back = Rooms::default();
+    back.restore_state(&sink.into_bytes()).unwrap();
+    let got = Review::build(&back.get("r").unwrap(), &mut Fold::new(false));
+    assert_eq!(got, want);
+    assert_eq!(got.minutes[0].online, 2);
+    assert_eq!(got.rejected.get("sold_out"), Some(&3));
+}
+
+/// The cache hands out the review it built while the room does not change, and builds again
+/// after any record of the room, whatever its kind.
+#[tokio::test]
+async fn the_cache_builds_again_only_when_the_room_changed() {
+    let rooms = rooms_with(&records());
+    let room = rooms.get("r").unwrap();
+    let reviews = Reviews::default();
+    let a = reviews.get(&room, false).await.unwrap();
+    let b = reviews.get(&room, false).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "built once");
+    assert_eq!(serde_json::to_vec(&a.review).unwrap(), a.json.to_vec());
+    let refused = Record::Rejections {
+        room: "r".into(),
+        counts: vec![("sold_out".into(), 1)],
+        ts_ms: M + 5 * MIN,
+    };
+    rooms.apply(&refused, Mode::Live).unwrap();
+    let c = reviews.get(&room, false).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert_eq!(c.review.rejected.get("sold_out"), Some(&4));
+    let retitled = Record::Room {
+        room: "r".into(),
+        title: "Summer sale".into(),
+        ts_ms: M + 5 * MIN,
+    };
+    rooms.apply(&retitled, Mode::Live).unwrap();
+    let d = reviews.get(&room, false).await.unwrap();
+    assert_eq!(d.review.title, "Summer sale");
+    assert!(Arc::ptr_eq(&d, &reviews.get(&room, false).await.unwrap()));
 }

@@ -9,7 +9,8 @@
 //! protocol needs them for the life of the room: the NDJSON export, `status` and repeated
 //! `req`s (rule 3), the audit's sums, and the dashboard's totals and trend, which the
 //! aggregator folds from them. Per-user counts are summed from the orders while restoring;
-//! the idempotency table is rebuilt from them.
+//! the idempotency table is rebuilt from them. After the order events come the room's
+//! audience state and its journaled refusal counts.
 //!
 //! The capture costs a few counters per room and SKU plus each room's order count: the order
 //! list only ever grows at its end, so its first `n` entries are a fixed prefix that the
