@@ -59,7 +59,7 @@ for target in $(cd fuzz && cargo fuzz list); do
 done
 echo "fuzz step: $((SECONDS - fuzz_started)) s"
 
-step "browser tests (headless chromium against a real livehub: the dashboard, the load tool's report)"
+step "browser tests (headless chromium against a real livehub: the dashboard, the review page, the load tool's report)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 "$ROOT/scripts/with-livehub.sh" node --test tests/browser/
 

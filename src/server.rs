@@ -54,6 +54,8 @@ pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> R
     // serves; a 405 keeps its `Allow` header.
     // The overview page has a path of its own, without `.html`.
     let overview_page = ServeFile::new(static_dir.join("overview.html"));
+    // The review page (`/review?room=`) is a page of its own beside the dashboard (`/`).
+    let review_page = ServeFile::new(static_dir.join("review.html"));
     let static_files = ServeDir::new(static_dir)
         .append_index_html_on_directories(true)
         // A method other than GET or HEAD on a path no route serves is a JSON 404 too, not
@@ -66,6 +68,7 @@ pub fn router(state: AppState, static_dir: PathBuf, body_timeout: Duration) -> R
         .route("/healthz", get(|| async { "ok" }))
         .route_service("/overview", overview_page)
         .route("/metrics", get(|| async { crate::telemetry::render() }))
+        .route_service("/review", review_page)
         .merge(crate::api::router())
         .method_not_allowed_fallback(no_such_method)
         .fallback_service(static_files)
@@ -135,6 +138,13 @@ pub async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
+    // The demo's earlier stream is seeded before the expiry timer runs: its orders' status
+    // moves are journaled with their own past times, and nothing else may move them meanwhile.
+    if settings.demo {
+        if let Err(e) = crate::demo::earlier::seed(&hub).await {
+            tracing::error!(error = %e, "the demo's earlier stream could not be seeded");
+        }
+    }
     // Orders whose time to pay ran out while the hub was down expire before it serves.
     let expired = hub.start_expiry().await;
     if expired > 0 {

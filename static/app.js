@@ -6,9 +6,17 @@
 //
 // Everything the server sends is rendered with textContent (never innerHTML):
 // SKU names, referrer ids and error details are untrusted text.
+//
+// The review page (review.html, <html data-page="review">) replays a finished stream through
+// this same rendering: it inserts the dashboard's markup and drives it with synthetic
+// snapshots through window.livehubDashboard (the end of this file). There is no socket then,
+// and the page's clock is the replayed moment.
 'use strict';
 
 (() => {
+  /** True on the review page, which replays a stream; false on the live dashboard. */
+  const REPLAY = document.documentElement.dataset.page === 'review';
+
   // ---------------------------------------------------------------- i18n --
 
   const I18N = {
@@ -40,6 +48,8 @@
       trend: '成交趋势',
       series_paid_per_sec: '每秒成交额',
       series_per_sec: '每秒下单金额',
+      series_paid_per_min: '每分钟成交额',
+      series_per_min: '每分钟下单金额',
       series_paid_cum: '累计成交额',
       series_cum: '累计下单金额',
       tooltip_orders: '订单',
@@ -107,6 +117,8 @@
       conn_open: '实时',
       conn_reconnecting: '重连中 {s}s',
       conn_offline: '已断开',
+      conn_replay: '回放',
+      review_link: '复盘',
       age_none: '等待数据',
       age: '{a} 前更新',
       err_unauthorized: '令牌无效',
@@ -157,6 +169,8 @@
       trend: 'Sales trend',
       series_paid_per_sec: 'Paid / s',
       series_per_sec: 'Placed / s',
+      series_paid_per_min: 'Paid / min',
+      series_per_min: 'Placed / min',
       series_paid_cum: 'Paid total',
       series_cum: 'Placed total',
       tooltip_orders: 'orders',
@@ -224,6 +238,8 @@
       conn_open: 'Live',
       conn_reconnecting: 'Reconnecting {s}s',
       conn_offline: 'Offline',
+      conn_replay: 'Replay',
+      review_link: 'Review',
       age_none: 'waiting for data',
       age: 'updated {a} ago',
       err_unauthorized: 'invalid token',
@@ -281,17 +297,22 @@
     }
     const restock = document.querySelectorAll('.ctl input[type=number]');
     for (const i of restock) i.placeholder = t('restock_placeholder');
-    document.title = (room ? room + ' · ' : '') + 'livehub ' + t('title');
+    if (!REPLAY) document.title = (room ? room + ' · ' : '') + 'livehub ' + t('title');
     if (last) renderSnapshot(last);
     renderConn();
     renderAge();
-    if (!$('dashboard').hidden) {
+    const dash = $('dashboard');
+    if (dash && !dash.hidden) {
       chartDirty = true;
       audienceDirty = true;
       renderChart();
       renderAudienceCharts();
     }
+    for (const f of langListeners) f(lang);
   }
+
+  /** Called with the language after every change (the review page redraws its own parts). */
+  const langListeners = [];
 
   function toggleLang() {
     lang = lang === 'zh' ? 'en' : 'zh';
@@ -446,6 +467,11 @@
     setText(el, fen == null ? '—' : fmtFen(fen));
   }
 
+  /** A count as grouped text, or "—" when it is not reported. */
+  function groupOrNone(n) { return numOrNull(n) == null ? '—' : group(n); }
+  /** Money as exact text, or "—" when it is not reported. */
+  function fenOrNone(fen) { return numOrNull(fen) == null ? '—' : fmtFen(fen); }
+
   /** Sets a counter card: exact grouped integer text and data-value="<integer>". */
   function setCount(el, n) {
     el.dataset.value = String(n);
@@ -483,8 +509,14 @@
   let clockOffset = 0;
   let lastRecvAt = 0;
 
-  /** Estimated server "now" in ms: the client clock corrected by the smallest observed offset. */
-  function serverNow() { return Date.now() - clockOffset; }
+  /** In a replay, the replayed moment: the latest synthetic snapshot's ts_ms. */
+  let replayNow = null;
+
+  /**
+   * Estimated server "now" in ms: the client clock corrected by the smallest observed offset;
+   * in a replay, the replayed moment.
+   */
+  function serverNow() { return replayNow ?? Date.now() - clockOffset; }
 
   // -------------------------------------------------------- GMV counter --
 
@@ -546,7 +578,9 @@
   function applySnapshot(s, first) {
     const now = Date.now();
     lastRecvAt = now;
-    if (typeof s.ts_ms === 'number') {
+    if (REPLAY) {
+      replayNow = s.ts_ms;
+    } else if (typeof s.ts_ms === 'number') {
       offsetSamples.push(now - s.ts_ms);
       if (offsetSamples.length > 64) offsetSamples.shift();
       clockOffset = Math.min(...offsetSamples);
@@ -585,14 +619,16 @@
     setText($('gmv-60s'), '+' + fmtFen(sumRecent(60000)));
 
     setCount($('orders'), s.orders || 0);
-    setCount($('units'), s.units || 0);
-    setCount($('buyers'), s.buyers || 0);
-    setCount($('viewers'), s.viewers || 0);
-    setText($('peak-viewers'), group(s.peak_viewers || 0));
-    setText($('unique-viewers'), group(s.unique_viewers || 0));
-    setText($('aov'), fmtFen(s.aov_fen || 0));
-    setText($('conversion'), ((Number(s.conversion) || 0) * 100).toFixed(2) + '%');
-    setText($('gpm'), fmtFen(s.gpm_fen || 0));
+    // A figure a replay cannot know at its moment is left out of its snapshot and shows "—";
+    // the live feed always sends them.
+    setCountOrNone($('units'), numOrNull(s.units));
+    setCountOrNone($('buyers'), numOrNull(s.buyers));
+    setCountOrNone($('viewers'), numOrNull(s.viewers));
+    setText($('peak-viewers'), groupOrNone(s.peak_viewers));
+    setText($('unique-viewers'), groupOrNone(s.unique_viewers));
+    setText($('aov'), fenOrNone(s.aov_fen));
+    setText($('conversion'), numOrNull(s.conversion) == null ? '—' : (s.conversion * 100).toFixed(2) + '%');
+    setText($('gpm'), fenOrNone(s.gpm_fen));
     renderPayments(s);
 
     renderLatency(s.latency_us || {});
@@ -812,19 +848,20 @@
       setText(r.name, k.name || k.sku);
       r.name.title = k.name || k.sku; // a long name is cut with an ellipsis
       setText(r.id, k.sku);
-      setText(r.price, fmtFen(k.price_fen || 0));
+      setText(r.price, numOrNull(k.price_fen) == null ? '' : fmtFen(k.price_fen));
       if (r.state && r.state !== 'sold_out' && k.state === 'sold_out') flash(r.tr);
       r.state = k.state;
       r.tr.dataset.state = k.state;
       r.badge.className = 'badge state-' + k.state;
       setText(r.badge, t('state_' + k.state));
 
-      const total = k.stock_total || 0;
-      const left = k.left || 0;
-      const frac = total > 0 ? Math.max(0, Math.min(1, left / total)) : 0;
+      // A replay knows no stock: its SKUs have no stock_total and no left.
+      const total = numOrNull(k.stock_total) ?? 0;
+      const left = numOrNull(k.left);
+      const frac = total > 0 ? Math.max(0, Math.min(1, (left ?? 0) / total)) : 0;
       r.fill.style.width = (frac * 100).toFixed(1) + '%';
       r.fill.className = 'fill ' + (frac > 0.5 ? 'hi' : frac > 0.2 ? 'mid' : 'lo');
-      setText(r.stockText, '/ ' + group(total));
+      setText(r.stockText, numOrNull(k.stock_total) == null ? '' : '/ ' + group(total));
 
       // Units held by unpaid orders: drawn after `left` on the bar, as they come back to it
       // if their orders expire or are cancelled.
@@ -840,16 +877,18 @@
       r.payWithin.hidden = !(timeout > 0);
       setText(r.payWithin, timeout > 0 ? t('pay_within', { d: fmtTimeout(timeout) }) : '');
 
-      const sold = numOrNull(k.sold) ?? 0;
-      r.sold.dataset.value = String(sold);
-      setText(r.sold, group(sold));
+      // A replay leaves out the figures of a SKU it cannot know at its moment: "—".
+      const sold = numOrNull(k.sold);
+      r.sold.dataset.value = sold == null ? '' : String(sold);
+      setText(r.sold, groupOrNone(sold));
       // Before v2 every order was paid when placed: paid units are the units sold.
       const paid = numOrNull(k.paid) ?? sold;
-      r.paid.dataset.value = String(paid);
-      setText(r.paid, group(paid));
-      r.left.dataset.value = String(left);
-      setText(r.left, group(left));
-      setText(r.gmv, fmtFen(k.gmv_fen || 0));
+      r.paid.dataset.value = paid == null ? '' : String(paid);
+      setText(r.paid, groupOrNone(paid));
+      r.left.dataset.value = left == null ? '' : String(left);
+      setText(r.left, groupOrNone(left));
+      r.gmv.dataset.valueFen = numOrNull(k.gmv_fen) == null ? '' : String(k.gmv_fen);
+      setText(r.gmv, fenOrNone(k.gmv_fen));
       renderSkuClicks(r, k);
       const limit = numOrNull(k.limit_per_user);
       r.limit.hidden = limit == null;
@@ -955,8 +994,10 @@
     const hasOnline = online.length > 0;
     const lastT = pts.length ? pts[pts.length - 1].t_ms : serverNow();
     const firstT = pts.length ? pts[0].t_ms : lastT;
+    const perMin = trendInterval >= 60000; // a replay's points are the review's minutes
     const names = {
-      'paid-per-interval': t('series_paid_per_sec'), 'placed-per-interval': t('series_per_sec'),
+      'paid-per-interval': t(perMin ? 'series_paid_per_min' : 'series_paid_per_sec'),
+      'placed-per-interval': t(perMin ? 'series_per_min' : 'series_per_sec'),
       'paid-cum': t('series_paid_cum'), 'placed-cum': t('series_cum'), online: t('series_online'),
     };
     // The muted per-interval bars of placed GMV need no legend entry: they sit behind the paid ones.
@@ -1257,7 +1298,8 @@
     if (!el) return;
     el.dataset.state = conn.state;
     let text;
-    if (conn.state === 'open') text = t('conn_open');
+    if (conn.state === 'replay') text = t('conn_replay');
+    else if (conn.state === 'open') text = t('conn_open');
     else if (conn.state === 'connecting') text = t('conn_connecting');
     else text = t('conn_reconnecting', { s: Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) });
     if (conn.problem && conn.state !== 'open') text = conn.problem + ' · ' + text;
@@ -1398,6 +1440,7 @@
 
   function boot() {
     for (const b of document.querySelectorAll('.lang-toggle')) b.addEventListener('click', toggleLang);
+    if (REPLAY) return; // the review page mounts the dashboard when its markup is in place
     if (!room || !token) {
       $('setup').hidden = false;
       $('setup-room').value = room;
@@ -1409,6 +1452,7 @@
     $('dashboard').hidden = false;
     gmv.el = $('paid-gmv');
     setText($('room-name'), room);
+    $('review-link').href = `/review?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`;
     initControls();
     applyLang();
     connect();
@@ -1421,6 +1465,36 @@
       finishGmv();
       retryNow();
     });
+  }
+
+  /**
+   * The review page's handle on this rendering (only there): mount() once the dashboard's
+   * markup is in the page, then apply(snapshot, first) for each replayed moment; `first`
+   * replaces the trend with the snapshot's. Also the language and the formatters, so the
+   * review page speaks and writes figures as the dashboard does.
+   */
+  function mountReplay() {
+    $('dashboard').hidden = false;
+    gmv.el = $('paid-gmv');
+    setText($('room-name'), room);
+    conn.state = 'replay';
+    applyLang();
+    setInterval(tick, 250);
+    tick();
+    window.addEventListener('resize', () => { for (const el of document.querySelectorAll('.num')) fitText(el); });
+  }
+
+  if (REPLAY) {
+    window.livehubDashboard = {
+      mount: mountReplay,
+      apply: (s, first) => applySnapshot(s, first),
+      /** Adds the review page's own strings: {zh: {...}, en: {...}}. */
+      addStrings: (more) => { for (const l of Object.keys(I18N)) Object.assign(I18N[l], more[l] || {}); },
+      onLang: (f) => langListeners.push(f),
+      applyLang,
+      t, lang: () => lang, rejName, srcName,
+      fmt: { group, fen: fmtFen, fenShort: fmtFenShort, clock: fmtClock, duration: fmtDuration, rate: fmtRate, countShort: fmtCountShort },
+    };
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

@@ -14,10 +14,12 @@
 //! within a few minutes (at once at the shutdown).
 //!
 //! A second, smaller room ([`second_room`]) streams beside it, so the overview has more than
-//! one live room.
+//! one live room, and [`earlier`] seeds a short stream that ended before the demo started, so
+//! the review page has a finished stream to show.
 
 mod audience;
 mod buyer;
+pub mod earlier;
 pub mod second_room;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};

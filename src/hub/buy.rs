@@ -28,10 +28,37 @@ impl Hub {
         }
         match room.requests.begin(&user.id, &msg.req).await {
             Begin::Done(order) => counted_ok(order_ack(&order, &msg.req, room)),
-            Begin::Fresh(req, ticket) => match self.decide_fresh(room, user, msg, req, ticket) {
-                Started::Answered(ack) => ack,
-                Started::Journaling(j) => j.await,
-            },
+            Begin::Fresh(req, ticket) => {
+                match self.decide_fresh(room, user, msg, req, ticket, now_ms()) {
+                    Started::Answered(ack) => ack,
+                    Started::Journaling(j) => j.await,
+                }
+            }
+        }
+    }
+
+    /// [`Hub::buy`] decided as of `at_ms` rather than the hub's clock, on the embedded gate:
+    /// the same idempotency, gate, journal and apply, with the order's `ts_ms` (and its
+    /// `pay_by_ms`) in the past. Only for the demo's earlier stream ([`crate::demo::earlier`]),
+    /// seeded before the hub serves; every real buy is timed by the hub's clock.
+    pub(crate) async fn buy_as_of(
+        &self,
+        room: &Arc<Room>,
+        user: &UserRef,
+        msg: &BuyMsg,
+        at_ms: i64,
+    ) -> Ack {
+        if self.fleet().is_some() {
+            return Ack::rejected(&msg.req, RejectCode::Unavailable, None, None);
+        }
+        match room.requests.begin(&user.id, &msg.req).await {
+            Begin::Done(order) => order_ack(&order, &msg.req, room),
+            Begin::Fresh(req, ticket) => {
+                match self.decide_fresh(room, user, msg, req, ticket, at_ms) {
+                    Started::Answered(ack) => ack,
+                    Started::Journaling(j) => j.await,
+                }
+            }
         }
     }
 
@@ -45,11 +72,12 @@ impl Hub {
         }
         Some(match room.requests.try_begin(&user.id, &msg.req)? {
             Begin::Done(order) => Started::Answered(counted_ok(order_ack(&order, &msg.req, room))),
-            Begin::Fresh(req, ticket) => self.decide_fresh(room, user, msg, req, ticket),
+            Begin::Fresh(req, ticket) => self.decide_fresh(room, user, msg, req, ticket, now_ms()),
         })
     }
 
-    /// Admission, the embedded gate and the journal's queue, for a request this call owns.
+    /// Admission, the embedded gate and the journal's queue, for a request this call owns,
+    /// decided at `now` (Unix ms).
     fn decide_fresh(
         &self,
         room: &Arc<Room>,
@@ -57,6 +85,7 @@ impl Hub {
         msg: &BuyMsg,
         req: Arc<str>,
         ticket: Ticket,
+        now: i64,
     ) -> Started {
         let Some(admitted) = self.admit() else {
             room.requests.end(&user.id, &msg.req);
@@ -67,7 +96,7 @@ impl Hub {
             user,
             sku: &msg.sku,
             qty: msg.qty,
-            now_ms: now_ms(),
+            now_ms: now,
         };
         let reservation = match LocalGate::decide(room.skus.get(&msg.sku), buy) {
             Ok(r) => {

@@ -106,6 +106,8 @@ pub struct Options {
     pub on_fatal: Option<livehub::journal::FatalHook>,
     /// Journal records between journal snapshots (default: the hub's).
     pub snapshot_every_records: Option<u64>,
+    /// Run the `--demo` livestream (and seed its earlier stream).
+    pub demo: bool,
 }
 
 impl Default for Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             segment_bytes: 1 << 20,
             on_fatal: None,
             snapshot_every_records: None,
+            demo: false,
         }
     }
 }
@@ -247,7 +250,7 @@ impl TestServer {
                 .expect("test tokens"),
             buyer_limits: opts.limits,
             static_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static"),
-            demo: false,
+            demo: opts.demo,
             shutdown_deadline: Duration::from_secs(5),
             conn_limits: opts.conn_limits,
             feed_limits: opts.feed_limits,
