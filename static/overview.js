@@ -21,7 +21,8 @@
       rooms_count: '{n} 个直播间 · {live} 个直播中',
       no_rooms: '暂无直播间',
       live: '直播中',
-      ended: '未开播',
+      ended: '已下播',
+      idle: '未开播',
       paid_gmv: '成交额',
       placed_gmv: '下单金额',
       orders: '订单数',
@@ -55,7 +56,8 @@
       rooms_count: '{n} rooms · {live} live',
       no_rooms: 'No rooms yet',
       live: 'LIVE',
-      ended: 'Off air',
+      ended: 'Ended',
+      idle: 'Not started',
       paid_gmv: 'Paid GMV',
       placed_gmv: 'Placed GMV',
       orders: 'Orders',
@@ -254,7 +256,8 @@
     const live = r.live === true;
     c.el.dataset.live = String(live);
     c.badge.className = 'ov-badge ' + (live ? 'on' : 'off');
-    setText(c.badge, t(live ? 'live' : 'ended'));
+    // Off air: a room that has sold ended its stream; one that never sold has not begun.
+    setText(c.badge, t(live ? 'live' : r.last_order_ms == null ? 'idle' : 'ended'));
     setText(c.title, r.title || r.room);
     c.title.title = r.title || r.room;
     const paid = num(r.paid_gmv_fen);

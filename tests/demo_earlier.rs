@@ -146,6 +146,29 @@ async fn the_earlier_stream_is_seeded_once_and_survives_a_restart() {
         1,
         "one earlier room after the restart"
     );
+    // A finished stream: everyone left, and it is not live. The overview shows a room's
+    // newest dashboard snapshot: wait for one that holds every order.
+    let mut line = Value::Null;
+    for _ in 0..100 {
+        let (status, overview) = s
+            .request("GET", "/api/overview", Some(support::VIEWER), None)
+            .await;
+        assert_eq!(status, 200, "{overview}");
+        line = overview["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == EARLIER_ROOM)
+            .cloned()
+            .expect("the earlier room in the overview");
+        if line["orders"].as_u64() == Some(before.len() as u64) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(line["orders"].as_u64(), Some(before.len() as u64), "{line}");
+    assert_eq!(line["live"], false, "{line}");
+    assert_eq!(line["online"], 0, "everyone left at the end: {line}");
     let after = s.export(EARLIER_ROOM).await;
     assert_eq!(
         after, before,

@@ -139,7 +139,8 @@ fn event(kind: AudienceKind, user: &str, ts_ms: i64) -> AudienceEvent {
 fn plan(start: i64) -> Plan {
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut p = Plan::default();
-    let mut online: Vec<String> = Vec::new();
+    // Who is in a session, and since when: a leave comes after its enter.
+    let mut online: Vec<(String, i64)> = Vec::new();
     let mut next_viewer = 0u32;
     // (user, SKU) pairs that bought: each buyer buys a SKU once, so no limit refuses a buy.
     let mut bought: HashSet<(String, &'static str)> = HashSet::new();
@@ -169,12 +170,13 @@ fn plan(start: i64) -> Plan {
                 85..95 => ("search", None),
                 _ => ("ad", None),
             };
+            let at = sec(&mut rng);
             events.push(AudienceEvent {
                 source: Some(source.into()),
                 referrer: referrer.map(Into::into),
-                ..event(AudienceKind::Enter, &user, sec(&mut rng))
+                ..event(AudienceKind::Enter, &user, at)
             });
-            online.push(user);
+            online.push((user, at));
         }
         let leaving = if online.len() > target {
             online.len() - target
@@ -183,14 +185,14 @@ fn plan(start: i64) -> Plan {
         };
         for _ in 0..leaving {
             let i = rng.random_range(0..online.len());
-            let user = online.swap_remove(i);
+            let (user, entered) = online.swap_remove(i);
             // The last minute's leaves come in its first half, the stream's end.
             let at = if m == MINUTES - 1 {
                 t0 + rng.random_range(0..MINUTE_MS / 2)
             } else {
                 sec(&mut rng)
             };
-            events.push(event(AudienceKind::Leave, &user, at));
+            events.push(event(AudienceKind::Leave, &user, at.max(entered + 1_000)));
         }
         if m == MINUTES - 1 {
             p.audience.push(events);
@@ -206,7 +208,7 @@ fn plan(start: i64) -> Plan {
             (AudienceKind::Click, 8.0),
         ] {
             for _ in 0..(per * excitement) as usize {
-                let user = &online[rng.random_range(0..online.len())];
+                let user = &online[rng.random_range(0..online.len())].0;
                 let mut e = event(kind, user, sec(&mut rng));
                 match kind {
                     AudienceKind::Like => e.count = rng.random_range(1..=5),
@@ -257,7 +259,7 @@ fn plan(start: i64) -> Plan {
         wants.extend(std::iter::repeat_n(PAY_SKU, flash));
         for sku in wants {
             let Some(user) = (0..20)
-                .map(|_| online[rng.random_range(0..online.len())].clone())
+                .map(|_| online[rng.random_range(0..online.len())].0.clone())
                 .find(|u| !bought.contains(&(u.clone(), sku)))
             else {
                 continue;
