@@ -53,13 +53,22 @@ pub async fn put_room(
     // so a room listed in the set always has its title; a failure between them leaves a room
     // unlisted until the caller's retry.
     let _: i64 = fleet
-        .run(redis::cmd("HSET").arg(keys::room(&room)).arg("title").arg(&title))
+        .run(
+            redis::cmd("HSET")
+                .arg(keys::room(&room))
+                .arg("title")
+                .arg(&title),
+        )
         .await?;
     let _: i64 = fleet
         .run(redis::cmd("SADD").arg(keys::ROOMS).arg(&*room))
         .await?;
     let _: i64 = fleet
-        .run(redis::cmd("PUBLISH").arg(keys::CHANGES).arg(keys::notice(&room, None)))
+        .run(
+            redis::cmd("PUBLISH")
+                .arg(keys::CHANGES)
+                .arg(keys::notice(&room, None)),
+        )
         .await?;
     mirror::sync_room(hub, fleet, &room).await?;
     hub.room_view(&room)
