@@ -27,7 +27,8 @@
 //! - [`dashboard`]: per-room aggregator, dashboard snapshots, fan-out slots, the feed
 //! - [`seating`]: least-loaded seating in fan-out slots (buyers' pushes, dashboards)
 //! - [`fleet`]: fleet mode (`--redis`): several hubs sharing rooms, stock and limits
-//!   through Redis, orders published to a stream per room, start-up repair and
+//!   through one Redis or a Redis Cluster, orders published to a stream per room, start-up
+//!   repair and
 //!   `livehub reconcile`
 //! - [`audience`]: audience events: a batch's parser and checks, a room's viewers, sessions,
 //!   sources and funnel
