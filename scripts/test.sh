@@ -14,6 +14,7 @@ step "system packages"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
+[ -x /usr/bin/redis-cli ] || need+=(redis-tools)   # redis-cli joins the test clusters
 fc-list 2>/dev/null | grep -qi "noto sans cjk" || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

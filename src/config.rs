@@ -31,7 +31,7 @@
 //! | `--max-pending-buys` | `LIVEHUB_MAX_PENDING_BUYS` | 8192 |
 //! | `--log-format` | `LIVEHUB_LOG_FORMAT` | `text` |
 //! | `--unsafe-no-fsync` | `LIVEHUB_UNSAFE_NO_FSYNC` | off (benchmarks only) |
-//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process; a URL: fleet mode |
+//! | `--redis` | `LIVEHUB_REDIS` | none: inventory in this process; a URL or cluster seeds: fleet mode |
 //! | `--hub-id` | `LIVEHUB_HUB_ID` | generated into `DATA_DIR/hub.id` (fleet mode) |
 //! | `--redis-timeout-ms` | `LIVEHUB_REDIS_TIMEOUT_MS` | 500 |
 
@@ -228,7 +228,8 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_UNSAFE_NO_FSYNC", hide = true, value_parser = BoolishValueParser::new())]
     pub unsafe_no_fsync: bool,
     /// Fleet mode: share rooms, stock and limits with the fleet's other hubs through this Redis
-    /// (`redis://host:port/db`); without it, inventory lives in this process.
+    /// (`redis://host:port/db`) or Redis Cluster (`redis+cluster://host:port,host:port`, or
+    /// several comma-separated `redis://host:port`); without it, inventory lives in this process.
     #[arg(long, env = "LIVEHUB_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
     /// This hub's id in the fleet (1-32 of A-Z a-z 0-9 _ - .); it prefixes order ids. Generated

@@ -65,8 +65,8 @@ async fn main() -> anyhow::Result<()> {
     let fleet = match &cfg.redis {
         None => None,
         Some(url) => {
-            redis::Client::open(url.as_str())
-                .with_context(|| format!("--redis {url}: not a redis URL"))?;
+            livehub::fleet::Target::parse(url)
+                .map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
             let hub_id = livehub::fleet::hub_id_for(&cfg.data_dir, cfg.hub_id.as_deref())
                 .map_err(anyhow::Error::msg)?;
             Some(livehub::fleet::FleetOptions {

@@ -48,21 +48,28 @@ pub async fn put_room(
     room: Arc<str>,
     title: String,
 ) -> Result<RoomView, CatalogError> {
-    let mut p = redis::pipe();
-    p.cmd("HSET")
-        .arg(keys::room(&room))
-        .arg("title")
-        .arg(&title)
-        .ignore()
-        .cmd("SADD")
-        .arg(keys::ROOMS)
-        .arg(&*room)
-        .ignore()
-        .cmd("PUBLISH")
-        .arg(keys::CHANGES)
-        .arg(keys::notice(&room, None))
-        .ignore();
-    let () = fleet.run_pipe(&p).await?;
+    // Three calls, not one pipeline: the room's hash is in the room's slot and the set of
+    // rooms in another, which a cluster cannot serve in one pipeline. The hash comes first,
+    // so a room listed in the set always has its title; a failure between them leaves a room
+    // unlisted until the caller's retry.
+    let _: i64 = fleet
+        .run(
+            redis::cmd("HSET")
+                .arg(keys::room(&room))
+                .arg("title")
+                .arg(&title),
+        )
+        .await?;
+    let _: i64 = fleet
+        .run(redis::cmd("SADD").arg(keys::ROOMS).arg(&*room))
+        .await?;
+    let _: i64 = fleet
+        .run(
+            redis::cmd("PUBLISH")
+                .arg(keys::CHANGES)
+                .arg(keys::notice(&room, None)),
+        )
+        .await?;
     mirror::sync_room(hub, fleet, &room).await?;
     hub.room_view(&room)
         .ok_or_else(|| CatalogError::Unavailable("the room was made but is not visible yet".into()))

@@ -12,9 +12,10 @@
 
 use crate::ids::KEY_SEPARATOR;
 
-/// Set of room ids (outside any room's slot; catalog changes only).
+/// Set of room ids (outside any room's slot; catalog changes only, always alone in a call).
 pub const ROOMS: &str = "lh:rooms";
-/// Set of hub ids that ever joined (for `livehub reconcile`).
+/// Set of hub ids that ever joined (for `livehub reconcile`; outside any room's slot, always
+/// alone in a call).
 pub const HUBS: &str = "lh:hubs";
 /// Pub/sub channel of change notices: `room` or `room US sku`.
 pub const CHANGES: &str = "lh:changes";
@@ -167,6 +168,10 @@ mod tests {
             seq(room),
             published(room),
             sold(room),
+            statuses(room),
+            claims(room),
+            payments(room),
+            deadlines(room),
         ];
         let s = slot(&keys[0]);
         for k in &keys {

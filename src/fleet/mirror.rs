@@ -174,11 +174,17 @@ pub async fn run(hub: Hub, fleet: Fleet, shutdown: CancellationToken) {
     tokio::join!(listener, poller);
 }
 
-/// Follows the change channel, subscribing again whenever it drops.
+/// Follows the change channel, subscribing again whenever it drops. On a cluster each attempt
+/// takes the next seed node, so a seed that is gone (a failed master) does not stop notices.
 async fn listen(hub: Hub, fleet: Fleet, shutdown: CancellationToken) {
+    let urls = fleet.target.pubsub_urls();
+    let mut attempt = 0usize;
     loop {
+        let url = &urls[attempt % urls.len()];
+        attempt = attempt.wrapping_add(1);
         let subscribed = async {
-            let mut ps = fleet.bounded(fleet.client.get_async_pubsub()).await?;
+            let client = redis::Client::open(url.as_str())?;
+            let mut ps = fleet.bounded(client.get_async_pubsub()).await?;
             fleet.bounded(ps.subscribe(keys::CHANGES)).await?;
             Ok::<_, FleetError>(ps)
         };

@@ -1,4 +1,5 @@
-//! Fleet mode (`--redis URL`): several hubs serving the same rooms through one Redis.
+//! Fleet mode (`--redis URL`): several hubs serving the same rooms through one Redis, or one
+//! Redis Cluster.
 //!
 //! Redis holds what every hub must agree on: rooms and SKU definitions, stock, per-user
 //! units, and the state of each `(room, user, req)`. Each hub still journals the orders it
@@ -9,6 +10,7 @@
 //! - [`scripts`]: the Lua scripts (one `EVALSHA` per buy) and their replies;
 //! - [`buy`]: the buy path in fleet mode: ticket → journal → publish;
 //! - [`catalog`]: catalog changes written to Redis and announced to every hub;
+//! - [`conn`]: the connection, to one server or to a cluster, behind one type;
 //! - [`connect`]: joining the fleet at start-up;
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
@@ -20,6 +22,7 @@
 
 pub mod buy;
 pub mod catalog;
+pub mod conn;
 pub mod connect;
 pub mod expiry;
 pub mod keys;
@@ -35,8 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
+pub use conn::{Conn, Target};
 pub use scripts::{Scripts, Ticket};
 
 /// Longest wait for one Redis call on the buy path before the buy answers `unavailable`.
@@ -47,7 +49,8 @@ pub const MAX_HUB_ID_LEN: usize = 32;
 /// How a hub joins the fleet.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (one server), or a cluster's seeds: `redis://a:1,redis://b:2` or
+    /// `redis+cluster://a:1,b:2` ([`Target::parse`]).
     pub url: String,
     /// This hub's id: unique among the hubs, stable for its data dir; it prefixes order ids.
     pub hub_id: Arc<str>,
@@ -64,6 +67,9 @@ pub enum FleetError {
     /// Redis or the connection to it failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `--redis` names neither one server nor a cluster's seeds.
+    #[error("--redis: {0}")]
+    Target(String),
     /// An answer this hub cannot read (a script of another version, a damaged key).
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
@@ -74,9 +80,9 @@ pub enum FleetError {
 pub struct Fleet {
     /// This hub's id in the fleet.
     pub hub_id: Arc<str>,
-    /// The client, for connections of their own (the change channel's subscription).
-    pub client: redis::Client,
-    conn: ConnectionManager,
+    /// What `--redis` names, for connections of their own (the change channel's subscription).
+    pub target: Arc<Target>,
+    conn: Conn,
     /// The Lua scripts, run by `EVALSHA`.
     pub scripts: Arc<Scripts>,
     /// Longest wait for one Redis call.
@@ -98,23 +104,13 @@ impl std::fmt::Debug for Fleet {
 impl Fleet {
     /// Connects to Redis, failing with a clear error when it does not answer.
     pub async fn connect(opts: &FleetOptions) -> Result<Fleet, FleetError> {
-        let client = redis::Client::open(opts.url.as_str())?;
-        // Short timeouts: while Redis is away, every call fails at once instead of queueing;
-        // the manager keeps reconnecting in the background, so the hub recovers by itself.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.timeout))
-            .set_response_timeout(Some(opts.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            opts.timeout * 4,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| FleetError::Timeout(opts.timeout * 4))??;
+        let target = Target::parse(&opts.url).map_err(FleetError::Target)?;
+        let conn = tokio::time::timeout(opts.timeout * 4, Conn::connect(&target, opts.timeout))
+            .await
+            .map_err(|_| FleetError::Timeout(opts.timeout * 4))??;
         let fleet = Fleet {
             hub_id: opts.hub_id.clone(),
-            client,
+            target: Arc::new(target),
             conn,
             scripts: Arc::new(Scripts::new()),
             timeout: opts.timeout,
@@ -131,7 +127,7 @@ impl Fleet {
     }
 
     /// A handle to the shared multiplexed connection.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod redis_cluster;
 pub mod redis_server;
 
 use std::net::SocketAddr;
