@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts a livehub (debug build) on a free loopback port with a fresh data dir and known
 # tokens and payment secret, waits until it serves, runs the given command with LIVEHUB_URL,
-# the tokens and the secret in its environment, then stops livehub with SIGTERM. Exits with the
-# command's status. The binary is taken from $CARGO_TARGET_DIR when that is set.
+# the tokens and the secret in its environment, then stops livehub with SIGTERM and removes the
+# data dir. Exits with the command's status. The binary is taken from $CARGO_TARGET_DIR when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$(mktemp -d /tmp/livehub-run.XXXXXX)
@@ -17,7 +17,8 @@ cargo build --quiet --bin livehub
   --buyer-rate 1000000 --buyer-burst 1000000 --payment-secret "$LIVEHUB_PAYMENT_SECRET" \
   --admin-token "$LIVEHUB_ADMIN_TOKEN" --viewer-token "$LIVEHUB_VIEWER_TOKEN" >"$data/livehub.log" 2>&1 &
 pid=$!
-stop() { kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; }
+# Stops livehub and removes its data dir (after the log is shown on a failure).
+stop() { kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; rm -rf "$data"; }
 trap stop EXIT
 for _ in $(seq 1 100); do
   curl -fsS "$LIVEHUB_URL/healthz" >/dev/null 2>&1 && break
