@@ -1,5 +1,5 @@
 //! The loop of a socket that only pushes: a dashboard's ([`super::feed`]) and the overview's
-//! ([`crate::overview::feed`]). Each brings its own [`Source`] of frames, which only ever holds
+//! ([`crate::overview::feed`]). Each brings its own `Source` of frames, which only ever holds
 //! the newest (never a backlog); the loop writes them, pings every third of the idle timeout,
 //! closes with 1000 a socket idle that long and with 1001 at shutdown, and drops one whose
 //! write does not finish within the write timeout (it stopped reading).
