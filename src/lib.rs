@@ -24,7 +24,7 @@
 //! - [`journal`]: the record of truth: records, group commit, recovery, journal snapshots
 //! - [`rooms`]: the registry of rooms, a room's parts, and how journal records change them
 //! - [`catalog`]: operator changes (rooms, SKUs, stock, sale windows), journaled first
-//! - [`dashboard`]: per-room aggregator, dashboard snapshots, fan-out slots, the feed
+//! - [`dashboard`]: per-room aggregator, snapshots, fan-out slots, the feed, its socket loop
 //! - [`overview`]: every room at a glance: the figures, built and encoded once a second for
 //!   every watcher, and the `/ws/overview` socket
 //! - [`review`]: a room's review (复盘) from its durable state: per-minute series, SKUs,

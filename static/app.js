@@ -1,6 +1,7 @@
 // livehub host dashboard (实时大屏).
 //
-// Plain ES2020, no build step. Loaded with `defer` after vendor/echarts.min.js.
+// Plain ES2020, no build step. Loaded with `defer` after vendor/echarts.min.js and common.js
+// (the helpers, language, formatting and socket the pages share: window.livehubCommon).
 // Contract: /ws/dashboard pushes {"op":"snapshot",...} frames (see PROTOCOL.md,
 // "Dashboard WebSocket"); host controls call the admin REST API.
 //
@@ -263,43 +264,27 @@
     },
   };
 
-  const LANG_KEY = 'livehub.lang';
+  const C = window.livehubCommon;
+  const { $, h, setText, fitText, storageGet, storageSet, group, fmtFen, fmtClock } = C;
+
   const ADMIN_KEY = 'livehub.adminToken';
 
-  /** Reads a Web Storage key; returns null when storage is unavailable. */
-  function storageGet(storage, key) {
-    try { return window[storage].getItem(key); } catch (_) { return null; }
-  }
-  /** Writes a Web Storage key; silently does nothing when storage is unavailable. */
-  function storageSet(storage, key, value) {
-    try { window[storage].setItem(key, value); } catch (_) { /* private mode */ }
-  }
-
-  let lang = storageGet('localStorage', LANG_KEY) === 'en' ? 'en' : 'zh';
-
-  /** Translates `key` in the current language, filling {name} placeholders from `vars`. */
-  function t(key, vars) {
-    const s = I18N[lang][key] ?? I18N.zh[key] ?? key;
-    return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
-  }
+  /** The language, shared with the other pages (one localStorage key). */
+  const L = C.i18n(I18N);
+  const { t } = L;
   /** Human name of a rejection code; unknown codes are shown as they are. */
-  function rejName(code) { return I18N[lang].rej[code] || code; }
+  function rejName(code) { return I18N[L.lang()].rej[code] || code; }
   /** Human name of a traffic source id; ids the page does not know are shown as they are. */
-  function srcName(id) { return I18N[lang].src[id] || id; }
+  function srcName(id) { return I18N[L.lang()].src[id] || id; }
 
   /** Applies the current language to every [data-i18n] element and to dynamic parts. */
   function applyLang() {
-    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
-    for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-    for (const b of document.querySelectorAll('.lang-toggle')) {
-      b.textContent = lang === 'zh' ? 'EN' : '中文';
-      b.title = lang === 'zh' ? 'Switch to English' : '切换到中文';
-    }
+    L.applyBase();
     const restock = document.querySelectorAll('.ctl input[type=number]');
     for (const i of restock) i.placeholder = t('restock_placeholder');
     if (!REPLAY) document.title = (room ? room + ' · ' : '') + 'livehub ' + t('title');
     if (last) renderSnapshot(last);
-    renderConn();
+    conn.render();
     renderAge();
     const dash = $('dashboard');
     if (dash && !dash.hidden) {
@@ -308,38 +293,19 @@
       renderChart();
       renderAudienceCharts();
     }
-    for (const f of langListeners) f(lang);
+    for (const f of langListeners) f(L.lang());
   }
 
   /** Called with the language after every change (the review page redraws its own parts). */
   const langListeners = [];
 
-  function toggleLang() {
-    lang = lang === 'zh' ? 'en' : 'zh';
-    storageSet('localStorage', LANG_KEY, lang);
-    applyLang();
-  }
-
   // ---------------------------------------------------------- formatting --
-
-  /** "1234567" -> "1,234,567" for a safe integer (sign kept). */
-  function group(n) {
-    const s = String(Math.trunc(Math.abs(n)));
-    return (n < 0 ? '-' : '') + s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-  }
-
-  /** Exact money text: integer fen -> "¥12,345.00" (no floating-point rounding). */
-  function fmtFen(fen) {
-    const n = Math.round(Number(fen) || 0);
-    const a = Math.abs(n);
-    return (n < 0 ? '-' : '') + '¥' + group(Math.floor(a / 100)) + '.' + String(a % 100).padStart(2, '0');
-  }
 
   /** Short money text for labels and axes: "¥1.23万" / "¥1.23亿" (zh), "¥12.3k" / "¥1.23M" (en). */
   function fmtFenShort(fen) {
     const y = (Number(fen) || 0) / 100;
     const a = Math.abs(y);
-    if (lang === 'zh') {
+    if (L.lang() === 'zh') {
       if (a >= 1e8) return '¥' + trimZeros((y / 1e8).toFixed(2)) + '亿';
       if (a >= 1e4) return '¥' + trimZeros((y / 1e4).toFixed(2)) + '万';
     } else {
@@ -351,7 +317,7 @@
   }
 
   /** True when fmtFenShort abbreviates (¥1万+ in zh, ¥1k+ in en). */
-  function isBigFen(fen) { return Math.abs(fen) >= (lang === 'zh' ? 1e6 : 1e5); }
+  function isBigFen(fen) { return Math.abs(fen) >= (L.lang() === 'zh' ? 1e6 : 1e5); }
   function trimZeros(s) { return s.includes('.') ? s.replace(/\.?0+$/, '') : s; }
 
   /** Microseconds -> milliseconds text with 2-3 significant digits ("0.31", "12.5", "1,234"). */
@@ -363,25 +329,8 @@
     return group(Math.round(ms));
   }
 
-  /** Local wall-clock "HH:MM:SS" of a Unix-ms time. */
-  function fmtClock(ms) {
-    const d = new Date(ms);
-    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, '0')).join(':');
-  }
-
   /** Seconds -> "12秒" / "3分05秒" (zh) or "12s" / "3m05s" (en). */
-  function fmtDuration(sec) {
-    const s = Math.max(0, Math.round(sec));
-    if (s < 60) return t('dur_s', { s });
-    if (s < 3600) return t('dur_ms', { m: Math.floor(s / 60), s: String(s % 60).padStart(2, '0') });
-    return t('dur_h', { h: Math.floor(s / 3600), m: String(Math.floor((s % 3600) / 60)).padStart(2, '0') });
-  }
-
-  /** Data age -> "0.3秒" style text with one decimal below 10 s. */
-  function fmtAge(ms) {
-    if (ms < 10000) return t('dur_s', { s: (ms / 1000).toFixed(1) });
-    return fmtDuration(ms / 1000);
-  }
+  const fmtDuration = (sec) => C.fmtDuration(t, sec);
 
   /** Payment timeout (s) -> "60秒" / "5分钟" / "1小时" (zh), "60 s" / "5 min" / "1 h" (en). */
   function fmtTimeout(sec) {
@@ -397,7 +346,7 @@
   /** Short count for axes: "1.2万" / "3.4亿" (zh), "12k" / "1.2M" (en). */
   function fmtCountShort(n) {
     const a = Math.abs(n);
-    if (lang === 'zh') {
+    if (L.lang() === 'zh') {
       if (a >= 1e8) return trimZeros((n / 1e8).toFixed(1)) + '亿';
       if (a >= 1e4) return trimZeros((n / 1e4).toFixed(1)) + '万';
     } else {
@@ -416,37 +365,6 @@
   }
 
   // ------------------------------------------------------------- helpers --
-
-  const $ = (id) => document.getElementById(id);
-
-  /** Creates an element: h('td', {class: 'r', 'data-testid': 'x'}, 'text', child...). */
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    if (attrs) for (const [k, v] of Object.entries(attrs)) if (v != null) el.setAttribute(k, v);
-    for (const c of children) if (c != null) el.append(c);
-    return el;
-  }
-
-  /** Sets text only when it changed (avoids needless layout); big numerals are shrunk to fit. */
-  function setText(el, text) {
-    if (el.textContent === text) return;
-    el.textContent = text;
-    if (el.classList.contains('num')) fitText(el);
-  }
-
-  /**
-   * Shrinks an element's font so its one-line text fits its box (never grows past the CSS size).
-   * Called when the text changes and on resize.
-   */
-  function fitText(el) {
-    el.style.fontSize = '';
-    const avail = el.clientWidth;
-    const need = el.scrollWidth;
-    if (avail > 0 && need > avail) {
-      const size = parseFloat(getComputedStyle(el).fontSize);
-      el.style.fontSize = Math.floor(size * avail / need * 0.97) + 'px';
-    }
-  }
 
   /**
    * A snapshot field as a finite number, or null when it is absent: a server older than v2
@@ -490,9 +408,7 @@
 
   // --------------------------------------------------------------- state --
 
-  const params = new URLSearchParams(location.search);
-  const room = (params.get('room') || '').trim();
-  const token = (params.get('token') || '').trim();
+  const { room, token } = C.pageParams();
 
   /** Latest snapshot, or null before the first one. */
   let last = null;
@@ -504,10 +420,8 @@
    */
   const trend = new Map();
   let trendInterval = 1000;
-  /** Client-minus-server clock offset samples (ms): receive time minus ts_ms. */
-  const offsetSamples = [];
-  let clockOffset = 0;
-  let lastRecvAt = 0;
+  /** The server's clock, from the snapshots' ts_ms. */
+  const clock = C.serverClock();
 
   /** In a replay, the replayed moment: the latest synthetic snapshot's ts_ms. */
   let replayNow = null;
@@ -516,7 +430,7 @@
    * Estimated server "now" in ms: the client clock corrected by the smallest observed offset;
    * in a replay, the replayed moment.
    */
-  function serverNow() { return replayNow ?? Date.now() - clockOffset; }
+  function serverNow() { return replayNow ?? clock.now(); }
 
   // -------------------------------------------------------- GMV counter --
 
@@ -576,15 +490,8 @@
    * whose trend is the whole history and so replaces what we had.
    */
   function applySnapshot(s, first) {
-    const now = Date.now();
-    lastRecvAt = now;
-    if (REPLAY) {
-      replayNow = s.ts_ms;
-    } else if (typeof s.ts_ms === 'number') {
-      offsetSamples.push(now - s.ts_ms);
-      if (offsetSamples.length > 64) offsetSamples.shift();
-      clockOffset = Math.min(...offsetSamples);
-    }
+    if (REPLAY) replayNow = s.ts_ms;
+    else clock.sample(s.ts_ms);
 
     const tr = s.trend || {};
     if (first) trend.clear();
@@ -870,7 +777,7 @@
       r.unpaid.dataset.value = String(unpaid);
       r.unpaid.hidden = !(unpaid > 0);
       setText(r.unpaidN, t('sku_unpaid', { n: group(unpaid) }));
-      setText(r.unpaidSep, lang === 'zh' ? ' · ' : ' ');
+      setText(r.unpaidSep, L.lang() === 'zh' ? ' · ' : ' ');
       setText(r.unpaidBack, t('sku_unpaid_back'));
       const timeout = numOrNull(k.pay_timeout_s);
       r.payWithin.dataset.value = timeout == null ? '' : String(timeout);
@@ -1026,7 +933,7 @@
           }
           const o = by('online');
           if (o) lines.push(`${names.online}: ${group(o.data[1])}`);
-          return lines.map(escapeHtml).join('<br>');
+          return lines.map(C.escapeHtml).join('<br>');
         },
       },
       xAxis: {
@@ -1169,7 +1076,7 @@
         trigger: 'axis', ...TOOLTIP,
         formatter: (items) => {
           if (!items.length) return '';
-          return [hm(items[0].axisValue), ...items.map((x) => `${x.seriesName}: ${group(x.value)}`)].map(escapeHtml).join('<br>');
+          return [hm(items[0].axisValue), ...items.map((x) => `${x.seriesName}: ${group(x.value)}`)].map(C.escapeHtml).join('<br>');
         },
       },
       xAxis: {
@@ -1191,146 +1098,34 @@
     }, { lazyUpdate: true });
   }
 
-  /** Escapes text for ECharts' HTML tooltip. */
-  function escapeHtml(s) {
-    return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
-  }
-
   // ---------------------------------------------------------- connection --
 
-  const BACKOFF_MIN_MS = 500;
-  const BACKOFF_MAX_MS = 10000;
-  const STALL_MS = 5000; // server sends at least once a second; 5 s of silence = dead link
-
-  /** state: connecting | open | reconnecting | error; retryAt: when the next attempt starts. */
-  const conn = { ws: null, state: 'connecting', attempt: 0, timer: 0, retryAt: 0, problem: '' };
-
-  function wsUrl() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${location.host}/ws/dashboard?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`;
-  }
-
-  /** Opens the dashboard socket; on any close, schedules a retry with backoff. */
-  function connect() {
-    clearTimeout(conn.timer);
-    conn.timer = 0;
-    conn.state = 'connecting';
-    renderConn();
-    let ws;
-    try {
-      ws = new WebSocket(wsUrl());
-    } catch (_) {
-      scheduleReconnect();
-      return;
-    }
-    conn.ws = ws;
-    let opened = false;
-    let first = true;
-    ws.onopen = () => {
-      if (conn.ws !== ws) return;
-      opened = true;
-      conn.state = 'open';
-      conn.problem = '';
-      lastRecvAt = Date.now(); // start the stall watchdog now
-      renderConn();
-    };
-    ws.onmessage = (ev) => {
-      if (conn.ws !== ws) return;
-      let msg;
-      try { msg = JSON.parse(ev.data); } catch (_) { return; }
-      if (!msg || msg.op !== 'snapshot') return;
-      applySnapshot(msg, first);
-      first = false;
-      conn.attempt = 0; // a working feed resets the backoff
-    };
-    ws.onclose = () => {
-      if (conn.ws !== ws) return; // superseded (e.g. by the stall watchdog)
-      conn.ws = null;
-      if (!opened) diagnose();
-      scheduleReconnect();
-    };
-    ws.onerror = () => { /* a close event always follows */ };
-  }
-
-  /** Waits 0.5 s · 2^attempt (max 10 s, ±20% jitter), then connects again. */
-  function scheduleReconnect() {
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, conn.attempt));
-    const delay = Math.min(BACKOFF_MAX_MS, Math.round(base * (0.8 + 0.4 * Math.random())));
-    conn.attempt++;
-    conn.state = 'reconnecting';
-    conn.retryAt = Date.now() + delay;
-    clearTimeout(conn.timer);
-    conn.timer = setTimeout(connect, delay);
-    renderConn();
-  }
-
-  /** Drops the current socket (without waiting for its close handshake) and retries. */
-  function dropAndReconnect() {
-    const ws = conn.ws;
-    conn.ws = null;
-    if (ws) { try { ws.close(); } catch (_) { /* ignore */ } }
-    scheduleReconnect();
-  }
-
-  /** Skips the remaining backoff wait (network came back, tab became visible). */
-  function retryNow() {
-    if (conn.state === 'reconnecting') { conn.attempt = 0; connect(); }
-  }
-
   /**
-   * After a socket failed before opening, asks the REST API why (a refused upgrade
-   * gives the browser no status code): 401 -> bad token, 404 -> unknown room.
+   * The dashboard socket. A refused one is asked about at the room's stats: 401 -> bad token,
+   * 404 -> unknown room. The review page replays instead (conn.replay()).
    */
-  async function diagnose() {
-    try {
-      const r = await fetch(`/api/rooms/${encodeURIComponent(room)}/stats`, {
-        headers: { Authorization: 'Bearer ' + token }, cache: 'no-store',
-      });
-      conn.problem = r.status === 401 ? t('err_unauthorized') : r.status === 404 ? t('err_not_found') : '';
-    } catch (_) {
-      conn.problem = t('err_unreachable');
-    }
-    renderConn();
-  }
-
-  function renderConn() {
-    const el = $('conn-state');
-    if (!el) return;
-    el.dataset.state = conn.state;
-    let text;
-    if (conn.state === 'replay') text = t('conn_replay');
-    else if (conn.state === 'open') text = t('conn_open');
-    else if (conn.state === 'connecting') text = t('conn_connecting');
-    else text = t('conn_reconnecting', { s: Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) });
-    if (conn.problem && conn.state !== 'open') text = conn.problem + ' · ' + text;
-    setText(el, text);
-  }
+  const conn = C.connection({
+    path: `/ws/dashboard?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`,
+    op: 'snapshot',
+    onFrame: applySnapshot,
+    diagnosePath: `/api/rooms/${encodeURIComponent(room)}/stats`,
+    token,
+    problems: { 401: 'err_unauthorized', 404: 'err_not_found' },
+    t,
+  });
 
   // ------------------------------------------------- data age and ticker --
 
   /** Shows how old the displayed snapshot is, in server time; class "stale" past 3 s. */
   function renderAge() {
-    const el = $('data-age');
-    if (!el) return;
-    if (!last) {
-      setText(el, t('age_none'));
-      el.dataset.ageMs = '';
-      el.classList.add('stale');
-      return;
-    }
-    const age = Math.max(0, serverNow() - last.ts_ms);
-    el.dataset.ageMs = String(Math.round(age));
-    el.classList.toggle('stale', age > 3000);
-    setText(el, t('age', { a: fmtAge(age) }));
-    el.title = `seq ${last.seq} · ts ${new Date(last.ts_ms).toISOString()}`;
+    C.renderAge({ last, now: serverNow(), t, title: (s) => `seq ${s.seq} · ts ${new Date(s.ts_ms).toISOString()}` });
   }
 
   /** Runs every 250 ms: age badge, clock, retry countdown, stall watchdog, stuck tween. */
   function tick() {
     renderAge();
     setText($('clock'), fmtClock(serverNow()));
-    if (conn.state !== 'open') renderConn();
-    if (conn.state === 'open' && Date.now() - lastRecvAt > STALL_MS) dropAndReconnect();
+    conn.tick();
     if (gmv.raf && performance.now() - gmv.start > gmv.dur + 1000) finishGmv(); // rAF throttled
     if (last) setText($('gmv-60s'), '+' + fmtFen(sumRecent(60000)));
   }
@@ -1439,7 +1234,7 @@
   // ---------------------------------------------------------------- boot --
 
   function boot() {
-    for (const b of document.querySelectorAll('.lang-toggle')) b.addEventListener('click', toggleLang);
+    L.bindToggles(applyLang);
     if (REPLAY) return; // the review page mounts the dashboard when its markup is in place
     if (!room || !token) {
       $('setup').hidden = false;
@@ -1455,16 +1250,10 @@
     $('review-link').href = `/review?room=${encodeURIComponent(room)}&token=${encodeURIComponent(token)}`;
     initControls();
     applyLang();
-    connect();
+    conn.start(finishGmv);
     setInterval(tick, 250);
     tick();
-    window.addEventListener('online', retryNow);
-    window.addEventListener('resize', () => { for (const el of document.querySelectorAll('.num')) fitText(el); });
-    document.addEventListener('visibilitychange', () => {
-      if (document.hidden) return;
-      finishGmv();
-      retryNow();
-    });
+    window.addEventListener('resize', C.fitAll);
   }
 
   /**
@@ -1477,11 +1266,11 @@
     $('dashboard').hidden = false;
     gmv.el = $('paid-gmv');
     setText($('room-name'), room);
-    conn.state = 'replay';
+    conn.replay();
     applyLang();
     setInterval(tick, 250);
     tick();
-    window.addEventListener('resize', () => { for (const el of document.querySelectorAll('.num')) fitText(el); });
+    window.addEventListener('resize', C.fitAll);
   }
 
   if (REPLAY) {
@@ -1492,7 +1281,7 @@
       addStrings: (more) => { for (const l of Object.keys(I18N)) Object.assign(I18N[l], more[l] || {}); },
       onLang: (f) => langListeners.push(f),
       applyLang,
-      t, lang: () => lang, rejName, srcName,
+      t, lang: L.lang, rejName, srcName,
       fmt: { group, fen: fmtFen, fenShort: fmtFenShort, clock: fmtClock, duration: fmtDuration, rate: fmtRate, countShort: fmtCountShort },
     };
   }

@@ -6,7 +6,7 @@
 //
 // Everything the server sends is rendered with textContent (never innerHTML): titles and room
 // ids are untrusted text. The page shares the dashboard's look (style.css), its language
-// choice (the same localStorage key) and its data-age badge.
+// choice (the same localStorage key) and its data-age badge, through common.js.
 'use strict';
 
 (() => {
@@ -85,126 +85,39 @@
     },
   };
 
-  /** The dashboard's key: one language choice for both pages. */
-  const LANG_KEY = 'livehub.lang';
+  const C = window.livehubCommon;
+  const { $, h, setText, group, fmtFen } = C;
 
-  function storageGet(key) {
-    try { return window.localStorage.getItem(key); } catch (_) { return null; }
-  }
-  function storageSet(key, value) {
-    try { window.localStorage.setItem(key, value); } catch (_) { /* private mode */ }
-  }
-
-  let lang = storageGet(LANG_KEY) === 'en' ? 'en' : 'zh';
-
-  /** Translates `key` in the current language, filling {name} placeholders from `vars`. */
-  function t(key, vars) {
-    const s = I18N[lang][key] ?? I18N.zh[key] ?? key;
-    return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
-  }
+  /** The language: the dashboard's choice too (one localStorage key for every page). */
+  const L = C.i18n(I18N);
+  const { t } = L;
 
   function applyLang() {
-    document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
-    for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-    for (const b of document.querySelectorAll('.lang-toggle')) {
-      b.textContent = lang === 'zh' ? 'EN' : '中文';
-      b.title = lang === 'zh' ? 'Switch to English' : '切换到中文';
-    }
+    L.applyBase();
     document.title = 'livehub ' + t('title');
     if (last) render(last);
-    renderConn();
+    conn.render();
     renderAge();
-  }
-
-  function toggleLang() {
-    lang = lang === 'zh' ? 'en' : 'zh';
-    storageSet(LANG_KEY, lang);
-    applyLang();
   }
 
   // ---------------------------------------------------------- formatting --
 
-  /** "1234567" -> "1,234,567" for a safe integer (sign kept). */
-  function group(n) {
-    const s = String(Math.trunc(Math.abs(n)));
-    return (n < 0 ? '-' : '') + s.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-  }
-
-  /** Exact money text, as the dashboard shows it: integer fen -> "¥12,345.00". */
-  function fmtFen(fen) {
-    const n = Math.round(Number(fen) || 0);
-    const a = Math.abs(n);
-    return (n < 0 ? '-' : '') + '¥' + group(Math.floor(a / 100)) + '.' + String(a % 100).padStart(2, '0');
-  }
-
   /** Seconds -> "12秒" / "3分05秒" / "2小时05分" / "3天4小时" (zh), "12s" / "3m05s" / … (en). */
-  function fmtDuration(sec) {
-    const s = Math.max(0, Math.round(sec));
-    if (s < 60) return t('dur_s', { s });
-    if (s < 3600) return t('dur_ms', { m: Math.floor(s / 60), s: String(s % 60).padStart(2, '0') });
-    if (s < 86400) return t('dur_h', { h: Math.floor(s / 3600), m: String(Math.floor((s % 3600) / 60)).padStart(2, '0') });
-    return t('dur_d', { d: Math.floor(s / 86400), h: Math.floor((s % 86400) / 3600) });
-  }
-
-  /** Data age -> "0.3秒" style text with one decimal below 10 s. */
-  function fmtAge(ms) {
-    if (ms < 10000) return t('dur_s', { s: (ms / 1000).toFixed(1) });
-    return fmtDuration(ms / 1000);
-  }
-
-  /** Local wall-clock "HH:MM:SS" of a Unix-ms time. */
-  function fmtClock(ms) {
-    const d = new Date(ms);
-    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, '0')).join(':');
-  }
-
-  // ------------------------------------------------------------- helpers --
-
-  const $ = (id) => document.getElementById(id);
-
-  /** Creates an element: h('div', {class: 'x', 'data-testid': 'y'}, 'text', child...). */
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    if (attrs) for (const [k, v] of Object.entries(attrs)) if (v != null) el.setAttribute(k, v);
-    for (const c of children) if (c != null) el.append(c);
-    return el;
-  }
-
-  /** Sets text only when it changed; big numerals are shrunk to fit their box. */
-  function setText(el, text) {
-    if (el.textContent === text) return;
-    el.textContent = text;
-    if (el.classList.contains('num')) fitText(el);
-  }
-
-  /** Shrinks an element's font so its one-line text fits its box (never past the CSS size). */
-  function fitText(el) {
-    el.style.fontSize = '';
-    const avail = el.clientWidth;
-    const need = el.scrollWidth;
-    if (avail > 0 && need > avail) {
-      const size = parseFloat(getComputedStyle(el).fontSize);
-      el.style.fontSize = Math.floor(size * avail / need * 0.97) + 'px';
-    }
-  }
+  const fmtDuration = (sec) => C.fmtDuration(t, sec, true);
 
   /** A field as a finite number, or 0 (a figure the server left out shows as zero, never NaN). */
   function num(x) { return typeof x === 'number' && isFinite(x) ? x : 0; }
 
   // --------------------------------------------------------------- state --
 
-  const params = new URLSearchParams(location.search);
-  const token = (params.get('token') || '').trim();
+  const { token } = C.pageParams();
 
   /** Latest overview, or null before the first one. */
   let last = null;
-  /** Client-minus-server clock offset samples (ms): receive time minus ts_ms. */
-  const offsetSamples = [];
-  let clockOffset = 0;
-  let lastRecvAt = 0;
+  const clock = C.serverClock();
 
-  /** Estimated server "now" in ms: the client clock corrected by the smallest observed offset. */
-  function serverNow() { return Date.now() - clockOffset; }
+  /** Estimated server "now" in ms. */
+  const serverNow = clock.now;
 
   /** The dashboard of `room` (the dashboard reads ?room=&token=). */
   function dashboardUrl(room) {
@@ -327,13 +240,7 @@
   }
 
   function applyOverview(o) {
-    const now = Date.now();
-    lastRecvAt = now;
-    if (typeof o.ts_ms === 'number') {
-      offsetSamples.push(now - o.ts_ms);
-      if (offsetSamples.length > 64) offsetSamples.shift();
-      clockOffset = Math.min(...offsetSamples);
-    }
+    clock.sample(o.ts_ms);
     last = o;
     render(o);
     renderAge();
@@ -341,136 +248,36 @@
 
   // ----------------------------------------------------------- connection --
 
-  const BACKOFF_MIN_MS = 500;
-  const BACKOFF_MAX_MS = 10000;
-  const STALL_MS = 5000; // server sends once a second; 5 s of silence = dead link
-
-  /** state: connecting | open | reconnecting; retryAt: when the next attempt starts. */
-  const conn = { ws: null, state: 'connecting', attempt: 0, timer: 0, retryAt: 0, problem: '' };
-
-  function wsUrl() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${location.host}/ws/overview?token=${encodeURIComponent(token)}`;
-  }
-
-  /** Opens the overview socket; on any close, schedules a retry with backoff. */
-  function connect() {
-    clearTimeout(conn.timer);
-    conn.timer = 0;
-    conn.state = 'connecting';
-    renderConn();
-    let ws;
-    try {
-      ws = new WebSocket(wsUrl());
-    } catch (_) {
-      scheduleReconnect();
-      return;
-    }
-    conn.ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      if (conn.ws !== ws) return;
-      opened = true;
-      conn.state = 'open';
-      conn.problem = '';
-      lastRecvAt = Date.now();
-      renderConn();
-    };
-    ws.onmessage = (ev) => {
-      if (conn.ws !== ws) return;
-      let msg;
-      try { msg = JSON.parse(ev.data); } catch (_) { return; }
-      if (!msg || msg.op !== 'overview') return;
-      applyOverview(msg);
-      conn.attempt = 0;
-    };
-    ws.onclose = () => {
-      if (conn.ws !== ws) return;
-      conn.ws = null;
-      if (!opened) diagnose();
-      scheduleReconnect();
-    };
-    ws.onerror = () => { /* a close event always follows */ };
-  }
-
-  /** Waits 0.5 s · 2^attempt (max 10 s, ±20% jitter), then connects again. */
-  function scheduleReconnect() {
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, conn.attempt));
-    const delay = Math.min(BACKOFF_MAX_MS, Math.round(base * (0.8 + 0.4 * Math.random())));
-    conn.attempt++;
-    conn.state = 'reconnecting';
-    conn.retryAt = Date.now() + delay;
-    clearTimeout(conn.timer);
-    conn.timer = setTimeout(connect, delay);
-    renderConn();
-  }
-
-  function dropAndReconnect() {
-    const ws = conn.ws;
-    conn.ws = null;
-    if (ws) { try { ws.close(); } catch (_) { /* ignore */ } }
-    scheduleReconnect();
-  }
-
-  function retryNow() {
-    if (conn.state === 'reconnecting') { conn.attempt = 0; connect(); }
-  }
-
-  /** After a socket failed before opening, asks the REST API why: 401 -> bad token. */
-  async function diagnose() {
-    try {
-      const r = await fetch('/api/overview', { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' });
-      conn.problem = r.status === 401 ? t('err_unauthorized') : '';
-    } catch (_) {
-      conn.problem = t('err_unreachable');
-    }
-    renderConn();
-  }
-
-  function renderConn() {
-    const el = $('conn-state');
-    if (!el) return;
-    el.dataset.state = conn.state;
-    let text;
-    if (conn.state === 'open') text = t('conn_open');
-    else if (conn.state === 'connecting') text = t('conn_connecting');
-    else text = t('conn_reconnecting', { s: Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) });
-    if (conn.problem && conn.state !== 'open') text = conn.problem + ' · ' + text;
-    setText(el, text);
-  }
+  /** The overview socket; a refused one is asked about at /api/overview (401: bad token). */
+  const conn = C.connection({
+    path: `/ws/overview?token=${encodeURIComponent(token)}`,
+    op: 'overview',
+    onFrame: applyOverview,
+    diagnosePath: '/api/overview',
+    token,
+    problems: { 401: 'err_unauthorized' },
+    t,
+  });
 
   // ------------------------------------------------- data age and ticker --
 
   /** Shows how old the displayed overview is, in server time; class "stale" past 3 s. */
   function renderAge() {
-    const el = $('data-age');
-    if (!el) return;
-    if (!last) {
-      setText(el, t('age_none'));
-      el.dataset.ageMs = '';
-      el.classList.add('stale');
-      return;
-    }
-    const age = Math.max(0, serverNow() - last.ts_ms);
-    el.dataset.ageMs = String(Math.round(age));
-    el.classList.toggle('stale', age > 3000);
-    setText(el, t('age', { a: fmtAge(age) }));
-    el.title = `ts ${new Date(last.ts_ms).toISOString()}`;
+    C.renderAge({ last, now: serverNow(), t, days: true, title: (o) => `ts ${new Date(o.ts_ms).toISOString()}` });
   }
 
   /** Runs every 250 ms: age badge, clock, times since the last orders, stall watchdog. */
   function tick() {
     renderAge();
-    setText($('clock'), fmtClock(serverNow()));
+    setText($('clock'), C.fmtClock(serverNow()));
     for (const c of cards.values()) renderLastOrder(c);
-    if (conn.state !== 'open') renderConn();
-    if (conn.state === 'open' && Date.now() - lastRecvAt > STALL_MS) dropAndReconnect();
+    conn.tick();
   }
 
   // ---------------------------------------------------------------- boot --
 
   function boot() {
-    for (const b of document.querySelectorAll('.lang-toggle')) b.addEventListener('click', toggleLang);
+    L.bindToggles(applyLang);
     if (!token) {
       $('setup').hidden = false;
       applyLang();
@@ -479,12 +286,10 @@
     }
     $('overview').hidden = false;
     applyLang();
-    connect();
+    conn.start();
     setInterval(tick, 250);
     tick();
-    window.addEventListener('online', retryNow);
-    window.addEventListener('resize', () => { for (const el of document.querySelectorAll('.num')) fitText(el); });
-    document.addEventListener('visibilitychange', () => { if (!document.hidden) retryNow(); });
+    window.addEventListener('resize', C.fitAll);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

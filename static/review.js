@@ -1,6 +1,7 @@
 // livehub review page (直播复盘): the report of a stream, and its replay.
 //
-// Plain ES2020, no build step. Loaded with `defer` after vendor/echarts.min.js and app.js.
+// Plain ES2020, no build step. Loaded with `defer` after vendor/echarts.min.js, common.js and
+// app.js.
 // Contract: GET /api/rooms/{room}/review (viewer token; docs/protocol.md, "Overview and
 // review"), and ?format=csv for its per-minute series.
 //
@@ -105,10 +106,9 @@
   /** Real milliseconds between two replayed snapshots while playing. */
   const FRAME_MS = 200;
 
-  const $ = (id) => document.getElementById(id);
-  const params = new URLSearchParams(location.search);
-  const room = (params.get('room') || '').trim();
-  const token = (params.get('token') || '').trim();
+  const C = window.livehubCommon;
+  const { $, h, fitText, escapeHtml } = C;
+  const { room, token } = C.pageParams();
   const reviewUrl = () => `/api/rooms/${encodeURIComponent(room)}/review`;
   const auth = () => ({ Authorization: 'Bearer ' + token });
 
@@ -117,12 +117,6 @@
 
   // ------------------------------------------------------------- helpers --
 
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    if (attrs) for (const [k, v] of Object.entries(attrs)) if (v != null) el.setAttribute(k, v);
-    for (const c of children) if (c != null) el.append(c);
-    return el;
-  }
   function num(x) { return typeof x === 'number' && isFinite(x) ? x : null; }
   function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
   /** "YYYY-MM-DD HH:MM" of a Unix-ms time, local. */
@@ -133,15 +127,6 @@
   }
   const hm = (ms) => fmt.clock(ms).slice(0, 5);
 
-  /** Shrinks a figure's font so its one-line text fits its card (as the dashboard does). */
-  function fitText(el) {
-    el.style.fontSize = '';
-    const avail = el.clientWidth;
-    const need = el.scrollWidth;
-    if (avail > 0 && need > avail) {
-      el.style.fontSize = Math.floor(parseFloat(getComputedStyle(el).fontSize) * avail / need * 0.97) + 'px';
-    }
-  }
   const fitTotals = () => { for (const el of document.querySelectorAll('.rv-totals .num')) fitText(el); };
 
   function showMsg(text) {
@@ -286,10 +271,6 @@
       new ResizeObserver(() => charts[id].resize()).observe(el);
     }
     return charts[id];
-  }
-
-  function escapeHtml(s) {
-    return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
   }
 
   /** A tooltip of the minute and each series' figure, formatted by `f[seriesId]`. */
@@ -501,7 +482,7 @@
     replay.end = mins[mins.length - 1].t_ms + MINUTE_MS;
     const slider = $('rv-slider');
     slider.max = String(replay.end - replay.start);
-    const speed = Number(params.get('speed'));
+    const speed = Number(new URLSearchParams(location.search).get('speed'));
     if ([1, 5, 10, 30, 60].includes(speed)) $('rv-speed').value = String(speed);
     replay.speed = Number($('rv-speed').value);
     $('rv-speed').addEventListener('change', () => { replay.speed = Number($('rv-speed').value); });

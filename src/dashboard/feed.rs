@@ -6,40 +6,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use tokio::time::MissedTickBehavior;
+use axum::extract::ws::{Message, WebSocket};
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::Seat;
+use super::snapshot::Published;
+use super::socket_loop::{self, Ended, Source};
 use crate::rooms::room::Room;
 
-/// Close code sent when the hub shuts down.
-const GOING_AWAY: u16 = 1001;
-/// Close code for a dashboard that sent nothing (not even a pong) for the idle timeout.
-const CLOSE_IDLE: u16 = 1000;
-
-/// How long a dashboard may take to read, and to answer.
-#[derive(Debug, Clone, Copy)]
-pub struct FeedLimits {
-    /// One frame's write may take this long; a dashboard slower than that (it stopped reading)
-    /// is dropped and counted in `livehub_slow_consumers_dropped_total{kind="dashboard"}`.
-    pub write_timeout: Duration,
-    /// A dashboard that sends nothing for this long (pongs count) is closed; the server pings
-    /// every third of it, and browsers answer pings by themselves.
-    pub idle_timeout: Duration,
-}
-
-impl Default for FeedLimits {
-    fn default() -> Self {
-        FeedLimits {
-            write_timeout: Duration::from_secs(crate::config::DEFAULT_WRITE_TIMEOUT_S),
-            idle_timeout: Duration::from_secs(crate::config::DEFAULT_IDLE_TIMEOUT_S),
-        }
-    }
-}
+pub use super::socket_loop::FeedLimits;
 
 /// Serves one dashboard until it leaves or the hub shuts down. Two snapshots go at least `gap`
 /// (the push interval) apart: the one on connect is off the aggregator's beat, and the slot's
@@ -54,92 +31,75 @@ pub async fn serve(
 ) {
     metrics::gauge!("livehub_connections", "kind" => "dashboard").increment(1.0);
     room.feeds.dashboards.fetch_add(1, Ordering::Relaxed);
-    let (mut tx, mut rx) = socket.split();
-    let mut seat = room.feeds.fanout.join();
+    let seat = room.feeds.fanout.join();
     // Seated first, then the room's newest: it is at least as new as what the slot holds.
-    let mut current = room.feeds.snapshots.borrow().clone();
-    let mut last_sent: Option<u64> = None;
-    // When the next snapshot may go.
-    let mut not_before = tokio::time::Instant::now();
-    let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let mut close: Option<(u16, &'static str)> = None;
-    loop {
-        let early = current.is_some() && tokio::time::Instant::now() < not_before;
-        if let Some(p) = current.take_if(|_| !early) {
-            if let Some(frame) = p.frame_for(last_sent) {
-                not_before = tokio::time::Instant::now() + gap;
-                match write(&mut tx, limits.write_timeout, Message::Text(frame)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        tracing::info!(room = %room.id, "dashboard dropped: it does not read its socket");
-                        metrics::counter!("livehub_slow_consumers_dropped_total", "kind" => "dashboard").increment(1);
-                        break;
-                    }
-                }
-                last_sent = Some(p.number);
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                close = Some((GOING_AWAY, "server shutting down"));
-                break;
-            }
-            _ = tokio::time::sleep_until(not_before), if early => {
-                // The room's newest (built for another slot meanwhile) may be fresher.
-                let newest = room.feeds.snapshots.borrow().clone();
-                if newest.as_ref().map(|p| p.number) > current.as_ref().map(|p| p.number) {
-                    current = newest;
-                }
-            }
-            changed = seat.snapshots.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                current = seat.snapshots.borrow_and_update().clone();
-            }
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= limits.idle_timeout {
-                    metrics::counter!("livehub_idle_closed_total", "kind" => "dashboard").increment(1);
-                    close = Some((CLOSE_IDLE, "idle timeout"));
-                    break;
-                }
-                if !matches!(write(&mut tx, limits.write_timeout, Message::Ping(Default::default())).await, Ok(Ok(()))) {
-                    break;
-                }
-            }
-            msg = rx.next() => match msg {
-                // Dashboards send nothing we act on; ws pings are answered by the library.
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => last_heard = Instant::now(),
-            },
-        }
+    let current = room.feeds.snapshots.borrow().clone();
+    let mut snapshots = Snapshots {
+        room: &room,
+        seat,
+        current,
+        last_sent: None,
+        sending: None,
+        not_before: tokio::time::Instant::now(),
+        early: false,
+        gap,
+    };
+    if socket_loop::run(&mut snapshots, socket, shutdown, limits, "dashboard").await == Ended::Slow
+    {
+        tracing::info!(room = %room.id, "dashboard dropped: it does not read its socket");
     }
-    if let Some((code, reason)) = close {
-        let _ = write(
-            &mut tx,
-            limits.write_timeout,
-            Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
-        )
-        .await;
-    }
-    drop(seat);
+    drop(snapshots);
     room.feeds.dashboards.fetch_sub(1, Ordering::Relaxed);
     metrics::gauge!("livehub_connections", "kind" => "dashboard").decrement(1.0);
 }
 
-/// A write that cannot finish in time means the dashboard stopped reading.
-async fn write(
-    tx: &mut SplitSink<WebSocket, Message>,
-    timeout: Duration,
-    m: Message,
-) -> Result<Result<(), axum::Error>, tokio::time::error::Elapsed> {
-    tokio::time::timeout(timeout, tx.send(m)).await
+/// A dashboard's snapshots: its slot's, at least `gap` apart.
+struct Snapshots<'a> {
+    room: &'a Room,
+    seat: Seat<'a>,
+    /// The snapshot to send next, if it is newer than the last sent.
+    current: Option<Arc<Published>>,
+    last_sent: Option<u64>,
+    /// The number of the snapshot being written.
+    sending: Option<u64>,
+    /// When the next snapshot may go.
+    not_before: tokio::time::Instant,
+    /// A snapshot waits for `not_before`.
+    early: bool,
+    gap: Duration,
+}
+
+impl Source for Snapshots<'_> {
+    fn due(&mut self) -> Option<Message> {
+        self.early = self.current.is_some() && tokio::time::Instant::now() < self.not_before;
+        let p = self.current.take_if(|_| !self.early)?;
+        let frame = p.frame_for(self.last_sent)?;
+        self.not_before = tokio::time::Instant::now() + self.gap;
+        self.sending = Some(p.number);
+        Some(Message::Text(frame))
+    }
+
+    fn sent(&mut self) {
+        self.last_sent = self.sending;
+    }
+
+    async fn wait(&mut self) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.not_before), if self.early => {
+                // The room's newest (built for another slot meanwhile) may be fresher.
+                let newest = self.room.feeds.snapshots.borrow().clone();
+                if newest.as_ref().map(|p| p.number) > self.current.as_ref().map(|p| p.number) {
+                    self.current = newest;
+                }
+                true
+            }
+            changed = self.seat.snapshots.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+                self.current = self.seat.snapshots.borrow_and_update().clone();
+                true
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::hub::Hub;
+use crate::inventory::UserRef;
 use crate::journal::{AudienceEvent, AudienceKind};
 use crate::rooms::room::Room;
 
@@ -21,6 +22,74 @@ const SOURCES: [(&str, u32); 5] = [
     ("search", 10),
     ("ad", 5),
 ];
+
+/// A room's simulated viewers: who watches now, named `{prefix}{n}` in the order they came.
+pub(super) struct Viewers {
+    prefix: &'static str,
+    watching: Vec<UserRef>,
+    /// The number of the last viewer who came.
+    last: u64,
+}
+
+impl Viewers {
+    pub(super) fn new(prefix: &'static str) -> Self {
+        Viewers {
+            prefix,
+            watching: Vec::new(),
+            last: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.watching.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.watching.is_empty()
+    }
+
+    /// New viewers come until `target` watch; each enters `crowd` (more by a share link while
+    /// `sharing`).
+    pub(super) fn fill(
+        &mut self,
+        room: &Room,
+        crowd: &mut Crowd,
+        target: usize,
+        now: i64,
+        sharing: bool,
+        sharers: &[&str],
+    ) {
+        while self.watching.len() < target {
+            self.last += 1;
+            let u = room.users.intern(&format!("{}{}", self.prefix, self.last));
+            room.live.viewer_joined(&u.id);
+            crowd.entered(&u.id, now, sharing, sharers);
+            self.watching.push(u);
+        }
+    }
+
+    /// A viewer drawn at random leaves, while more than ten watch.
+    pub(super) fn leave_one(
+        &mut self,
+        room: &Room,
+        crowd: &mut Crowd,
+        now: i64,
+        rng: &mut impl Rng,
+    ) {
+        if self.watching.len() > 10 {
+            let i = rng.random_range(0..self.watching.len());
+            crowd.left(&self.watching[i].id, now);
+            self.watching.swap_remove(i);
+            room.live.viewer_left();
+        }
+    }
+
+    /// A viewer drawn at random.
+    pub(super) fn pick(&self, rng: &mut impl Rng) -> Option<&UserRef> {
+        (!self.watching.is_empty())
+            .then(|| &self.watching[rng.random_range(0..self.watching.len())])
+    }
+}
 
 /// A tick's events.
 #[derive(Default)]

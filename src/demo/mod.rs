@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::hub::Hub;
-use crate::inventory::SkuDef;
+use crate::inventory::{SkuDef, UserRef};
 use crate::protocol::BuyMsg;
 use crate::rooms::room::Room;
 
@@ -107,6 +107,40 @@ struct Stage {
 }
 
 impl Stage {
+    fn new(hub: Hub, room: Arc<Room>, plan: Plan, shutdown: CancellationToken) -> Arc<Stage> {
+        Arc::new(Stage {
+            hub,
+            room,
+            plan,
+            restocked: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            run: now_ms(),
+            reqs: AtomicU64::new(0),
+            shutdown,
+        })
+    }
+
+    /// `user` taps `sku`'s product card (an event of `crowd`), then buys it in a task of its
+    /// own (`buyer.rs`).
+    fn buy(
+        self: &Arc<Self>,
+        crowd: &mut audience::Crowd,
+        user: UserRef,
+        sku: &str,
+        qty: u64,
+        referrer: Option<String>,
+        now: i64,
+    ) {
+        let msg = BuyMsg {
+            req: self.next_req(),
+            sku: sku.to_owned(),
+            qty,
+            referrer,
+        };
+        crowd.clicked(&user.id, sku, now);
+        self.hub.tasks().spawn(buyer::shop(self.clone(), user, msg));
+    }
+
     /// A fresh `req` for a buy.
     fn next_req(&self) -> String {
         let n = self.reqs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -174,21 +208,11 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
     ) else {
         return;
     };
-    let stage = Arc::new(Stage {
-        hub,
-        room,
-        plan,
-        restocked: Notify::new(),
-        waiting: AtomicUsize::new(0),
-        run: now_ms(),
-        reqs: AtomicU64::new(0),
-        shutdown,
-    });
+    let stage = Stage::new(hub, room, plan, shutdown);
     let room = &stage.room;
     let flash_opens = stage.plan.flash_opens_in.as_secs_f64();
     let started = Instant::now();
-    let mut viewers: Vec<crate::inventory::UserRef> = Vec::new();
-    let mut next_user = 0u64;
+    let mut viewers = audience::Viewers::new("viewer");
     let mut announced = false;
     let mut flash_left = flash.left();
     let mut tick = tokio::time::interval(TICK);
@@ -230,31 +254,14 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
             + announcement) as usize;
         let mut rng = rand::rng();
         let mut crowd = audience::Crowd::default();
-        while viewers.len() < target {
-            next_user += 1;
-            let u = room.users.intern(&format!("viewer{next_user}"));
-            room.live.viewer_joined(&u.id);
-            crowd.entered(&u.id, now, sharing, &SHARERS);
-            viewers.push(u);
-        }
+        viewers.fill(room, &mut crowd, target, now, sharing, &SHARERS);
         let leaving = if viewers.len() > target + 20 { 8 } else { 3 };
         for _ in 0..rng.random_range(0..=leaving) {
-            if viewers.len() > 10 {
-                let i = rng.random_range(0..viewers.len());
-                crowd.left(&viewers[i].id, now);
-                viewers.swap_remove(i);
-                room.live.viewer_left();
-            }
+            viewers.leave_one(room, &mut crowd, now, &mut rng);
         }
         let excitement = if sharing { 4.0 } else { 1.0 } * (viewers.len() as f64 / 1500.0).max(0.2);
         crowd.interact(
-            || {
-                (!viewers.is_empty()).then(|| {
-                    viewers[rand::rng().random_range(0..viewers.len())]
-                        .id
-                        .clone()
-                })
-            },
+            || viewers.pick(&mut rand::rng()).map(|u| u.id.clone()),
             &["CUP", "TEA", "RICE", FLASH_SKU],
             now,
             excitement,
@@ -268,50 +275,61 @@ pub async fn run_with(hub: Hub, plan: Plan, shutdown: CancellationToken) {
         let rate = 1.2 + 0.9 * (t / 9.0).sin() + rush;
         let n = rate.max(0.0) as usize + usize::from(rng.random_bool(rate.fract().clamp(0.0, 1.0)));
         for _ in 0..n {
-            if viewers.is_empty() {
+            let Some(user) = viewers.pick(&mut rng).cloned() else {
                 break;
-            }
-            let user = viewers[rng.random_range(0..viewers.len())].clone();
+            };
             let sku = if rush > 0.0 || (flash_open && rng.random_bool(0.2)) {
                 FLASH_SKU
             } else {
                 ["CUP", "TEA", "RICE"][rng.random_range(0..3)]
             };
-            let msg = BuyMsg {
-                req: stage.next_req(),
-                sku: sku.to_owned(),
-                // The flash sale's limit is one a buyer, and its buyers' apps know it.
-                qty: if sku == FLASH_SKU || rng.random_bool(0.8) {
-                    1
-                } else {
-                    rng.random_range(2..=3)
-                },
-                referrer: rng
-                    .random_bool(0.35)
-                    .then(|| SHARERS[rng.random_range(0..SHARERS.len())].to_owned()),
+            // The flash sale's limit is one a buyer, and its buyers' apps know it.
+            let qty = if sku == FLASH_SKU || rng.random_bool(0.8) {
+                1
+            } else {
+                rng.random_range(2..=3)
             };
-            // A buyer taps the product card before the buy button.
-            crowd.clicked(&user.id, sku, now);
-            stage
-                .hub
-                .tasks()
-                .spawn(buyer::shop(stage.clone(), user, msg));
+            let referrer = referrer(&mut rng, 0.35);
+            stage.buy(&mut crowd, user, sku, qty, referrer, now);
         }
         crowd.send(&stage.hub, room, now);
     }
 }
 
-async fn setup(hub: &Hub, plan: &Plan) -> anyhow::Result<()> {
-    hub.put_room(DEMO_ROOM, "演示直播间 Demo livestream".to_owned())
-        .await?;
-    for (id, def) in skus(now_ms(), plan) {
+/// A sharer's id as the buy's referrer, with probability `p`.
+fn referrer(rng: &mut impl Rng, p: f64) -> Option<String> {
+    rng.random_bool(p)
+        .then(|| SHARERS[rng.random_range(0..SHARERS.len())].to_owned())
+}
+
+/// Puts a demo room and its SKUs (again, on a restart: a SKU with less than half its stock
+/// left is stocked up to full again).
+async fn put_room(
+    hub: &Hub,
+    room: &str,
+    title: &str,
+    skus: impl IntoIterator<Item = (&'static str, SkuDef)>,
+) -> anyhow::Result<()> {
+    hub.put_room(room, title.to_owned()).await?;
+    for (id, def) in skus {
         let stock = def.stock;
-        let state = hub.put_sku(DEMO_ROOM, id, def).await?;
+        let state = hub.put_sku(room, id, def).await?;
         if state.left < stock / 2 {
-            hub.change_stock(DEMO_ROOM, id, (stock - state.left) as i64)
+            hub.change_stock(room, id, (stock - state.left) as i64)
                 .await?;
         }
     }
+    Ok(())
+}
+
+async fn setup(hub: &Hub, plan: &Plan) -> anyhow::Result<()> {
+    put_room(
+        hub,
+        DEMO_ROOM,
+        "演示直播间 Demo livestream",
+        skus(now_ms(), plan),
+    )
+    .await?;
     tracing::info!(
         room = DEMO_ROOM,
         opens_in_s = plan.flash_opens_in.as_secs(),

@@ -3,19 +3,15 @@
 //! than one live room. Its buyers are the main room's ([`super::buyer::shop`]), in a
 //! [`Stage`] of their own.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{audience, buyer, Plan, Stage, SHARERS, TICK};
+use super::{audience, Plan, Stage, SHARERS, TICK};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::inventory::SkuDef;
-use crate::protocol::BuyMsg;
 
 /// The second room's id.
 pub const SECOND_ROOM: &str = "demo-tea";
@@ -39,20 +35,10 @@ pub(super) async fn run(hub: Hub, shutdown: CancellationToken) {
     let Some(room) = hub.room(SECOND_ROOM) else {
         return;
     };
-    let stage = Arc::new(Stage {
-        hub,
-        room,
-        plan: Plan::default(),
-        restocked: Notify::new(),
-        waiting: AtomicUsize::new(0),
-        run: now_ms(),
-        reqs: AtomicU64::new(0),
-        shutdown,
-    });
+    let stage = Stage::new(hub, room, Plan::default(), shutdown);
     let room = &stage.room;
     let started = Instant::now();
-    let mut viewers: Vec<crate::inventory::UserRef> = Vec::new();
-    let mut next_user = 0u64;
+    let mut viewers = audience::Viewers::new("tea");
     let mut tick = tokio::time::interval(TICK);
     let ids: Vec<&str> = SKUS.iter().map(|s| s.0).collect();
     loop {
@@ -67,56 +53,29 @@ pub(super) async fn run(hub: Hub, shutdown: CancellationToken) {
             (80.0 + 260.0 * (1.0 - (-t / 90.0).exp()) * (1.0 + 0.2 * (t / 23.0).sin())) as usize;
         let mut rng = rand::rng();
         let mut crowd = audience::Crowd::default();
-        while viewers.len() < target {
-            next_user += 1;
-            let u = room.users.intern(&format!("tea{next_user}"));
-            room.live.viewer_joined(&u.id);
-            crowd.entered(&u.id, now, false, &SHARERS);
-            viewers.push(u);
-        }
+        viewers.fill(room, &mut crowd, target, now, false, &SHARERS);
         if viewers.len() > 10 && rng.random_bool(0.5) {
-            let i = rng.random_range(0..viewers.len());
-            crowd.left(&viewers[i].id, now);
-            viewers.swap_remove(i);
-            room.live.viewer_left();
+            viewers.leave_one(room, &mut crowd, now, &mut rng);
         }
         crowd.interact(
-            || {
-                (!viewers.is_empty()).then(|| {
-                    viewers[rand::rng().random_range(0..viewers.len())]
-                        .id
-                        .clone()
-                })
-            },
+            || viewers.pick(&mut rand::rng()).map(|u| u.id.clone()),
             &ids,
             now,
             (viewers.len() as f64 / 1500.0).max(0.1),
         );
         if !viewers.is_empty() && rng.random_bool(BUYS_PER_TICK) {
-            let user = viewers[rng.random_range(0..viewers.len())].clone();
+            let user = viewers.pick(&mut rng).cloned().expect("someone watches");
             let sku = ids[rng.random_range(0..ids.len())];
-            let msg = BuyMsg {
-                req: stage.next_req(),
-                sku: sku.to_owned(),
-                qty: if rng.random_bool(0.85) { 1 } else { 2 },
-                referrer: rng
-                    .random_bool(0.25)
-                    .then(|| SHARERS[rng.random_range(0..SHARERS.len())].to_owned()),
-            };
-            crowd.clicked(&user.id, sku, now);
-            stage
-                .hub
-                .tasks()
-                .spawn(buyer::shop(stage.clone(), user, msg));
+            let qty = if rng.random_bool(0.85) { 1 } else { 2 };
+            let referrer = super::referrer(&mut rng, 0.25);
+            stage.buy(&mut crowd, user, sku, qty, referrer, now);
         }
         crowd.send(&stage.hub, room, now);
     }
 }
 
 async fn setup(hub: &Hub) -> anyhow::Result<()> {
-    hub.put_room(SECOND_ROOM, "茶山好物 Tea garden live".to_owned())
-        .await?;
-    for (id, name, price_fen, stock) in SKUS {
+    let skus = SKUS.map(|(id, name, price_fen, stock)| {
         let def = SkuDef {
             name: name.to_owned(),
             price_fen,
@@ -126,12 +85,9 @@ async fn setup(hub: &Hub) -> anyhow::Result<()> {
             closes_at_ms: None,
             pay_timeout_s: None,
         };
-        let state = hub.put_sku(SECOND_ROOM, id, def).await?;
-        if state.left < stock / 2 {
-            hub.change_stock(SECOND_ROOM, id, (stock - state.left) as i64)
-                .await?;
-        }
-    }
+        (id, def)
+    });
+    super::put_room(hub, SECOND_ROOM, "茶山好物 Tea garden live", skus).await?;
     tracing::info!(room = SECOND_ROOM, "second demo room ready");
     Ok(())
 }
