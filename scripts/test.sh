@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
-# and CJK fonts for the browser tests, redis-server and haproxy for the fleet-mode tests, npm packages,
-# clippy, cargo-fuzz), then checks the format and clippy's lints (warnings are errors), runs
+# and CJK fonts for the browser tests, redis-server and haproxy for the fleet-mode tests, npm
+# packages, clippy, cargo-fuzz), then checks the format and clippy's lints (warnings are errors), runs
 # the Rust tests, a short run of each fuzz target, the browser tests against a real livehub
 # (the dashboard, and the load tool's HTML report), and a short loadtest run that checks
 # invariants (never timings).
