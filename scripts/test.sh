@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of livehub on a fresh machine: installs what is missing (Debian's chromium
-# and CJK fonts for the browser tests, redis-server for the fleet-mode tests, npm packages,
-# clippy, cargo-fuzz), then checks the format and clippy's lints (warnings are errors), runs
+# and CJK fonts for the browser tests, redis-server and haproxy for the fleet-mode tests, npm
+# packages, clippy, cargo-fuzz), then checks the format and clippy's lints (warnings are errors), runs
 # the Rust tests, a short run of each fuzz target, the browser tests against a real livehub
 # (the dashboard, and the load tool's HTML report), and a short loadtest run that checks
 # invariants (never timings).
@@ -15,6 +15,7 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
 [ -x /usr/bin/redis-cli ] || need+=(redis-tools)   # redis-cli joins the test clusters
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)        # tests/fleet_haproxy.rs runs deploy/haproxy.cfg
 fc-list 2>/dev/null | grep -qi "noto sans cjk" || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

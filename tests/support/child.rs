@@ -17,14 +17,14 @@ pub struct ChildHub {
 
 /// Starts the `livehub` binary on `dir` with `extra` flags and waits until it serves.
 pub async fn spawn(dir: &Path, extra: &[&str]) -> ChildHub {
+    spawn_at(dir, "127.0.0.1:0", extra).await
+}
+
+/// [`spawn`] listening on `listen`: a fixed port, so that a hub restarted on its data dir is
+/// found where a load balancer's config says it is.
+pub async fn spawn_at(dir: &Path, listen: &str, extra: &[&str]) -> ChildHub {
     let mut child = Command::new(env!("CARGO_BIN_EXE_livehub"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--open-buyers",
-        ])
+        .args(["--listen", listen, "--log-format", "json", "--open-buyers"])
         .args(["--buyer-rate", "1000000", "--buyer-burst", "1000000"])
         .args(extra)
         .arg("--data-dir")

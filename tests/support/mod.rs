@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod haproxy;
 pub mod redis_cluster;
 pub mod redis_server;
 
