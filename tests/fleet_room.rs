@@ -130,8 +130,8 @@ async fn every_hub_answers_the_whole_room_the_same() {
     // placed[h][i] = (order paid on placement, order to pay)
     let mut placed: Vec<Vec<(String, String)>> = vec![Vec::new(), Vec::new()];
     for i in 0..BUYERS {
-        for h in 0..2 {
-            let c = &mut on[h][i];
+        for (h, cs) in on.iter_mut().enumerate() {
+            let c = &mut cs[i];
             let mut ids = Vec::new();
             for sku in [NOW, LATER] {
                 let mut frame =
@@ -152,16 +152,13 @@ async fn every_hub_answers_the_whole_room_the_same() {
 
     // Moves of each hub's orders, made through the other hub where it can be.
     let mut want: BTreeMap<String, &str> = BTreeMap::new();
-    for h in 0..2 {
-        for (now, later) in &placed[h] {
-            want.insert(now.clone(), "paid");
-            want.insert(later.clone(), "expired");
-        }
+    for (now, later) in placed.iter().flatten() {
+        want.insert(now.clone(), "paid");
+        want.insert(later.clone(), "expired");
     }
     let mut moves = 0;
     let (other, own) = (|h: usize| hubs[1 - h], |h: usize| hubs[h]);
-    for h in 0..2 {
-        let p = &placed[h];
+    for (h, p) in placed.iter().enumerate() {
         // Paid through the other hub.
         let (code, v) = other(h)
             .pay("r", &p[0].1, &format!("pay-{h}-0"), LATER_FEN)

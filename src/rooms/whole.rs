@@ -99,7 +99,7 @@ impl WholeRoom {
         (lo..to)
             .map(|i| {
                 let o = at(i);
-                match self.statuses.get(&hub_of(o)) {
+                match self.statuses.get(o.hub.as_deref().unwrap_or("")) {
                     Some(st) => o.to_ndjson(&st.standing(o).export()),
                     None => o.to_ndjson(&crate::rooms::statuses::Standing::placed(o).export()),
                 }
