@@ -18,11 +18,11 @@ use support::redis_server::RedisServer;
 use support::{eventually, temp_dir, Client, Options, TestServer, SECRET, WAIT};
 use support::{fleet_hub, fleet_hub_in};
 
-/// Both hubs' exports of a room.
+/// Both hubs' own orders of a room (`scope=hub`): each order once.
 async fn exports(hubs: &[&TestServer], room: &str) -> Vec<Value> {
     let mut all = Vec::new();
     for h in hubs {
-        all.extend(h.export(room).await);
+        all.extend(h.hub_export(room).await);
     }
     all
 }
@@ -321,7 +321,7 @@ async fn buys_answer_unavailable_while_redis_is_down_and_the_hub_recovers_by_its
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(ack["left"], 8, "the refused attempt took nothing: {ack}");
-    assert_eq!(a.export("r").await.len(), 2);
+    assert_eq!(a.hub_export("r").await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,7 +527,7 @@ async fn a_journal_failure_after_the_redis_take_gives_the_stock_back() {
     }
     let ack = c.buy("r1", "S", 1).await;
     assert_eq!(ack["ok"], true, "the same req is decided afresh: {ack}");
-    assert_eq!(a.export("r").await.len(), 1);
+    assert_eq!(a.hub_export("r").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,7 +611,7 @@ async fn a_hung_redis_times_buys_out_and_the_tickets_they_may_have_left_are_rele
     let ack = c.buy("r2", "S", 1).await;
     assert_eq!(ack["ok"], true, "decided afresh once Redis answers: {ack}");
     assert_eq!(ack["left"], 8);
-    assert_eq!(a.export("r").await.len(), 2);
+    assert_eq!(a.hub_export("r").await.len(), 2);
 }
 
 /// Buys of SKUs that do not exist cost Redis at most one room refresh a moment (the negative
@@ -740,7 +740,7 @@ async fn a_fleet_data_dir_started_without_redis_is_refused_and_loses_nothing() {
     );
     // And the fleet hub still starts on it, with its order.
     let again = fleet_hub_in(&redis, "a", &dir).await;
-    assert_eq!(again.export("r").await.len(), 1);
+    assert_eq!(again.hub_export("r").await.len(), 1);
 }
 
 /// An embedded hub's data dir holds its rooms and SKUs in its journal: a fleet hub refuses it.

@@ -65,14 +65,14 @@ fn rooms_on_two_masters(cluster: &RedisCluster) -> [(String, u16); 2] {
     panic!("no two rooms on two masters among 100 names")
 }
 
-/// Each hub's own orders in its export (the hub's id prefixes them), so an order is counted
-/// once whether an export lists one hub's orders or the whole room's.
+/// Each hub's own orders (`scope=hub`; the hub's id prefixes them), so each order is counted
+/// once.
 async fn own_orders(hubs: &[(&str, &TestServer)], room: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for (id, h) in hubs {
         let prefix = format!("{id}:");
         out.extend(
-            h.export(room)
+            h.hub_export(room)
                 .await
                 .into_iter()
                 .filter(|o| o["order"].as_str().is_some_and(|s| s.starts_with(&prefix))),

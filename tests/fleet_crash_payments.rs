@@ -137,7 +137,7 @@ fn pays(moves: Option<&Vec<Option<Move>>>, payment_id: &str) -> bool {
 
 /// The export's orders by id.
 async fn orders_by_id(hub: &ChildHub, room: &str) -> HashMap<String, Value> {
-    hub.export(room)
+    hub.hub_export(room)
         .await
         .into_iter()
         .map(|o| (o["order"].as_str().unwrap().to_owned(), o))
@@ -300,7 +300,7 @@ async fn burst(
 /// orders paid.
 async fn paid_once(hub: &ChildHub, room: &str) -> HashSet<String> {
     let mut paid = HashSet::new();
-    for e in hub.order_events(room).await {
+    for e in hub.hub_order_events(room).await {
         assert!(e["late_payment"].is_null(), "no payment came late: {e}");
         if e["status"] == "paid" {
             let order = e["order"].as_str().unwrap().to_owned();
@@ -708,7 +708,7 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once_across_hubs() {
     }
     // And in h1's export and change feed, once it has read the stream again.
     eventually_ok(WAIT, "h1's export shows every order expired", async || {
-        let export = h1.export(room).await;
+        let export = h1.hub_export(room).await;
         match export.iter().find(|o| o["status"] != "expired") {
             Some(o) => Err(o.clone()),
             None if export.len() == m => Ok(()),
@@ -716,7 +716,7 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once_across_hubs() {
         }
     })
     .await;
-    for o in h1.export(room).await {
+    for o in h1.hub_export(room).await {
         let pay_by = placed[o["order"].as_str().unwrap()];
         assert_eq!(o["pay_by_ms"], pay_by, "{o}");
         assert!(
@@ -724,7 +724,7 @@ async fn an_expiry_wave_cut_by_kill_9_expires_every_order_once_across_hubs() {
             "expired early: {o}"
         );
     }
-    let events = h1.order_events(room).await;
+    let events = h1.hub_order_events(room).await;
     assert_eq!(
         events.len(),
         2 * m,

@@ -19,7 +19,7 @@ async fn exported_as(s: &TestServer, room: &str, order: &str, status: &str) -> V
     let t0 = Instant::now();
     loop {
         let line = s
-            .export(room)
+            .hub_export(room)
             .await
             .into_iter()
             .find(|o| o["order"] == order);
@@ -148,7 +148,7 @@ async fn a_payment_notice_reaches_any_hub_and_moves_the_order_once() {
         );
         assert_eq!(sku_of(&v, "A")["paid"], 1, "{v}");
     }
-    let feed = h1.order_events("r").await;
+    let feed = h1.hub_order_events("r").await;
     let statuses: Vec<&str> = feed.iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(
         statuses,
@@ -218,7 +218,7 @@ async fn cancels_on_any_hub_give_the_units_back_once() {
 
     exported_as(&h1, "r", o1, "cancelled").await;
     exported_as(&h1, "r", o2, "cancelled").await;
-    let feed = h1.order_events("r").await;
+    let feed = h1.hub_order_events("r").await;
     let by: Vec<&str> = feed.iter().filter_map(|e| e["by"].as_str()).collect();
     assert_eq!(by, ["buyer", "operator"], "{feed:?}");
     eventually(WAIT, "both units back", async || {
@@ -388,8 +388,8 @@ async fn racing_hubs_move_each_order_once_and_release_nothing_twice() {
         })
         .await;
     }
-    let mut exported = h1.export("r").await;
-    exported.extend(h2.export("r").await);
+    let mut exported = h1.hub_export("r").await;
+    exported.extend(h2.hub_export("r").await);
     assert_eq!(exported.len(), ORDERS);
     let paid_lines = exported.iter().filter(|o| o["status"] == "paid").count();
     assert_eq!(paid_lines, paid);
@@ -462,7 +462,7 @@ async fn the_change_feed_is_numbered_the_same_after_a_restart() {
         .to_owned();
     assert_eq!(h1.pay("r", &first, "p1", 100).await.0, 200);
     eventually(WAIT, "the payment is in the feed", async || {
-        h1.order_events("r").await.len() == 2
+        h1.hub_order_events("r").await.len() == 2
     })
     .await;
     assert_eq!(b.buy("q2", "A", 1).await["ok"], true);
@@ -472,17 +472,17 @@ async fn the_change_feed_is_numbered_the_same_after_a_restart() {
             .collect()
     };
     eventually(WAIT, "the second order is in the feed", async || {
-        h1.order_events("r").await.len() == 3
+        h1.hub_order_events("r").await.len() == 3
     })
     .await;
-    let before = listed(h1.order_events("r").await);
+    let before = listed(h1.hub_order_events("r").await);
     assert_eq!(before[1].2, "paid", "{before:?}");
     drop(b);
     let dir = h1.stop().await;
     let h1 = fleet_hub_in(&redis, "h1", &dir).await;
     eventually(WAIT, "the feed is back", async || {
-        h1.order_events("r").await.len() == 3
+        h1.hub_order_events("r").await.len() == 3
     })
     .await;
-    assert_eq!(listed(h1.order_events("r").await), before);
+    assert_eq!(listed(h1.hub_order_events("r").await), before);
 }

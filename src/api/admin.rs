@@ -137,6 +137,18 @@ pub async fn close_sale(
     Ok(Json(s.hub.close_sale(&room, &sku).await?))
 }
 
+/// Whose orders the export and the change feed list (`?scope=`). Outside fleet mode the
+/// two are the same.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The whole room, every hub's orders, from the room's stream (the default).
+    #[default]
+    Room,
+    /// Only the orders this hub took, by its own `seq` (fleet mode's reconciliation).
+    Hub,
+}
+
 /// The query string of the orders export.
 #[derive(Debug, Deserialize)]
 pub struct OrdersQuery {
@@ -145,9 +157,13 @@ pub struct OrdersQuery {
     pub after_seq: u64,
     /// Orders in the page; [`DEFAULT_ORDERS_PAGE`] when not given.
     pub limit: Option<usize>,
+    /// The whole room's (default) or this hub's.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
-/// `GET /api/rooms/{room}/orders`: NDJSON, one order a line, oldest first.
+/// `GET /api/rooms/{room}/orders`: NDJSON, one order a line, oldest first. In fleet mode the
+/// whole room's, by room-wide `seq`, unless `scope=hub`.
 pub async fn orders(
     State(s): State<AppState>,
     _: Admin,
@@ -156,6 +172,9 @@ pub async fn orders(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let (r, limit) = paged(&s, &room, q.limit)?;
+    if s.hub.fleet().is_some() && q.scope == Scope::Room {
+        return Ok(ndjson(r.whole.export_after(q.after_seq, limit).into_iter()));
+    }
     let page = r.orders.page_after(q.after_seq, limit);
     Ok(ndjson(page.iter().map(|o| r.statuses.export_line(o))))
 }
@@ -198,10 +217,14 @@ pub struct EventsQuery {
     pub after: u64,
     /// Events in the page; [`DEFAULT_ORDERS_PAGE`] when not given.
     pub limit: Option<usize>,
+    /// The whole room's (default) or this hub's.
+    #[serde(default)]
+    pub scope: Scope,
 }
 
 /// `GET /api/rooms/{room}/order-events`: NDJSON, one event a line, oldest first: every
-/// placement and status move of the room's orders.
+/// placement and status move of the room's orders. In fleet mode the room's stream, every
+/// hub's, numbered by its position there, unless `scope=hub`.
 pub async fn order_events(
     State(s): State<AppState>,
     _: Admin,
@@ -210,7 +233,11 @@ pub async fn order_events(
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
     let (r, limit) = paged(&s, &room, q.limit)?;
-    let page = r.events.page_after(q.after, limit);
+    let page = if s.hub.fleet().is_some() && q.scope == Scope::Room {
+        r.orders.stream_page_after(q.after, limit)
+    } else {
+        r.events.page_after(q.after, limit)
+    };
     Ok(ndjson(page.iter().map(|(n, e)| e.to_ndjson(*n))))
 }
 

@@ -260,7 +260,7 @@ pub async fn run(fleet: Fleet, room: Arc<Room>, shutdown: CancellationToken) {
                     .into_iter()
                     .map(|e| take_in(&fleet, &room, e))
                     .collect();
-                room.orders.add_stream_events(events);
+                room.add_stream_events(events);
                 if let Some(l) = last {
                     after = l;
                 }

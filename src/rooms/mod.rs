@@ -13,6 +13,7 @@ pub mod room;
 pub mod skus;
 pub mod statuses;
 pub mod users;
+pub mod whole;
 
 use std::collections::HashMap;
 use std::sync::Arc;

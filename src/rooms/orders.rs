@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::journal::OrderRecord;
-use crate::rooms::events::Moved;
+use crate::rooms::events::{Event, Moved};
 
 /// How many orders ahead [`OrderLog::for_range`] asks the CPU to fetch.
 const PREFETCH_AHEAD: usize = 16;
@@ -171,6 +171,24 @@ impl OrderLog {
             f(self.stream.get(i).expect("a stream order below the count"));
         }
         to
+    }
+
+    /// fleet mode: the stream's entries numbered above `after` (entry `n` is the `n`-th, from
+    /// 1), oldest first, at most `limit`, as change feed events with their numbers: the whole
+    /// room's change feed.
+    pub fn stream_page_after(&self, after: u64, limit: usize) -> Vec<(u64, Event)> {
+        let count = self.stream.count();
+        let from = usize::try_from(after).unwrap_or(usize::MAX).min(count);
+        let to = from.saturating_add(limit).min(count);
+        (from..to)
+            .map(|i| {
+                let e = match self.stream.get(i).expect("a stream entry below the count") {
+                    StreamEvent::Placed(s) => Event::Placed(s.order.clone()),
+                    StreamEvent::Moved(m) => Event::Moved(m.clone()),
+                };
+                (i as u64 + 1, e)
+            })
+            .collect()
     }
 }
 

@@ -29,6 +29,7 @@ use crate::rooms::requests::Requests;
 use crate::rooms::skus::Skus;
 use crate::rooms::statuses::Statuses;
 use crate::rooms::users::Users;
+use crate::rooms::whole::WholeRoom;
 
 /// One room.
 #[derive(Debug)]
@@ -53,6 +54,8 @@ pub struct Room {
     pub audience: crate::audience::Audience,
     /// Refused buys by code, as journaled.
     pub rejections: Rejections,
+    /// Fleet mode: the whole room's export, from the room's stream.
+    pub whole: WholeRoom,
     /// Journal records applied to the room so far ([`Room::changed`]).
     changes: AtomicU64,
     /// Fleet mode: the change feed lists this hub's placements as the room's stream orders
@@ -83,6 +86,7 @@ impl Room {
             audit: AuditTotals::default(),
             audience: crate::audience::Audience::default(),
             rejections: Rejections::default(),
+            whole: WholeRoom::default(),
             changes: AtomicU64::new(0),
             events_from_stream: false,
         }
@@ -160,6 +164,15 @@ impl Room {
         if self.events_from_stream {
             self.events.push(Event::Placed(order));
         }
+    }
+
+    /// Fleet mode: entries read from the room's stream, in stream order (the stream reader
+    /// only): the whole room's export takes them in, then every reader of the stream sees them.
+    pub fn add_stream_events(&self, events: Vec<crate::rooms::orders::StreamEvent>) {
+        for e in &events {
+            self.whole.take(e);
+        }
+        self.orders.add_stream_events(events);
     }
 
     /// Fleet mode: a status move of one of this hub's own orders, read from the room's stream

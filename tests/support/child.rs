@@ -121,6 +121,24 @@ impl ChildHub {
             .await
     }
 
+    /// The orders this hub took (`scope=hub`) through the paged export.
+    pub async fn hub_export(&self, room: &str) -> Vec<Value> {
+        self.pages(
+            &format!("/api/rooms/{room}/orders?scope=hub&after_seq"),
+            "seq",
+        )
+        .await
+    }
+
+    /// This hub's change feed (`scope=hub`) through its pages.
+    pub async fn hub_order_events(&self, room: &str) -> Vec<Value> {
+        self.pages(
+            &format!("/api/rooms/{room}/order-events?scope=hub&after"),
+            "event",
+        )
+        .await
+    }
+
     /// Every line of a paged NDJSON list: `{path_and_after}=N&limit=10000`, where `N` is the
     /// `cursor` field of the previous page's last line.
     async fn pages(&self, path_and_after: &str, cursor: &str) -> Vec<Value> {

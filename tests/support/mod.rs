@@ -410,6 +410,24 @@ impl TestServer {
             .await
     }
 
+    /// Fleet mode: the orders this hub took (`scope=hub`), through the paged export.
+    pub async fn hub_export(&self, room: &str) -> Vec<Value> {
+        self.all_pages(
+            &format!("/api/rooms/{room}/orders?scope=hub&after_seq="),
+            "seq",
+        )
+        .await
+    }
+
+    /// Fleet mode: this hub's change feed (`scope=hub`), through its pages.
+    pub async fn hub_order_events(&self, room: &str) -> Vec<Value> {
+        self.all_pages(
+            &format!("/api/rooms/{room}/order-events?scope=hub&after="),
+            "event",
+        )
+        .await
+    }
+
     /// Every line of a paged NDJSON route (`path` ends where the cursor goes), 500 a page,
     /// each page after the last line's `cursor` field.
     async fn all_pages(&self, path: &str, cursor: &str) -> Vec<Value> {
