@@ -353,12 +353,13 @@ async fn buyers_behind_haproxy_survive_a_hub_killed_under_load() {
         acks.insert(("ghost".into(), "g1".into()), ack);
     }
 
-    // Every acked order once in the union of the exports, read from each hub directly (h1's
-    // after its restart), and nothing there that was not acked: no (user, req) twice.
+    // Every acked order once in the union of the hubs' own exports (`scope=hub`), read from
+    // each hub directly (h1's after its restart), and nothing there that was not acked: no
+    // (user, req) twice.
     let mut exported: HashMap<(String, String), Value> = HashMap::new();
     let mut ids = HashSet::new();
     for (id, h) in [("h1", &h1), ("h2", &h2)] {
-        for o in h.export(ROOM).await {
+        for o in h.hub_export(ROOM).await {
             let order = o["order"].as_str().unwrap().to_owned();
             assert!(order.starts_with(&format!("{id}:")), "{o}");
             assert!(ids.insert(order), "an order listed twice: {o}");
@@ -380,6 +381,24 @@ async fn buyers_behind_haproxy_survive_a_hub_killed_under_load() {
         assert_eq!(o["qty"], ack["qty"], "{key:?}");
     }
     assert_eq!(exported.len(), acks.len(), "every exported order was acked");
+    // The whole room's export is the same on either hub once both have read the stream, and
+    // it is that union.
+    let whole = eventually_ok(WAIT, "both hubs' whole-room exports", async || {
+        let (a, b) = (h1.export(ROOM).await, h2.export(ROOM).await);
+        if a == b && a.len() == exported.len() {
+            Ok(a)
+        } else {
+            Err(format!("{} and {} lines", a.len(), b.len()))
+        }
+    })
+    .await;
+    for o in &whole {
+        let key = (
+            o["user"].as_str().unwrap().to_owned(),
+            o["req"].as_str().unwrap().to_owned(),
+        );
+        assert_eq!(exported[&key]["order"], o["order"], "{o}");
+    }
     let units: u64 = acks.values().map(|a| a["qty"].as_u64().unwrap()).sum();
     assert!(units <= STOCK, "oversold: {units} of {STOCK}");
 
