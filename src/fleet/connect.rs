@@ -67,6 +67,8 @@ pub async fn open(
     hub.tasks()
         .spawn(super::publish::run(fleet.clone(), rx, token.clone()));
     hub.tasks()
+        .spawn(super::stream::run(fleet.clone(), token.clone()));
+    hub.tasks()
         .spawn(super::mirror::run(hub.clone(), fleet, token.clone()));
     Ok(opened)
 }

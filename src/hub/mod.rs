@@ -219,11 +219,7 @@ impl Hub {
                 .with_fanout_budget(self.inner.options.fanout_frames_per_s);
         if let Some(fleet) = self.fleet() {
             aggregator = aggregator.from_stream();
-            self.inner.tasks.spawn(crate::fleet::stream::run(
-                fleet.clone(),
-                room.clone(),
-                token.clone(),
-            ));
+            fleet.follow.add(room.clone());
         }
         self.inner.tasks.spawn(aggregator.run(token));
     }
