@@ -17,6 +17,7 @@
 //! - [`stream`]: the rooms' streams → the aggregators: one blocking reader per hub;
 //! - [`resync`]: how often a buy of an unknown SKU may refresh its room from Redis;
 //! - [`moves`]: payments, cancels, refunds and expiries: claim → journal → commit;
+//! - [`live`]: the audience across hubs: each hub's live counts of a room, summed;
 //! - [`expiry`]: this hub's heartbeat, and the expiry of orders whose hub is gone;
 //! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
 
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod connect;
 pub mod expiry;
 pub mod keys;
+pub mod live;
 pub mod mirror;
 pub mod moves;
 pub mod publish;

@@ -454,7 +454,10 @@ async fn read_group(
             Err(_) => {
                 reading = None;
                 node = None;
-                trouble(&mut failing, &FleetError::Timeout(READ_BLOCK + fleet.timeout));
+                trouble(
+                    &mut failing,
+                    &FleetError::Timeout(READ_BLOCK + fleet.timeout),
+                );
             }
         }
     }
