@@ -35,8 +35,11 @@ async fn enter(s: &TestServer, room: &str, users: &[&str]) {
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
 }
 
-/// The snapshot's `(viewers, audience.online)` and its `hubs` as `(hub, viewers, online)`.
-fn counts(v: &Value) -> ((u64, u64), Vec<(String, u64, u64)>) {
+/// A snapshot's `(viewers, audience.online)` and its `hubs` as `(hub, viewers, online)`.
+type Counts<H> = ((u64, u64), Vec<(H, u64, u64)>);
+
+/// The snapshot's [`Counts`].
+fn counts(v: &Value) -> Counts<String> {
     let hubs = v["hubs"]
         .as_array()
         .into_iter()
@@ -59,11 +62,7 @@ fn counts(v: &Value) -> ((u64, u64), Vec<(String, u64, u64)>) {
 }
 
 /// Waits until `s`'s stats of `room` show `want` (as [`counts`] reads them); returns them.
-async fn stats_showing(
-    s: &TestServer,
-    room: &str,
-    want: ((u64, u64), Vec<(&str, u64, u64)>),
-) -> Value {
+async fn stats_showing(s: &TestServer, room: &str, want: Counts<&str>) -> Value {
     let want = (
         want.0,
         want.1

@@ -205,9 +205,11 @@ pub async fn run(hub: Hub, fleet: Fleet, shutdown: CancellationToken) {
                 async move { exchange(fleet, &r, now).await.err() }
             })
             .buffer_unordered(ROOMS_AT_ONCE)
-            .filter_map(|e| std::future::ready(e))
-            .next()
-            .await;
+            .filter_map(std::future::ready)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .next();
         match failed {
             Some(e) if !failing => {
                 failing = true;
