@@ -31,8 +31,9 @@
 //!   funnel, sharers, refusals, payment outcomes; cached while the room does not change
 //! - [`seating`]: least-loaded seating in fan-out slots (buyers' pushes, dashboards)
 //! - [`fleet`]: fleet mode (`--redis`): several hubs sharing rooms, stock and limits
-//!   through one Redis or a Redis Cluster, orders published to a stream per room, start-up
-//!   repair and `livehub reconcile`
+//!   through one Redis or a Redis Cluster, orders published to a stream per room and read
+//!   back by one blocking reader per hub, live counts summed across hubs, start-up repair and
+//!   `livehub reconcile`
 //! - [`audience`]: audience events: a batch's parser and checks, a room's viewers, sessions,
 //!   sources and funnel
 //! - [`background`]: low-priority threads for bulk work that must not hold up buys

@@ -20,6 +20,13 @@ const BATCH_BUCKETS: [f64; 13] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// Buckets of `livehub_fleet_stream_delay_seconds`: finer between 1 and 50 ms, where the
+/// target of an order on every hub's dashboards within 50 ms lies.
+const STREAM_DELAY_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
+    0.25, 1.0,
+];
+
 /// The process's metrics recorder, installed on first use.
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
@@ -30,6 +37,11 @@ pub fn prometheus() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full("livehub_journal_batch_records".into()),
                     &BATCH_BUCKETS,
+                )
+                .expect("valid buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full("livehub_fleet_stream_delay_seconds".into()),
+                    &STREAM_DELAY_BUCKETS,
                 )
                 .expect("valid buckets")
                 .build_recorder();
@@ -57,6 +69,11 @@ fn describe() {
         "livehub_buy_ack_seconds",
         Unit::Seconds,
         "Time from a buy frame's arrival to its ack being sent"
+    );
+    describe_histogram!(
+        "livehub_fleet_stream_delay_seconds",
+        Unit::Seconds,
+        "Fleet mode: from an order's placement on another hub (its ts_ms) to this hub's reading it from the room's stream"
     );
     describe_histogram!(
         "livehub_journal_batch_records",

@@ -443,6 +443,12 @@ impl State {
             .is_some_and(|v| self.viewers[v as usize].in_session())
     }
 
+    /// Online now, the peak online, and the viewers told of: what a hub publishes to the fleet
+    /// ([`crate::fleet::live`]), without building the other figures.
+    pub fn live_counts(&self) -> (u64, u64, u64) {
+        (self.online, self.peak, self.names.len() as u64)
+    }
+
     /// The figures at `now_ms`.
     pub fn figures(&self, now_ms: i64) -> Figures {
         let open_ms = match self.base_ms {

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::fanout::FANOUT_SLOTS;
 use super::referrers::Referrers;
 use super::snapshot::{
-    AudienceFigures, Figures, Funnel, Latency, MinuteFigures, Published, SkuFigures, TrendPoint,
-    TREND_INTERVAL_MS,
+    AudienceFigures, Figures, Funnel, HubCounts, Latency, MinuteFigures, Published, SkuFigures,
+    TrendPoint, TREND_INTERVAL_MS,
 };
 use crate::clock::now_ms;
 use crate::journal::OrderRecord;
@@ -170,6 +170,8 @@ pub struct Aggregator {
     /// Fleet mode: fold the room's stream (every hub's orders) instead of this hub's journal.
     from_stream: bool,
     hub_seqs: BTreeMap<Arc<str>, u64>,
+    /// Fleet mode: this hub's id, which names its own counts in `hubs`.
+    hub_id: Option<Arc<str>>,
 }
 
 impl Aggregator {
@@ -203,12 +205,19 @@ impl Aggregator {
             turn: 0,
             from_stream: false,
             hub_seqs: BTreeMap::new(),
+            hub_id: None,
         }
     }
 
     /// Fleet mode: the figures come from the room's stream, so they cover every hub.
     pub fn from_stream(mut self) -> Self {
         self.from_stream = true;
+        self
+    }
+
+    /// Fleet mode: this hub's id, naming its own counts among the hubs'.
+    pub fn hub_id(mut self, id: Arc<str>) -> Self {
+        self.hub_id = Some(id);
         self
     }
 
@@ -541,12 +550,31 @@ impl Aggregator {
     }
 
     fn figures(&mut self, now: i64) -> Figures {
-        let audience = self.room.audience.with(|s| s.figures(now));
+        let mut audience = self.room.audience.with(|s| s.figures(now));
+        let room = self.room.clone();
+        let live = &room.live;
+        let own = HubCounts {
+            hub: self.hub_id.clone().unwrap_or_else(|| Arc::from("")),
+            viewers: live.viewers.load(Ordering::Relaxed),
+            peak_viewers: live.peak_viewers.load(Ordering::Relaxed),
+            unique_viewers: live.unique_viewers.len() as u64,
+            online: audience.online,
+            peak: audience.peak,
+            unique: audience.unique,
+        };
+        // Fleet mode: the room's counts across the running hubs.
+        let (counts, hubs) = if self.from_stream {
+            let (room, hubs) = crate::fleet::live::across(own, live.other_hubs().as_deref());
+            (room, Some(hubs))
+        } else {
+            (own, None)
+        };
+        (audience.online, audience.peak, audience.unique) =
+            (counts.online, counts.peak, counts.unique);
         if audience.unique > 0 {
             self.note_online(now, audience.online);
         }
-        let live = &self.room.live;
-        let unique = live.unique_viewers.len() as u64;
+        let unique = counts.unique_viewers;
         let buyers = self.buyers.len() as u64;
         let rejected = RejectCode::ALL
             .iter()
@@ -602,8 +630,8 @@ impl Aggregator {
             orders: self.orders,
             units: self.units,
             buyers,
-            viewers: live.viewers.load(Ordering::Relaxed),
-            peak_viewers: live.peak_viewers.load(Ordering::Relaxed),
+            viewers: counts.viewers,
+            peak_viewers: counts.peak_viewers,
             unique_viewers: unique,
             aov_fen: self.gmv_fen.checked_div(self.orders).unwrap_or(0),
             conversion: if unique == 0 {
@@ -619,6 +647,7 @@ impl Aggregator {
             skus,
             top_referrers: top,
             hub_seqs: self.from_stream.then(|| self.hub_seqs.clone()),
+            hubs,
             event: self.event,
             paid_gmv_fen: self.pay.paid_gmv_fen,
             paid_orders: self.pay.paid_orders,

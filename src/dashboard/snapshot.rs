@@ -82,6 +82,27 @@ pub struct MinuteFigures {
     pub shares: u64,
 }
 
+/// One hub's live counts of a room (fleet mode): the buyer sockets it holds and the audience
+/// events posted to it. A dashboard's `viewers`, `audience.online` and the rest are their sums
+/// over the hubs ([`crate::fleet::live`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubCounts {
+    /// The hub's id.
+    pub hub: Arc<str>,
+    /// Buyer sockets open on the hub now.
+    pub viewers: u64,
+    /// Most buyer sockets open on the hub at once.
+    pub peak_viewers: u64,
+    /// Distinct users that connected to the hub.
+    pub unique_viewers: u64,
+    /// Audience online as the hub counts it (its events and buyer sockets).
+    pub online: u64,
+    /// The most online at once on the hub.
+    pub peak: u64,
+    /// Viewers the hub was told of.
+    pub unique: u64,
+}
+
 /// Unique users at each step from entering the room to paying.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Funnel {
@@ -166,6 +187,11 @@ pub struct Figures {
     /// is then the room-wide count of orders in the room's stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_seqs: Option<BTreeMap<Arc<str>, u64>>,
+    /// Fleet mode only (absent otherwise): each running hub's own live counts, by hub id.
+    /// `viewers`, `peak_viewers`, `unique_viewers` and `audience.online`, `.peak`, `.unique`
+    /// are the room's across these hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hubs: Option<Vec<HubCounts>>,
     /// The last order event (placement or status move) folded in.
     pub event: u64,
     /// Paid orders' amounts, less refunds (成交额).
@@ -325,6 +351,7 @@ mod tests {
             skus: Vec::new(),
             top_referrers: Vec::new(),
             hub_seqs: None,
+            hubs: None,
             event: 0,
             paid_gmv_fen: 0,
             paid_orders: 0,

@@ -67,6 +67,10 @@ pub async fn open(
     hub.tasks()
         .spawn(super::publish::run(fleet.clone(), rx, token.clone()));
     hub.tasks()
+        .spawn(super::stream::run(fleet.clone(), token.clone()));
+    hub.tasks()
+        .spawn(super::live::run(hub.clone(), fleet.clone(), token.clone()));
+    hub.tasks()
         .spawn(super::mirror::run(hub.clone(), fleet, token.clone()));
     Ok(opened)
 }

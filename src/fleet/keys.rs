@@ -92,6 +92,16 @@ pub fn deadlines(room: &str) -> String {
     format!("lh:{{{room}}}:deadlines")
 }
 
+/// Hash: hub id → that hub's live counts of the room (JSON, [`super::live::Published`]).
+pub fn live(room: &str) -> String {
+    format!("lh:{{{room}}}:live")
+}
+
+/// Sorted set: the room's peaks across hubs, `viewers` and `online` ([`super::live`]).
+pub fn peaks(room: &str) -> String {
+    format!("lh:{{{room}}}:peaks")
+}
+
 /// String with a time to live: present while `hub` runs (it refreshes it every
 /// [`crate::fleet::expiry::HEARTBEAT`]). Outside any room's slot.
 pub fn alive(hub: &str) -> String {
@@ -172,6 +182,8 @@ mod tests {
             claims(room),
             payments(room),
             deadlines(room),
+            live(room),
+            peaks(room),
         ];
         let s = slot(&keys[0]);
         for k in &keys {

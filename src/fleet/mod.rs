@@ -14,9 +14,10 @@
 //! - [`connect`]: joining the fleet at start-up;
 //! - [`mirror`]: each hub's in-memory copy of rooms and SKUs, kept in step with Redis;
 //! - [`publish`]: journaled orders → the room's stream, in order, exactly once;
-//! - [`stream`]: the room's stream → the aggregator;
+//! - [`stream`]: the rooms' streams → the aggregators: one blocking reader per hub;
 //! - [`resync`]: how often a buy of an unknown SKU may refresh its room from Redis;
 //! - [`moves`]: payments, cancels, refunds and expiries: claim → journal → commit;
+//! - [`live`]: the audience across hubs: each hub's live counts of a room, summed;
 //! - [`expiry`]: this hub's heartbeat, and the expiry of orders whose hub is gone;
 //! - [`reconcile`]: start-up repair of this hub's tickets, and `livehub reconcile`.
 
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod connect;
 pub mod expiry;
 pub mod keys;
+pub mod live;
 pub mod mirror;
 pub mod moves;
 pub mod publish;
@@ -91,6 +93,8 @@ pub struct Fleet {
     pub(crate) sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// Refreshes of one room made for a buy of a SKU this hub does not know ([`resync::Resyncs`]).
     pub(crate) resyncs: Arc<resync::Resyncs>,
+    /// The rooms handed to this hub's stream reader ([`stream::run`]).
+    pub(crate) follow: stream::Follow,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -116,6 +120,7 @@ impl Fleet {
             timeout: opts.timeout,
             sync_lock: Arc::default(),
             resyncs: Arc::default(),
+            follow: stream::Follow::default(),
         };
         Ok(fleet)
     }

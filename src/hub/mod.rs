@@ -218,12 +218,8 @@ impl Hub {
             crate::dashboard::Aggregator::new(room.clone(), self.inner.options.push_interval)
                 .with_fanout_budget(self.inner.options.fanout_frames_per_s);
         if let Some(fleet) = self.fleet() {
-            aggregator = aggregator.from_stream();
-            self.inner.tasks.spawn(crate::fleet::stream::run(
-                fleet.clone(),
-                room.clone(),
-                token.clone(),
-            ));
+            aggregator = aggregator.from_stream().hub_id(fleet.hub_id.clone());
+            fleet.follow.add(room.clone());
         }
         self.inner.tasks.spawn(aggregator.run(token));
     }

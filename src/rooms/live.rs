@@ -34,6 +34,20 @@ pub struct LiveStats {
     /// When the hub last took a batch of audience events (Unix ms, the hub's clock; 0: none
     /// in the journal since its last snapshot).
     last_audience_ms: AtomicI64,
+    /// Fleet mode: the other hubs' live counts of the room and its peaks across hubs, as last
+    /// read from Redis ([`crate::fleet::live`]).
+    pub other_hubs: Mutex<Option<Arc<OtherHubs>>>,
+}
+
+/// The other running hubs' live counts of a room, and the room's peaks across every hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtherHubs {
+    /// Each other hub's counts, published within the last few seconds.
+    pub hubs: Vec<crate::dashboard::snapshot::HubCounts>,
+    /// The most buyer sockets open at once across the hubs (sampled once a second).
+    pub peak_viewers: u64,
+    /// The most audience online at once across the hubs (sampled once a second).
+    pub peak_online: u64,
 }
 
 /// When a room was last active, for the overview's `live` ([`crate::overview::is_live`]).
@@ -74,6 +88,7 @@ impl Default for LiveStats {
             sockets_per_user: Arc::default(),
             last_socket_ms: AtomicI64::new(0),
             last_audience_ms: AtomicI64::new(0),
+            other_hubs: Mutex::new(None),
         }
     }
 }
@@ -117,6 +132,14 @@ impl LiveStats {
     /// with the record's time).
     pub fn audience_arrived(&self, ts_ms: i64) {
         self.last_audience_ms.fetch_max(ts_ms, Ordering::Relaxed);
+    }
+
+    /// Fleet mode: the other hubs' counts as last read, if any were.
+    pub fn other_hubs(&self) -> Option<Arc<OtherHubs>> {
+        self.other_hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// When the room's buyer sockets and audience were last seen.
