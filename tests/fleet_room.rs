@@ -102,7 +102,15 @@ fn room_figures(v: &Value) -> Value {
         .map(|s| json!([s["sku"], s["sold"], s["paid"], s["unpaid"], s["gmv_fen"]]))
         .collect();
     out.insert("skus".to_owned(), json!(skus));
-    out.insert("trend".to_owned(), v["trend"]["points"].clone());
+    // A trend point's `online` is sampled live on each hub (docs/protocol.md §9), not folded
+    // from the stream: leave it out.
+    let mut points = v["trend"]["points"].clone();
+    for p in points.as_array_mut().into_iter().flatten() {
+        if let Some(p) = p.as_object_mut() {
+            p.remove("online");
+        }
+    }
+    out.insert("trend".to_owned(), points);
     Value::Object(out)
 }
 
