@@ -21,7 +21,7 @@ use livehub::fleet::FleetOptions;
 use super::WAIT;
 
 /// Longest wait for the cluster to form or to settle after a change.
-const SETTLE: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_secs(60);
 
 pub struct Node {
     pub port: u16,
@@ -64,7 +64,7 @@ impl RedisCluster {
                 .args(["--cluster-enabled", "yes"])
                 .arg("--cluster-config-file")
                 .arg(dir.join(format!("nodes-{port}.conf")))
-                .args(["--cluster-node-timeout", "2000"])
+                .args(["--cluster-node-timeout", "5000"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&dir)
