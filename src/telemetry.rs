@@ -20,8 +20,8 @@ const BATCH_BUCKETS: [f64; 13] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
-/// Buckets of `livehub_fleet_stream_delay_seconds`: finer between 1 and 50 ms, where the
-/// target of an order on every hub's dashboards within 50 ms lies.
+/// Buckets of `livehub_fleet_stream_delay_seconds`: finest at a few milliseconds and up to the
+/// target delay of an order on every hub's dashboards (issue 24), coarser beyond.
 const STREAM_DELAY_BUCKETS: [f64; 16] = [
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
     0.25, 1.0,

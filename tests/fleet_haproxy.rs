@@ -211,6 +211,13 @@ async fn via(
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// A GET through the balancer whose answer is a JSON object: its status, the object (null if
+/// the body is not JSON) and the body.
+async fn get_json(lb: &str, path: &str, token: &str) -> (u16, Value, String) {
+    let (st, body) = via(lb, "GET", path, token, None).await;
+    (st, serde_json::from_str(&body).unwrap_or_default(), body)
+}
+
 /// The hub that decided an order, from its id (`h1:O42`).
 fn hub_of(ack: &Value) -> &str {
     ack["order"].as_str().unwrap().split(':').next().unwrap()
@@ -404,15 +411,7 @@ async fn buyers_behind_haproxy_survive_a_hub_killed_under_load() {
 
     // The audit, through the balancer: every unit sold or left, sold as acked.
     let audit = eventually_ok(WAIT, "a consistent audit through haproxy", async || {
-        let (st, body) = via(
-            &lb.addr,
-            "GET",
-            &format!("/api/rooms/{ROOM}/audit"),
-            VIEWER,
-            None,
-        )
-        .await;
-        let a: Value = serde_json::from_str(&body).unwrap_or_default();
+        let (st, a, body) = get_json(&lb.addr, &format!("/api/rooms/{ROOM}/audit"), VIEWER).await;
         let sku = &a["skus"][0];
         if st == 200 && a["consistent"] == true && sku["sold"] == units {
             Ok(a)
@@ -451,15 +450,8 @@ async fn buyers_behind_haproxy_survive_a_hub_killed_under_load() {
         assert_eq!(lines, whole, "the export through haproxy");
         // A snapshot is built a push interval after a change: wait for one that holds all.
         let snap = eventually_ok(WAIT, "the snapshot through haproxy", async || {
-            let (st, body) = via(
-                &lb.addr,
-                "GET",
-                &format!("/api/rooms/{ROOM}/stats"),
-                VIEWER,
-                None,
-            )
-            .await;
-            let snap: Value = serde_json::from_str(&body).unwrap_or_default();
+            let (st, snap, body) =
+                get_json(&lb.addr, &format!("/api/rooms/{ROOM}/stats"), VIEWER).await;
             if st == 200 && snap["seq"].as_u64() == Some(whole.len() as u64) {
                 Ok(snap)
             } else {
@@ -470,16 +462,8 @@ async fn buyers_behind_haproxy_survive_a_hub_killed_under_load() {
         assert_eq!(snap["orders"].as_u64(), Some(whole.len() as u64), "{snap}");
         assert_eq!(snap["gmv_fen"].as_u64(), Some(gmv), "{snap}");
         assert_eq!(snap["units"].as_u64(), Some(units), "{snap}");
-        let (st, body) = via(
-            &lb.addr,
-            "GET",
-            &format!("/api/rooms/{ROOM}/audit"),
-            VIEWER,
-            None,
-        )
-        .await;
+        let (st, a, body) = get_json(&lb.addr, &format!("/api/rooms/{ROOM}/audit"), VIEWER).await;
         assert_eq!(st, 200, "{body}");
-        let a: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(a["consistent"], true, "{a}");
         assert_eq!(a["skus"][0]["sold"].as_u64(), Some(units), "{a}");
     }

@@ -16,8 +16,8 @@
 //! While a slot migrates key by key, a script whose keys are split between the two masters
 //! is answered `TRYAGAIN`, and `ASK`/`MOVED` can bounce between them faster than the client's
 //! own retries last. Such answers mean the command did not run, so [`Conn`] sends it again
-//! after a short pause (10 ms, doubling up to 100 ms) until the call timeout ends it; a buy
-//! then answers `unavailable` only when the migration or failover outlasts the timeout.
+//! after a short pause (`REDIRECT_PAUSE_FIRST`, doubling up to `REDIRECT_PAUSE_MAX`) until the
+//! call timeout ends it; a buy then answers `unavailable` only when the migration or failover outlasts the timeout.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -138,7 +138,7 @@ impl Conn {
                 ))
             }
             Target::Cluster(seeds) => {
-                // Retries pause 10 ms, then longer, up to a quarter of the call timeout: a
+                // Retries pause `CLUSTER_MIN_RETRY_WAIT_MS`, then longer, up to a quarter of the call timeout: a
                 // redirect or a `TRYAGAIN` during a slot's migration resolves within the
                 // call, and a failover that takes longer answers `unavailable` until the new
                 // master is known (the client refreshes its slot map by itself).
@@ -255,7 +255,8 @@ impl Cluster {
 }
 
 /// Paces sending again a command the cluster did not run (`MOVED`, `ASK`, `TRYAGAIN`,
-/// `CLUSTERDOWN`): pauses 10 ms, doubling up to 100 ms, for up to `patience` in all.
+/// `CLUSTERDOWN`): pauses [`REDIRECT_PAUSE_FIRST`], doubling up to [`REDIRECT_PAUSE_MAX`], for up
+/// to `patience` in all.
 struct WhileMoving {
     t0: Instant,
     pause: Duration,
