@@ -46,12 +46,14 @@ async fn review_where(s: &TestServer, pred: impl Fn(&Value) -> bool) -> Value {
 /// A short stream: orders of a SKU paid on placement (two brought by sharers), one refused
 /// for the per-user limit; orders to pay, one paid, one cancelled; a refund; an audience that
 /// enters, taps product cards and leaves over three minutes. Returns the first audience
-/// event's time.
+/// event's time, the start of a minute.
 async fn stream(s: &TestServer) -> i64 {
     s.create_room("r").await;
     s.create_sku("r", "A", 100, 10, Some(3)).await;
     s.create_sku_to_pay("r", "B", 500, 5, None, 600).await;
+    // The first three events fall in one minute, whatever the clock says now.
     let t = now_ms() - 3 * 60_000;
+    let t = t - t % 60_000;
     let audience = json!([
         {"type": "enter", "user": "u1", "ts_ms": t, "source": "share"},
         {"type": "enter", "user": "u2", "ts_ms": t + 1000, "source": "recommend"},
