@@ -6,11 +6,12 @@
 #                                                       most 10 s and 10,000,000 events; asked
 #                                                       over what the server takes, the figure
 #                                                       is its ceiling
-#   scripts/bench-audience.sh buys   [LIVEHUB_BINARY]  buys at 20,000/s with 10 dashboards, for
-#                                                       9 s alone, then 9 s beside 100,000
-#                                                       viewers entering and interacting
-#                                                       (EVENTS_PER_S a second, default 50,000,
-#                                                       in batches of BATCH, default 10,000)
+#   scripts/bench-audience.sh buys   [LIVEHUB_BINARY]  buys at 20,000/s with 10 dashboards for
+#                                                       20 s; in every other 1 s window
+#                                                       (ALTERNATE), 100,000 viewers enter and
+#                                                       interact (EVENTS_PER_S a second in
+#                                                       those windows, default 50,000, in
+#                                                       batches of BATCH, default 10,000)
 # Prints the load tool's JSON summary to stdout, and the server's CPU time to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,6 @@ case "$WHAT" in
     --batch 10000 --connections 8 --duration 10s --max-events 10000000 --viewers 100000 ;;
   buys) "${LTC[@]}" audience --ingest-token ing --events-per-s "${EVENTS_PER_S:-50000}" \
     --batch "${BATCH:-10000}" --connections 8 --duration 10s --viewers 100000 \
-    --buy-rate 20000 --buy-connections 50 --dashboards 10 ;;
+    --buy-rate 20000 --buy-connections 50 --dashboards 10 --alternate "${ALTERNATE:-1s}" ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac

@@ -13,9 +13,11 @@
 //! the funnel's entered and clicked, clicks per SKU, the minutes' counts, viewers online (the
 //! tool knows who is in a session at the end) and the average watch time.
 //!
-//! With `--buy-rate`, an open-loop buy load (and `--dashboards` dashboards) runs first alone,
-//! then alongside the audience, and the summary gives the buys' p99 and the dashboards' delay
-//! of both phases of the same run, and their ratio.
+//! With `--buy-rate`, an open-loop buy load (and `--dashboards` dashboards) runs for twice
+//! `--duration`, and the audience sends in every other window of `--alternate` (quiet, audience,
+//! quiet, ...). Each buy's latency is filed under the window it was sent in, each snapshot's
+//! delay under the window it was built in, and the summary gives the buys' p99 and the
+//! dashboards' delay of both kinds of window, and their ratio.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,9 +35,9 @@ use crate::ctx::Ctx;
 use crate::dash::{run_dashboard_until, DashResult};
 use crate::invariants::{Check, Checker, Expect};
 use crate::net::now_ms;
-use crate::record::{Finished, Outcome, Recorder, Simple};
+use crate::record::{Alternation, Finished, Outcome, Recorder, Simple, Split};
 use crate::scenario;
-use crate::steady::{mode_of, run_load, LoadRun, LoadSpec};
+use crate::steady::{mode_of, run_load, LoadSpec};
 
 /// Issue 22's floor for durable events a second.
 const FLOOR_EVENTS_PER_S: f64 = 500_000.0;
@@ -244,10 +246,22 @@ struct Plan {
     url: String,
     auth: String,
     t0: Instant,
-    /// Batch k is due at `t0 + k × interval`.
+    /// Batch k is due at `t0 + k × interval`, or that much busy time into the alternation.
     interval: Duration,
+    alternation: Option<Alternation>,
     /// Nothing is sent from then on.
     end: Instant,
+}
+
+impl Plan {
+    /// When batch `k` goes out.
+    fn due(&self, k: u64) -> Instant {
+        let busy = self.interval.mul_f64(k as f64);
+        match self.alternation {
+            Some(alt) => alt.busy_at(busy),
+            None => self.t0 + busy,
+        }
+    }
 }
 
 /// One HTTP connection: takes the next item, waits for its time, posts it, and for a batch
@@ -276,7 +290,7 @@ async fn connection(
                 body,
                 resend,
             }) => {
-                let due = plan.t0 + plan.interval.mul_f64(k as f64);
+                let due = plan.due(k);
                 if due >= plan.end {
                     break;
                 }
@@ -327,8 +341,14 @@ struct Sent {
     hiccups: Value,
 }
 
-/// Runs the audience phase: the generator on a thread of its own, `a.connections` posting.
-async fn send_audience(ctx: &Arc<Ctx>, a: &AudienceArgs, skus: &[String]) -> anyhow::Result<Sent> {
+/// Runs the audience phase: the generator on a thread of its own, `a.connections` posting;
+/// with an alternation, in its busy windows only.
+async fn send_audience(
+    ctx: &Arc<Ctx>,
+    a: &AudienceArgs,
+    skus: &[String],
+    alternation: Option<Alternation>,
+) -> anyhow::Result<Sent> {
     let token = a
         .ingest_token
         .clone()
@@ -428,13 +448,15 @@ async fn send_audience(ctx: &Arc<Ctx>, a: &AudienceArgs, skus: &[String]) -> any
     };
     let rec = Recorder::new("audience batches", ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
-    let t0 = Instant::now() + Duration::from_millis(100);
+    let t0 = alternation.map_or(Instant::now() + Duration::from_millis(100), |alt| alt.t0);
+    let end = alternation.map_or(t0 + a.duration, |alt| alt.busy_at(a.duration));
     let plan = Arc::new(Plan {
         url: format!("{}/api/rooms/{}/audience", ctx.target.http_base, ctx.room),
         auth: format!("Bearer {token}"),
         t0,
         interval: Duration::from_secs_f64(a.batch as f64 / a.events_per_s.max(1e-3)),
-        end: ctx.clamp(t0 + a.duration, CHECK_RESERVE),
+        alternation,
+        end: ctx.clamp(end, CHECK_RESERVE),
     });
     ctx.pb.set_length(batches);
     ctx.pb.set_position(0);
@@ -794,6 +816,10 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
         !buys || a.buy_connections > 0,
         "--buy-connections must be at least 1 with --buy-rate"
     );
+    anyhow::ensure!(
+        a.alternate >= Duration::from_millis(100),
+        "--alternate must be at least 100ms"
+    );
     scenario::setup_room(&ctx, &format!("load test audience {}", ctx.run_id)).await?;
     let skus: Vec<String> = (1..=a.skus).map(|i| format!("A{i}")).collect();
     let stock = 1_000_000_000u64;
@@ -804,69 +830,79 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
     let sampler = ctx.spawn_sampler(Duration::from_secs(1));
     let target = ctx.target.clone();
 
-    // 1. The buys (and dashboards) alone.
-    let buy_for = a
-        .duration
-        .saturating_sub(Duration::from_secs(1))
-        .max(Duration::from_secs(1));
-    let spec = |name: &'static str, duration, tag| {
-        Ok::<_, anyhow::Error>(LoadSpec {
-            name,
+    // 1. The buys (and dashboards) through the whole run, and the audience in every other
+    // window of `--alternate`: each latency is filed under the window its buy was sent in (a
+    // snapshot under the window it was built in), so a stall of the host's lands in both kinds
+    // of window alike.
+    let alternation = Alternation {
+        t0: scenario::soon(),
+        period: a.alternate,
+    };
+    let phases = |what: &str| {
+        [
+            Recorder::new(
+                &format!("{what}, quiet"),
+                ctx.started,
+                Duration::from_secs(1),
+            ),
+            Recorder::new(
+                &format!("{what}, audience"),
+                ctx.started,
+                Duration::from_secs(1),
+            ),
+        ]
+    };
+    let (buy_phases, dash_phases) = (phases("buys"), phases("snapshots"));
+    let dash_all = Recorder::new("snapshots", ctx.started, Duration::from_secs(1));
+    dash_all.split(Split {
+        alternation,
+        phases: dash_phases.clone(),
+    });
+    let mut dashboards = None;
+    let with_buys = if buys {
+        if a.dashboards > 0 {
+            let d = Dashboards::connect(&ctx, a.dashboards).await?;
+            d.measure(Some(&dash_all));
+            dashboards = Some(d);
+        }
+        for r in buy_phases.iter().chain(dash_phases.iter()) {
+            ctx.add_recorder(r);
+        }
+        let spec = LoadSpec {
+            name: "buys",
             connections: a.buy_connections,
-            duration,
+            // Every busy window has its quiet one before it.
+            duration: a.duration * 2,
             mode: mode_of(Some(a.buy_rate), None, a.buy_connections)?,
             skus: vec![skus[0].clone()],
             prices: Some(scenario::prices(&skus[..1], 9900)),
             qty: 1,
             echo: false,
             user_prefix: "b",
-            req_tag: tag,
+            req_tag: "a",
             dup_every: 0,
-        })
+            split: Some(Split {
+                alternation,
+                phases: buy_phases.clone(),
+            }),
+        };
+        let (ctx, target) = (ctx.clone(), target.clone());
+        Some(tokio::spawn(
+            async move { run_load(&ctx, &target, spec).await },
+        ))
+    } else {
+        None
     };
-    let mut dashboards = None;
-    let mut quiet: Option<(LoadRun, Finished)> = None;
-    let dq = Recorder::new("snapshots, quiet", ctx.started, Duration::from_secs(1));
-    let da = Recorder::new("snapshots, audience", ctx.started, Duration::from_secs(1));
-    if buys {
-        if a.dashboards > 0 {
-            dashboards = Some(Dashboards::connect(&ctx, a.dashboards).await?);
-            ctx.add_recorder(&dq);
-            ctx.add_recorder(&da);
-        }
-        if let Some(d) = &dashboards {
-            d.measure(Some(&dq));
-        }
-        let r = run_load(
-            &ctx,
-            &target,
-            spec("buys, quiet", a.quiet.unwrap_or(buy_for), "q")?,
-        )
-        .await?;
-        if let Some(d) = &dashboards {
-            d.measure(None);
-        }
-        quiet = Some((r, dq.finish(Instant::now())));
-    }
 
-    // 2. The audience, with the same buys alongside.
-    if let Some(d) = &dashboards {
-        d.measure(Some(&da));
-    }
-    let with_buys = buys.then(|| {
-        let (ctx, target, s) = (
-            ctx.clone(),
-            target.clone(),
-            spec("buys, audience", buy_for, "a"),
-        );
-        tokio::spawn(async move { run_load(&ctx, &target, s?).await })
-    });
-    let sent = send_audience(&ctx, &a, &skus).await?;
-    let loud = match with_buys {
+    // 2. The audience, in its windows when there are buys.
+    let sent = send_audience(&ctx, &a, &skus, buys.then_some(alternation)).await?;
+    let bought = match with_buys {
         Some(h) => Some(h.await.context("the buy load")??),
         None => None,
     };
-    let loud_dash = da.finish(Instant::now());
+    let now = Instant::now();
+    let [quiet_buys, loud_buys] = buy_phases.map(|r| r.finish(now));
+    let [quiet_dash, loud_dash] = dash_phases.map(|r| r.finish(now));
     let dash_results = match dashboards {
         Some(d) => {
             d.measure(None);
@@ -939,14 +975,10 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
     let mut oks = Vec::new();
     let mut timed_out = std::collections::HashSet::new();
     let mut buyers = 0u64;
-    for r in [quiet.as_ref().map(|q| &q.0), loud.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(r) = &bought {
         oks.extend(r.totals.oks.iter().cloned());
         timed_out.extend(r.totals.timed_out.iter().cloned());
-        // Both phases connect the same users, b0, b1, ...
-        buyers = buyers.max(r.connected as u64);
+        buyers = r.connected as u64;
     }
     let mut sold: HashMap<String, u64> = HashMap::new();
     for o in &oks {
@@ -960,7 +992,7 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
     let expected = match &stats {
         Ok(s) => {
             let x = t.model.expected(s["ts_ms"].as_i64().unwrap_or(0));
-            checks.extend(compare(s, &x, buyers, &sold, loud.is_some()));
+            checks.extend(compare(s, &x, buyers, &sold, bought.is_some()));
             Some(x)
         }
         Err(e) => {
@@ -1038,36 +1070,38 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
         );
     }
     let mut recs = vec![sent.finished.clone()];
-    if let (Some((q, qd)), Some(l)) = (&quiet, &loud) {
-        let dash = |f: &Finished| f.latency_json();
-        let (qp, lp) = (q.finished.p(0.99), l.finished.p(0.99));
-        let (qdp, ldp) = (qd.p(0.99), loud_dash.p(0.99));
+    if let Some(b) = &bought {
+        let (qp, lp) = (quiet_buys.p(0.99), loud_buys.p(0.99));
+        let (qdp, ldp) = (quiet_dash.p(0.99), loud_dash.p(0.99));
         let buy_ratio = ratio(lp, qp);
-        let dash_ratio = (qd.count > 0).then(|| ratio(ldp, qdp)).flatten();
+        let dash_ratio = (quiet_dash.count > 0).then(|| ratio(ldp, qdp)).flatten();
         let mut cmp = json!({
+            "alternate_s": a.alternate.as_secs_f64(),
+            "buys": {"quiet": quiet_buys.count, "audience": loud_buys.count},
             "buy_p99_ms": {"quiet": qp, "audience": lp},
             "buy_p99_audience_over_quiet": buy_ratio,
+            "buy_latency": {"quiet": quiet_buys.latency_json(), "audience": loud_buys.latency_json()},
             "dashboard_delay_p99_ms": {"quiet": qdp, "audience": ldp},
             "dashboard_delay_p99_audience_over_quiet": dash_ratio,
             "floor": format!("at most {FLOOR_RATIO}"),
             "meets_floor": buy_ratio.is_some_and(|r| r <= FLOOR_RATIO)
-                && (qd.count == 0 || dash_ratio.is_some_and(|r| r <= FLOOR_RATIO)),
+                && (quiet_dash.count == 0 || dash_ratio.is_some_and(|r| r <= FLOOR_RATIO)),
         });
         if let Some((d, connected)) = &dash_results {
             cmp["dashboards"] = json!({
                 "connected": connected,
                 "snapshots": d.iter().map(|r| r.total).sum::<u64>(),
-                "quiet": dash(qd),
-                "audience": dash(&loud_dash),
+                "quiet": quiet_dash.latency_json(),
+                "audience": loud_dash.latency_json(),
             });
         }
-        results.insert("quiet".into(), q.json(&ctx, a.buy_connections));
-        results.insert("with_audience".into(), l.json(&ctx, a.buy_connections));
+        results.insert("buys".into(), b.json(&ctx, a.buy_connections));
         results.insert("comparison".into(), cmp);
-        recs.push(q.finished.clone());
-        recs.push(l.finished.clone());
-        if qd.count > 0 {
-            recs.push(qd.clone());
+        recs.push(b.finished.clone());
+        recs.push(quiet_buys);
+        recs.push(loud_buys);
+        if quiet_dash.count > 0 {
+            recs.push(quiet_dash);
             recs.push(loud_dash);
         }
     }
@@ -1078,7 +1112,7 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
         "late_max_s": a.late_max.as_secs_f64(), "bad_batches": a.bad_batches,
         "buy_rate": a.buy_rate, "buy_connections": buys.then_some(a.buy_connections),
         "dashboards": buys.then_some(a.dashboards),
-        "quiet_s": buys.then(|| a.quiet.unwrap_or(buy_for).as_secs_f64()), "seed": a.seed,
+        "alternate_s": buys.then(|| a.alternate.as_secs_f64()), "seed": a.seed,
     });
     Ok(scenario::finish(
         &ctx, "audience", params, results, checks, recs, &target,

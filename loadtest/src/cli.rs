@@ -121,7 +121,7 @@ pub enum Cmd {
     /// wave against before it, same run.
     ExpiryWave(ExpiryWaveArgs),
     /// Audience events (`POST .../audience`) at a rate, from viewers who enter in waves,
-    /// interact and leave; optionally alongside buys, against a quiet phase of the same buys.
+    /// interact and leave; optionally alongside buys, in windows alternating with quiet ones.
     /// Then the room's audience figures must equal what was accepted.
     Audience(AudienceArgs),
     /// A plain WebSocket echo server speaking the buyer frames (hello on connect, ack per buy).
@@ -236,6 +236,10 @@ pub struct DashboardsArgs {
     /// here is left out (that process checks its own).
     #[arg(long)]
     pub buys_elsewhere: bool,
+    /// The dashboards watch this hub (another hub of the same fleet) while the buys go to
+    /// --url: how soon every hub shows an order. Default: --url.
+    #[arg(long)]
+    pub dashboard_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -420,9 +424,8 @@ pub struct AudienceArgs {
     /// refused with a 400 naming that event's index and field, and change nothing.
     #[arg(long, default_value_t = 3)]
     pub bad_batches: u64,
-    /// Open-loop buys a second on A1 alongside (0: none). With buys, a quiet phase of the
-    /// same buys (and dashboards) without audience comes first, and the summary compares
-    /// the two.
+    /// Open-loop buys a second on A1 alongside (0: none). With buys, the audience alternates
+    /// with quiet windows of the same buys (and dashboards), and the summary compares the two.
     #[arg(long, default_value_t = 0.0)]
     pub buy_rate: f64,
     /// Buyer connections for --buy-rate.
@@ -432,9 +435,10 @@ pub struct AudienceArgs {
     /// snapshot's `ts_ms` to its receipt.
     #[arg(long, default_value_t = 10)]
     pub dashboards: usize,
-    /// Length of the buys-only phase (default: as long as the audience phase's buys).
-    #[arg(long, value_parser = parse_duration)]
-    pub quiet: Option<Duration>,
+    /// With --buy-rate: the buys run for twice --duration, and the audience sends only in
+    /// every other window of this length; the summary compares the two kinds of window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub alternate: Duration,
     /// The ingest token (`--ingest-token` of the server); defaults to the admin token.
     #[arg(long, env = "LIVEHUB_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,

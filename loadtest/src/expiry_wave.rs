@@ -107,6 +107,7 @@ pub async fn expiry_wave(ctx: Arc<Ctx>, a: ExpiryWaveArgs) -> anyhow::Result<i32
         user_prefix: "b",
         req_tag: if name == "quiet" { "q" } else { "v" },
         dup_every: 0,
+        split: None,
     };
     let quiet = run_load(&ctx, &target, spec("quiet", quiet_for)).await?;
     tokio::time::sleep_until(

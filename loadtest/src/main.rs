@@ -111,8 +111,9 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Payments(_) => Duration::from_secs(60),
         Cmd::ExpiryWave(a) => Duration::from_secs(a.pay_timeout_s + 40),
         Cmd::Audience(a) => {
+            // With buys, quiet windows alternate with the audience's.
             let quiet = if a.buy_rate > 0.0 {
-                a.quiet.unwrap_or(a.duration) + Duration::from_secs(5)
+                a.duration + a.alternate + Duration::from_secs(5)
             } else {
                 Duration::ZERO
             };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 /// Latencies are recorded in microseconds, up to an hour.
 pub(crate) const MAX_US: u64 = 3_600_000_000;
 
+#[derive(Debug, Clone, Copy)]
 pub enum Outcome<'a> {
     /// An accepted buy.
     Ok,
@@ -58,6 +59,42 @@ pub struct Recorder {
     pub ok: AtomicU64,
     pub rejected: AtomicU64,
     inner: Mutex<Inner>,
+    /// Also records each value in the recorder of the window it began in.
+    split: OnceLock<Split>,
+}
+
+/// Alternating windows of one run, from `t0`, each `period` long: the even ones quiet, the
+/// odd ones with a second load. Short windows, one after the other, put a stall of the host's
+/// into both kinds alike, where two long phases one after the other would leave it to one.
+#[derive(Debug, Clone, Copy)]
+pub struct Alternation {
+    pub t0: Instant,
+    pub period: Duration,
+}
+
+impl Alternation {
+    /// 1 when `at` falls in an odd (busy) window, else 0 (before `t0` too).
+    pub fn phase(&self, at: Instant) -> usize {
+        let Some(d) = at.checked_duration_since(self.t0) else {
+            return 0;
+        };
+        ((d.as_nanos() / self.period.as_nanos().max(1)) % 2) as usize
+    }
+
+    /// The instant at which the busy windows together have run for `busy`.
+    pub fn busy_at(&self, busy: Duration) -> Instant {
+        let p = self.period.as_nanos().max(1);
+        let b = busy.as_nanos();
+        let (w, rest) = (b / p, b % p);
+        self.t0 + Duration::from_nanos(((2 * w + 1) * p + rest) as u64)
+    }
+}
+
+/// Where a split recorder also records: by the window each value began in.
+pub struct Split {
+    pub alternation: Alternation,
+    /// [quiet windows, busy windows].
+    pub phases: [Arc<Recorder>; 2],
 }
 
 pub(crate) fn hist(sigfig: u8) -> Histogram<u64> {
@@ -88,7 +125,14 @@ impl Recorder {
                 points: Vec::new(),
                 reasons: BTreeMap::new(),
             }),
+            split: OnceLock::new(),
         })
+    }
+
+    /// From now on every value is also recorded in `split`'s recorder of the window it began
+    /// in (its arrival less its latency). Set once.
+    pub fn split(&self, split: Split) {
+        let _ = self.split.set(split);
     }
 
     fn idx(&self, at: Instant) -> u64 {
@@ -96,6 +140,12 @@ impl Recorder {
     }
 
     pub fn record(&self, at: Instant, latency_us: u64, outcome: Outcome) {
+        if let Some(s) = self.split.get() {
+            let began = at
+                .checked_sub(Duration::from_micros(latency_us))
+                .unwrap_or(at);
+            s.phases[s.alternation.phase(began)].record(at, latency_us, outcome);
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         let idx = self.idx(at);
         let mut g = self.inner.lock().unwrap();
@@ -298,5 +348,62 @@ mod tests {
         let ok_max = f.distribution_ok().last().map(|d| d.1);
         assert!(ok_max.is_some_and(|m| m < 2.1), "{ok_max:?}");
         assert!(f.distribution().last().is_some_and(|d| d.1 >= 89.0));
+    }
+
+    /// Windows alternate quiet, busy, quiet, ...; busy time maps into the odd windows only.
+    #[test]
+    fn alternation_windows_and_busy_time() {
+        let t0 = Instant::now();
+        let alt = Alternation {
+            t0,
+            period: Duration::from_millis(100),
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(alt.phase(t0), 0);
+        assert_eq!(alt.phase(t0 + ms(99)), 0);
+        assert_eq!(alt.phase(t0 + ms(100)), 1);
+        assert_eq!(alt.phase(t0 + ms(250)), 0);
+        assert_eq!(alt.phase(t0 + ms(350)), 1);
+        assert_eq!(alt.busy_at(ms(0)), t0 + ms(100));
+        assert_eq!(alt.busy_at(ms(40)), t0 + ms(140));
+        assert_eq!(alt.busy_at(ms(100)), t0 + ms(300));
+        assert_eq!(alt.busy_at(ms(230)), t0 + ms(530));
+        for k in 0..50 {
+            assert_eq!(alt.phase(alt.busy_at(ms(7 * k))), 1, "busy time {k}");
+        }
+    }
+
+    /// A split recorder files each value under the window it began in, not the one it ended in.
+    #[test]
+    fn a_split_recorder_files_values_by_their_start() {
+        let start = Instant::now();
+        let rec = Recorder::new("all", start, Duration::from_secs(1));
+        let quiet = Recorder::new("quiet", start, Duration::from_secs(1));
+        let busy = Recorder::new("busy", start, Duration::from_secs(1));
+        let alternation = Alternation {
+            t0: start,
+            period: Duration::from_millis(100),
+        };
+        rec.split(Split {
+            alternation,
+            phases: [quiet.clone(), busy.clone()],
+        });
+        // Began at 50 ms (quiet), answered at 150 ms (busy).
+        rec.record(start + Duration::from_millis(150), 100_000, Outcome::Ok);
+        // Began at 120 ms (busy).
+        rec.record(
+            start + Duration::from_millis(130),
+            10_000,
+            Outcome::Rejected("x"),
+        );
+        // Began at 210 ms (quiet).
+        rec.record(start + Duration::from_millis(211), 1_000, Outcome::Event);
+        let end = start + Duration::from_secs(1);
+        let (a, q, b) = (rec.finish(end), quiet.finish(end), busy.finish(end));
+        assert_eq!(a.count, 3);
+        assert_eq!((q.count, q.ok), (2, 1));
+        assert!(q.hist.max() >= 99_000);
+        assert_eq!((b.count, b.rejected), (1, 1));
+        assert!(b.hist.max() < 11_000);
     }
 }

@@ -15,7 +15,7 @@ use crate::cli::SteadyArgs;
 use crate::ctx::Ctx;
 use crate::invariants::{Checker, Expect};
 use crate::net::Target;
-use crate::record::{Finished, Recorder, Simple};
+use crate::record::{Finished, Recorder, Simple, Split};
 use crate::scenario::{self, Totals};
 
 pub struct LoadRun {
@@ -63,6 +63,8 @@ pub struct LoadSpec<'a> {
     pub user_prefix: &'static str,
     pub req_tag: &'static str,
     pub dup_every: u64,
+    /// Also file each latency under the alternating window its buy was sent in.
+    pub split: Option<Split>,
 }
 
 /// Connects, runs the load, closes; the recorder goes into the context (progress, report).
@@ -82,6 +84,9 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
     let connected = conns.len();
     let rec = Recorder::new(s.name, ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
+    if let Some(split) = s.split {
+        rec.split(split);
+    }
     let t0 = scenario::soon();
     let reserve = ctx.common.ack_timeout + Duration::from_secs(20);
     let end = ctx.clamp(t0 + s.duration, reserve);
@@ -181,6 +186,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
             user_prefix: "c",
             req_tag: "s",
             dup_every: a.dup_every,
+            split: None,
         },
     )
     .await?;
@@ -227,6 +233,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
                 user_prefix: "c",
                 req_tag: "e",
                 dup_every: a.dup_every,
+                split: None,
             },
         )
         .await?;
