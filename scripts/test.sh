@@ -74,7 +74,10 @@ if [ -x target/debug/livehub-loadtest ] && target/debug/livehub-loadtest --help 
     $lt spike $common --buyers 500 --stock 100 --against-echo
     $lt steady $common --connections 20 --duration 3 --in-flight 4
     $lt checkout $common --buyers 200 --stock 40 --delay-max 3s
-    $lt payments $common --orders 2000 --connections 16'
+    $lt payments $common --orders 2000 --connections 16
+    $lt audience $common --events-per-s 20000 --duration 3s --viewers 2000 --buy-rate 500 \
+      --buy-connections 10 --dashboards 2 --alternate 500ms
+    $lt dashboards $common --count 3 --duration 3s --with-buys 300'
 fi
 
 step "all tests passed"

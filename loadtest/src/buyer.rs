@@ -31,6 +31,8 @@ pub struct OkAck {
     pub amount_fen: u64,
     pub user: Arc<str>,
     pub req: String,
+    /// When its ack came.
+    pub at: Instant,
 }
 
 /// The fields of server frames this tool reads; everything else is skipped.
@@ -261,6 +263,7 @@ fn judge_ack(
             amount_fen: amount,
             user: user.clone(),
             req,
+            at,
         })
     } else {
         let code = f.error.as_deref().unwrap_or("(no error code)");

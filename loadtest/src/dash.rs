@@ -23,13 +23,24 @@ struct Snap {
     ts_ms: Option<i64>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct DashResult {
     /// Snapshots received inside the measuring window.
     pub in_window: u64,
     pub total: u64,
     /// Snapshots whose `seq` was lower than the previous one's.
     pub backwards: u64,
+    /// Each `seq` higher than all before it, and when its snapshot came: when each order
+    /// first showed on this socket.
+    pub firsts: Vec<(u64, Instant)>,
+}
+
+impl DashResult {
+    /// When this socket first showed a snapshot with `seq` at least `seq`.
+    pub fn shown_at(&self, seq: u64) -> Option<Instant> {
+        let i = self.firsts.partition_point(|&(s, _)| s < seq);
+        self.firsts.get(i).map(|&(_, at)| at)
+    }
 }
 
 /// Reads snapshots until `stop_at`; counts those received in `[w0, w1)`.
@@ -112,6 +123,9 @@ pub async fn run_dashboard_until(
                 if last_seq.is_some_and(|l| seq < l) {
                     out.backwards += 1;
                     ctx.anomaly(format!("dashboard: snapshot seq went from {} to {seq}", last_seq.unwrap_or(0)));
+                }
+                if out.firsts.last().is_none_or(|&(high, _)| seq > high) {
+                    out.firsts.push((seq, at));
                 }
                 last_seq = Some(seq);
                 out.total += 1;

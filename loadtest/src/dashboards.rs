@@ -1,6 +1,10 @@
 //! `dashboards`: N dashboard sockets on one room; dashboard snapshots a second per socket and
 //! the delay from a snapshot's `ts_ms` to its receipt. `--with-buys RATE` runs an open-loop buy
-//! load alongside, so that snapshots change (and shows whether dashboards slow the buy path).
+//! load alongside, so that snapshots change (and shows whether dashboards slow the buy path),
+//! and gives how soon each acked order shows on every dashboard: from its ack's arrival here to
+//! the first snapshot whose `seq` covers it (the order's `seq` from the dashboards' hub's
+//! export), by this process's clock. With `--dashboard-url` the dashboards watch another hub of
+//! the fleet than the buys go to.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,12 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
 
-use crate::buyer::{connect_many, Conn, Mode, Plan};
+use crate::buyer::{connect_many, Conn, Mode, OkAck, Plan};
 use crate::cli::DashboardsArgs;
 use crate::ctx::Ctx;
 use crate::dash::{run_dashboard, DashResult};
 use crate::invariants::{Checker, Expect};
-use crate::record::{Recorder, Simple};
+use crate::net::Target;
+use crate::record::{Finished, Outcome, Recorder, Simple};
+use crate::rest::Rest;
 use crate::scenario::{self, Totals};
 
 pub fn dashboard_path(ctx: &Ctx) -> anyhow::Result<impl Fn(usize) -> (Arc<str>, String) + '_> {
@@ -56,6 +62,67 @@ pub fn dash_json(results: &[DashResult], window: Duration) -> Value {
     })
 }
 
+/// How long the dashboards watch after the buys' window.
+const DASHBOARD_DRAIN: Duration = Duration::from_secs(2);
+/// Issue 24's bound on an order's ack → every hub's dashboards showing it, p99.
+const FLOOR_SHOWN_P99_MS: f64 = 50.0;
+
+/// How soon each acked order showed on each dashboard: from its ack's arrival here to the
+/// first snapshot whose `seq` covers the order's `seq` in the dashboards' hub's export (a
+/// snapshot that came before the ack counts as at once). An order a dashboard never showed is
+/// counted apart.
+async fn ack_to_dashboard(
+    ctx: &Ctx,
+    a: &DashboardsArgs,
+    oks: &[OkAck],
+    dashboards: &[DashResult],
+) -> anyhow::Result<(Finished, Value)> {
+    let rest = match &a.dashboard_url {
+        Some(u) => Rest::new(
+            u,
+            ctx.common.admin_token.clone(),
+            ctx.common.viewer_token.clone(),
+        )?,
+        None => ctx.rest.clone(),
+    };
+    let seqs: HashMap<String, u64> = rest
+        .export(&ctx.room, 0)
+        .await
+        .context("the export of the dashboards' hub")?
+        .into_iter()
+        .map(|o| (o.order, o.seq))
+        .collect();
+    let rec = Recorder::new("ack → dashboard", ctx.started, Duration::from_secs(1));
+    let (mut never, mut unknown) = (0u64, 0u64);
+    for ok in oks {
+        let Some(&seq) = seqs.get(&ok.order) else {
+            unknown += 1;
+            continue;
+        };
+        for d in dashboards {
+            match d.shown_at(seq) {
+                Some(at) => rec.record(
+                    at.max(ok.at),
+                    at.saturating_duration_since(ok.at).as_micros() as u64,
+                    Outcome::Event,
+                ),
+                None => never += 1,
+            }
+        }
+    }
+    let f = rec.finish(Instant::now());
+    let p99 = f.p(0.99);
+    let j = json!({
+        "latency": f.latency_json(),
+        "pairs": f.count,
+        "never_shown": never,
+        "acked_not_in_export": unknown,
+        "floor_p99_ms": FLOOR_SHOWN_P99_MS,
+        "meets_floor": f.count > 0 && never == 0 && p99 <= FLOOR_SHOWN_P99_MS,
+    });
+    Ok((f, j))
+}
+
 pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(a.count > 0, "--count must be at least 1");
     scenario::setup_room(&ctx, &format!("load test dashboards {}", ctx.run_id)).await?;
@@ -65,10 +132,22 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
     let mut checker = Checker::new(ctx.rest.clone(), &ctx.room).await?;
     let sampler = ctx.spawn_sampler(Duration::from_secs(1));
     let target = ctx.target.clone();
+    let dtarget = match &a.dashboard_url {
+        Some(u) => Target::from_url(u).await?,
+        None => target.clone(),
+    };
     let times = Arc::new(Simple::new());
     ctx.pb
         .set_message(format!("connecting {} dashboards", a.count));
-    let dconns = connect_many(&ctx, &target, a.count, dashboard_path(&ctx)?, false, &times).await;
+    let dconns = connect_many(
+        &ctx,
+        &dtarget,
+        a.count,
+        dashboard_path(&ctx)?,
+        false,
+        &times,
+    )
+    .await;
     let dconnected = dconns.len();
     let mut bconns: Vec<Conn> = Vec::new();
     let btimes = Arc::new(Simple::new());
@@ -95,9 +174,11 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
         w0 + a.duration,
         ctx.common.ack_timeout + Duration::from_secs(20),
     );
+    // The dashboards watch on a little after the last buy, for its order to show.
+    let stop_at = ctx.clamp(w1 + DASHBOARD_DRAIN, Duration::from_secs(15));
     let mut dset = tokio::task::JoinSet::new();
     for c in dconns {
-        dset.spawn(run_dashboard(ctx.clone(), c, w0, w1, w1, srec.clone()));
+        dset.spawn(run_dashboard(ctx.clone(), c, w0, w1, stop_at, srec.clone()));
     }
     let buys = a.with_buys.map(|rate| {
         let plan = Arc::new(Plan {
@@ -156,6 +237,9 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
         bj["connections"] = json!({"wanted": a.buy_connections, "connected": bconnected, "connect_time": btimes.json()});
         results.insert("buys".into(), bj);
         recs.push(bfin);
+        let (shown, j) = ack_to_dashboard(&ctx, &a, &totals.oks, &dres).await?;
+        results.insert("ack_to_dashboard".into(), j);
+        recs.push(shown);
     }
     ctx.pb.set_message("checking");
     let stock_map = HashMap::from([("D1".to_owned(), stock)]);
@@ -171,7 +255,7 @@ pub async fn dashboards(ctx: Arc<Ctx>, a: DashboardsArgs) -> anyhow::Result<i32>
         })
         .await;
     sampler.store(true, Ordering::Relaxed);
-    let params = json!({"count": a.count, "duration_s": a.duration.as_secs_f64(), "with_buys": a.with_buys, "buys_elsewhere": a.buys_elsewhere, "buy_connections": a.with_buys.map(|_| a.buy_connections), "sources": ctx.common.sources});
+    let params = json!({"count": a.count, "duration_s": a.duration.as_secs_f64(), "with_buys": a.with_buys, "buys_elsewhere": a.buys_elsewhere, "buy_connections": a.with_buys.map(|_| a.buy_connections), "dashboard_url": a.dashboard_url, "sources": ctx.common.sources});
     Ok(scenario::finish(
         &ctx,
         "dashboards",
