@@ -7,7 +7,8 @@
 #                                                       over what the server takes, the figure
 #                                                       is its ceiling
 #   scripts/bench-audience.sh buys   [LIVEHUB_BINARY]  buys at 20,000/s with 10 dashboards for
-#                                                       20 s; in every other 1 s window
+#                                                       twice DURATION (default 10 s, so 20 s);
+#                                                       in every other 1 s window
 #                                                       (ALTERNATE), 100,000 viewers enter and
 #                                                       interact (EVENTS_PER_S a second in
 #                                                       those windows, default 50,000, in
@@ -33,7 +34,7 @@ case "$WHAT" in
   ingest) "${LTC[@]}" audience --ingest-token ing --events-per-s "${EVENTS_PER_S:-2000000}" \
     --batch 10000 --connections 8 --duration 10s --max-events 10000000 --viewers 100000 ;;
   buys) "${LTC[@]}" audience --ingest-token ing --events-per-s "${EVENTS_PER_S:-50000}" \
-    --batch "${BATCH:-10000}" --connections 8 --duration 10s --viewers 100000 \
+    --batch "${BATCH:-10000}" --connections 8 --duration "${DURATION:-10s}" --viewers 100000 \
     --buy-rate 20000 --buy-connections 50 --dashboards 10 --alternate "${ALTERNATE:-1s}" ;;
   *) echo "unknown: $WHAT" >&2; exit 2 ;;
 esac
