@@ -228,6 +228,12 @@ pub struct RampArgs {
     /// While holding, each connection sends `{"op":"ping"}` this often (0 for never).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ping_every: Duration,
+    /// Then the same ramp on the echo server (a child process; memory from its VmRSS).
+    #[arg(long)]
+    pub against_echo: bool,
+    /// Then the same ramp on the Bun reference hub (a child process; memory from its VmRSS).
+    #[arg(long)]
+    pub against_bun: bool,
 }
 
 #[derive(Debug, Clone, Args)]

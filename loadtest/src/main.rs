@@ -105,7 +105,8 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Spike(_) => Duration::from_secs(60),
         Cmd::Steady(a) => a.duration * (1 + u32::from(a.against_echo) + u32::from(a.against_bun)),
         Cmd::Ramp(a) => {
-            Duration::from_secs_f64(a.connections as f64 / a.per_second.max(1e-3)) + a.hold
+            (Duration::from_secs_f64(a.connections as f64 / a.per_second.max(1e-3)) + a.hold)
+                * (1 + u32::from(a.against_echo) + u32::from(a.against_bun))
         }
         Cmd::Dashboards(a) => a.duration,
         Cmd::Soak(a) => a.duration,

@@ -23,7 +23,11 @@ type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts `program args`, which says `{banner}ADDR ...` on stderr once it listens.
-async fn start(program: &PathBuf, args: &[&str], banner: &str) -> (SocketAddr, tokio::process::Child) {
+async fn start(
+    program: &PathBuf,
+    args: &[&str],
+    banner: &str,
+) -> (SocketAddr, tokio::process::Child) {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -105,7 +109,9 @@ async fn the_batched_echo_answers_every_buy_of_a_socket_in_order() {
             let mut seen = Vec::new();
             for b in 0..BURSTS {
                 for i in 0..PER_BURST {
-                    ws.feed(buy(&format!("s{s}-{b}-{i}"), "A1", 1)).await.unwrap();
+                    ws.feed(buy(&format!("s{s}-{b}-{i}"), "A1", 1))
+                        .await
+                        .unwrap();
                 }
                 ws.feed(Message::text(r#"{"op":"ping"}"#)).await.unwrap();
                 ws.flush().await.unwrap();
@@ -136,7 +142,10 @@ async fn the_batched_echo_answers_every_buy_of_a_socket_in_order() {
                 other => panic!("unexpected frame {other:?}: {f}"),
             })
             .collect();
-        assert_eq!(got, expected, "socket {s}: every buy answered once, in order, the pong last");
+        assert_eq!(
+            got, expected,
+            "socket {s}: every buy answered once, in order, the pong last"
+        );
     }
 }
 
@@ -162,22 +171,37 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
     const BUYS_PER_SOCKET: usize = 6;
     let (bun, hub) = bun();
     let hub = hub.to_string_lossy().into_owned();
-    let (addr, _child) = start(&bun, &[&hub, "--listen", "127.0.0.1:0"], "bun peer listening on ").await;
+    let (addr, _child) = start(
+        &bun,
+        &[&hub, "--listen", "127.0.0.1:0"],
+        "bun peer listening on ",
+    )
+    .await;
 
     let mut control = connect(addr, "room=peer&user=lt-control&control=1").await;
     let define = json!({"op": "define", "sku": "A1", "price_fen": 9900, "stock": STOCK,
         "limit_per_user": LIMIT, "open": false});
-    control.send(Message::text(define.to_string())).await.unwrap();
+    control
+        .send(Message::text(define.to_string()))
+        .await
+        .unwrap();
     assert_eq!(next_answer(&mut control).await["op"], "defined");
 
     // Before the open: not_open, and nothing is kept for the req.
     let mut early = connect(addr, "room=peer&user=early").await;
     early.send(buy("r0", "A1", 1)).await.unwrap();
     let a = next_answer(&mut early).await;
-    assert_eq!((a["ok"].as_bool(), a["error"].as_str()), (Some(false), Some("not_open")), "{a}");
+    assert_eq!(
+        (a["ok"].as_bool(), a["error"].as_str()),
+        (Some(false), Some("not_open")),
+        "{a}"
+    );
 
     // A buyer cannot open the sale.
-    early.send(Message::text(r#"{"op":"open","sku":"A1"}"#)).await.unwrap();
+    early
+        .send(Message::text(r#"{"op":"open","sku":"A1"}"#))
+        .await
+        .unwrap();
     assert_eq!(next_answer(&mut early).await["error"], "bad_request");
 
     let mut buyers = Vec::new();
@@ -186,7 +210,10 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
             buyers.push((u, connect(addr, &format!("room=peer&user=u{u}")).await));
         }
     }
-    control.send(Message::text(r#"{"op":"open","sku":"A1"}"#)).await.unwrap();
+    control
+        .send(Message::text(r#"{"op":"open","sku":"A1"}"#))
+        .await
+        .unwrap();
     assert_eq!(next_answer(&mut control).await["op"], "opened");
 
     // Every socket sends all its buys at once (qty 1 or 2); both sockets of a user share reqs
@@ -195,7 +222,9 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
     for (u, mut ws) in buyers {
         tasks.push(tokio::spawn(async move {
             for i in 0..BUYS_PER_SOCKET {
-                ws.feed(buy(&format!("r{i}"), "A1", 1 + (i as u64 % 2))).await.unwrap();
+                ws.feed(buy(&format!("r{i}"), "A1", 1 + (i as u64 % 2)))
+                    .await
+                    .unwrap();
             }
             ws.flush().await.unwrap();
             let mut answers = Vec::new();
@@ -215,7 +244,10 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
             if a["ok"] == true {
                 // The same req from the user's other socket: the same ack, whole.
                 if let Some(first) = orders.get(&(u, req.clone())) {
-                    assert_eq!(first, &a, "user {u} req {req}: both sockets get the same ack");
+                    assert_eq!(
+                        first, &a,
+                        "user {u} req {req}: both sockets get the same ack"
+                    );
                 }
                 orders.insert((u, req), a);
             } else {
@@ -229,19 +261,32 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
         sockets.push((u, ws));
     }
     let sold: u64 = orders.values().map(|a| a["qty"].as_u64().unwrap()).sum();
-    let ids: HashSet<&str> = orders.values().map(|a| a["order"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = orders
+        .values()
+        .map(|a| a["order"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), orders.len(), "one order per (user, req)");
     let mut per_user: HashMap<usize, u64> = HashMap::new();
     for ((u, _), a) in &orders {
         *per_user.entry(*u).or_default() += a["qty"].as_u64().unwrap();
-        assert_eq!(a["amount_fen"].as_u64(), Some(9900 * a["qty"].as_u64().unwrap()));
+        assert_eq!(
+            a["amount_fen"].as_u64(),
+            Some(9900 * a["qty"].as_u64().unwrap())
+        );
     }
     assert!(sold <= STOCK, "sold {sold} of {STOCK}: oversold");
     // Demand (each user up to the limit) is far above the stock: it sells out, to a unit
     // (unless the last unit is smaller than every qty 2 that came after it).
-    assert!(sold >= STOCK - 1, "sold {sold} of {STOCK} against a demand of {}", USERS as u64 * LIMIT);
+    assert!(
+        sold >= STOCK - 1,
+        "sold {sold} of {STOCK} against a demand of {}",
+        USERS as u64 * LIMIT
+    );
     for (u, n) in &per_user {
-        assert!(*n <= LIMIT, "user {u} holds {n} units, over the limit of {LIMIT}");
+        assert!(
+            *n <= LIMIT,
+            "user {u} holds {n} units, over the limit of {LIMIT}"
+        );
     }
 
     // A retry later, and `status`, get the very ack each order first got.
@@ -249,7 +294,11 @@ async fn the_bun_peer_never_oversells_and_a_retried_req_gets_the_same_order() {
         for ((ou, req), first) in orders.iter().filter(|((ou, _), _)| ou == u) {
             ws.send(buy(req, "A1", 1)).await.unwrap();
             assert_eq!(&next_answer(ws).await, first, "user {ou} retried {req}");
-            ws.send(Message::text(json!({"op": "status", "req": req}).to_string())).await.unwrap();
+            ws.send(Message::text(
+                json!({"op": "status", "req": req}).to_string(),
+            ))
+            .await
+            .unwrap();
             assert_eq!(&next_answer(ws).await, first, "user {ou} status {req}");
         }
     }
