@@ -39,6 +39,8 @@ for r in $(seq "$ROUNDS"); do
     --server-pid "$SERVER" --against-echo --against-bun >"$OUT/round$r.json" || echo "round $r: load tool exit $?"
   kill $TOP 2>/dev/null; wait $TOP 2>/dev/null || true
   stop
+  # The round's journal leaves the page cache before the next server starts.
+  sync
   python3 - "$OUT/round$r.json" "$r" "$OUT/top$r.txt" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
