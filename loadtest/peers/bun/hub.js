@@ -22,6 +22,8 @@ const ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 const STOCK_PUSH_EVERY_MS = 100;
 // Every buyer socket subscribes to this topic; the sale's pushes are published to it.
 const PUSHES = "pushes";
+// `opens_at_ms` of a SKU that waits for its `open` (2100-01-01, as the load tool sets livehub's).
+const FAR_FUTURE_MS = 4_102_444_800_000;
 
 function parseArgs(argv) {
   let listen = "127.0.0.1:18791";
@@ -33,7 +35,7 @@ function parseArgs(argv) {
   return { hostname: listen.slice(0, cut), port: Number(listen.slice(cut + 1)) };
 }
 
-/** One SKU: its sale window is just open or not (the load tool needs no schedule). */
+/** One SKU: its sale is open from its `open` on, or from its `define` with `open: true`. */
 class Sku {
   constructor(id, priceFen, stock, limit, open) {
     this.id = id;
@@ -42,6 +44,7 @@ class Sku {
     this.left = stock;
     this.limit = limit;
     this.open = open;
+    this.opensAtMs = open ? Date.now() : FAR_FUTURE_MS;
     this.stockPushAt = 0;
     this.stockPushTimer = null;
   }
@@ -57,10 +60,11 @@ class Sku {
       name: this.id,
       price_fen: this.priceFen,
       stock_total: this.stockTotal,
+      sold: this.stockTotal - this.left,
       left: this.left,
       limit_per_user: this.limit,
       state: this.state,
-      opens_at_ms: this.open ? 0 : null,
+      opens_at_ms: this.opensAtMs,
       closes_at_ms: null,
     };
   }
@@ -70,7 +74,7 @@ class Sku {
       op: "sale",
       sku: this.id,
       state: this.state,
-      opens_at_ms: this.open ? Date.now() : null,
+      opens_at_ms: this.opensAtMs,
       closes_at_ms: null,
     });
   }
@@ -160,7 +164,10 @@ function control(m) {
   }
   const sku = skus.get(m.sku);
   if (!sku) return badRequest("unknown sku");
-  sku.open = true;
+  if (!sku.open) {
+    sku.open = true;
+    sku.opensAtMs = Date.now();
+  }
   server.publish(PUSHES, sku.saleFrame());
   return JSON.stringify({ op: "opened", sku: m.sku });
 }
