@@ -34,6 +34,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --all-targets --locked
 
+step "npm packages"
+# The Bun reference hub's binary (the `bun` npm package) for loadtest/tests/peers.rs, which
+# fails without it; the browser tests' packages.
+npm ci --prefix loadtest/peers/bun --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
 step "rust tests"
 cargo test --workspace --locked
 
@@ -62,7 +68,6 @@ done
 echo "fuzz step: $((SECONDS - fuzz_started)) s"
 
 step "browser tests (headless chromium against a real livehub: the dashboard, the review page, the load tool's report)"
-npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 "$ROOT/scripts/with-livehub.sh" node --test tests/browser/
 
 if [ -x target/debug/livehub-loadtest ] && target/debug/livehub-loadtest --help 2>/dev/null | grep -q spike; then
@@ -71,7 +76,7 @@ if [ -x target/debug/livehub-loadtest ] && target/debug/livehub-loadtest --help 
     set -e
     lt=target/debug/livehub-loadtest
     common="--url $LIVEHUB_URL --open-buyers --admin-token $LIVEHUB_ADMIN_TOKEN --viewer-token $LIVEHUB_VIEWER_TOKEN --max-seconds 60"
-    $lt spike $common --buyers 500 --stock 100 --against-echo
+    $lt spike $common --buyers 500 --stock 100 --limit 1 --against-echo --against-bun
     $lt steady $common --connections 20 --duration 3 --in-flight 4
     $lt checkout $common --buyers 200 --stock 40 --delay-max 3s
     $lt payments $common --orders 2000 --connections 16

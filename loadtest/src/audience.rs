@@ -918,6 +918,7 @@ pub async fn audience(ctx: Arc<Ctx>, a: AudienceArgs) -> anyhow::Result<i32> {
                 alternation,
                 phases: buy_phases.clone(),
             }),
+            cpu: None,
         };
         let (ctx, target) = (ctx.clone(), target.clone());
         Some(tokio::spawn(

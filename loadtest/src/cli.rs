@@ -162,6 +162,10 @@ pub struct SpikeArgs {
     /// pushes the sale's opening to every socket at once, as livehub does.
     #[arg(long)]
     pub against_echo: bool,
+    /// Also run the same buyers and frames against the in-memory Bun reference hub
+    /// (`loadtest/peers/bun`, a child process): the same sale with the same stock and limit.
+    #[arg(long)]
+    pub against_bun: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -189,9 +193,18 @@ pub struct SteadyArgs {
     pub qty: u64,
     #[arg(long, default_value_t = 9900)]
     pub price_fen: u64,
-    /// Also run the same load against an in-process echo server and report livehub / echo.
+    /// Also run the same load against an in-process echo server (answers flushed in batches,
+    /// as livehub's) and report livehub / echo.
     #[arg(long)]
     pub against_echo: bool,
+    /// Also run the same load against the in-memory Bun reference hub (`loadtest/peers/bun`,
+    /// a child process; `LIVEHUB_BUN` names the binary) and report livehub / bun.
+    #[arg(long)]
+    pub against_bun: bool,
+    /// livehub's process id: its CPU time (user + system, from /proc) over the load gives the
+    /// server's CPU per ack. Peers' own are always reported.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// The --url is an echo server (`echo-server`): skip the REST setup and the checks.
     #[arg(long)]
     pub echo_target: bool,
@@ -215,6 +228,12 @@ pub struct RampArgs {
     /// While holding, each connection sends `{"op":"ping"}` this often (0 for never).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub ping_every: Duration,
+    /// Then the same ramp on the echo server (a child process; memory from its VmRSS).
+    #[arg(long)]
+    pub against_echo: bool,
+    /// Then the same ramp on the Bun reference hub (a child process; memory from its VmRSS).
+    #[arg(long)]
+    pub against_bun: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,21 +5,34 @@
 //!
 //! For the spike's ceiling it also stands in for the sale opening: a text frame
 //! `{"op":"open","sku":"A1"}` (echo server only) makes it push livehub's
-//! `{"op":"sale","sku":"A1","state":"open",...}` to every socket, with one `broadcast`, the
-//! plain way. It answers each frame as it comes, with its own write (`send`): a plain echo.
+//! `{"op":"sale","sku":"A1","state":"open",...}` to every socket, with one `broadcast`.
+//!
+//! It answers the way the best server on this stack does, and as livehub's buyer sockets do
+//! (src/buyer/connection.rs `on_frames`, src/buyer/outbound.rs): per socket, every frame that
+//! is already read is answered in the same wake-up (up to [`FRAMES_PER_WAKEUP`]), each answer
+//! is handed to the socket with `feed` into a write buffer of livehub's size, and one `flush`
+//! sends them together. A client with several buys in flight gets their answers in one write
+//! instead of one write each: this is the ceiling livehub is measured against.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::net::now_ms;
+
+/// Most frames answered in one wake-up before the answers are flushed (livehub's own bound,
+/// src/buyer/connection.rs).
+pub const FRAMES_PER_WAKEUP: usize = 64;
+/// Bytes of answers the socket gathers before a write, short of the flush (livehub's
+/// `WRITE_COALESCE_BYTES`, src/api/sockets.rs).
+const WRITE_COALESCE_BYTES: usize = 8 * 1024;
 
 #[derive(Deserialize)]
 struct In<'a> {
@@ -62,6 +75,13 @@ fn answer(text: &str, shared: &Shared) -> String {
             let _ = shared.opens.send(Arc::from(push));
             format!(r#"{{"op":"opened","sku":"{sku}"}}"#)
         }
+        // The setup a peer's control socket sends (`peer::Control`): nothing to set up here.
+        Ok(m) if m.op == "define" => {
+            format!(
+                r#"{{"op":"defined","sku":"{}"}}"#,
+                m.sku.as_deref().unwrap_or("")
+            )
+        }
         Ok(m) if m.op == "buy" => {
             let n = orders.fetch_add(1, Ordering::Relaxed) + 1;
             let qty = m.qty.unwrap_or(1);
@@ -97,12 +117,11 @@ impl Default for EchoOptions {
 
 async fn handle(stream: TcpStream, shared: Arc<Shared>, opts: EchoOptions) {
     let _ = stream.set_nodelay(opts.nodelay);
-    // livehub's read buffer (src/api/sockets.rs `configure`). Every answer is written and
-    // flushed on its own (`send`), so the write buffer only ever holds one frame; livehub
-    // gathers the acks that are ready into one write instead (its `WRITE_COALESCE_BYTES`).
+    // livehub's buffers (src/api/sockets.rs `configure`): answers gather in the write buffer
+    // until the flush that ends their batch.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_COALESCE_BYTES)
         .max_write_buffer_size(1 << 20);
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
@@ -124,15 +143,35 @@ async fn handle(stream: TcpStream, shared: Arc<Shared>, opts: EchoOptions) {
     let mut opens = shared.opens.subscribe();
     loop {
         tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let reply = answer(&t, &shared);
-                    if ws.send(Message::text(reply)).await.is_err() {
-                        break;
+            msg = ws.next() => {
+                // This frame and every one already read after it, answered with one flush.
+                let mut next = Some(msg);
+                let mut budget = FRAMES_PER_WAKEUP;
+                let mut open = true;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            let reply = answer(&t, &shared);
+                            if ws.feed(Message::text(reply)).await.is_err() {
+                                open = false;
+                                break;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                            open = false;
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                    budget -= 1;
+                    if budget > 0 {
+                        // `None`: nothing more is read yet.
+                        next = ws.next().now_or_never();
                     }
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                if ws.flush().await.is_err() || !open {
+                    break;
+                }
             },
             Ok(push) = opens.recv() => {
                 if ws.send(Message::text(&*push)).await.is_err() {
@@ -164,6 +203,9 @@ pub async fn serve(listener: TcpListener, opts: EchoOptions) {
     }
 }
 
+/// The name of the in-process echo server's threads (their CPU time is its own).
+pub const WORKER_NAME: &str = "echo-worker";
+
 /// Starts an echo server on `127.0.0.1:0` on its own runtime (two worker threads, like a
 /// separate server process would have), and returns its address.
 pub fn spawn_in_process() -> anyhow::Result<SocketAddr> {
@@ -171,43 +213,15 @@ pub fn spawn_in_process() -> anyhow::Result<SocketAddr> {
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
     std::thread::Builder::new()
-        .name("echo-server".into())
+        .name(WORKER_NAME.into())
         .spawn(move || {
-            let rt = crate::runtime(Some(2), Some("echo-worker")).expect("echo runtime");
+            let rt = crate::runtime(Some(2), Some(WORKER_NAME)).expect("echo runtime");
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("echo listener");
                 serve(listener, EchoOptions::default()).await
             });
         })?;
     Ok(addr)
-}
-
-/// Starts `livehub-loadtest echo-server` as a child process on a free loopback port, for loads
-/// whose sockets would not fit in this process's open-file limit twice (the spike's 15,000
-/// buyers). The child dies with the returned handle.
-pub async fn spawn_process() -> anyhow::Result<(SocketAddr, tokio::process::Child)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["echo-server", "--listen", "127.0.0.1:0"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .map_err(|_| anyhow::anyhow!("the echo server process did not start within 10 s"))??
-        .unwrap_or_default();
-    let addr = line
-        .strip_prefix("echo server listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("the echo server process said {line:?}"))?;
-    // Keep reading its stderr so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((addr, child))
 }
 
 #[cfg(test)]

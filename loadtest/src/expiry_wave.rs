@@ -108,6 +108,7 @@ pub async fn expiry_wave(ctx: Arc<Ctx>, a: ExpiryWaveArgs) -> anyhow::Result<i32
         req_tag: if name == "quiet" { "q" } else { "v" },
         dup_every: 0,
         split: None,
+        cpu: None,
     };
     let quiet = run_load(&ctx, &target, spec("quiet", quiet_for)).await?;
     tokio::time::sleep_until(

@@ -12,6 +12,7 @@ mod buyer;
 mod checkout;
 mod checkout_buyer;
 mod cli;
+mod cpu;
 mod ctx;
 mod dash;
 mod dashboards;
@@ -26,6 +27,7 @@ mod paid_checks;
 mod pay;
 mod pay_echo;
 mod payments;
+mod peer;
 mod ramp;
 mod record;
 mod report;
@@ -101,9 +103,10 @@ async fn run(cli: Cli) -> i32 {
     // The scenario's nominal length, for the default --max-seconds.
     let nominal = match &cli.cmd {
         Cmd::Spike(_) => Duration::from_secs(60),
-        Cmd::Steady(a) => a.duration * if a.against_echo { 2 } else { 1 },
+        Cmd::Steady(a) => a.duration * (1 + u32::from(a.against_echo) + u32::from(a.against_bun)),
         Cmd::Ramp(a) => {
-            Duration::from_secs_f64(a.connections as f64 / a.per_second.max(1e-3)) + a.hold
+            (Duration::from_secs_f64(a.connections as f64 / a.per_second.max(1e-3)) + a.hold)
+                * (1 + u32::from(a.against_echo) + u32::from(a.against_bun))
         }
         Cmd::Dashboards(a) => a.duration,
         Cmd::Soak(a) => a.duration,

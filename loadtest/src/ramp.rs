@@ -17,7 +17,8 @@ use crate::buyer::{close, Frame};
 use crate::cli::RampArgs;
 use crate::ctx::{Ctx, CONNECT_TIMEOUT};
 use crate::invariants::{Checker, Expect};
-use crate::net::connect_ws;
+use crate::net::{connect_ws, Target};
+use crate::peer::Peer;
 use crate::record::{Outcome, Recorder, Simple};
 use crate::rest::Metrics;
 use crate::scenario;
@@ -29,6 +30,7 @@ fn mb(b: Option<f64>) -> Option<f64> {
 #[allow(clippy::too_many_arguments)]
 async fn hold_conn(
     ctx: Arc<Ctx>,
+    target: Target,
     idx: usize,
     path: String,
     times: Arc<Simple>,
@@ -39,7 +41,7 @@ async fn hold_conn(
     mut guard: PermitUntilOpen,
 ) {
     let t = Instant::now();
-    let mut ws = match connect_ws(&ctx.target, ctx.source(idx), &path, CONNECT_TIMEOUT).await {
+    let mut ws = match connect_ws(&target, ctx.source(idx), &path, CONNECT_TIMEOUT).await {
         Ok(ws) => ws,
         Err(reason) => {
             ctx.conn_error(&reason);
@@ -126,25 +128,42 @@ async fn hold_conn(
     close(&ctx, ws).await;
 }
 
-pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        a.connections > 0 && a.per_second > 0.0,
-        "--connections and --per-second must be positive"
-    );
-    scenario::setup_room(&ctx, &format!("load test ramp {}", ctx.run_id)).await?;
-    scenario::setup_sku(&ctx, "R1", 9900, 1000, None, Some(scenario::FAR_FUTURE_MS)).await?;
-    let mut checker = Checker::new(ctx.rest.clone(), &ctx.room).await?;
+/// What one server's ramp saw.
+struct RampRun {
+    connected: usize,
+    reached_s: f64,
+    still: usize,
+    times: Arc<Simple>,
+    finished: crate::record::Finished,
+    /// The server's memory (and livehub's connection gauge) before, at the top, at the end of
+    /// the hold, after closing.
+    m: [Metrics; 4],
+}
+
+/// Ramps `a.connections` sockets up on `target` (socket i at `path(i)`), holds them, closes
+/// them; `memory` reads the server's resident memory.
+async fn ramp_on<P, M, F>(
+    ctx: &Arc<Ctx>,
+    a: &RampArgs,
+    target: &Target,
+    name: &str,
+    path: P,
+    memory: M,
+) -> RampRun
+where
+    P: Fn(usize) -> String,
+    M: Fn() -> F,
+    F: std::future::Future<Output = Metrics>,
+{
     ctx.warn_fds(a.connections);
-    let m0 = ctx.rest.metrics().await.unwrap_or_default();
-    let sampler = ctx.spawn_sampler(Duration::from_secs(1));
-    let rec = Recorder::new("pongs", ctx.started, Duration::from_secs(1));
+    let m0 = memory().await;
+    let rec = Recorder::new(name, ctx.started, Duration::from_secs(1));
     ctx.add_recorder(&rec);
     let times = Arc::new(Simple::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ping_tx, ping_rx) = watch::channel(false);
     let sem = Arc::new(Semaphore::new(ctx.common.connect_concurrency.max(1)));
     let attempts_done = Arc::new(AtomicUsize::new(0));
-    let auth = ctx.buyer_auth()?.clone();
     let mut set = tokio::task::JoinSet::new();
     ctx.pb.set_length(a.connections as u64);
     ctx.pb.set_position(0);
@@ -158,7 +177,6 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
         }
         tokio::time::sleep_until(at.into()).await;
         let permit = sem.clone().acquire_owned().await.expect("semaphore");
-        let path = auth.buy_path(&ctx.room, &format!("r{i}"));
         let (ctx2, times2, stop2, ping2, rec2, done) = (
             ctx.clone(),
             times.clone(),
@@ -174,7 +192,16 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
             done,
         };
         set.spawn(hold_conn(
-            ctx2, i, path, times2, stop2, ping2, every, rec2, guard,
+            ctx2,
+            target.clone(),
+            i,
+            path(i),
+            times2,
+            stop2,
+            ping2,
+            every,
+            rec2,
+            guard,
         ));
     }
     let launched = set.len();
@@ -185,55 +212,145 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
     let reached_s = t0.elapsed().as_secs_f64();
     let connected = ctx.conns.load(Ordering::Relaxed).max(0) as usize;
     ctx.pb
-        .set_message(format!("holding {connected} connections"));
+        .set_message(format!("{name}: holding {connected} connections"));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let m_top = ctx.rest.metrics().await.unwrap_or_default();
+    let m_top = memory().await;
     let _ = ping_tx.send(true);
     let hold_end = ctx.clamp(Instant::now() + a.hold, Duration::from_secs(20));
     tokio::time::sleep_until(hold_end.into()).await;
-    let m_hold = ctx.rest.metrics().await.unwrap_or_default();
+    let m_hold = memory().await;
     let still = ctx.conns.load(Ordering::Relaxed).max(0) as usize;
     let _ = stop_tx.send(true);
     while set.join_next().await.is_some() {}
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let m_after = ctx.rest.metrics().await.unwrap_or_default();
-    let finished = rec.finish(Instant::now());
-    sampler.store(true, Ordering::Relaxed);
+    let m_after = memory().await;
+    RampRun {
+        connected,
+        reached_s,
+        still,
+        times,
+        finished: rec.finish(Instant::now()),
+        m: [m0, m_top, m_hold, m_after],
+    }
+}
 
+/// A ramp's figures for the summary.
+fn ramp_json(ctx: &Ctx, a: &RampArgs, r: &RampRun) -> Map<String, serde_json::Value> {
+    let [m0, m_top, m_hold, m_after] = &r.m;
     let per_conn = |m: &Metrics| match (m.rss_bytes, m0.rss_bytes) {
-        (Some(x), Some(y)) if connected > 0 => Some(((x - y) / connected as f64).round()),
+        (Some(x), Some(y)) if r.connected > 0 => Some(((x - y) / r.connected as f64).round()),
         _ => None,
     };
-    let gauge_delta = match (m_top.buyer_connections, m0.buyer_connections) {
-        (Some(x), y) => Some(x - y.unwrap_or(0.0)),
-        _ => None,
-    };
-    let mut results = Map::new();
-    results.insert(
+    let mut out = Map::new();
+    out.insert(
         "connections".into(),
-        scenario::connections_json(&ctx, a.connections, connected, &times),
+        scenario::connections_json(ctx, a.connections, r.connected, &r.times),
     );
-    results.insert(
+    out.insert(
         "ramp".into(),
         json!({
-            "reached_s": (reached_s * 100.0).round() / 100.0,
-            "connections_per_s": ((connected as f64 / reached_s.max(1e-9)) * 10.0).round() / 10.0,
-            "open_at_end_of_hold": still,
-            "server_buyer_gauge_delta_at_top": gauge_delta,
+            "reached_s": (r.reached_s * 100.0).round() / 100.0,
+            "connections_per_s": ((r.connected as f64 / r.reached_s.max(1e-9)) * 10.0).round() / 10.0,
+            "open_at_end_of_hold": r.still,
         }),
     );
-    results.insert(
+    out.insert(
         "server_memory".into(),
         json!({
             "rss_mb_before": mb(m0.rss_bytes),
             "rss_mb_at_top": mb(m_top.rss_bytes),
             "rss_mb_end_of_hold": mb(m_hold.rss_bytes),
             "rss_mb_after_close": mb(m_after.rss_bytes),
-            "bytes_per_connection_at_top": per_conn(&m_top),
-            "bytes_per_connection_end_of_hold": per_conn(&m_hold),
+            "bytes_per_connection_at_top": per_conn(m_top),
+            "bytes_per_connection_end_of_hold": per_conn(m_hold),
         }),
     );
-    results.insert("pong".into(), json!({"latency": finished.latency_json()}));
+    out.insert("pong".into(), json!({"latency": r.finished.latency_json()}));
+    out
+}
+
+/// A process's resident memory from `/proc/<pid>/status` (`VmRSS`), as `Metrics`.
+async fn process_rss(pid: u32) -> Metrics {
+    let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024.0)
+        });
+    Metrics {
+        rss_bytes,
+        ..Metrics::default()
+    }
+}
+
+pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.connections > 0 && a.per_second > 0.0,
+        "--connections and --per-second must be positive"
+    );
+    scenario::setup_room(&ctx, &format!("load test ramp {}", ctx.run_id)).await?;
+    scenario::setup_sku(&ctx, "R1", 9900, 1000, None, Some(scenario::FAR_FUTURE_MS)).await?;
+    let mut checker = Checker::new(ctx.rest.clone(), &ctx.room).await?;
+    let sampler = ctx.spawn_sampler(Duration::from_secs(1));
+    let auth = ctx.buyer_auth()?.clone();
+    let target = ctx.target.clone();
+    let r = ramp_on(
+        &ctx,
+        &a,
+        &target,
+        "pongs",
+        |i| auth.buy_path(&ctx.room, &format!("r{i}")),
+        || async { ctx.rest.metrics().await.unwrap_or_default() },
+    )
+    .await;
+    let gauge_delta = match (r.m[1].buyer_connections, r.m[0].buyer_connections) {
+        (Some(x), y) => Some(x - y.unwrap_or(0.0)),
+        _ => None,
+    };
+    // livehub's figures stay at the top of the summary, as before peers were added.
+    let mut results = ramp_json(&ctx, &a, &r);
+    results["ramp"]["server_buyer_gauge_delta_at_top"] = json!(gauge_delta);
+    let mut recs = vec![r.finished.clone()];
+    for p in Peer::chosen(a.against_echo, a.against_bun) {
+        // A process of its own, for its own resident memory.
+        let server = p.start(false).await?;
+        let before_failed = ctx.conn_failed.load(Ordering::Relaxed);
+        let crate::cpu::Probe::Process(pid) = server.cpu else {
+            anyhow::bail!("a peer started as a child has a process of its own");
+        };
+        let e = ramp_on(
+            &ctx,
+            &a,
+            &server.target(),
+            &format!("{} pongs", p.name()),
+            |i| format!("/ws/buy?room=peer&user=r{i}"),
+            || process_rss(pid),
+        )
+        .await;
+        let mut ej = serde_json::Value::Object(ramp_json(&ctx, &a, &e));
+        ej["address"] = json!(server.addr.to_string());
+        ej["connections"]["failed"] =
+            json!(ctx.conn_failed.load(Ordering::Relaxed) - before_failed);
+        let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if y > 0.0 => Some((x / y * 100.0).round() / 100.0),
+            _ => None,
+        };
+        let (lb, pb) = (
+            results["server_memory"]["bytes_per_connection_at_top"].as_f64(),
+            ej["server_memory"]["bytes_per_connection_at_top"].as_f64(),
+        );
+        results.insert(p.name().into(), ej);
+        results.insert(
+            format!("livehub_vs_{}", p.name()),
+            json!({
+                "bytes_per_connection_ratio": ratio(lb, pb),
+                "note": format!("livehub figure / {} figure for the same sockets (VmRSS growth over the server's before)", p.name()),
+            }),
+        );
+        recs.push(e.finished);
+    }
+    sampler.store(true, Ordering::Relaxed);
     let stock = HashMap::from([("R1".to_owned(), 1000u64)]);
     let mut checks = checker
         .run(&Expect {
@@ -249,20 +366,16 @@ pub async fn ramp(ctx: Arc<Ctx>, a: RampArgs) -> anyhow::Result<i32> {
     if let Some(d) = gauge_delta {
         checks.push(crate::invariants::Check::new(
             "server_connection_gauge",
-            d as i64 == connected as i64,
-            format!("livehub_connections{{kind=\"buyer\"}} rose by {d}, {connected} connected"),
+            d as i64 == r.connected as i64,
+            format!(
+                "livehub_connections{{kind=\"buyer\"}} rose by {d}, {} connected",
+                r.connected
+            ),
         ));
     }
     let params = json!({"connections": a.connections, "per_second": a.per_second, "hold_s": a.hold.as_secs_f64(), "ping_every_s": a.ping_every.as_secs_f64(), "sources": ctx.common.sources});
-    let target = ctx.target.clone();
     Ok(scenario::finish(
-        &ctx,
-        "ramp",
-        params,
-        results,
-        checks,
-        vec![finished],
-        &target,
+        &ctx, "ramp", params, results, checks, recs, &target,
     ))
 }
 

@@ -9,15 +9,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::buyer::{connect_many, spike_buyer, SpikeResult, SpikeShared};
 use crate::cli::{SpikeArgs, Trigger};
 use crate::ctx::Ctx;
-use crate::invariants::{Checker, Expect};
+use crate::invariants::{Check, Checker, Expect};
 use crate::net::Target;
+use crate::peer::Peer;
 use crate::record::{ms, Finished, Recorder, Simple};
 use crate::scenario::{self, Totals};
 
@@ -45,9 +45,27 @@ async fn run(
     ctx: &Arc<Ctx>,
     a: &SpikeArgs,
     target: &Target,
-    echo: bool,
+    peer: Option<Peer>,
     name: &str,
 ) -> anyhow::Result<Run> {
+    let echo = peer.is_some();
+    // A peer's sale is set up and opened over a control socket of its own, kept until the run
+    // ends; livehub's over REST.
+    let mut control = None;
+    if let Some(p) = peer {
+        let mut c = crate::peer::Control::connect(target).await?;
+        if p.keeps_stock() {
+            c.define(&crate::peer::SkuSetup {
+                sku: &a.sku,
+                price_fen: a.price_fen,
+                stock: a.stock,
+                limit: a.limit,
+                open: false,
+            })
+            .await?;
+        }
+        control = Some(c);
+    }
     let rec = Recorder::new(name, ctx.started, Duration::from_millis(100));
     ctx.add_recorder(&rec);
     let times = Arc::new(Simple::new());
@@ -67,8 +85,8 @@ async fn run(
     let shared = Arc::new(SpikeShared::default());
     let use_push = a.trigger == Trigger::Push;
     let sku: Arc<str> = Arc::from(a.sku.as_str());
-    let price = (!echo).then_some(a.price_fen);
-    let prefix: Arc<str> = Arc::from(format!("{}{}", ctx.run_id, if echo { "e" } else { "s" }));
+    let price = peer.is_none_or(Peer::keeps_stock).then_some(a.price_fen);
+    let prefix: Arc<str> = Arc::from(format!("{}{}", ctx.run_id, peer.map_or("s", Peer::req_tag)));
     let mut set = tokio::task::JoinSet::new();
     let hold = Arc::new(tokio::sync::Barrier::new(conns.len()));
     for c in conns {
@@ -94,22 +112,8 @@ async fn run(
     ctx.hiccups.phase();
     let t_open = Instant::now();
     let _ = shared.t_open.set(t_open);
-    // The echo server opens "the sale" on a frame from a control socket of its own, kept
-    // until the run ends.
-    let mut _control = None;
-    if echo {
-        let mut ws = crate::net::connect_ws(
-            target,
-            None,
-            "/ws/buy?user=lt-control",
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("control socket to the echo server: {e}"))?;
-        let open = format!(r#"{{"op":"open","sku":"{}"}}"#, a.sku);
-        ws.send(tokio_tungstenite::tungstenite::Message::text(open))
-            .await?;
-        _control = Some(ws);
+    if let Some(c) = control.as_mut() {
+        c.open(&a.sku).await?;
     } else {
         let state = ctx.rest.open(&ctx.room, &a.sku).await?;
         if state["state"] != "open" && state["state"] != "sold_out" {
@@ -233,7 +237,7 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     let mut checker = Checker::new(ctx.rest.clone(), &ctx.room).await?;
     let sampler = ctx.spawn_sampler(Duration::from_millis(100));
     let target = ctx.target.clone();
-    let r = run(&ctx, &a, &target, false, "buys").await?;
+    let r = run(&ctx, &a, &target, None, "buys").await?;
 
     // Demand: every buyer that sent its buy, each user capped by the limit (whole buys of qty).
     let sent_units = r.totals.sent * a.qty;
@@ -253,7 +257,7 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     let stock = HashMap::from([(a.sku.clone(), a.stock)]);
     let expect_sold = HashMap::from([(a.sku.clone(), expected)]);
     ctx.pb.set_message("checking");
-    let checks = checker
+    let mut checks = checker
         .run(&Expect {
             oks: &r.totals.oks,
             timed_out: &r.totals.timed_out,
@@ -273,28 +277,48 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     main["expected_sold"] = json!(expected);
     results.insert("livehub".into(), main);
     let mut recs = vec![r.finished.clone()];
-    if a.against_echo {
+    for p in Peer::chosen(a.against_echo, a.against_bun) {
         // Its own process: 15,000 buyers twice would not fit in this one's open files.
-        let (addr, _echo) = crate::echo::spawn_process().await?;
-        let echo_target = Target::from_addr(addr);
+        let server = p.start(false).await?;
         let before_failed = ctx.conn_failed.load(Ordering::Relaxed);
-        let e = run(&ctx, &a, &echo_target, true, "echo buys").await?;
+        let name = format!("{} buys", p.name());
+        let e = run(&ctx, &a, &server.target(), Some(p), &name).await?;
         let mut ej = run_json(&ctx, &e, a.buyers);
-        ej["address"] = json!(addr.to_string());
+        ej["address"] = json!(server.addr.to_string());
         ej["connections"]["failed"] =
             json!(ctx.conn_failed.load(Ordering::Relaxed) - before_failed);
-        results.insert("echo".into(), ej);
+        if p.keeps_stock() {
+            // The peer's own invariants, from its acks: no oversell, no limit overrun.
+            let sold: u64 = e.totals.oks.iter().map(|o| o.qty).sum();
+            let mut by_user: HashMap<&str, u64> = HashMap::new();
+            for o in &e.totals.oks {
+                *by_user.entry(&o.user).or_default() += o.qty;
+            }
+            let over_limit = a
+                .limit
+                .map_or(0, |l| by_user.values().filter(|&&u| u > l).count());
+            ej["sold_units"] = json!(sold);
+            checks.push(Check::new(
+                &format!("{}_never_oversells", p.name()),
+                sold <= a.stock && over_limit == 0,
+                format!(
+                    "{sold} of {} units sold by ok acks; {over_limit} users over the limit",
+                    a.stock
+                ),
+            ));
+        }
+        results.insert(p.name().into(), ej);
         let ratio = |x: Option<u64>, y: Option<u64>| match (x, y) {
             (Some(x), Some(y)) if y > 0 => Some(((x as f64 / y as f64) * 100.0).round() / 100.0),
             _ => None,
         };
         results.insert(
-            "livehub_vs_echo".into(),
+            format!("livehub_vs_{}", p.name()),
             json!({
                 "all_acked_time_ratio": ratio(r.last_ack_us, e.last_ack_us),
                 "p50_latency_ratio": (e.finished.p(0.5) > 0.0).then(|| ((r.finished.p(0.5) / e.finished.p(0.5)) * 100.0).round() / 100.0),
                 "p99_latency_ratio": (e.finished.p(0.99) > 0.0).then(|| ((r.finished.p(0.99) / e.finished.p(0.99)) * 100.0).round() / 100.0),
-                "note": "livehub figure / echo figure for the same buyers and frames (>1: slower than the echo ceiling)",
+                "note": format!("livehub figure / {} figure for the same buyers and frames (>1: slower than the peer)", p.name()),
             }),
         );
         recs.push(e.finished);

@@ -12,9 +12,11 @@ use serde_json::{json, Map, Value};
 
 use crate::buyer::{connect_many, Mode, Plan};
 use crate::cli::SteadyArgs;
+use crate::cpu::Probe;
 use crate::ctx::Ctx;
 use crate::invariants::{Checker, Expect};
 use crate::net::Target;
+use crate::peer::{self, Peer};
 use crate::record::{Finished, Recorder, Simple, Split};
 use crate::scenario::{self, Totals};
 
@@ -29,14 +31,19 @@ pub struct LoadRun {
     pub arrival: Option<Arc<Simple>>,
     /// The machine's stalls while the load ran (`hiccups`).
     pub hiccups: Value,
+    /// The server's CPU seconds (user + system) from the load's start to its end, when known.
+    pub server_cpu_s: Option<f64>,
 }
 
 impl LoadRun {
     pub fn json(&self, ctx: &Ctx, wanted: usize) -> Value {
         let mut buys =
             scenario::buy_json(&self.finished, self.window, self.acks_by_end, &self.totals);
-        if let (Some(a), Some(b)) = (&self.arrival, buys.as_object_mut()) {
-            b.insert("latency_arrival".into(), a.json());
+        if let Some(b) = buys.as_object_mut() {
+            if let Some(a) = &self.arrival {
+                b.insert("latency_arrival".into(), a.json());
+            }
+            b.insert("server_cpu_us_per_ack".into(), json!(self.cpu_us_per_ack()));
         }
         json!({
             "connections": scenario::connections_json(ctx, wanted, self.connected, &self.connect_times),
@@ -48,6 +55,11 @@ impl LoadRun {
 
     pub fn acks_per_s(&self) -> f64 {
         self.acks_by_end as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// The server's CPU per ack answered in the window, in µs.
+    pub fn cpu_us_per_ack(&self) -> Option<f64> {
+        crate::cpu::us_per_ack(Some(0.0), self.server_cpu_s, self.acks_by_end)
     }
 }
 
@@ -65,6 +77,8 @@ pub struct LoadSpec<'a> {
     pub dup_every: u64,
     /// Also file each latency under the alternating window its buy was sent in.
     pub split: Option<Split>,
+    /// Where the server's CPU time is read (none: not reported).
+    pub cpu: Option<Probe>,
 }
 
 /// Connects, runs the load, closes; the recorder goes into the context (progress, report).
@@ -116,10 +130,23 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
             pb.set_position(t0.elapsed().as_secs());
         }
     });
+    // The server's CPU time at the load's start and end: the same window as the ack rate's.
+    let cpu = s.cpu.map(|probe| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(t0.into()).await;
+            let before = probe.seconds();
+            tokio::time::sleep_until(end.into()).await;
+            probe.seconds().zip(before).map(|(a, b)| a - b)
+        })
+    });
     ctx.hiccups.phase();
     let (totals, acks_by_end) = scenario::run_buys(ctx, conns, plan, &rec).await;
     let hiccups = ctx.hiccups.phase();
     ticker.abort();
+    let server_cpu_s = match cpu {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     Ok(LoadRun {
         totals,
         finished: rec.finish(Instant::now()),
@@ -129,6 +156,7 @@ pub async fn run_load(ctx: &Arc<Ctx>, target: &Target, s: LoadSpec<'_>) -> anyho
         connect_times: times,
         arrival,
         hiccups,
+        server_cpu_s,
     })
 }
 
@@ -187,6 +215,7 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
             req_tag: "s",
             dup_every: a.dup_every,
             split: None,
+            cpu: a.server_pid.map(Probe::Process),
         },
     )
     .await?;
@@ -216,41 +245,56 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
         r.json(&ctx, a.connections),
     );
     let mut recs = vec![r.finished.clone()];
-    if a.against_echo && !a.echo_target {
-        let addr = crate::echo::spawn_in_process()?;
+    let peers = if a.echo_target {
+        Vec::new()
+    } else {
+        Peer::chosen(a.against_echo, a.against_bun)
+    };
+    for p in peers {
+        // The echo in this process (its threads' CPU is told apart), the Bun hub as a child.
+        let server = p.start(true).await?;
+        let target = server.target();
+        if p.keeps_stock() {
+            let mut control = peer::Control::connect(&target).await?;
+            for sku in &skus {
+                control
+                    .define(&peer::SkuSetup {
+                        sku,
+                        price_fen: a.price_fen,
+                        stock: a.stock,
+                        limit: None,
+                        open: true,
+                    })
+                    .await?;
+            }
+        }
+        let name = format!("{} buys", p.name());
         let e = run_load(
             &ctx,
-            &Target::from_addr(addr),
+            &target,
             LoadSpec {
-                name: "echo buys",
+                name: &name,
                 connections: a.connections,
                 duration: a.duration,
                 mode,
                 skus: skus.clone(),
-                prices: None,
+                prices: p
+                    .keeps_stock()
+                    .then(|| scenario::prices(&skus, a.price_fen)),
                 qty: a.qty,
                 echo: true,
                 user_prefix: "c",
-                req_tag: "e",
+                req_tag: p.req_tag(),
                 dup_every: a.dup_every,
                 split: None,
+                cpu: Some(server.cpu),
             },
         )
         .await?;
         let mut ej = e.json(&ctx, a.connections);
-        ej["address"] = json!(addr.to_string());
-        results.insert("echo".into(), ej);
-        let (lp, ep) = (r.finished.p(0.99), e.finished.p(0.99));
-        let (l5, e5) = (r.finished.p(0.5), e.finished.p(0.5));
-        results.insert(
-            "livehub_vs_echo".into(),
-            json!({
-                "throughput_ratio": (e.acks_per_s() > 0.0).then(|| ((r.acks_per_s() / e.acks_per_s()) * 1000.0).round() / 1000.0),
-                "p50_latency_ratio": (e5 > 0.0).then(|| ((l5 / e5) * 100.0).round() / 100.0),
-                "p99_latency_ratio": (ep > 0.0).then(|| ((lp / ep) * 100.0).round() / 100.0),
-                "note": "livehub figure / echo figure, same connections, frames and mode, same machine",
-            }),
-        );
+        ej["address"] = json!(server.addr.to_string());
+        results.insert(p.name().into(), ej);
+        results.insert(format!("livehub_vs_{}", p.name()), versus(&r, &e, p));
         recs.push(e.finished);
     }
     sampler.store(true, Ordering::Relaxed);
@@ -258,10 +302,25 @@ pub async fn steady(ctx: Arc<Ctx>, a: SteadyArgs) -> anyhow::Result<i32> {
         "connections": a.connections,
         "duration_s": a.duration.as_secs_f64(),
         "mode": if a.rate.is_some() { "open" } else { "closed" },
-        "rate": a.rate, "in_flight": a.in_flight, "skus": a.skus, "stock": a.stock, "qty": a.qty, "dup_every": a.dup_every,
+        "rate": a.rate, "in_flight": a.in_flight, "server_pid": a.server_pid, "skus": a.skus, "stock": a.stock, "qty": a.qty, "dup_every": a.dup_every,
         "sources": ctx.common.sources,
     });
     Ok(scenario::finish(
         &ctx, "steady", params, results, checks, recs, &target,
     ))
+}
+
+/// livehub's figures over a peer's from the same run.
+fn versus(r: &LoadRun, e: &LoadRun, p: Peer) -> Value {
+    let ratio = |x: f64, y: f64, scale: f64| (y > 0.0).then(|| ((x / y) * scale).round() / scale);
+    json!({
+        "throughput_ratio": ratio(r.acks_per_s(), e.acks_per_s(), 1000.0),
+        "p50_latency_ratio": ratio(r.finished.p(0.5), e.finished.p(0.5), 100.0),
+        "p99_latency_ratio": ratio(r.finished.p(0.99), e.finished.p(0.99), 100.0),
+        "cpu_per_ack_ratio": match (r.cpu_us_per_ack(), e.cpu_us_per_ack()) {
+            (Some(x), Some(y)) => ratio(x, y, 100.0),
+            _ => None,
+        },
+        "note": format!("livehub figure / {} figure, same connections, frames and mode, same machine", p.name()),
+    })
 }
