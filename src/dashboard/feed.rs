@@ -18,10 +18,13 @@ use crate::rooms::room::Room;
 
 pub use super::socket_loop::FeedLimits;
 
-/// Serves one dashboard until it leaves or the hub shuts down. Two snapshots go at least `gap`
-/// (the push interval) apart: the one on connect is off the aggregator's beat, and the slot's
-/// next one may come a moment later, so that one waits; when the wait is over the room's newest
-/// goes instead if it is newer, so the wait does not age what is sent.
+/// Serves one dashboard until it leaves or the hub shuts down. The snapshot on connect is off
+/// the aggregator's beat; the slot's snapshots that come less than `gap` (the push interval)
+/// after it are passed over, and from the next one on each of the slot's snapshots goes as it
+/// comes. The aggregator serves a slot at most every push interval, on its own schedule, so
+/// the socket keeps that beat and adds no wait of its own: a socket that timed each snapshot
+/// from its own last write would keep the phase its connect gave it, and add up to a push
+/// interval to every snapshot's age.
 pub async fn serve(
     room: Arc<Room>,
     socket: WebSocket,
@@ -35,13 +38,11 @@ pub async fn serve(
     // Seated first, then the room's newest: it is at least as new as what the slot holds.
     let current = room.feeds.snapshots.borrow().clone();
     let mut snapshots = Snapshots {
-        room: &room,
         seat,
         current,
         last_sent: None,
         sending: None,
-        not_before: tokio::time::Instant::now(),
-        early: false,
+        pace: Pace::First,
         gap,
     };
     if socket_loop::run(&mut snapshots, socket, shutdown, limits, "dashboard").await == Ended::Slow
@@ -53,28 +54,46 @@ pub async fn serve(
     metrics::gauge!("livehub_connections", "kind" => "dashboard").decrement(1.0);
 }
 
-/// A dashboard's snapshots: its slot's, at least `gap` apart.
+/// Where a dashboard's pacing stands.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Nothing sent yet: the first snapshot goes as soon as there is one.
+    First,
+    /// The first went on connect, off the aggregator's beat: the slot's snapshots that come
+    /// before this instant are passed over, so the second comes at least a push interval
+    /// after the first, and on the beat.
+    Second(tokio::time::Instant),
+    /// On the beat: each of the slot's snapshots goes as it comes.
+    OnBeat,
+}
+
+/// A dashboard's snapshots: its slot's, on the aggregator's beat.
 struct Snapshots<'a> {
-    room: &'a Room,
     seat: Seat<'a>,
     /// The snapshot to send next, if it is newer than the last sent.
     current: Option<Arc<Published>>,
     last_sent: Option<u64>,
     /// The number of the snapshot being written.
     sending: Option<u64>,
-    /// When the next snapshot may go.
-    not_before: tokio::time::Instant,
-    /// A snapshot waits for `not_before`.
-    early: bool,
+    pace: Pace,
     gap: Duration,
 }
 
 impl Source for Snapshots<'_> {
     fn due(&mut self) -> Option<Message> {
-        self.early = self.current.is_some() && tokio::time::Instant::now() < self.not_before;
-        let p = self.current.take_if(|_| !self.early)?;
+        let p = self.current.take()?;
+        let now = tokio::time::Instant::now();
+        if let Pace::Second(not_before) = self.pace {
+            if now < not_before {
+                // Passed over: the slot's next snapshot, on the beat, holds what it held.
+                return None;
+            }
+        }
         let frame = p.frame_for(self.last_sent)?;
-        self.not_before = tokio::time::Instant::now() + self.gap;
+        self.pace = match self.pace {
+            Pace::First => Pace::Second(now + self.gap),
+            Pace::Second(_) | Pace::OnBeat => Pace::OnBeat,
+        };
         self.sending = Some(p.number);
         Some(Message::Text(frame))
     }
@@ -84,22 +103,10 @@ impl Source for Snapshots<'_> {
     }
 
     async fn wait(&mut self) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep_until(self.not_before), if self.early => {
-                // The room's newest (built for another slot meanwhile) may be fresher.
-                let newest = self.room.feeds.snapshots.borrow().clone();
-                if newest.as_ref().map(|p| p.number) > self.current.as_ref().map(|p| p.number) {
-                    self.current = newest;
-                }
-                true
-            }
-            changed = self.seat.snapshots.changed() => {
-                if changed.is_err() {
-                    return false;
-                }
-                self.current = self.seat.snapshots.borrow_and_update().clone();
-                true
-            }
+        if self.seat.snapshots.changed().await.is_err() {
+            return false;
         }
+        self.current = self.seat.snapshots.borrow_and_update().clone();
+        true
     }
 }
