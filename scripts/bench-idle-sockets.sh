@@ -16,7 +16,7 @@ PORT=${PORT:-18931}
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=${LIVEHUB_BIN:-$TARGET/release/livehub}
 LT=${LT_BIN:-$TARGET/release/livehub-loadtest}
-[ -n "${NO_BUILD:-}" ] || cargo build --release --bin livehub --bin livehub-loadtest -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p livehub -p livehub-loadtest --bins
 # One process holds COUNT sockets on each side (plus a few files).
 ulimit -n 20000
 DATA=$(mktemp -d /tmp/livehub-idle.XXXXXX)
