@@ -36,6 +36,13 @@ fn not_an_upgrade(r: WebSocketUpgradeRejection) -> Response {
 /// Bytes of frames a socket gathers before a write, short of a flush (see `configure`).
 pub const WRITE_COALESCE_BYTES: usize = 8 * 1024;
 
+/// A socket's own read buffer (tungstenite's), held for as long as it is open and filled with
+/// zeros before each read, so an idle socket holds all of it. Frames are read from the kernel
+/// [`crate::server::accept::READ_CHUNK`] bytes at a time whatever its size (the connection's
+/// I/O keeps what does not fit for the next reads), so it only needs to hold a few frames;
+/// a bigger frame grows it.
+pub const READ_BUFFER_BYTES: usize = 256;
+
 /// Upgrade limits shared by both sockets: the buyer's 4 KiB rule is enforced on each frame
 /// (close 1009); the library's own limits only bound memory.
 ///
@@ -47,7 +54,7 @@ pub const WRITE_COALESCE_BYTES: usize = 8 * 1024;
 fn configure(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(16 * MAX_BUYER_FRAME)
         .max_frame_size(16 * MAX_BUYER_FRAME)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_COALESCE_BYTES)
         .max_write_buffer_size(1 << 20)
 }
@@ -82,13 +89,13 @@ pub async fn buy(
         ))
         .into_response();
     };
-    let (hub, limits) = (s.hub.clone(), s.buyer_limits);
+    // One box for what the socket's task needs once upgraded: the upgrade's future keeps its
+    // callback's captures for as long as the socket is open, so they take a pointer there.
+    let setup = Box::new((s.hub.clone(), room, user, s.buyer_limits, seat));
     let tracker = s.hub.tasks().clone();
     configure(ws).on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            crate::buyer::serve(hub, room, user, socket, limits).await;
-            drop(seat);
-        })
+        let (hub, room, user, limits, seat) = *setup;
+        tracker.track_future(crate::buyer::serve(hub, room, user, socket, limits, seat))
     })
 }
 

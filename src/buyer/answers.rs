@@ -25,24 +25,25 @@ type Other = Pin<Box<dyn Future<Output = Answer> + Send>>;
 /// they wait in a FIFO and only the oldest is polled: one wake-up for a batch of this
 /// connection's buys instead of one a buy, and nothing allocated to track each. The rare
 /// others (a duplicate being decided elsewhere, fleet mode, `status`) are boxed in a
-/// `FuturesUnordered`.
+/// `FuturesUnordered`, made when the first comes and dropped when the last is answered (it
+/// allocates its queue when made, and most sockets never ask anything but buys).
 pub(crate) struct Answers {
     journal: VecDeque<(Journaling, Instant)>,
-    other: FuturesUnordered<Other>,
+    other: Option<FuturesUnordered<Other>>,
 }
 
 impl Answers {
     pub(crate) fn new() -> Self {
         Answers {
             journal: VecDeque::new(),
-            other: FuturesUnordered::new(),
+            other: None,
         }
     }
 
     /// Buys and `status`es waiting.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.journal.len() + self.other.len()
+        self.journal.len() + self.other.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     #[inline]
@@ -58,7 +59,9 @@ impl Answers {
 
     /// Waits for any other answer (boxed: these are the rare ones).
     pub(crate) fn push_other(&mut self, answer: impl Future<Output = Answer> + Send + 'static) {
-        self.other.push(Box::pin(answer));
+        self.other
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(Box::pin(answer));
     }
 
     /// Every answer that is ready, once at least one is. The journal's are taken oldest first
@@ -74,8 +77,13 @@ impl Answers {
                 Poll::Pending => break,
             }
         }
-        while let Poll::Ready(Some(answer)) = self.other.poll_next_unpin(cx) {
-            ready.push(answer);
+        if let Some(other) = &mut self.other {
+            while let Poll::Ready(Some(answer)) = other.poll_next_unpin(cx) {
+                ready.push(answer);
+            }
+            if other.is_empty() {
+                self.other = None;
+            }
         }
         if ready.is_empty() {
             Poll::Pending
@@ -146,6 +154,25 @@ mod tests {
         }
         assert_eq!(got.len(), 20);
         assert_eq!(s.room.skus.get("s").unwrap().left(), 80);
+    }
+
+    /// The other answers' set exists only while one is waiting (it allocates when made).
+    #[tokio::test]
+    async fn the_other_answers_set_exists_only_while_one_waits() {
+        let mut answers = Answers::new();
+        assert!(answers.other.is_none());
+        let t0 = Instant::now();
+        answers.push_other(async move {
+            (
+                Ack::rejected("a", RejectCode::UnknownRequest, None, None),
+                t0,
+                false,
+            )
+        });
+        assert!(answers.other.is_some());
+        assert_eq!(next(&mut answers).await.len(), 1);
+        assert!(answers.other.is_none(), "dropped once the last is answered");
+        assert!(answers.is_empty());
     }
 
     /// The other answers come as each is ready, whatever the order they were added in.

@@ -9,13 +9,14 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::ops::ControlFlow::{self, Break, Continue};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 
 use crate::buyer::answers::{Answer, Answers};
 use crate::buyer::outbound::{Flow, Outbound};
@@ -27,6 +28,7 @@ use crate::hub::buy::Started;
 use crate::hub::Hub;
 use crate::inventory::UserRef;
 use crate::protocol::{Ack, BuyMsg, ClientMsg, RejectCode, ServerMsg, MAX_BUYER_FRAME};
+use crate::rooms::live::UserSeat;
 use crate::rooms::room::Room;
 
 /// Close code for a frame over [`MAX_BUYER_FRAME`].
@@ -40,6 +42,10 @@ pub const CLOSE_IDLE: u16 = 1000;
 /// Frames read and handled in one wake-up of a buyer's task, at most, before it looks at its
 /// other work (acks, pushes, heartbeats, shutdown) again.
 const FRAMES_PER_WAKEUP: usize = 64;
+/// Bytes that a buyer connection's future may take, at most: the whole of it stays allocated
+/// in the socket's task for as long as the socket is open, idle or not (the unit test
+/// `the_connections_future_stays_within_its_budget` holds it to this).
+pub const FUTURE_BUDGET: usize = 896;
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -83,18 +89,25 @@ impl Default for BuyerLimits {
     }
 }
 
-/// Serves one buyer until it leaves or the hub shuts down.
-pub async fn serve(
+/// Serves one buyer until it leaves or the hub shuts down, then gives back its `seat` (its
+/// place among the user's sockets).
+///
+/// The connection is made here and only its [`Connection::run`] is awaited: an `async fn`
+/// would keep its by-value arguments, the socket among them, in its future beside the
+/// connection that took them over, and that future is the socket's task, allocated for as long
+/// as the socket is open.
+pub fn serve(
     hub: Hub,
     room: Arc<Room>,
     user: Arc<str>,
     socket: WebSocket,
     limits: BuyerLimits,
-) {
+    seat: UserSeat,
+) -> impl Future<Output = ()> + Send {
     let (sink, frames) = socket.split();
     Connection::new(hub, room, user, sink, frames, limits)
         .run()
-        .await;
+        .map(move |()| drop(seat))
 }
 
 /// One buyer's connection: what it has read, what waits to be written, and its limits.
@@ -117,7 +130,11 @@ pub struct Connection<Si, St> {
     bucket: TokenBucket,
     strikes: TokenBucket,
     stop: StopWatch,
-    heartbeat: Interval,
+    /// The connection's one timer: due at the next heartbeat, or sooner at the write timeout
+    /// of a queue that stays more than half full (see [`Connection::arm_timer`]).
+    timer: Pin<Box<Sleep>>,
+    /// When the next heartbeat is due.
+    next_ping: Instant,
     /// When the client last sent a frame (pongs count).
     last_heard: Instant,
     /// Since when the outbound queue has been more than half full, if it is.
@@ -143,9 +160,7 @@ where
         limits: BuyerLimits,
     ) -> Self {
         let who = room.users.intern(&user);
-        let ping_every = (limits.idle_timeout / 3).max(Duration::from_millis(10));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let next_ping = Instant::now() + ping_every(&limits);
         Connection {
             stop: hub.stop_watch(),
             hub,
@@ -158,7 +173,8 @@ where
             answers: Answers::new(),
             bucket: TokenBucket::new(limits.frames_per_s, limits.burst),
             strikes: TokenBucket::new(limits.frames_per_s, limits.abuse_strikes),
-            heartbeat,
+            timer: Box::pin(tokio::time::sleep_until(next_ping)),
+            next_ping,
             last_heard: Instant::now(),
             backlogged_since: None,
             close: None,
@@ -179,35 +195,40 @@ where
             self.room.live.viewer_joined(&self.user);
             self.room.audience.socket(&self.user, true);
             metrics::gauge!("livehub_connections", "kind" => "buyer").increment(1.0);
-            let room = self.room.clone();
-            // Before the hello's state is taken: the buyer misses no change after it.
-            let mut pushes = room.feeds.buyer_pushes.subscribe();
-            let (_listening, mut order_pushes) = room.feeds.order_pushes.listen(&self.user);
-            self.hello();
-            while self.flow == Flow::Open {
-                let room_to_write = self.out.has_room();
-                let stall_deadline = self.stall_deadline(room_to_write);
-                let waiting = !self.answers.is_empty();
-                // A buyer whose answers pile up unread is not read either (backpressure).
-                let read = room_to_write && self.answers.len() < self.limits.max_in_flight;
-                // Biased, in this order: shutdown, writes, acks of decided buys, pushes, then
-                // new frames, so a burst of pushes (a sale opening for thousands) never holds
-                // back answers. Pushes are taken only while the queue has room: a buyer that
-                // reads slowly lags on the broadcast instead, and then gets the latest state.
-                let step = tokio::select! {
-                    biased;
-                    _ = self.stop.stopped() => self.on_stop(),
-                    written = self.out.write(), if self.out.is_due() => self.on_written(written),
-                    _ = back_of_queue(), if self.out.must_wait() => self.on_turn(),
-                    ready = self.answers.next(), if waiting => self.on_answers(ready),
-                    push = pushes.rx.recv(), if room_to_write => self.on_push(push),
-                    Some(f) = order_pushes.recv(), if room_to_write => self.on_order_push(f),
-                    _ = self.heartbeat.tick() => self.on_tick(),
-                    _ = sleep_until_some(stall_deadline) => self.on_stall(),
-                    frame = self.frames.next(), if read => self.on_frames(frame),
-                };
-                if step.is_break() {
-                    break;
+            // The socket's registrations for pushes end with the loop: the close below
+            // sends nothing more, and what it awaits takes the loop's room in the task.
+            {
+                let room = self.room.clone();
+                // Before the hello's state is taken: the buyer misses no change after it.
+                let mut pushes = room.feeds.buyer_pushes.subscribe();
+                let order_pushes = room.feeds.order_pushes.listen(&self.user);
+                self.hello();
+                while self.flow == Flow::Open {
+                    let room_to_write = self.out.has_room();
+                    self.arm_timer(room_to_write);
+                    let waiting = !self.answers.is_empty();
+                    // A buyer whose answers pile up unread is not read either (backpressure).
+                    let read = room_to_write && self.answers.len() < self.limits.max_in_flight;
+                    // Biased, in this order: shutdown, writes, acks of decided buys, pushes, then
+                    // new frames, so a burst of pushes (a sale opening for thousands) never holds
+                    // back answers. Pushes are taken only while the queue has room: a buyer that
+                    // reads slowly lags on the broadcast instead, and then gets the latest state.
+                    let step = tokio::select! {
+                        biased;
+                        _ = self.stop.stopped() => self.on_stop(),
+                        written = self.out.write(), if self.out.is_due() => {
+                            self.on_written(written)
+                        }
+                        _ = back_of_queue(), if self.out.must_wait() => self.on_turn(),
+                        ready = self.answers.next(), if waiting => self.on_answers(ready),
+                        push = pushes.rx.recv(), if room_to_write => self.on_push(push),
+                        f = order_pushes.recv(), if room_to_write => self.on_order_push(f),
+                        _ = &mut self.timer => self.on_timer(),
+                        frame = self.frames.next(), if read => self.on_frames(frame),
+                    };
+                    if step.is_break() {
+                        break;
+                    }
                 }
             }
             if self.flow == Flow::Overflow {
@@ -219,7 +240,9 @@ where
                 while !self.answers.next().await.is_empty() {}
             } else {
                 self.answer_in_flight().await;
-                self.out.finish(self.close).await;
+                // Boxed: made once, at the close, rather than kept in every open socket's
+                // task (it holds a timer and the queue).
+                Box::pin(self.out.finish(self.close)).await;
             }
             self.room.audience.socket(&self.user, false);
             self.room.live.viewer_left();
@@ -236,18 +259,39 @@ where
             skus: self.room.skus.states(now_ms()),
         };
         self.flow = self.out.push_msg(&hello);
+        self.out.release_when_flushed();
     }
 
-    /// When a queue that stays more than half full makes the buyer a slow consumer; `None`
-    /// while it has room.
+    /// Sets the timer for the next heartbeat, or for when a queue that stays more than half
+    /// full makes the buyer a slow consumer if that is sooner. One timer rather than a second
+    /// one in every wait: the wait is part of the connection's task, which every open socket
+    /// keeps allocated.
     #[inline]
-    fn stall_deadline(&mut self, room_to_write: bool) -> Option<Instant> {
+    fn arm_timer(&mut self, room_to_write: bool) {
         self.backlogged_since = match (room_to_write, self.backlogged_since) {
             (true, _) => None,
             (false, None) => Some(Instant::now()),
             (false, since) => since,
         };
-        self.backlogged_since.map(|t| t + self.limits.write_timeout)
+        let due = match self.backlogged_since {
+            Some(t) => self.next_ping.min(t + self.limits.write_timeout),
+            None => self.next_ping,
+        };
+        if self.timer.deadline() != due {
+            self.timer.as_mut().reset(due);
+        }
+    }
+
+    /// The timer went off: a heartbeat if one is due, else the write timeout (it is armed for
+    /// nothing else).
+    fn on_timer(&mut self) -> ControlFlow<()> {
+        let now = Instant::now();
+        if now >= self.next_ping {
+            self.next_ping = now + ping_every(&self.limits);
+            self.on_tick()
+        } else {
+            self.on_stall()
+        }
     }
 
     /// The hub shuts down.
@@ -310,6 +354,7 @@ where
             return self.close_with(CLOSE_IDLE, "idle timeout");
         }
         self.flow = self.out.push(Message::Ping(Default::default()));
+        self.out.release_when_flushed();
         Continue(())
     }
 
@@ -503,12 +548,9 @@ fn frame_error(detail: &str, req: Option<String>) -> ServerMsg {
     }
 }
 
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// How often a connection pings: a third of the idle timeout.
+fn ping_every(limits: &BuyerLimits) -> Duration {
+    (limits.idle_timeout / 3).max(Duration::from_millis(10))
 }
 
 /// After missing pushes, a buyer gets every SKU's current sale and stock state.
@@ -543,6 +585,44 @@ mod tests {
     use super::*;
     use crate::buyer::testing::{self, limits, Client, Sent, Setup, Stuck, WAIT};
     use tokio::task::JoinHandle;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<F, A, R>(_: &F) -> usize
+    where
+        F: FnOnce(A) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The size of what `serve` returns, without calling it.
+    fn served_size<F, A, B, C, D, E, G, R>(_: &F) -> usize
+    where
+        F: FnOnce(A, B, C, D, E, G) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The future of a real buyer socket (axum's WebSocket, split) is what every open socket
+    /// keeps allocated: it holds the connection once, and neither the socket a second time
+    /// nor the close's timer.
+    #[test]
+    fn the_connections_future_stays_within_its_budget() {
+        use axum::extract::ws::WebSocket;
+        use futures_util::stream::{SplitSink, SplitStream};
+        type Real = Connection<SplitSink<WebSocket, Message>, SplitStream<WebSocket>>;
+        let run = returned_size(&Real::run);
+        let served = served_size(&serve);
+        let (connection, socket) = (
+            std::mem::size_of::<Real>(),
+            std::mem::size_of::<WebSocket>(),
+        );
+        assert!(run >= connection, "{run} B for a {connection} B connection");
+        assert!(
+            served <= FUTURE_BUDGET,
+            "a buyer socket's future takes {served} B (the connection {connection} B, the run \
+             {run} B, a WebSocket {socket} B); the budget is {FUTURE_BUDGET} B"
+        );
+    }
 
     /// Starts a connection for user `u1` on a client's socket.
     fn start(s: &Setup, limits: BuyerLimits) -> (Client, JoinHandle<()>) {

@@ -38,6 +38,9 @@ pub(crate) struct Outbound<Si> {
     broken: bool,
     /// What is queued has waited its turn at the back of the run queue.
     pub(crate) waited: bool,
+    /// The queue gives its memory back after the next flush
+    /// (see [`Outbound::release_when_flushed`]).
+    release: bool,
 }
 
 impl<Si> Outbound<Si>
@@ -53,7 +56,16 @@ where
             unflushed: false,
             broken: false,
             waited: false,
+            release: false,
         }
+    }
+
+    /// After the next flush the queue holds no buffer, whatever it held. For the frames an
+    /// idle socket writes (its hello, the heartbeat's pings), so that a socket that only
+    /// listens keeps no queue between them; a busy socket keeps its queue from batch to batch.
+    #[inline]
+    pub(crate) fn release_when_flushed(&mut self) {
+        self.release = true;
     }
 
     /// Whether at least half the queue is free.
@@ -90,6 +102,11 @@ where
         } else if self.queue.len() >= self.capacity {
             Flow::Overflow
         } else {
+            if self.queue.capacity() == 0 {
+                // Room for one frame first (the lone pong or push of a quiet socket); a busy
+                // socket's queue grows from there and keeps its size between batches.
+                self.queue.reserve_exact(1);
+            }
             self.queue.push_back(msg);
             Flow::Open
         }
@@ -143,8 +160,9 @@ where
             Ok(()) => {
                 self.unflushed = false;
                 self.waited = false;
-                if self.queue.capacity() > 64 {
-                    // A burst is over: an idle socket (most of them) keeps no big buffer.
+                if std::mem::take(&mut self.release) || self.queue.capacity() > 64 {
+                    // A burst is over, or the socket is idle: it keeps no big buffer, or
+                    // none at all.
                     self.queue = VecDeque::new();
                 }
                 Poll::Ready(Flow::Open)
@@ -228,6 +246,29 @@ mod tests {
             drain(&mut rx).is_empty(),
             "nothing to write, nothing flushed"
         );
+    }
+
+    /// A quiet socket's queue: room for one frame at first, and no buffer at all after a
+    /// flush it was told to give its memory back at (the hello's, a heartbeat's); a busy
+    /// socket's queue keeps its size from one batch to the next.
+    #[tokio::test]
+    async fn an_idle_queue_holds_no_buffer_after_its_flush() {
+        let (sink, mut rx) = wire();
+        let mut out = Outbound::new(sink, 8);
+        assert_eq!(out.queue.capacity(), 0);
+        out.push(text("hello"));
+        assert_eq!(out.queue.capacity(), 1, "room for the lone frame only");
+        out.release_when_flushed();
+        out.waited = true;
+        assert_eq!(out.write().await, Flow::Open);
+        assert_eq!(out.queue.capacity(), 0, "given back after the flush");
+        for f in ["a", "b", "c"] {
+            out.push(text(f));
+        }
+        out.waited = true;
+        assert_eq!(out.write().await, Flow::Open);
+        assert!(out.queue.capacity() >= 3, "a batch's queue is kept");
+        assert_eq!(drain(&mut rx), ["hello", "flush", "a", "b", "c", "flush"]);
     }
 
     /// Half full is the most that has room; a full queue overflows and keeps what it has.

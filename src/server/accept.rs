@@ -15,6 +15,7 @@
 //! So sockets that dribble a byte now and then can neither fill `--max-connections` nor keep
 //! buyers out, while a flash crowd's handshakes, each done in milliseconds, are never cut.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -215,20 +216,81 @@ impl Authenticated {
     }
 }
 
+/// Bytes one read asks the kernel for when the reader's own buffer is smaller.
+pub const READ_CHUNK: usize = 4 * 1024;
+
+thread_local! {
+    /// Where a socket read into a small reader's buffer lands first: one a thread, not one a
+    /// connection.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
 /// A TCP stream that holds its connection slot.
+///
+/// A reader with a small buffer (a WebSocket's, see `api::sockets`) still gets the kernel's
+/// bytes [`READ_CHUNK`] at a time: they are read into the thread's scratch buffer, the reader
+/// takes what fits, and the rest waits in `unread` for its next reads. So an idle socket holds
+/// only its reader's small buffer, and a busy one makes no more read calls than with a big
+/// buffer of its own.
 #[derive(Debug)]
 pub struct Counted {
     tcp: TcpStream,
     _slot: Slot,
+    /// Bytes read from the socket that the reader had no room for, from `unread_at` on; no
+    /// allocation while there are none.
+    unread: Vec<u8>,
+    unread_at: usize,
+}
+
+impl Counted {
+    /// `tcp`, holding `slot`.
+    fn new(tcp: TcpStream, slot: Slot) -> Self {
+        Counted {
+            tcp,
+            _slot: slot,
+            unread: Vec::new(),
+            unread_at: 0,
+        }
+    }
+
+    /// Bytes read from the socket and not handed to the reader yet.
+    fn unread(&self) -> usize {
+        self.unread.len() - self.unread_at
+    }
 }
 
 impl AsyncRead for Counted {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.unread() > 0 {
+            let rest = &this.unread[this.unread_at..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.unread_at += n;
+            if this.unread() == 0 {
+                this.unread = Vec::new();
+                this.unread_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= READ_CHUNK || buf.remaining() == 0 {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut chunk = ReadBuf::new(scratch);
+            std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, &mut chunk))?;
+            let got = chunk.filled();
+            let n = got.len().min(buf.remaining());
+            buf.put_slice(&got[..n]);
+            if n < got.len() {
+                this.unread.extend_from_slice(&got[n..]);
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
@@ -309,7 +371,7 @@ pub async fn serve(
             }
         };
         let authenticated = Authenticated(Arc::new(std::sync::Mutex::new(Some(stranger))));
-        let io = TokioIo::new(Counted { tcp, _slot: slot });
+        let io = TokioIo::new(Counted::new(tcp, slot));
         let service = TowerToHyperService::new(app.clone().map_request(
             move |mut req: axum::http::Request<Incoming>| {
                 req.extensions_mut()
@@ -380,6 +442,53 @@ mod tests {
         assert_eq!(counts.open(), 2);
         let _a3 = counts.try_take(a, &limits).unwrap();
         assert_eq!(counts.per_ip.get(&a).map(|n| *n), Some(2));
+    }
+
+    /// A reader with a small buffer gets a burst piece by piece from one read of the socket,
+    /// and the connection holds none of it once it is all taken; a reader with a big buffer
+    /// reads the socket directly.
+    #[tokio::test]
+    async fn small_reads_share_one_socket_read_and_keep_nothing_after() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, remote) = listener.accept().await.unwrap();
+        let counts = Arc::new(ConnCounts::default());
+        let slot = counts
+            .try_take(remote.ip(), &ConnLimits::default())
+            .unwrap();
+        let mut io = Counted::new(tcp, slot);
+        let burst: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        client.write_all(&burst).await.unwrap();
+        // Wait until the whole burst is in the socket, then take it in small reads.
+        let mut peek = [0u8; 1000];
+        while io.tcp.peek(&mut peek).await.unwrap() < burst.len() {
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        let mut small = [0u8; 256];
+        let n = io.read(&mut small).await.unwrap();
+        assert_eq!(n, small.len());
+        assert_eq!(io.unread(), burst.len() - n, "the rest was read with it");
+        got.extend_from_slice(&small[..n]);
+        while got.len() < burst.len() {
+            let n = io.read(&mut small).await.unwrap();
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, burst);
+        assert_eq!(io.unread(), 0);
+        assert_eq!(io.unread.capacity(), 0, "nothing kept once taken");
+
+        client.write_all(&burst).await.unwrap();
+        let mut big = vec![0u8; READ_CHUNK];
+        let mut n = 0;
+        while n < burst.len() {
+            n += io.read(&mut big[n..]).await.unwrap();
+        }
+        assert_eq!(&big[..n], &burst[..]);
+        assert_eq!(io.unread.capacity(), 0, "a big read keeps nothing either");
     }
 
     #[test]
