@@ -1,19 +1,18 @@
-//! Bulk work that must not hold up buys: a pool of threads under the kernel's idle
-//! scheduling policy (`SCHED_IDLE`), one per core, for work of milliseconds that comes in
-//! bursts, such as a batch of audience events parsed, checked, encoded and folded.
+//! Bulk work that must not hold up buys: a pool of threads at a lower scheduling priority
+//! (nice [`NICE`]), one per core, for work of milliseconds that comes in bursts, such as a
+//! batch of audience events parsed, checked, encoded and folded.
 //!
 //! On a busy machine the kernel's scheduler gives the runtime's workers and the journal
 //! writer, which answer buys, the CPU first, and this pool what is left; on an idle one the
-//! pool runs at full speed. The idle policy rather than a nice value: a waking normal thread
-//! preempts an idle-policy thread at once, where a niced thread may run out its time slice
-//! first (milliseconds, which a buy waiting on that core would wait too). It is not
-//! starvation: under full load the pool still gets a small share, so its work finishes,
-//! later. Where the policy cannot be set, the threads fall back to nice [`NICE`].
+//! pool runs at full speed. A lower weight is not starvation: under full load the pool still
+//! gets a small share, so its work finishes, later. Not the kernel's idle policy
+//! (`SCHED_IDLE`): a pool thread folds a batch while holding its room's audience lock, which
+//! the journal writer's apply and the aggregator may need too, and an idle-policy holder can
+//! wait long for a core while they wait for the lock.
 
 use std::sync::OnceLock;
 
-/// The pool threads' nice value where the idle policy cannot be set: their weight is about a
-/// tenth of a normal thread's.
+/// The pool threads' nice value: their weight is about a tenth of a normal thread's.
 pub const NICE: i32 = 10;
 
 fn pool() -> &'static rayon::ThreadPool {
@@ -32,15 +31,9 @@ fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
-/// Puts the calling thread under the idle policy, or else lowers its nice value. On Linux
-/// both belong to the thread, so this leaves the rest of the process as it is; where both
-/// fail the thread keeps its priority.
-pub fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler reads `param` only; `0` names the calling thread on Linux.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
-        return;
-    }
+/// Lowers the calling thread's priority. On Linux a nice value belongs to the thread, so this
+/// leaves the rest of the process as it is; where that fails the thread keeps its priority.
+fn lower_priority() {
     if nice_of_this_thread() >= NICE {
         return;
     }
@@ -52,13 +45,6 @@ pub fn lower_priority() {
             "the background pool keeps its priority"
         );
     }
-}
-
-/// Whether the calling thread runs under the idle policy or at nice [`NICE`] or more.
-pub fn is_lowered() -> bool {
-    // SAFETY: sched_getscheduler takes a plain integer; `0` names the calling thread.
-    let policy = unsafe { libc::sched_getscheduler(0) };
-    policy == libc::SCHED_IDLE || nice_of_this_thread() >= NICE
 }
 
 /// Runs `f` on the pool and waits for it without holding a runtime worker. A panic in `f`
@@ -91,20 +77,17 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_on_threads_of_lower_priority_and_leave_the_caller_alone() {
-        assert!(!is_lowered(), "the test's own thread starts normal");
-        let (lowered, idle, name) = run(|| {
+        let before = nice_of_this_thread();
+        let (nice, name) = run(|| {
             (
-                is_lowered(),
-                // SAFETY: as in `is_lowered`.
-                unsafe { libc::sched_getscheduler(0) } == libc::SCHED_IDLE,
+                nice_of_this_thread(),
                 std::thread::current().name().map(str::to_owned),
             )
         })
         .await;
-        assert!(lowered, "pool thread not lowered");
-        assert!(idle, "Linux lets any thread take the idle policy");
+        assert!(nice >= NICE, "pool thread nice {nice}, caller {before}");
         assert!(name.unwrap().starts_with("livehub-background-"));
-        assert!(!is_lowered(), "the caller's thread is left alone");
+        assert_eq!(nice_of_this_thread(), before);
     }
 
     #[tokio::test]
