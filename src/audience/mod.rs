@@ -12,25 +12,59 @@
 pub mod batch;
 pub mod viewers;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use crate::journal::{AudienceEvent, Mode};
 
 /// Durable events queued for the fold at most; past it, the apply folds them itself.
 const MAX_QUEUED_EVENTS: usize = 200_000;
 
+/// Queued events a reader that must not wait ([`Audience::try_with`]) folds itself at most:
+/// a few buyer sockets and a small batch, not a full one.
+const FOLD_INLINE_EVENTS: usize = 1_000;
+
 /// A room's audience state, behind one lock. The journal's apply only queues a live batch
-/// ([`Audience::apply`]), which costs the journal writer nothing per event; the ingest folds
-/// it once durable, on the background pool ([`Audience::fold`]), and any reader before that
-/// (the aggregator's tick, the re-sent check of the next batch, a journal snapshot's
-/// capture) folds what is queued, in journal order, before it reads. So every reader sees
-/// every durable batch, and the writer thread, which acks the buys of the same group commit,
-/// never folds thousands of events ahead of them.
+/// ([`Audience::apply`]), which costs the journal writer nothing per event, and a buyer socket
+/// that opens or closes only queues that too; the ingest folds a batch once durable, on the
+/// background pool ([`Audience::fold`]), and any reader before that (the re-sent check of the
+/// next batch, a journal snapshot's capture) folds what is queued, in order, before it reads.
+/// So every reader sees every durable batch, and the writer thread, which acks the buys of the
+/// same group commit, never folds thousands of events ahead of them. The aggregator's tick
+/// runs on a runtime worker among the buyers' sockets: it reads with [`Audience::try_with`],
+/// which never waits for a fold and never does a big one.
 #[derive(Default)]
 pub struct Audience {
     state: Mutex<viewers::State>,
-    /// Durable batches not folded yet, in journal order, and how many events they hold.
-    queued: Mutex<(Vec<Arc<[AudienceEvent]>>, usize)>,
+    /// What is not folded yet, in order.
+    queued: Mutex<Queue>,
+    /// A fold on the background pool was asked for and has not started.
+    fold_asked: AtomicBool,
+}
+
+/// What waits for the fold, and how many events it holds (a socket counts as one).
+#[derive(Default)]
+struct Queue {
+    items: Vec<Queued>,
+    events: usize,
+}
+
+enum Queued {
+    /// A durable batch.
+    Batch(Arc<[AudienceEvent]>),
+    /// A buyer socket of this user opened (`true`) or closed.
+    Socket(Box<str>, bool),
+}
+
+impl Queue {
+    fn push(&mut self, item: Queued) -> usize {
+        self.events += match &item {
+            Queued::Batch(b) => b.len(),
+            Queued::Socket(..) => 1,
+        };
+        self.items.push(item);
+        self.events
+    }
 }
 
 impl std::fmt::Debug for Audience {
@@ -47,21 +81,33 @@ impl Audience {
             self.add(events);
             return;
         }
-        let full = {
-            let mut q = self.queued.lock().expect("audience queue lock");
-            q.0.push(events.clone());
-            q.1 += events.len();
-            q.1 > MAX_QUEUED_EVENTS
-        };
-        if full {
+        self.queue(Queued::Batch(events.clone()));
+    }
+
+    /// A buyer socket of `user` opened (`true`) or closed: online counts it. Queued, so a
+    /// socket's task never waits for a fold.
+    pub fn socket(&self, user: &str, open: bool) {
+        self.queue(Queued::Socket(user.into(), open));
+    }
+
+    fn queue(&self, item: Queued) {
+        let queued = self.queued.lock().expect("audience queue lock").push(item);
+        if queued > MAX_QUEUED_EVENTS {
             drop(self.state());
         }
     }
 
-    /// Folds every queued batch now (the ingest, on the background pool, right after its
+    /// Folds everything queued now (the ingest, on the background pool, right after its
     /// batch is durable), so the next reader finds nothing to fold.
     pub fn fold(&self) {
+        self.fold_asked.store(false, Ordering::Relaxed);
         drop(self.state());
+    }
+
+    /// Whether the caller should run [`Audience::fold`] on the background pool: `true` for
+    /// one caller until that fold starts.
+    pub fn ask_fold(&self) -> bool {
+        !self.fold_asked.swap(true, Ordering::Relaxed)
     }
 
     /// Counts events at once; returns how many were new.
@@ -70,28 +116,39 @@ impl Audience {
         events.iter().filter(|e| s.add(e)).count()
     }
 
-    /// The state with every queued batch folded in: the state lock first, then the queue's,
-    /// so batches fold in the order the apply queued them.
+    /// The state with everything queued folded in: the state lock first, then the queue's,
+    /// so items fold in the order they were queued.
     fn state(&self) -> MutexGuard<'_, viewers::State> {
         let mut s = self.state.lock().expect("audience lock");
         let queued = std::mem::take(&mut *self.queued.lock().expect("audience queue lock"));
-        for batch in queued.0 {
-            for e in batch.iter() {
-                s.add(e);
-            }
-        }
+        fold_into(&mut s, queued);
         s
+    }
+
+    /// Runs `f` on the state without waiting: `None` while another thread holds it (a fold
+    /// on the background pool) or when more than [`FOLD_INLINE_EVENTS`] are queued (then
+    /// the caller asks for a fold, [`Audience::ask_fold`], and reads again later).
+    pub fn try_with<R>(&self, f: impl FnOnce(&viewers::State) -> R) -> Option<R> {
+        let mut s = match self.state.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(e)) => panic!("audience lock: {e}"),
+        };
+        let queued = {
+            let mut q = self.queued.lock().expect("audience queue lock");
+            if q.events > FOLD_INLINE_EVENTS {
+                return None;
+            }
+            std::mem::take(&mut *q)
+        };
+        fold_into(&mut s, queued);
+        Some(f(&s))
     }
 
     /// The events of `events` not counted yet (a re-sent batch has none).
     pub fn unseen(&self, events: Vec<AudienceEvent>) -> Vec<AudienceEvent> {
         let s = self.state();
         events.into_iter().filter(|e| !s.is_seen(e)).collect()
-    }
-
-    /// A buyer socket of `user` opened (`true`) or closed: online counts it.
-    pub fn socket(&self, user: &str, open: bool) {
-        self.state().socket(user, open);
     }
 
     /// The state for a journal snapshot (on the journal writer's thread, between batches:
@@ -115,6 +172,19 @@ impl Audience {
     /// Runs `f` on the state, under the lock.
     pub fn with<R>(&self, f: impl FnOnce(&viewers::State) -> R) -> R {
         f(&self.state())
+    }
+}
+
+fn fold_into(s: &mut viewers::State, queued: Queue) {
+    for item in queued.items {
+        match item {
+            Queued::Batch(batch) => {
+                for e in batch.iter() {
+                    s.add(e);
+                }
+            }
+            Queued::Socket(user, open) => s.socket(&user, open),
+        }
     }
 }
 
@@ -157,8 +227,44 @@ mod tests {
         assert_eq!(b.with(|s| s.figures(t)), a.with(|s| s.figures(t)));
         // Replay folds at once.
         a.apply(&vec![like("u5", t)].into(), Mode::Replay);
-        assert_eq!(a.queued.lock().unwrap().1, 0);
+        assert_eq!(a.queued.lock().unwrap().events, 0);
         assert_eq!(a.with(|s| s.figures(t).likes), 4);
+    }
+
+    /// A reader that must not wait gets nothing while a fold holds the state or a big batch is
+    /// queued, and reads as `with` does once that is folded; sockets fold in their order.
+    #[test]
+    fn try_with_never_waits_for_a_fold_nor_does_a_big_one() {
+        let a = Audience::default();
+        let t = 1_700_000_000_000;
+        a.socket("b1", true);
+        a.socket("b1", false);
+        a.socket("b2", true);
+        assert_eq!(a.try_with(|s| s.figures(t).online), Some(1));
+        {
+            let _held = a.state.lock().unwrap();
+            assert_eq!(a.try_with(|s| s.figures(t).online), None, "a fold holds it");
+        }
+        let big: Arc<[AudienceEvent]> = (0..FOLD_INLINE_EVENTS as i64 + 1)
+            .map(|i| like(&format!("u{i}"), t + i))
+            .collect();
+        a.apply(&big, Mode::Live);
+        assert_eq!(
+            a.try_with(|s| s.figures(t).likes),
+            None,
+            "a big batch waits for the pool"
+        );
+        assert!(a.ask_fold());
+        assert!(!a.ask_fold(), "one fold is asked for at a time");
+        a.fold();
+        assert!(
+            a.ask_fold(),
+            "the fold started: the next one may be asked for"
+        );
+        assert_eq!(
+            a.try_with(|s| s.figures(t).likes),
+            Some(FOLD_INLINE_EVENTS as u64 + 1)
+        );
     }
 
     /// Many threads read while the writer queues: every batch is folded exactly once.

@@ -172,6 +172,8 @@ pub struct Aggregator {
     hub_seqs: BTreeMap<Arc<str>, u64>,
     /// Fleet mode: this hub's id, which names its own counts in `hubs`.
     hub_id: Option<Arc<str>>,
+    /// The audience's figures as last read, for a tick that finds them being folded.
+    audience: Option<crate::audience::viewers::Figures>,
 }
 
 impl Aggregator {
@@ -206,6 +208,7 @@ impl Aggregator {
             from_stream: false,
             hub_seqs: BTreeMap::new(),
             hub_id: None,
+            audience: None,
         }
     }
 
@@ -549,8 +552,28 @@ impl Aggregator {
         Arc::make_mut(&mut self.trend)[i].online = online;
     }
 
+    /// The audience's figures now, without waiting: while a fold holds them (or a big one is
+    /// queued, which this asks the background pool for), the last tick's, and the next tick
+    /// reads again. The tick runs on a runtime worker, whose buyers would wait with it.
+    fn audience_figures(&mut self, now: i64) -> crate::audience::viewers::Figures {
+        let audience = &self.room.audience;
+        if let Some(f) = audience.try_with(|s| s.figures(now)) {
+            self.audience = Some(f.clone());
+            return f;
+        }
+        if audience.ask_fold() {
+            let room = self.room.clone();
+            crate::background::spawn(move || room.audience.fold());
+        }
+        match &self.audience {
+            Some(f) => f.clone(),
+            // The first tick has nothing older to show: it waits.
+            None => audience.with(|s| s.figures(now)),
+        }
+    }
+
     fn figures(&mut self, now: i64) -> Figures {
-        let mut audience = self.room.audience.with(|s| s.figures(now));
+        let mut audience = self.audience_figures(now);
         let room = self.room.clone();
         let live = &room.live;
         let own = HubCounts {
