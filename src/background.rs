@@ -1,14 +1,14 @@
 //! Bulk work that must not hold up buys: a pool of threads at a lower scheduling priority
-//! (nice [`NICE`]), one per core, for work of milliseconds that comes in bursts, such as a
-//! batch of audience events parsed, checked, encoded and folded.
+//! (nice [`NICE`], and the shortest time slice), one per core, for work of milliseconds that
+//! comes in bursts, such as a batch of audience events parsed, checked, encoded and folded.
 //!
 //! On a busy machine the kernel's scheduler gives the runtime's workers and the journal
 //! writer, which answer buys, the CPU first, and this pool what is left; on an idle one the
 //! pool runs at full speed. A lower weight is not starvation: under full load the pool still
 //! gets a small share, so its work finishes, later. Not the kernel's idle policy
 //! (`SCHED_IDLE`): a pool thread folds a batch while holding its room's audience lock, which
-//! the journal writer's apply and the aggregator may need too, and an idle-policy holder can
-//! wait long for a core while they wait for the lock.
+//! the journal writer's snapshot capture and the re-sent check may need too, and an
+//! idle-policy holder can wait long for a core while they wait for the lock.
 
 use std::sync::OnceLock;
 
@@ -31,12 +31,40 @@ fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
-/// Lowers the calling thread's priority. On Linux a nice value belongs to the thread, so this
-/// leaves the rest of the process as it is; where that fails the thread keeps its priority.
+/// A pool thread's time slice (the kernel's custom slice for a normal thread, Linux 6.12 and
+/// later), the least the kernel takes. The scheduler lets a thread that has just started to
+/// run finish its slice before a waking one takes the core, so with the default slice a buy
+/// that arrives as a pool thread is scheduled would wait for it.
+const SLICE_NS: u64 = 100_000;
+
+/// Lowers the calling thread's priority: nice [`NICE`], and where the kernel has them, the
+/// shortest slice ([`SLICE_NS`]). On Linux both belong to the thread, so this leaves the rest
+/// of the process as it is; where that fails the thread keeps its priority.
 fn lower_priority() {
-    if nice_of_this_thread() >= NICE {
+    let attr = libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: NICE,
+        sched_priority: 0,
+        sched_runtime: SLICE_NS,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: sched_setattr reads `attr`, which lives across the call and gives its own size;
+    // `0` names the calling thread.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            0,
+            &attr as *const libc::sched_attr,
+            0,
+        )
+    };
+    if r == 0 || nice_of_this_thread() >= NICE {
         return;
     }
+    // An older kernel refuses the slice: the nice value alone.
     // SAFETY: setpriority takes plain integers; `0` names the calling thread on Linux.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
     if r != 0 {
@@ -65,6 +93,15 @@ where
     }
 }
 
+/// Runs `f` on the pool without waiting for it. A panic in `f` is logged.
+pub fn spawn(f: impl FnOnce() + Send + 'static) {
+    pool().spawn(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+            tracing::error!("a background job panicked");
+        }
+    });
+}
+
 /// The calling thread's nice value.
 fn nice_of_this_thread() -> i32 {
     // SAFETY: getpriority takes plain integers; `0` names the calling thread on Linux.
@@ -88,6 +125,32 @@ mod tests {
         assert!(nice >= NICE, "pool thread nice {nice}, caller {before}");
         assert!(name.unwrap().starts_with("livehub-background-"));
         assert_eq!(nice_of_this_thread(), before);
+    }
+
+    /// Where the kernel keeps a custom slice for a normal thread, the pool's threads have the
+    /// shortest; an older kernel reports none (0).
+    #[tokio::test]
+    async fn pool_threads_ask_for_the_shortest_slice() {
+        let (policy, nice, runtime) = run(|| {
+            let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::sched_attr>() as u32;
+            // SAFETY: sched_getattr writes at most `size` bytes into `attr`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_sched_getattr,
+                    0,
+                    &mut attr as *mut libc::sched_attr,
+                    size,
+                    0,
+                )
+            };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            (attr.sched_policy, attr.sched_nice, attr.sched_runtime)
+        })
+        .await;
+        assert_eq!(policy, libc::SCHED_OTHER as u32);
+        assert_eq!(nice, NICE);
+        assert!(runtime == SLICE_NS || runtime == 0, "slice {runtime} ns");
     }
 
     #[tokio::test]
