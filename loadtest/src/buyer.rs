@@ -488,8 +488,13 @@ pub async fn run_load(
 pub struct SpikeShared {
     /// When the open call was sent.
     pub t_open: std::sync::OnceLock<Instant>,
-    /// When each buyer saw the open push, µs after the open call was sent.
+    /// The same, by the clock of the kernel's arrival stamps (ns since the Unix epoch).
+    pub t_open_ns: std::sync::OnceLock<u64>,
+    /// When each buyer read the open push, µs after the open call was sent.
     pub push_us: Mutex<Vec<u64>>,
+    /// When the open push arrived at each buyer's socket by the kernel's stamp, µs after the
+    /// open call was sent.
+    pub push_arrival_us: Mutex<Vec<u64>>,
     pub missed_push: AtomicU64,
     /// Each answer's latency by the kernel's stamp of its arrival instead of this tool's read
     /// (`buys.latency_arrival`): the same buys without the client's own queue.
@@ -497,14 +502,17 @@ pub struct SpikeShared {
 }
 
 impl SpikeShared {
-    /// A buyer got the open push now.
-    fn note_push(&self) {
-        if let Some(t0) = self.t_open.get() {
-            self.push_us
-                .lock()
-                .unwrap()
-                .push(t0.elapsed().as_micros() as u64);
-        }
+    /// A buyer read the open push now; `arrived_ns` is the kernel's stamp of its arrival.
+    /// Returns that stamp, µs after the open call, if there is one.
+    fn note_push(&self, arrived_ns: Option<u64>) -> Option<u64> {
+        let t0 = self.t_open.get()?;
+        self.push_us
+            .lock()
+            .unwrap()
+            .push(t0.elapsed().as_micros() as u64);
+        let at = arrived_ns?.saturating_sub(*self.t_open_ns.get()?) / 1_000;
+        self.push_arrival_us.lock().unwrap().push(at);
+        Some(at)
     }
 }
 
@@ -513,6 +521,8 @@ pub struct SpikeResult {
     pub res: ConnResult,
     /// When the ack came (any ack), and whether it was ok.
     pub acked_at: Option<(Instant, bool)>,
+    /// When the open push arrived (kernel stamp), µs after the open call.
+    pub push_arrival_us: Option<u64>,
 }
 
 /// One flash-sale buyer: waits for the go (the `sale` open push for `sku`, or `go` turning true),
@@ -543,6 +553,7 @@ pub async fn spike_buyer(
         user: user.clone(),
         res: ConnResult::default(),
         acked_at: None,
+        push_arrival_us: None,
     };
     let wait_until = ctx.deadline;
     // Phase 1: wait for the go.
@@ -557,7 +568,7 @@ pub async fn spike_buyer(
                 Some(Ok(Message::Text(t))) => {
                     if let Ok(f) = serde_json::from_str::<Frame>(&t) {
                         if f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
-                            shared.note_push();
+                            out.push_arrival_us = shared.note_push(ws.get_ref().last_arrival_ns());
                             if use_push {
                                 break;
                             }
@@ -624,7 +635,7 @@ pub async fn spike_buyer(
                         ctx.anomaly(format!("error frame for a valid buy: {:.160}", t.as_str()));
                     }
                     if !use_push && f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
-                        shared.note_push();
+                        out.push_arrival_us = shared.note_push(ws.get_ref().last_arrival_ns());
                     }
                     if (f.op == "ack" || f.op == "error") && f.req.as_deref() == Some(req.as_str()) {
                         let lat = at.saturating_duration_since(sent).as_micros() as u64;

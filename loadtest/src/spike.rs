@@ -30,7 +30,9 @@ struct Run {
     last_ack_us: Option<u64>,
     open_call_us: u64,
     push_us: Vec<u64>,
+    push_arrival_us: Vec<u64>,
     missed_push: u64,
+    fairness: Fairness,
     /// `latency_arrival`, as JSON.
     arrival: Value,
     /// The machine's stalls from the open call to the last buyer's close.
@@ -112,6 +114,7 @@ async fn run(
     ctx.hiccups.phase();
     let t_open = Instant::now();
     let _ = shared.t_open.set(t_open);
+    let _ = shared.t_open_ns.set(crate::net::now_ns());
     if let Some(c) = control.as_mut() {
         c.open(&a.sku).await?;
     } else {
@@ -141,15 +144,20 @@ async fn run(
         Option<Instant>,
         Option<Instant>,
     ) = (None, None, None);
+    let mut learned: Vec<(u64, bool)> = Vec::new();
     while let Some(r) = set.join_next().await {
         let Ok(SpikeResult {
             res,
             acked_at,
             user,
+            push_arrival_us,
         }) = r
         else {
             continue;
         };
+        if let Some(at) = push_arrival_us {
+            learned.push((at, acked_at.is_some_and(|(_, ok)| ok)));
+        }
         ctx.pb.inc(1);
         *sent_by_user.entry(user).or_default() += res.sent;
         if let Some((at, ok)) = acked_at {
@@ -166,6 +174,8 @@ async fn run(
     let us = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t_open).as_micros() as u64);
     let mut push_us = shared.push_us.lock().unwrap().clone();
     push_us.sort_unstable();
+    let mut push_arrival_us = shared.push_arrival_us.lock().unwrap().clone();
+    push_arrival_us.sort_unstable();
     Ok(Run {
         totals,
         finished: rec.finish(Instant::now()),
@@ -174,13 +184,59 @@ async fn run(
         last_ack_us: us(last_ack),
         open_call_us,
         push_us,
+        push_arrival_us,
         missed_push: shared.missed_push.load(Ordering::Relaxed),
+        fairness: Fairness::of(learned),
         arrival: shared.arrival.json(),
         hiccups,
         connected,
         connect_times: times,
         sent_by_user,
     })
+}
+
+/// Whether the order in which buyers learned of the open decided who got the stock: of the
+/// buyers whose open push arrived, the first tenth by its arrival stamp, and how many of the
+/// winners (an ok ack) were among them. A fair sale puts about a tenth of its winners there;
+/// one decided by the push's order, as many as fit.
+#[derive(Debug, Default, PartialEq)]
+struct Fairness {
+    learned: usize,
+    winners: usize,
+    first_tenth: usize,
+    winners_in_first_tenth: usize,
+}
+
+impl Fairness {
+    /// `learned`: each buyer whose push arrived, its arrival and whether it won.
+    fn of(mut learned: Vec<(u64, bool)>) -> Fairness {
+        learned.sort_unstable_by_key(|&(at, _)| at);
+        let first_tenth = learned.len().div_ceil(10);
+        Fairness {
+            learned: learned.len(),
+            winners: learned.iter().filter(|&&(_, won)| won).count(),
+            first_tenth,
+            winners_in_first_tenth: learned[..first_tenth]
+                .iter()
+                .filter(|&&(_, won)| won)
+                .count(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let share = (self.winners > 0).then(|| {
+            (self.winners_in_first_tenth as f64 / self.winners as f64 * 1000.0).round() / 1000.0
+        });
+        json!({
+            "buyers_with_push": self.learned,
+            "winners": self.winners,
+            "first_tenth": self.first_tenth,
+            "winners_in_first_tenth": self.winners_in_first_tenth,
+            "share_of_winners": share,
+            "if_fair": self.winners.div_ceil(10),
+            "if_push_order_decided": self.winners.min(self.first_tenth),
+        })
+    }
 }
 
 fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
@@ -214,7 +270,15 @@ fn run_json(ctx: &Ctx, r: &Run, buyers: usize) -> Value {
             "p50": pct(&r.push_us, 0.5),
             "p99": pct(&r.push_us, 0.99),
             "last": pct(&r.push_us, 1.0),
+            "by_arrival": {
+                "received": r.push_arrival_us.len(),
+                "first": pct(&r.push_arrival_us, 0.0),
+                "p50": pct(&r.push_arrival_us, 0.5),
+                "p99": pct(&r.push_arrival_us, 0.99),
+                "last": pct(&r.push_arrival_us, 1.0),
+            },
         },
+        "fairness": r.fairness.json(),
     })
 }
 
@@ -331,4 +395,33 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     Ok(scenario::finish(
         &ctx, "spike", params, results, checks, recs, &target,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fairness_counts_the_winners_among_the_first_tenth_to_learn() {
+        // 20 buyers; the winners are the 1st, 3rd and 15th to learn, given out of order.
+        let learned: Vec<(u64, bool)> = (0..20u64)
+            .rev()
+            .map(|i| (1_000 + i * 10, [0, 2, 14].contains(&i)))
+            .collect();
+        let f = Fairness::of(learned);
+        assert_eq!(
+            f,
+            Fairness {
+                learned: 20,
+                winners: 3,
+                first_tenth: 2,
+                winners_in_first_tenth: 1
+            }
+        );
+        assert_eq!(f.json()["if_push_order_decided"], 2);
+        assert_eq!(
+            Fairness::of(Vec::new()).json()["share_of_winners"],
+            Value::Null
+        );
+    }
 }
