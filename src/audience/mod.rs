@@ -12,27 +12,26 @@
 pub mod batch;
 pub mod viewers;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use crate::journal::{AudienceEvent, Mode};
-
-/// Durable events queued for the fold at most; past it, the apply folds them itself.
-const MAX_QUEUED_EVENTS: usize = 200_000;
 
 /// Queued events a reader that must not wait ([`Audience::try_with`]) folds itself at most:
 /// a few buyer sockets and a small batch, not a full one.
 const FOLD_INLINE_EVENTS: usize = 1_000;
 
-/// A room's audience state, behind one lock. The journal's apply only queues a live batch
-/// ([`Audience::apply`]), which costs the journal writer nothing per event, and a buyer socket
-/// that opens or closes only queues that too; the ingest folds a batch once durable, on the
-/// background pool ([`Audience::fold`]), and any reader before that (the re-sent check of the
-/// next batch, a journal snapshot's capture) folds what is queued, in order, before it reads.
-/// So every reader sees every durable batch, and the writer thread, which acks the buys of the
-/// same group commit, never folds thousands of events ahead of them. The aggregator's tick
-/// runs on a runtime worker among the buyers' sockets: it reads with [`Audience::try_with`],
-/// which never waits for a fold and never does a big one.
+/// A room's audience state, behind one lock, which no thread that serves buys ever waits for:
+/// the work on it runs on the background pool under the kernel's idle policy
+/// ([`crate::background`]), and a holder of the lock there may wait long for a core while
+/// buys keep both busy. So the journal's apply only queues a live batch
+/// ([`Audience::apply`]), and a buyer socket that opens or closes only queues that; the ingest
+/// folds a batch once durable, on the pool ([`Audience::fold`]); the aggregator's tick and the
+/// journal writer's snapshot capture read with [`Audience::try_with`], which never waits and
+/// never folds more than a small batch (they use the last figures, or take the snapshot
+/// later), and fleet mode's live counts come from [`Audience::live_counts`]. Readers that may
+/// wait ([`Audience::with`]: the re-sent check, the review) run on the pool themselves. Every
+/// reader folds what is queued, in order, before it reads, so it sees every durable batch.
 #[derive(Default)]
 pub struct Audience {
     state: Mutex<viewers::State>,
@@ -40,6 +39,8 @@ pub struct Audience {
     queued: Mutex<Queue>,
     /// A fold on the background pool was asked for and has not started.
     fold_asked: AtomicBool,
+    /// `online`, `peak` and `unique` as of the last fold, for readers that must not wait.
+    counts: [AtomicU64; 3],
 }
 
 /// What waits for the fold, and how many events it holds (a socket counts as one).
@@ -91,10 +92,7 @@ impl Audience {
     }
 
     fn queue(&self, item: Queued) {
-        let queued = self.queued.lock().expect("audience queue lock").push(item);
-        if queued > MAX_QUEUED_EVENTS {
-            drop(self.state());
-        }
+        self.queued.lock().expect("audience queue lock").push(item);
     }
 
     /// Folds everything queued now (the ingest, on the background pool, right after its
@@ -113,7 +111,9 @@ impl Audience {
     /// Counts events at once; returns how many were new.
     pub fn add(&self, events: &[AudienceEvent]) -> usize {
         let mut s = self.state();
-        events.iter().filter(|e| s.add(e)).count()
+        let new = events.iter().filter(|e| s.add(e)).count();
+        self.fold_into(&mut s, Queue::default());
+        new
     }
 
     /// The state with everything queued folded in: the state lock first, then the queue's,
@@ -121,8 +121,35 @@ impl Audience {
     fn state(&self) -> MutexGuard<'_, viewers::State> {
         let mut s = self.state.lock().expect("audience lock");
         let queued = std::mem::take(&mut *self.queued.lock().expect("audience queue lock"));
-        fold_into(&mut s, queued);
+        self.fold_into(&mut s, queued);
         s
+    }
+
+    fn fold_into(&self, s: &mut viewers::State, queued: Queue) {
+        for item in queued.items {
+            match item {
+                Queued::Batch(batch) => {
+                    for e in batch.iter() {
+                        s.add(e);
+                    }
+                }
+                Queued::Socket(user, open) => s.socket(&user, open),
+            }
+        }
+        let (online, peak, unique) = s.live_counts();
+        for (c, v) in self.counts.iter().zip([online, peak, unique]) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// `online`, `peak` and `unique` as of the last fold, without waiting for the state.
+    pub fn live_counts(&self) -> (u64, u64, u64) {
+        let [a, b, c] = &self.counts;
+        (
+            a.load(Ordering::Relaxed),
+            b.load(Ordering::Relaxed),
+            c.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` on the state without waiting: `None` while another thread holds it (a fold
@@ -141,7 +168,7 @@ impl Audience {
             }
             std::mem::take(&mut *q)
         };
-        fold_into(&mut s, queued);
+        self.fold_into(&mut s, queued);
         Some(f(&s))
     }
 
@@ -157,34 +184,32 @@ impl Audience {
         self.state().save()
     }
 
+    /// [`Audience::save`] without waiting: `None` while a fold holds the state or more than
+    /// a small batch is queued (the journal writer then takes its snapshot after a later
+    /// batch, rather than wait for the background pool).
+    pub fn try_save(&self) -> Option<Vec<u8>> {
+        self.try_with(|s| s.save())
+    }
+
     /// Installs a journal snapshot's state (restore, before any record).
     pub fn restore(&self, bytes: &[u8]) -> Result<(), String> {
-        *self.state() = viewers::State::restore(bytes)?;
+        let mut s = self.state();
+        *s = viewers::State::restore(bytes)?;
+        self.fold_into(&mut s, Queue::default());
         Ok(())
     }
 
     /// Installs the state of a journal snapshot from before the review (state version 3).
     pub fn restore_before_review(&self, bytes: &[u8]) -> Result<(), String> {
-        *self.state() = viewers::State::restore_before_review(bytes)?;
+        let mut s = self.state();
+        *s = viewers::State::restore_before_review(bytes)?;
+        self.fold_into(&mut s, Queue::default());
         Ok(())
     }
 
     /// Runs `f` on the state, under the lock.
     pub fn with<R>(&self, f: impl FnOnce(&viewers::State) -> R) -> R {
         f(&self.state())
-    }
-}
-
-fn fold_into(s: &mut viewers::State, queued: Queue) {
-    for item in queued.items {
-        match item {
-            Queued::Batch(batch) => {
-                for e in batch.iter() {
-                    s.add(e);
-                }
-            }
-            Queued::Socket(user, open) => s.socket(&user, open),
-        }
     }
 }
 
@@ -241,10 +266,21 @@ mod tests {
         a.socket("b1", false);
         a.socket("b2", true);
         assert_eq!(a.try_with(|s| s.figures(t).online), Some(1));
+        assert_eq!(
+            a.live_counts(),
+            (1, 1, 2),
+            "the fold's counts, kept for readers"
+        );
         {
             let _held = a.state.lock().unwrap();
             assert_eq!(a.try_with(|s| s.figures(t).online), None, "a fold holds it");
+            assert!(
+                a.try_save().is_none(),
+                "the snapshot waits for a later batch"
+            );
+            assert_eq!(a.live_counts(), (1, 1, 2), "live counts never wait");
         }
+        assert!(a.try_save().is_some());
         let big: Arc<[AudienceEvent]> = (0..FOLD_INLINE_EVENTS as i64 + 1)
             .map(|i| like(&format!("u{i}"), t + i))
             .collect();

@@ -567,8 +567,16 @@ impl Aggregator {
         }
         match &self.audience {
             Some(f) => f.clone(),
-            // The first tick has nothing older to show: it waits.
-            None => audience.with(|s| s.figures(now)),
+            // The first tick has nothing older: the live counts, and the rest next tick.
+            None => {
+                let (online, peak, unique) = audience.live_counts();
+                crate::audience::viewers::Figures {
+                    online,
+                    peak,
+                    unique,
+                    ..Default::default()
+                }
+            }
         }
     }
 

@@ -104,7 +104,7 @@ pub fn across(own: HubCounts, others: Option<&OtherHubs>) -> (HubCounts, Vec<Hub
 /// This hub's own counts of `room` now.
 fn own_counts(hub_id: &Arc<str>, room: &Room) -> HubCounts {
     use std::sync::atomic::Ordering;
-    let (online, peak, unique) = room.audience.with(|s| s.live_counts());
+    let (online, peak, unique) = room.audience.live_counts();
     HubCounts {
         hub: hub_id.clone(),
         viewers: room.live.viewers.load(Ordering::Relaxed),

@@ -99,10 +99,11 @@ fn prepare(room: &Room, events: Vec<AudienceEvent>, now_ms: i64) -> Prepared {
 }
 
 impl Hub {
-    /// Checks, journals and counts a batch of audience events for `room`. A large batch is
-    /// parsed, checked, encoded and then folded on the background pool
-    /// ([`crate::background`]): milliseconds of work that buys on the runtime's workers and
-    /// the journal writer should not wait behind.
+    /// Checks, journals and counts a batch of audience events for `room`. The re-sent check,
+    /// the split into records and their encoding, and then the fold run on the background
+    /// pool ([`crate::background`]), and so does the parse of a large batch: milliseconds of
+    /// work that buys on the runtime's workers and the journal writer should not wait
+    /// behind, on state no buy waits for.
     pub async fn ingest_audience(
         &self,
         room: &Arc<Room>,
@@ -123,12 +124,7 @@ impl Hub {
             .await
             .map_err(IngestError::Bad)?
         };
-        let done = self.journal_prepared(prepared).await?;
-        // The apply queued the batch for the room's next reader; fold it here instead, so
-        // that reader (a buyer socket opening, the aggregator's tick) does not.
-        let r = room.clone();
-        background::run(move || r.audience.fold()).await;
-        Ok(done)
+        self.journal_and_fold(room, prepared).await
     }
 
     /// Journals and counts checked events (the demo's audience comes this way too).
@@ -138,7 +134,24 @@ impl Hub {
         events: Vec<AudienceEvent>,
         now_ms: i64,
     ) -> Result<Ingested, IngestError> {
-        self.journal_prepared(prepare(room, events, now_ms)).await
+        let prepared = {
+            let room = room.clone();
+            background::run(move || prepare(&room, events, now_ms)).await
+        };
+        self.journal_and_fold(room, prepared).await
+    }
+
+    /// Journals a prepared batch; the apply queues it for the room's next reader, and it is
+    /// folded here instead, on the pool, so that reader (the aggregator's tick) need not.
+    async fn journal_and_fold(
+        &self,
+        room: &Arc<Room>,
+        prepared: Prepared,
+    ) -> Result<Ingested, IngestError> {
+        let done = self.journal_prepared(prepared).await?;
+        let r = room.clone();
+        background::run(move || r.audience.fold()).await;
+        Ok(done)
     }
 
     /// Submits a prepared batch's records at once, so one group commit takes them, and

@@ -185,6 +185,20 @@ impl Rooms {
     /// The durable state now. Runs on the journal writer's thread between batches, when
     /// memory holds exactly the records below the writer's next number.
     pub fn capture_state(&self) -> RoomsCapture {
+        self.capture_with(|a| Some(a.save()))
+            .expect("a capture that waits always has the audience")
+    }
+
+    /// [`Rooms::capture_state`] without waiting for a room's audience: `None` while one is
+    /// being folded on the background pool (the writer tries again after a later batch).
+    pub fn try_capture_state(&self) -> Option<RoomsCapture> {
+        self.capture_with(crate::audience::Audience::try_save)
+    }
+
+    fn capture_with(
+        &self,
+        audience: impl Fn(&crate::audience::Audience) -> Option<Vec<u8>>,
+    ) -> Option<RoomsCapture> {
         let rooms = self
             .all()
             .into_iter()
@@ -206,18 +220,18 @@ impl Rooms {
                         }
                     })
                     .collect();
-                RoomCapture {
+                Some(RoomCapture {
                     title: room.title(),
                     orders: room.orders.count(),
                     events: room.events.count(),
                     skus,
-                    audience: room.audience.save(),
+                    audience: audience(&room.audience)?,
                     rejections: room.rejections.to_vec(),
                     room,
-                }
+                })
             })
-            .collect();
-        RoomsCapture { rooms }
+            .collect::<Option<Vec<_>>>()?;
+        Some(RoomsCapture { rooms })
     }
 
     /// Installs a snapshot's state into these rooms, which have seen no record. Everything is

@@ -274,7 +274,7 @@ impl Apply for Rooms {
     }
 
     fn capture(&self) -> Option<Box<dyn Capture>> {
-        Some(Box::new(self.capture_state()))
+        Some(Box::new(self.try_capture_state()?))
     }
 
     fn restore(&self, state: &[u8]) -> Result<(), String> {
