@@ -1,18 +1,21 @@
-//! Bulk work that must not hold up buys: a pool of threads at a lower scheduling priority
-//! (nice [`NICE`], and the shortest time slice), one per core, for work of milliseconds that
-//! comes in bursts, such as a batch of audience events parsed, checked, encoded and folded.
+//! Bulk work that must not hold up buys: a pool of threads under the kernel's idle policy
+//! (`SCHED_IDLE`; nice [`NICE`] where that is refused), one per core, for work of
+//! milliseconds that comes in bursts, such as a batch of audience events parsed, checked,
+//! encoded and folded, or a room's review.
 //!
-//! On a busy machine the kernel's scheduler gives the runtime's workers and the journal
-//! writer, which answer buys, the CPU first, and this pool what is left; on an idle one the
-//! pool runs at full speed. A lower weight is not starvation: under full load the pool still
-//! gets a small share, so its work finishes, later. Not the kernel's idle policy
-//! (`SCHED_IDLE`): a pool thread folds a batch while holding its room's audience lock, which
-//! the journal writer's snapshot capture and the re-sent check may need too, and an
-//! idle-policy holder can wait long for a core while they wait for the lock.
+//! The pool runs on what the threads that answer buys (the runtime's workers, the journal
+//! writer) leave: a waking buy takes the core from a pool thread at once, and a core that
+//! runs only pool threads counts as idle when the kernel places a waking thread. On an idle
+//! machine the pool runs at full speed; under full load it gets a sliver, and its work waits.
+//! So nothing that serves buys may wait for a pool thread: a lock a pool job holds (a room's
+//! audience, [`crate::audience::Audience`]) is one those threads only try, or never take.
+//! A plain lower weight (nice 10, even with the shortest slice) still let each batch of
+//! audience events add to the buys' p99 (BENCHMARKS.md, "Audience").
 
 use std::sync::OnceLock;
 
-/// The pool threads' nice value: their weight is about a tenth of a normal thread's.
+/// The pool threads' nice value where the idle policy is refused: their weight is then about
+/// a tenth of a normal thread's.
 pub const NICE: i32 = 10;
 
 fn pool() -> &'static rayon::ThreadPool {
@@ -31,40 +34,19 @@ fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
-/// A pool thread's time slice (the kernel's custom slice for a normal thread, Linux 6.12 and
-/// later), the least the kernel takes. The scheduler lets a thread that has just started to
-/// run finish its slice before a waking one takes the core, so with the default slice a buy
-/// that arrives as a pool thread is scheduled would wait for it.
-const SLICE_NS: u64 = 100_000;
-
-/// Lowers the calling thread's priority: nice [`NICE`], and where the kernel has them, the
-/// shortest slice ([`SLICE_NS`]). On Linux both belong to the thread, so this leaves the rest
-/// of the process as it is; where that fails the thread keeps its priority.
+/// Puts the calling thread under the idle policy, or failing that at nice [`NICE`]. On Linux
+/// both belong to the thread, so this leaves the rest of the process as it is; where both
+/// fail the thread keeps its priority.
 fn lower_priority() {
-    let attr = libc::sched_attr {
-        size: std::mem::size_of::<libc::sched_attr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
-        sched_flags: 0,
-        sched_nice: NICE,
-        sched_priority: 0,
-        sched_runtime: SLICE_NS,
-        sched_deadline: 0,
-        sched_period: 0,
-    };
-    // SAFETY: sched_setattr reads `attr`, which lives across the call and gives its own size;
-    // `0` names the calling thread.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            0,
-            &attr as *const libc::sched_attr,
-            0,
-        )
-    };
-    if r == 0 || nice_of_this_thread() >= NICE {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param`, which lives across the call; `0` names the
+    // calling thread on Linux.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
         return;
     }
-    // An older kernel refuses the slice: the nice value alone.
+    if nice_of_this_thread() >= NICE {
+        return;
+    }
     // SAFETY: setpriority takes plain integers; `0` names the calling thread on Linux.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
     if r != 0 {
@@ -113,44 +95,28 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn jobs_run_on_threads_of_lower_priority_and_leave_the_caller_alone() {
-        let before = nice_of_this_thread();
-        let (nice, name) = run(|| {
+    async fn jobs_run_on_idle_policy_threads_and_leave_the_caller_alone() {
+        let before = (policy_of_this_thread(), nice_of_this_thread());
+        let (policy, nice, name) = run(|| {
             (
+                policy_of_this_thread(),
                 nice_of_this_thread(),
                 std::thread::current().name().map(str::to_owned),
             )
         })
         .await;
-        assert!(nice >= NICE, "pool thread nice {nice}, caller {before}");
+        assert!(
+            policy == libc::SCHED_IDLE || nice >= NICE,
+            "pool thread policy {policy}, nice {nice}"
+        );
         assert!(name.unwrap().starts_with("livehub-background-"));
-        assert_eq!(nice_of_this_thread(), before);
+        assert_eq!((policy_of_this_thread(), nice_of_this_thread()), before);
+        assert_ne!(before.0, libc::SCHED_IDLE);
     }
 
-    /// Where the kernel keeps a custom slice for a normal thread, the pool's threads have the
-    /// shortest; an older kernel reports none (0).
-    #[tokio::test]
-    async fn pool_threads_ask_for_the_shortest_slice() {
-        let (policy, nice, runtime) = run(|| {
-            let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::sched_attr>() as u32;
-            // SAFETY: sched_getattr writes at most `size` bytes into `attr`.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_sched_getattr,
-                    0,
-                    &mut attr as *mut libc::sched_attr,
-                    size,
-                    0,
-                )
-            };
-            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-            (attr.sched_policy, attr.sched_nice, attr.sched_runtime)
-        })
-        .await;
-        assert_eq!(policy, libc::SCHED_OTHER as u32);
-        assert_eq!(nice, NICE);
-        assert!(runtime == SLICE_NS || runtime == 0, "slice {runtime} ns");
+    fn policy_of_this_thread() -> i32 {
+        // SAFETY: takes a plain integer; `0` names the calling thread on Linux.
+        unsafe { libc::sched_getscheduler(0) }
     }
 
     #[tokio::test]
