@@ -77,6 +77,7 @@ if [ -x target/debug/livehub-loadtest ] && target/debug/livehub-loadtest --help 
     lt=target/debug/livehub-loadtest
     common="--url $LIVEHUB_URL --open-buyers --admin-token $LIVEHUB_ADMIN_TOKEN --viewer-token $LIVEHUB_VIEWER_TOKEN --max-seconds 60"
     $lt spike $common --buyers 500 --stock 100 --limit 1 --against-echo --against-bun
+    $lt spike $common --buyers 300 --stock 50 --limit 1 --trigger clock --lead 500ms
     $lt steady $common --connections 20 --duration 3 --in-flight 4
     $lt checkout $common --buyers 200 --stock 40 --delay-max 3s
     $lt payments $common --orders 2000 --connections 16

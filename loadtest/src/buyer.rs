@@ -55,6 +55,9 @@ pub struct Frame {
     pub amount_fen: Option<u64>,
     #[serde(default)]
     pub state: Option<String>,
+    /// A sale's opening time (`sale` pushes).
+    #[serde(default)]
+    pub opens_at_ms: Option<i64>,
     /// An order's status (v2 acks and `order` pushes).
     #[serde(default)]
     pub status: Option<String>,
@@ -490,6 +493,8 @@ pub struct SpikeShared {
     pub t_open: std::sync::OnceLock<Instant>,
     /// The same, by the clock of the kernel's arrival stamps (ns since the Unix epoch).
     pub t_open_ns: std::sync::OnceLock<u64>,
+    /// With `--trigger clock`: when the sale opens (Unix ms), which buyers wait for.
+    pub opens_at_ms: std::sync::OnceLock<i64>,
     /// When each buyer read the open push, µs after the open call was sent.
     pub push_us: Mutex<Vec<u64>>,
     /// When the open push arrived at each buyer's socket by the kernel's stamp, µs after the
@@ -534,7 +539,7 @@ pub async fn spike_buyer(
     sku: Arc<str>,
     qty: u64,
     price: Option<u64>,
-    use_push: bool,
+    trigger: crate::cli::Trigger,
     mut go: watch::Receiver<bool>,
     shared: Arc<SpikeShared>,
     rec: Arc<Recorder>,
@@ -546,6 +551,8 @@ pub async fn spike_buyer(
     let hold = || async {
         let _ = tokio::time::timeout_at(ctx.deadline.into(), hold.wait()).await;
     };
+    let use_push = trigger == crate::cli::Trigger::Push;
+    let clock = trigger == crate::cli::Trigger::Clock;
     let Conn { mut ws, idx, user } = conn;
     // Without the stamps (a kernel that refuses them) only `latency_arrival` stays empty.
     let _ = ws.get_mut().stamp_arrivals();
@@ -567,10 +574,21 @@ pub async fn spike_buyer(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     if let Ok(f) = serde_json::from_str::<Frame>(&t) {
-                        if f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
+                        if !clock && f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
                             out.push_arrival_us = shared.note_push(ws.get_ref().last_arrival_ns());
                             if use_push {
                                 break;
+                            }
+                        }
+                        if clock && f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("scheduled") {
+                            if let (Some(at), Some(want)) = (f.opens_at_ms, shared.opens_at_ms.get()) {
+                                if at == *want {
+                                    out.push_arrival_us = shared.note_push(ws.get_ref().last_arrival_ns());
+                                    // Counts down by its own clock, as an app would.
+                                    let wait = (at - crate::net::now_ns() as i64 / 1_000_000).max(0);
+                                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                                    break;
+                                }
                             }
                         }
                     }
@@ -586,7 +604,7 @@ pub async fn spike_buyer(
                 // A go, or no go can come any more: buy now.
                 if changed.is_err() || *go.borrow() {
                     // In push mode the go is the fallback for a push that did not come.
-                    if use_push && changed.is_ok() {
+                    if (use_push || clock) && changed.is_ok() {
                         shared.missed_push.fetch_add(1, Ordering::Relaxed);
                     }
                     break;
@@ -634,7 +652,7 @@ pub async fn spike_buyer(
                     if f.op == "error" {
                         ctx.anomaly(format!("error frame for a valid buy: {:.160}", t.as_str()));
                     }
-                    if !use_push && f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
+                    if trigger == crate::cli::Trigger::Response && f.op == "sale" && f.sku.as_deref() == Some(&*sku) && f.state.as_deref() == Some("open") {
                         out.push_arrival_us = shared.note_push(ws.get_ref().last_arrival_ns());
                     }
                     if (f.op == "ack" || f.op == "error") && f.req.as_deref() == Some(req.as_str()) {

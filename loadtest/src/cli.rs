@@ -97,6 +97,10 @@ pub enum Trigger {
     Push,
     /// Every buyer buys once the `POST .../open` call has returned.
     Response,
+    /// A fair open: the sale is scheduled `--lead` ahead (the SKU's `opens_at_ms`) instead of
+    /// opened, and each buyer buys at that time by its own clock once the `sale` push with
+    /// the new `opens_at_ms` has reached it, as an app counting down would. livehub only.
+    Clock,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +161,9 @@ pub struct SpikeArgs {
     /// call returned buys anyway (and is counted as a missed push).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub push_grace: Duration,
+    /// With --trigger clock: how far ahead of the schedule call the sale opens.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub lead: Duration,
     /// Also run the same buyers and frames against an echo server and compare. It runs as a
     /// child process (`echo-server`: this process could not hold both sets of sockets), and it
     /// pushes the sale's opening to every socket at once, as livehub does.
@@ -342,6 +349,9 @@ pub struct CheckoutArgs {
     /// anyway (counted as a missed push).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub push_grace: Duration,
+    /// With --trigger clock: how far ahead of the schedule call the sale opens.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub lead: Duration,
     /// Seed of the buyers' choices (pay, cancel or expire; delays; retries).
     #[arg(long, default_value_t = 21)]
     pub seed: u64,

@@ -85,7 +85,6 @@ async fn run(
     let connected = conns.len();
     let (go_tx, go_rx) = watch::channel(false);
     let shared = Arc::new(SpikeShared::default());
-    let use_push = a.trigger == Trigger::Push;
     let sku: Arc<str> = Arc::from(a.sku.as_str());
     let price = peer.is_none_or(Peer::keeps_stock).then_some(a.price_fen);
     let prefix: Arc<str> = Arc::from(format!("{}{}", ctx.run_id, peer.map_or("s", Peer::req_tag)));
@@ -98,7 +97,7 @@ async fn run(
             sku.clone(),
             a.qty,
             price,
-            use_push,
+            a.trigger,
             go_rx.clone(),
             shared.clone(),
             rec.clone(),
@@ -115,7 +114,12 @@ async fn run(
     let t_open = Instant::now();
     let _ = shared.t_open.set(t_open);
     let _ = shared.t_open_ns.set(crate::net::now_ns());
-    if let Some(c) = control.as_mut() {
+    if a.trigger == Trigger::Clock {
+        // Scheduled instead of opened: every buyer hears of the time before it comes.
+        let at = crate::net::now_ns() as i64 / 1_000_000 + a.lead.as_millis() as i64;
+        let _ = shared.opens_at_ms.set(at);
+        scenario::setup_sku(ctx, &a.sku, a.price_fen, a.stock, a.limit, Some(at)).await?;
+    } else if let Some(c) = control.as_mut() {
         c.open(&a.sku).await?;
     } else {
         let state = ctx.rest.open(&ctx.room, &a.sku).await?;
@@ -128,8 +132,13 @@ async fn run(
         Trigger::Response => {
             let _ = go_tx.send(true);
         }
-        Trigger::Push => {
-            let grace = a.push_grace;
+        Trigger::Push | Trigger::Clock => {
+            let grace = a.push_grace
+                + if a.trigger == Trigger::Clock {
+                    a.lead
+                } else {
+                    Duration::ZERO
+                };
             let tx = go_tx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
@@ -288,6 +297,10 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
         a.buyers > 0 && a.qty > 0,
         "--buyers and --qty must be at least 1"
     );
+    anyhow::ensure!(
+        a.trigger != Trigger::Clock || !(a.against_echo || a.against_bun),
+        "--trigger clock runs on livehub only (the peers open sales only by the control socket)"
+    );
     scenario::setup_room(&ctx, &format!("load test spike {}", ctx.run_id)).await?;
     scenario::setup_sku(
         &ctx,
@@ -333,6 +346,18 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
         })
         .await;
 
+    if a.trigger == Trigger::Clock {
+        checks.push(Check::new(
+            "every_buyer_heard_the_opening_time_first",
+            r.missed_push == 0 && r.push_arrival_us.len() == r.connected,
+            format!(
+                "{} of {} buyers got the sale push with the new opens_at_ms; {} bought on the fallback",
+                r.push_us.len(),
+                r.connected,
+                r.missed_push
+            ),
+        ));
+    }
     let mut results = Map::new();
     let mut main = run_json(&ctx, &r, a.buyers);
     main["demand_units"] = json!(sent_units);
@@ -390,7 +415,7 @@ pub async fn spike(ctx: Arc<Ctx>, a: SpikeArgs) -> anyhow::Result<i32> {
     sampler.store(true, Ordering::Relaxed);
     let params = json!({
         "buyers": a.buyers, "stock": a.stock, "limit": a.limit, "qty": a.qty, "price_fen": a.price_fen,
-        "sku": a.sku, "users": a.users, "trigger": format!("{:?}", a.trigger).to_lowercase(), "sources": ctx.common.sources,
+        "sku": a.sku, "users": a.users, "trigger": format!("{:?}", a.trigger).to_lowercase(), "lead_ms": (a.trigger == Trigger::Clock).then_some(a.lead.as_millis() as u64), "sources": ctx.common.sources,
     });
     Ok(scenario::finish(
         &ctx, "spike", params, results, checks, recs, &target,
