@@ -36,7 +36,7 @@
 //!   `livehub reconcile`
 //! - [`audience`]: audience events: a batch's parser and checks, a room's viewers, sessions,
 //!   sources and funnel
-//! - [`background`]: low-priority threads for bulk work that must not hold up buys
+//! - [`background`]: threads under the idle policy for bulk work that must not hold up buys
 //! - [`demo`]: the `--demo` livestream simulation, a second room, and a finished earlier stream
 //! - [`telemetry`]: Prometheus metrics and tracing
 //! - [`verify`]: `livehub verify`, the offline check of a stopped hub's data dir
