@@ -112,7 +112,7 @@ impl Audience {
     pub fn add(&self, events: &[AudienceEvent]) -> usize {
         let mut s = self.state();
         let new = events.iter().filter(|e| s.add(e)).count();
-        self.fold_into(&mut s, Queue::default());
+        self.keep_counts(&s);
         new
     }
 
@@ -136,6 +136,11 @@ impl Audience {
                 Queued::Socket(user, open) => s.socket(&user, open),
             }
         }
+        self.keep_counts(s);
+    }
+
+    /// Keeps the state's live counts for [`Audience::live_counts`].
+    fn keep_counts(&self, s: &viewers::State) {
         let (online, peak, unique) = s.live_counts();
         for (c, v) in self.counts.iter().zip([online, peak, unique]) {
             c.store(v, Ordering::Relaxed);
@@ -195,7 +200,7 @@ impl Audience {
     pub fn restore(&self, bytes: &[u8]) -> Result<(), String> {
         let mut s = self.state();
         *s = viewers::State::restore(bytes)?;
-        self.fold_into(&mut s, Queue::default());
+        self.keep_counts(&s);
         Ok(())
     }
 
@@ -203,7 +208,7 @@ impl Audience {
     pub fn restore_before_review(&self, bytes: &[u8]) -> Result<(), String> {
         let mut s = self.state();
         *s = viewers::State::restore_before_review(bytes)?;
-        self.fold_into(&mut s, Queue::default());
+        self.keep_counts(&s);
         Ok(())
     }
 
